@@ -1,0 +1,225 @@
+"""Typed run configuration: defaults < dataset recipe < YAML file < flags/keywords, checked and saved."""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .errors import ConvlabError
+
+Optimizer = Literal["sgd", "adam", "adamw"]
+Schedule = Literal["none", "step", "cosine", "onecycle"]
+Augment = Literal["none", "light", "standard"]
+Device = Literal["auto", "cpu", "cuda", "mps"]
+
+
+def _opt(default, help: str, **checks):
+    """A config field with its help text (shown by --help) and value checks (min/max/min_exclusive)."""
+    return field(default=default, metadata={"help": help, **checks})
+
+
+@dataclass
+class DataConfig:
+    name: str = _opt("digits", "dataset name (see 'convlab datasets'); imagefolder:PATH for your own images")
+    data_dir: str | None = _opt(None, "folder holding the dataset's files (default: the cache, then download)")
+    image_size: int | None = _opt(None, "resize images to SIZE x SIZE (default: the data's own size; 64 for folders)",
+                                  min=4)
+    val_fraction: float = _opt(0.1, "share of the training split held out (stratified) for validation", min=0.0,
+                               below=1.0)
+    augment: Augment = _opt("none", "augmentation: none, light (shifts) or standard (shifts + flips where valid)")
+
+
+@dataclass
+class ModelConfig:
+    name: str = _opt("small-cnn", "model name (see 'convlab models'): a preset or any torchvision classifier")
+    dropout: float = _opt(0.0, "dropout probability before each fully connected layer", min=0.0, below=1.0)
+
+
+@dataclass
+class OptimConfig:
+    optimizer: Optimizer = _opt("adam", "optimizer")
+    lr: float = _opt(1e-3, "learning rate (the peak rate for onecycle)", min_exclusive=0.0)
+    momentum: float = _opt(0.9, "momentum for sgd", min=0.0, below=1.0)
+    weight_decay: float = _opt(0.0, "L2 weight decay", min=0.0)
+    schedule: Schedule = _opt("none", "learning-rate schedule")
+    label_smoothing: float = _opt(0.0, "label smoothing for the cross-entropy loss", min=0.0, below=1.0)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = _opt(10, "number of passes over the training split", min=1)
+    batch_size: int = _opt(64, "images per training step", min=1)
+    early_stop: int = _opt(0, "stop after PATIENCE epochs without a better validation accuracy (0: off)", min=0)
+    seed: int = _opt(0, "random seed: the same seed gives the same metrics on CPU", min=0)
+    device: Device = _opt("auto", "where to train: auto picks cuda, then mps, then cpu")
+    out: str | None = _opt(None, "run folder (default: runs/<data>-<model>-<timestamp>)")
+    quiet: bool = _opt(False, "plain one-line-per-epoch output instead of progress bars")
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """The config as flat keys (the names of the CLI flags and of the Python keywords)."""
+        return {key: getattr(getattr(self, section), name) for key, (section, name) in FLAT_KEYS.items()}
+
+
+SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
+_SECTION_CLASSES = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig}
+
+
+def _flat_keys() -> dict[str, tuple[str, str]]:
+    """Flat key -> (section, field). A section's `name` field is the section's own flat key (--data, --model)."""
+    keys = {}
+    for section, cls in _SECTION_CLASSES.items():
+        for f in dataclasses.fields(cls):
+            keys[section if f.name == "name" else f.name] = (section, f.name)
+    return keys
+
+
+FLAT_KEYS = _flat_keys()
+
+
+def field_info(key: str) -> dataclasses.Field:
+    section, name = FLAT_KEYS[key]
+    return {f.name: f for f in dataclasses.fields(_SECTION_CLASSES[section])}[name]
+
+
+def field_type(key: str) -> Any:
+    hints = typing.get_type_hints(_SECTION_CLASSES[FLAT_KEYS[key][0]])
+    return hints[FLAT_KEYS[key][1]]
+
+
+def choices(key: str) -> tuple[str, ...] | None:
+    kind = field_type(key)
+    return typing.get_args(kind) if typing.get_origin(kind) is Literal else None
+
+
+def flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def coerce(key: str, value: Any, source: str) -> Any:
+    """Check one value against its field's type and limits; `source` names where it came from."""
+    if key not in FLAT_KEYS:
+        import difflib
+
+        close = difflib.get_close_matches(key, list(FLAT_KEYS), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise ConvlabError(f"{source}: unknown setting '{key}'.{hint}")
+    kind = field_type(key)
+    where = f"{source}: {key}" if source != "flags" else flag(key)
+    optional = typing.get_origin(kind) in (typing.Union, types.UnionType) and type(None) in typing.get_args(kind)
+    if optional:
+        if value is None:
+            return None
+        kind = next(t for t in typing.get_args(kind) if t is not type(None))
+    options = typing.get_args(kind) if typing.get_origin(kind) is Literal else None
+    if options is not None:
+        if value not in options:
+            raise ConvlabError(f"invalid value for {where}: {value!r}; choose from {', '.join(options)}")
+        return value
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConvlabError(f"invalid value for {where}: {value!r}; expected true or false")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConvlabError(f"invalid value for {where}: {value!r}; expected a whole number")
+    elif kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConvlabError(f"invalid value for {where}: {value!r}; expected a number")
+        value = float(value)
+    elif kind is str:
+        if not isinstance(value, str) or not value:
+            raise ConvlabError(f"invalid value for {where}: {value!r}; expected text")
+    _check_limits(key, value, where)
+    return value
+
+
+def _check_limits(key: str, value: Any, where: str) -> None:
+    meta = field_info(key).metadata
+    if "min" in meta and value < meta["min"]:
+        raise ConvlabError(f"invalid value for {where}: {value}; must be >= {meta['min']}")
+    if "min_exclusive" in meta and value <= meta["min_exclusive"]:
+        raise ConvlabError(f"invalid value for {where}: {value}; must be > {meta['min_exclusive']}")
+    if "below" in meta and value >= meta["below"]:
+        raise ConvlabError(f"invalid value for {where}: {value}; must be < {meta['below']}")
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config (nested sections as saved in a run, or flat keys) into checked flat keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConvlabError(f"--config {path}: no such file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        reason = str(err).splitlines()[0]
+        raise ConvlabError(f"--config {path}: not valid YAML ({reason})") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConvlabError(f"--config {path}: expected a mapping of settings, got {type(raw).__name__}")
+    flat: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in _SECTION_CLASSES and isinstance(value, dict):
+            for name, inner in value.items():
+                flat_key = key if name == "name" else name
+                if flat_key not in FLAT_KEYS or FLAT_KEYS[flat_key] != (key, name):
+                    raise ConvlabError(f"{path}: unknown setting '{key}.{name}'")
+                flat[flat_key] = coerce(flat_key, inner, str(path))
+        elif key in ("convlab", "provenance"):
+            continue  # informational blocks written into saved runs
+        else:
+            flat[key] = coerce(key, value, str(path))
+    return flat
+
+
+def resolve(overrides: dict[str, Any] | None = None, config_file: str | Path | None = None,
+            recipe_for=None) -> tuple[Config, dict[str, str]]:
+    """Build the run's config: defaults, then the dataset's recipe, then the file, then the overrides.
+
+    `recipe_for(data_name) -> dict` supplies the dataset recipe. Returns the config and, per flat key,
+    where its value came from ("default", "recipe", "file", "flag") for the printed summary.
+    """
+    from_file = read_config_file(config_file) if config_file else {}
+    from_flags = {key: coerce(key, value, "flags") for key, value in (overrides or {}).items() if value is not None}
+    data_name = from_flags.get("data", from_file.get("data", DataConfig.name))
+    recipe = dict(recipe_for(data_name)) if recipe_for else {}
+    for key, value in recipe.items():
+        recipe[key] = coerce(key, value, f"recipe of {data_name}")
+
+    config = Config()
+    origin = {key: "default" for key in FLAT_KEYS}
+    for layer_name, layer in (("recipe", recipe), ("file", from_file), ("flag", from_flags)):
+        for key, value in layer.items():
+            section, name = FLAT_KEYS[key]
+            setattr(getattr(config, section), name, value)
+            origin[key] = layer_name
+    return config, origin
+
+
+def save_config(config: Config, path: Path, extra: dict | None = None) -> None:
+    document = config.to_dict()
+    if extra:
+        document.update(extra)
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+
+
+def load_saved_config(path: Path) -> Config:
+    """Load a run's config.yaml back into a Config (all keys present, already resolved)."""
+    config, _ = resolve(config_file=path)
+    return config

@@ -1,0 +1,58 @@
+"""In-memory image data: uint8 NCHW arrays with integer labels, and the train/test pair."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class ImageArrays:
+    """A labelled image set held in memory.
+
+    images: (N, C, H, W) uint8; labels: (N,) int64 class indices.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4 or self.images.dtype != np.uint8:
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {self.images.shape}")
+        if self.labels.shape != (len(self.images),):
+            raise ValueError(f"labels must be ({len(self.images)},), got {self.labels.shape}")
+        self.labels = self.labels.astype(np.int64, copy=False)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: np.ndarray) -> "ImageArrays":
+        return ImageArrays(self.images[index], self.labels[index])
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image."""
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+
+@dataclass
+class Splits:
+    """What every dataset loader returns: train and test sets and the class names.
+
+    hflip says whether a horizontal flip keeps the label (true for photos, false for digits).
+    """
+
+    name: str
+    train: ImageArrays
+    test: ImageArrays
+    classes: list[str]
+    hflip: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.train.shape
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)

@@ -1,0 +1,69 @@
+"""Batches from in-memory uint8 arrays: sliced, normalized and augmented as whole tensors on the device."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from .arrays import ImageArrays
+from .augment import Augmentation
+
+
+@dataclass
+class Normalization:
+    """Per-channel mean and std of pixel values scaled to [0, 1]."""
+
+    mean: list[float]
+    std: list[float]
+
+    @classmethod
+    def of(cls, images: np.ndarray) -> "Normalization":
+        """Measure it on (N, C, H, W) uint8 training images."""
+        scaled = images.astype(np.float64) / 255.0
+        mean = scaled.mean(axis=(0, 2, 3))
+        std = scaled.std(axis=(0, 2, 3))
+        return cls([float(m) for m in mean], [float(max(s, 1e-3)) for s in std])
+
+    def apply(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, C, H, W) -> normalized float32 (N, C, H, W)."""
+        mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
+        return (images.float() / 255.0 - mean) / std
+
+
+class BatchLoader:
+    """Iterates (images, labels) batches of a dataset held as one uint8 tensor on `device`.
+
+    Shuffling and augmentation draw from `generator`, so a seed fixes the whole order.
+    """
+
+    def __init__(self, data: ImageArrays, batch_size: int, norm: Normalization, device: torch.device,
+                 shuffle: bool = False, augment: Augmentation | None = None,
+                 generator: torch.Generator | None = None):
+        self.images = torch.from_numpy(data.images).to(device)
+        self.labels = torch.from_numpy(data.labels).to(device)
+        self.batch_size = batch_size
+        self.norm = norm
+        self.shuffle = shuffle
+        self.augment = augment
+        self.generator = generator or torch.Generator().manual_seed(0)
+
+    def __len__(self) -> int:
+        return (len(self.labels) + self.batch_size - 1) // self.batch_size
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.labels)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.labels)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        order = order.to(self.images.device)
+        for start in range(0, n, self.batch_size):
+            index = order[start:start + self.batch_size]
+            images = self.images[index]
+            if self.augment is not None:
+                images = self.augment(images, self.generator)
+            yield self.norm.apply(images), self.labels[index]

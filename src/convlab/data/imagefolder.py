@@ -1,0 +1,263 @@
+"""Your own images: decoding any image into a fixed (C, H, W) array, and folder-per-class datasets."""
+from __future__ import annotations
+
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..errors import ConvlabError
+from .arrays import ImageArrays, Splits
+from .registry import register_dataset
+from .splits import stratified_split
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+DEFAULT_FOLDER_SIZE = 64  # images are squashed to 64 x 64 unless --image-size says otherwise
+TEST_FRACTION = 0.2  # held out as the test set when the folder has no test/ or val/
+GRAYSCALE_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+PROGRESS_MIN_IMAGES = 500  # below this, decoding is quick enough to need no progress bar
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files under `folder` (subfolders included), sorted; hidden files are skipped.
+
+    Hidden files are skipped because macOS leaves '._name.jpg' metadata files beside images.
+    """
+    folder = Path(folder)
+    found = []
+    for path in folder.rglob("*"):
+        relative = path.relative_to(folder)
+        if any(part.startswith(".") for part in relative.parts):
+            continue
+        if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
+            found.append(path)
+    return sorted(found)
+
+
+def load_image(source, channels: int, size: int | tuple[int, int]) -> np.ndarray:
+    """Decode and resize one image to (channels, H, W) uint8: the one preprocessing of train and predict.
+
+    source: a path, a PIL image, or a numpy array (H, W) / (H, W, C) that is uint8 or float in [0, 1].
+    channels: 1 (grayscale) or 3 (RGB). size: an int for a square, or (H, W).
+    Any PIL mode is accepted: alpha is composited over white, 16-bit values are scaled to 8 bits,
+    float ('F') images are read as [0, 1]. Resizing squashes (no crop), bilinear with antialiasing.
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    height, width = (size, size) if isinstance(size, int) else size
+    if isinstance(source, Image.Image):
+        image = source
+    elif isinstance(source, np.ndarray):
+        image = _image_from_array(source)
+    else:
+        image = _open_image(Path(source))
+
+    image = _to_l_or_rgb(image)
+    if channels == 1 and image.mode == "RGB":
+        image = image.convert("L")
+    elif channels == 3 and image.mode == "L":
+        image = image.convert("RGB")
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=None)
+    pixels = np.asarray(image)
+    if pixels.ndim == 2:
+        return pixels[None].copy()  # (H, W) -> (1, H, W)
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1))  # (H, W, 3) -> (3, H, W)
+
+
+def _open_image(path: Path) -> Image.Image:
+    """Fully decode a file (EXIF rotation applied), or raise ConvlabError naming it."""
+    try:
+        with Image.open(path) as opened:
+            image = ImageOps.exif_transpose(opened)
+            image.load()
+            return image
+    except UnidentifiedImageError:
+        raise ConvlabError(f"cannot read image {path}: not an image format Pillow knows; "
+                           "remove or replace the file") from None
+    except OSError as err:
+        raise ConvlabError(f"cannot read image {path}: {err.strerror or err}; remove or replace the file") from err
+    except Exception as err:  # noqa: BLE001 - image decoders raise SyntaxError, ValueError, DecompressionBombError...
+        raise ConvlabError(f"cannot read image {path}: {err}; remove or replace the file") from err
+
+
+def _image_from_array(array: np.ndarray) -> Image.Image:
+    """(H, W) or (H, W, 1|2|3|4) uint8, bool or float in [0, 1] -> a PIL image."""
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (2, 3, 4))):
+        raise ConvlabError(f"image array must be (H, W) or (H, W, C) with C in 1..4, got shape {array.shape}")
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8) * 255
+    elif array.dtype.kind == "f":
+        array = np.round(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8)
+    elif array.dtype != np.uint8:
+        raise ConvlabError(f"image array must be uint8 or float in [0, 1], got {array.dtype}")
+    return Image.fromarray(np.ascontiguousarray(array))
+
+
+def _to_l_or_rgb(image: Image.Image) -> Image.Image:
+    """Any mode -> 'L' or 'RGB': alpha over white, 16-bit and float scaled to 0..255."""
+    mode = image.mode
+    has_alpha = "A" in image.getbands() or "a" in image.getbands() or "transparency" in image.info
+    if mode in ("L", "RGB") and not has_alpha:
+        return image
+    if mode == "1":
+        return image.convert("L")
+    if mode.startswith("I"):
+        # I;16 and I hold 16-bit samples (0..65535); PIL's own convert would clip at 255.
+        values = np.asarray(image, dtype=np.float64) / 257.0
+        return Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8))
+    if mode == "F":
+        values = np.asarray(image, dtype=np.float64) * 255.0
+        return Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8))
+    if has_alpha:
+        return _over_white(image, "LA" if mode in ("LA", "La") else "RGBA")
+    try:
+        return image.convert("RGB")  # P, CMYK, YCbCr, HSV, ...
+    except ValueError as err:
+        raise ConvlabError(f"cannot convert image mode {mode} to RGB ({err}); save the image as RGB") from err
+
+
+def _over_white(image: Image.Image, base: str) -> Image.Image:
+    """Composite an image with alpha over a white background; base is 'LA' or 'RGBA'."""
+    pixels = np.asarray(image.convert(base), dtype=np.float32)  # (H, W, 2) or (H, W, 4)
+    colour, alpha = pixels[..., :-1], pixels[..., -1:] / 255.0
+    blended = np.round(colour * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+    if base == "LA":
+        blended = blended[..., 0]  # (H, W, 1) -> (H, W)
+    return Image.fromarray(blended)
+
+
+# --- folder-per-class datasets --------------------------------------------------------------
+
+def load_image_folder(root: str | Path, image_size: int | None, seed: int = 0) -> Splits:
+    """Load root/CLASS/*.jpg (or root/train/CLASS and root/test|val/CLASS) into Splits.
+
+    Images become (C, S, S) uint8 with S = image_size or DEFAULT_FOLDER_SIZE; C is 1 when every
+    image is grayscale, else 3. Without a test/ or val/ folder, a stratified 20% is held out.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ConvlabError(f"image folder {root} does not exist or is not a folder; pass "
+                           "--data imagefolder:PATH with a folder holding one subfolder per class")
+    size = image_size or DEFAULT_FOLDER_SIZE
+    notes = []
+    if (root / "train").is_dir():
+        train_dir = root / "train"
+        test_dir = next((root / name for name in ("test", "val") if (root / name).is_dir()), None)
+    else:
+        train_dir, test_dir = root, None
+
+    classes, train_files, train_labels = _scan_train(train_dir)
+    if test_dir is not None:
+        test_files, test_labels = _scan_test(test_dir, train_dir, classes)
+        notes.append(f"imagefolder: train from {train_dir}, test from {test_dir}")
+    else:
+        test_files, test_labels = [], []
+        notes.append(f"imagefolder: no test/ or val/ folder in {root}; holding out a stratified "
+                     f"{TEST_FRACTION:.0%} of the images as the test set")
+
+    files = train_files + test_files
+    channels = 1 if all(_peek_mode(path) in GRAYSCALE_MODES for path in files) else 3
+    notes.append(f"imagefolder: {len(classes)} classes, {len(files)} images as {channels} x {size} x {size}")
+    images = _decode_all(files, channels, size)  # (N, C, size, size)
+    labels = np.asarray(train_labels + test_labels, dtype=np.int64)
+
+    if test_dir is not None:
+        n_train = len(train_files)
+        train = ImageArrays(images[:n_train], labels[:n_train])
+        test = ImageArrays(images[n_train:], labels[n_train:])
+    else:
+        keep, held = stratified_split(labels, TEST_FRACTION, seed)
+        train = ImageArrays(images[keep], labels[keep])
+        test = ImageArrays(images[held], labels[held])
+    return Splits(name="imagefolder", train=train, test=test, classes=classes, hflip=True, notes=notes)
+
+
+def _class_folders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _scan_train(train_dir: Path) -> tuple[list[str], list[Path], list[int]]:
+    """Class names (sorted subfolders), image files and their labels; every class must have images."""
+    folders = _class_folders(train_dir)
+    if not folders:
+        raise ConvlabError(f"no class folders in {train_dir}: put each class's images in its own "
+                           f"subfolder ({train_dir}/cat/1.jpg, {train_dir}/dog/2.jpg)")
+    files, labels = [], []
+    for label, folder in enumerate(folders):
+        found = list_images(folder)
+        if not found:
+            raise ConvlabError(f"class folder {folder} holds no images ({' '.join(IMAGE_EXTENSIONS)}); "
+                               "add images or remove the folder")
+        files += found
+        labels += [label] * len(found)
+    if len(folders) < 2:
+        raise ConvlabError(f"{train_dir} has only one class folder ({folders[0].name}); a classifier needs "
+                           "at least 2 classes, one subfolder each")
+    return [f.name for f in folders], files, labels
+
+
+def _scan_test(test_dir: Path, train_dir: Path, classes: list[str]) -> tuple[list[Path], list[int]]:
+    """Test images labelled by the train classes; a class may be missing, an unknown one is an error."""
+    files, labels = [], []
+    for folder in _class_folders(test_dir):
+        if folder.name not in classes:
+            raise ConvlabError(f"{folder} is not one of the classes in {train_dir} ({', '.join(classes)}); "
+                               "rename or remove it")
+        found = list_images(folder)
+        files += found
+        labels += [classes.index(folder.name)] * len(found)
+    if not files:
+        raise ConvlabError(f"test folder {test_dir} holds no images in class subfolders; add images "
+                           "or remove the folder to hold out part of the training images instead")
+    return files, labels
+
+
+def _peek_mode(path: Path) -> str:
+    """The image's mode from its header, without decoding the pixels."""
+    try:
+        with Image.open(path) as image:
+            return image.mode
+    except UnidentifiedImageError:
+        raise ConvlabError(f"cannot read image {path}: not an image format Pillow knows; "
+                           "remove or replace the file") from None
+    except Exception as err:  # noqa: BLE001 - header parsers raise assorted types
+        raise ConvlabError(f"cannot read image {path}: {err}; remove or replace the file") from err
+
+
+def _decode_all(files: list[Path], channels: int, size: int) -> np.ndarray:
+    """Decode files in parallel threads (PIL releases the GIL) -> (N, channels, size, size) uint8."""
+    def decode(path: Path) -> np.ndarray:
+        return load_image(path, channels, size)
+
+    workers = min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(decode, files)
+        if len(files) > PROGRESS_MIN_IMAGES and sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import track
+
+            results = track(results, total=len(files), description="decoding images",
+                            console=Console(stderr=True), transient=True)
+        decoded = list(results)
+    return np.stack(decoded) if decoded else np.zeros((0, channels, size, size), np.uint8)
+
+
+@register_dataset(
+    "imagefolder",
+    description="your own images, one subfolder per class (optional train/ and test/ or val/)",
+    takes_argument=True,
+    recipe=dict(model="small-cnn", optimizer="adam", lr=2e-3, schedule="onecycle", epochs=15,
+                batch_size=32, augment="standard", weight_decay=1e-4),
+)
+def load_imagefolder(data_dir: Path | None, arg: str | None, image_size: int | None) -> Splits:
+    """imagefolder:PATH; a relative PATH that is missing is also looked up under --data-dir."""
+    root = Path(arg).expanduser()
+    if not root.exists() and not root.is_absolute() and data_dir is not None and (data_dir / root).exists():
+        root = data_dir / root
+    return load_image_folder(root, image_size)

@@ -1,0 +1,95 @@
+"""The dataset registry: names -> loaders, their known shapes and default training recipes."""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import ConvlabError
+from .arrays import ImageArrays, Splits
+
+# A loader gets the data directory (None: use the cache/download), the argument after
+# "name:" (e.g. the path of imagefolder:PATH) and the requested image size (None: native).
+Loader = Callable[[Path | None, str | None, int | None], Splits]
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    name: str
+    loader: Loader
+    description: str
+    shape: tuple[int, int, int] | None  # (C, H, W) when fixed by the format
+    num_classes: int | None
+    recipe: dict = field(default_factory=dict)  # flat config keys -> defaults for this dataset
+    takes_argument: bool = False  # "imagefolder:PATH"
+
+
+DATASETS: dict[str, DatasetEntry] = {}
+
+
+def register_dataset(name: str, *, description: str, shape=None, num_classes=None, recipe=None,
+                     takes_argument: bool = False):
+    """Decorator: register `loader` under `name`."""
+
+    def wrap(loader: Loader) -> Loader:
+        DATASETS[name] = DatasetEntry(name, loader, description, shape, num_classes,
+                                      dict(recipe or {}), takes_argument)
+        return loader
+
+    return wrap
+
+
+def parse_data_name(spec: str) -> tuple[DatasetEntry, str | None]:
+    """Split 'imagefolder:PATH' into its entry and argument; unknown names get suggestions."""
+    _ensure_builtin_datasets()
+    name, _, arg = spec.partition(":")
+    if name not in DATASETS:
+        close = difflib.get_close_matches(name, list(DATASETS), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ConvlabError(f"unknown dataset '{spec}' for --data.{hint} Run 'convlab datasets' to list them.")
+    entry = DATASETS[name]
+    if entry.takes_argument and not arg:
+        raise ConvlabError(f"--data {name} needs a path: --data {name}:PATH")
+    if arg and not entry.takes_argument:
+        raise ConvlabError(f"--data {name} takes no ':' argument (got '{spec}'); use --data-dir for its files")
+    return entry, arg or None
+
+
+def load_dataset(spec: str, data_dir: str | Path | None = None, image_size: int | None = None) -> Splits:
+    """Load a registered dataset by name; resize to image_size x image_size when given."""
+    entry, arg = parse_data_name(spec)
+    directory = Path(data_dir).expanduser() if data_dir else None
+    if directory is not None and not directory.is_dir():
+        raise ConvlabError(f"--data-dir {directory} does not exist or is not a folder")
+    splits = entry.loader(directory, arg, image_size)
+    if image_size and splits.shape[1:] != (image_size, image_size):
+        splits.train = resize_arrays(splits.train, image_size)
+        splits.test = resize_arrays(splits.test, image_size)
+    return splits
+
+
+def resize_arrays(data: ImageArrays, size: int) -> ImageArrays:
+    """Bilinear resize of a whole uint8 set to size x size (used by --image-size)."""
+    import torch
+    import torch.nn.functional as F
+
+    out = []
+    for start in range(0, len(data), 1024):
+        chunk = torch.from_numpy(data.images[start:start + 1024]).float()
+        chunk = F.interpolate(chunk, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        out.append(chunk.round().clamp(0, 255).to(torch.uint8).numpy())
+    images = np.concatenate(out) if out else np.zeros((0, data.images.shape[1], size, size), np.uint8)
+    return ImageArrays(images, data.labels)
+
+
+def list_datasets() -> list[DatasetEntry]:
+    _ensure_builtin_datasets()
+    return list(DATASETS.values())
+
+
+def _ensure_builtin_datasets() -> None:
+    # Importing the modules runs their @register_dataset decorators.
+    from . import digits, sources  # noqa: F401

@@ -1,0 +1,39 @@
+"""Class probabilities for in-memory images, in eval mode and without autograd."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.batches import Normalization
+
+
+def predict_proba(model: nn.Module, images: np.ndarray, norm: Normalization, device: torch.device | str = "cpu",
+                  batch_size: int = 256) -> np.ndarray:
+    """images: (N, C, H, W) uint8 -> probabilities (N, classes) float64."""
+    device = torch.device(device)
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            batch = torch.from_numpy(images[start:start + batch_size]).to(device)
+            logits = model(norm.apply(batch))
+            out.append(torch.softmax(logits.float(), dim=1).cpu().double().numpy())
+    if not out:
+        return np.zeros((0, 0))
+    return np.concatenate(out)
+
+
+def evaluate_loss_accuracy(model: nn.Module, loader, loss_fn) -> dict[str, float]:
+    """Mean loss and accuracy over a BatchLoader (used for validation during training)."""
+    model.eval()
+    loss_sum = torch.zeros(())
+    correct = torch.zeros((), dtype=torch.long)
+    seen = 0
+    with torch.inference_mode():
+        for images, labels in loader:
+            logits = model(images)
+            loss_sum = loss_sum + loss_fn(logits, labels).float().cpu() * len(labels)
+            correct = correct + (logits.argmax(1) == labels).sum().cpu()
+            seen += len(labels)
+    return {"loss": float(loss_sum) / max(seen, 1), "accuracy": float(correct) / max(seen, 1)}

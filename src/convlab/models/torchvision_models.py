@@ -1,0 +1,45 @@
+"""Any torchvision classifier by name: head sized to the classes, first conv adapted to the channels."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+# Extra constructor arguments some torchvision models need to train from scratch on small data.
+_EXTRA_KWARGS = {
+    "inception_v3": {"aux_logits": False, "init_weights": True},
+    "googlenet": {"aux_logits": False, "init_weights": True},
+}
+
+
+def builder_for(name: str):
+    def build(in_channels: int, num_classes: int, image_size: tuple[int, int], dropout: float) -> nn.Module:
+        import torchvision
+
+        model = torchvision.models.get_model(name, weights=None, num_classes=num_classes,
+                                             **_EXTRA_KWARGS.get(name, {}))
+        if in_channels != 3:
+            adapt_first_conv(model, in_channels)
+        return model
+
+    return build
+
+
+def adapt_first_conv(model: nn.Module, in_channels: int) -> None:
+    """Replace the first Conv2d with one taking `in_channels`.
+
+    Its weights become the mean over the RGB filters (repeated per channel), which keeps pretrained
+    filters meaningful for grayscale input.
+    """
+    for parent in model.modules():
+        for child_name, child in parent.named_children():
+            if isinstance(child, nn.Conv2d):
+                new = nn.Conv2d(in_channels, child.out_channels, child.kernel_size, child.stride, child.padding,
+                                child.dilation, child.groups if child.groups == 1 else in_channels,
+                                child.bias is not None, child.padding_mode)
+                with torch.no_grad():
+                    mean = child.weight.mean(dim=1, keepdim=True)
+                    new.weight.copy_(mean.repeat(1, in_channels, 1, 1) * (3 / in_channels))
+                    if child.bias is not None:
+                        new.bias.copy_(child.bias)
+                setattr(parent, child_name, new)
+                return

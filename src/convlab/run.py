@@ -1,0 +1,211 @@
+"""The run folder: everything needed to use a trained model (config, weights, labels, preprocessing).
+
+A run folder holds config.yaml, model.safetensors, labels.json, preprocess.json, metrics.csv,
+metrics.json, curves.png and confusion_matrix.png. `load_run` needs nothing else.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import Config, load_saved_config
+from .data.arrays import ImageArrays
+from .data.batches import Normalization
+from .errors import ConvlabError
+from .evaluate.inference import predict_proba
+from .evaluate.metrics import classification_metrics
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.yaml"
+LABELS = "labels.json"
+PREPROCESS = "preprocess.json"
+METRICS = "metrics.json"
+
+
+@dataclass
+class Preprocess:
+    """How images are turned into model input: resize to `size`, convert to `channels`, normalize."""
+
+    size: list[int]  # [height, width]
+    channels: int
+    mean: list[float]
+    std: list[float]
+
+    @property
+    def norm(self) -> Normalization:
+        return Normalization(self.mean, self.std)
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "resize": "bilinear, whole image (no crop)", "scale": "pixel / 255",
+                "formula": "(pixel / 255 - mean) / std"}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Preprocess":
+        return cls(list(data["size"]), int(data["channels"]), list(data["mean"]), list(data["std"]))
+
+
+class Run:
+    """A trained model with its labels and preprocessing; what `convlab.train` returns and `load_run` loads."""
+
+    def __init__(self, path: Path, model: nn.Module, config: Config, classes: list[str], preprocess: Preprocess,
+                 metrics: dict | None = None, device: torch.device | str = "cpu"):
+        self.path = Path(path)
+        self.model = model
+        self.config = config
+        self.classes = classes
+        self.preprocess = preprocess
+        self.metrics = metrics
+        self.device = torch.device(device)
+
+    def __repr__(self) -> str:
+        return f"Run('{self.path}', model={self.config.model.name}, classes={len(self.classes)})"
+
+    # -- using the model -------------------------------------------------------------------------------
+    def predict_arrays(self, images: np.ndarray) -> np.ndarray:
+        """(N, C, H, W) uint8 already in the run's size and channels -> probabilities (N, classes)."""
+        self.model.to(self.device)
+        return predict_proba(self.model, images, self.preprocess.norm, self.device)
+
+    def evaluate(self, data: str | None = None, data_dir: str | Path | None = None,
+                 arrays: ImageArrays | None = None, classes: list[str] | None = None) -> dict:
+        """Metrics on the test split of the run's dataset, another dataset, or given arrays."""
+        if arrays is None:
+            from .data.registry import load_dataset
+
+            name = data or self.config.data.name
+            directory = data_dir if data_dir is not None else (self.config.data.data_dir if data is None else None)
+            splits = load_dataset(name, directory, image_size=self.config.data.image_size)
+            arrays, classes = splits.test, splits.classes
+        arrays = self._conform(arrays)
+        labels = self._map_labels(arrays.labels, classes or self.classes)
+        probs = self.predict_arrays(arrays.images)
+        return classification_metrics(labels, probs, self.classes)
+
+    def predict(self, inputs: Any, top_k: int = 5) -> list[dict]:
+        """Images (paths, folders of images, PIL images or arrays) -> top-k labels with probabilities.
+
+        Returns [{"path": str or None, "top": [{"label": str, "prob": float}, ...]}, ...].
+        """
+        from .data.imagefolder import list_images, load_image
+
+        items = _expand_inputs(inputs, list_images)
+        if not items:
+            raise ConvlabError("predict: no images given (folders given held no image files)")
+        size = tuple(self.preprocess.size)
+        images = np.stack([load_image(source, self.preprocess.channels, size) for _, source in items])
+        probs = self.predict_arrays(images)
+        k = max(1, min(top_k, len(self.classes)))
+        results = []
+        for (name, _), row in zip(items, probs):
+            order = np.argsort(-row)[:k]
+            results.append({"path": name, "top": [{"label": self.classes[i], "prob": float(row[i])} for i in order]})
+        return results
+
+    # -- helpers ---------------------------------------------------------------------------------------
+    def _conform(self, arrays: ImageArrays) -> ImageArrays:
+        """Bring other data to the run's channels and size (e.g. evaluating on another folder)."""
+        from .data.registry import resize_arrays
+
+        images = arrays.images
+        if images.shape[1] != self.preprocess.channels:
+            if self.preprocess.channels == 1:  # ITU-R 601 luma, as PIL's convert("L")
+                weights = np.array([0.299, 0.587, 0.114])[:, None, None]
+                images = np.round((images[:, :3].astype(np.float64) * weights).sum(1, keepdims=True)).astype(np.uint8)
+            else:
+                images = np.repeat(images[:, :1], self.preprocess.channels, axis=1)
+        conformed = ImageArrays(images, arrays.labels)
+        if list(images.shape[2:]) != list(self.preprocess.size):
+            h, w = self.preprocess.size
+            if h != w:
+                raise ConvlabError(f"run {self.path} expects {h}x{w} images; cannot resize other data to it")
+            conformed = resize_arrays(conformed, h)
+        return conformed
+
+    def _map_labels(self, labels: np.ndarray, data_classes: list[str]) -> np.ndarray:
+        if data_classes == self.classes:
+            return labels
+        unknown = [c for c in data_classes if c not in self.classes]
+        if unknown:
+            raise ConvlabError(f"the data has classes the run {self.path} does not know: {', '.join(unknown[:5])}")
+        index = np.array([self.classes.index(c) for c in data_classes])
+        return index[labels]
+
+    # -- saving ----------------------------------------------------------------------------------------
+    def save_model(self) -> None:
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        save_file(state, str(self.path / WEIGHTS), metadata={"format": "pt", "model": self.config.model.name})
+        (self.path / LABELS).write_text(json.dumps(self.classes, indent=1, ensure_ascii=False))
+        (self.path / PREPROCESS).write_text(json.dumps(self.preprocess.to_json(), indent=1))
+
+
+def _expand_inputs(inputs: Any, list_images) -> list[tuple[str | None, Any]]:
+    """Flatten predict's inputs into (display name, source) pairs; folders expand to their images."""
+    if isinstance(inputs, (str, Path, np.ndarray)) or not isinstance(inputs, Iterable):
+        inputs = [inputs]
+    items: list[tuple[str | None, Any]] = []
+    for item in inputs:
+        if isinstance(item, (str, Path)):
+            path = Path(item)
+            if path.is_dir():
+                items += [(str(p), p) for p in list_images(path)]
+            elif path.exists():
+                items.append((str(path), path))
+            else:
+                raise ConvlabError(f"predict: {path} does not exist")
+        else:
+            items.append((None, item))
+    return items
+
+
+def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
+    """Load a run folder written by `convlab train`; needs nothing but the folder."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from .models.registry import create_model
+
+    path = Path(path)
+    if not path.is_dir():
+        raise ConvlabError(f"run folder {path} does not exist")
+    for required in (CONFIG, LABELS, PREPROCESS, WEIGHTS):
+        if not (path / required).is_file():
+            what = "weights" if required == WEIGHTS else required
+            raise ConvlabError(f"run folder {path} has no {required} ({what} missing): it is not a finished "
+                               f"convlab run; train again or pass the right folder")
+    config = load_saved_config(path / CONFIG)
+    try:
+        classes = json.loads((path / LABELS).read_text())
+        preprocess = Preprocess.from_json(json.loads((path / PREPROCESS).read_text()))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise ConvlabError(f"run folder {path}: labels.json or preprocess.json is damaged ({err})") from None
+    model = create_model(config.model.name, preprocess.channels, len(classes), tuple(preprocess.size),
+                         config.model.dropout)
+    try:
+        state = load_file(str(path / WEIGHTS))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ConvlabError(f"{path / WEIGHTS}: cannot read the weights ({err})") from None
+    missing, unexpected = _key_mismatch(model, state)
+    if missing or unexpected:
+        raise ConvlabError(f"{path / WEIGHTS} does not match model {config.model.name}: "
+                           f"missing {missing[:3]}, unexpected {unexpected[:3]}")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ConvlabError(f"{path / WEIGHTS} does not fit model {config.model.name}: "
+                           f"{str(err).splitlines()[-1].strip()}") from None
+    model.eval()
+    metrics = json.loads((path / METRICS).read_text()) if (path / METRICS).is_file() else None
+    return Run(path, model, config, classes, preprocess, metrics, device)
+
+
+def _key_mismatch(model: nn.Module, state: dict) -> tuple[list[str], list[str]]:
+    expected = set(model.state_dict())
+    return sorted(expected - set(state)), sorted(set(state) - expected)

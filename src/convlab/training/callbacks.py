@@ -1,0 +1,176 @@
+"""Everything around the training loop, as callbacks with named hooks and a `logs` dict.
+
+Hooks: on_train_begin(state), on_epoch_begin(state), on_batch_end(state, logs),
+on_epoch_end(state, logs), on_train_end(state). `state` is the loop's LoopState; a callback may set
+`state.stop = True` to end training after the current epoch.
+"""
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+class Callback:
+    def on_train_begin(self, state) -> None: ...
+
+    def on_epoch_begin(self, state) -> None: ...
+
+    def on_batch_end(self, state, logs: dict) -> None: ...
+
+    def on_epoch_end(self, state, logs: dict) -> None: ...
+
+    def on_train_end(self, state) -> None: ...
+
+
+class CallbackList(Callback):
+    def __init__(self, callbacks: list[Callback]):
+        self.callbacks = callbacks
+
+    def on_train_begin(self, state):
+        for cb in self.callbacks:
+            cb.on_train_begin(state)
+
+    def on_epoch_begin(self, state):
+        for cb in self.callbacks:
+            cb.on_epoch_begin(state)
+
+    def on_batch_end(self, state, logs):
+        for cb in self.callbacks:
+            cb.on_batch_end(state, logs)
+
+    def on_epoch_end(self, state, logs):
+        for cb in self.callbacks:
+            cb.on_epoch_end(state, logs)
+
+    def on_train_end(self, state):
+        for cb in self.callbacks:
+            cb.on_train_end(state)
+
+
+def epoch_line(state, logs: dict) -> str:
+    """The one-line summary of an epoch, shared by the progress bar and the plain logger."""
+    parts = [f"epoch {state.epoch:>{len(str(state.epochs))}}/{state.epochs}",
+             f"loss {logs['train_loss']:.4f}", f"acc {logs['train_accuracy']:.4f}"]
+    if logs.get("val_loss") is not None:
+        parts += [f"val_loss {logs['val_loss']:.4f}", f"val_acc {logs['val_accuracy']:.4f}"]
+    parts += [f"lr {logs['lr']:.2e}", f"{logs['images_per_second']:,.0f} img/s", f"{logs['seconds']:.1f}s"]
+    return "  ".join(parts)
+
+
+class PlainLogger(Callback):
+    """One plain line per epoch: for --quiet, logs and pipes."""
+
+    def __init__(self, console: Console):
+        self.console = console
+
+    def on_epoch_end(self, state, logs):
+        self.console.print(epoch_line(state, logs), highlight=False, markup=False)
+
+
+class ProgressBar(Callback):
+    """A rich progress bar per epoch showing running loss, accuracy and images/s."""
+
+    REFRESH_SECONDS = 0.15
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.progress: Progress | None = None
+
+    def on_epoch_begin(self, state):
+        self.progress = Progress(
+            TextColumn(f"epoch {state.epoch}/{state.epochs}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"), TimeElapsedColumn(),
+            console=self.console, transient=True)
+        self.task = self.progress.add_task("train", total=state.steps_per_epoch, stats="")
+        self.progress.start()
+        self.started = time.perf_counter()
+        self.last_refresh = 0.0
+
+    def on_batch_end(self, state, logs):
+        now = time.perf_counter()
+        if now - self.last_refresh < self.REFRESH_SECONDS and logs["batch"] < state.steps_per_epoch:
+            return
+        self.last_refresh = now
+        seen = logs["seen"]
+        stats = (f"loss {float(logs['loss_sum']) / seen:.4f}  acc {float(logs['correct']) / seen:.4f}  "
+                 f"{seen / max(now - self.started, 1e-9):,.0f} img/s")
+        self.progress.update(self.task, completed=logs["batch"], stats=stats)
+
+    def on_epoch_end(self, state, logs):
+        self.progress.stop()
+        self.console.print(epoch_line(state, logs), highlight=False, markup=False)
+
+
+class History(Callback):
+    """Keeps a row of metrics per epoch and rewrites metrics.csv after each one."""
+
+    FIELDS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds",
+              "images_per_second"]
+
+    def __init__(self, csv_path: Path | None = None):
+        self.csv_path = csv_path
+        self.rows: list[dict] = []
+
+    def on_epoch_end(self, state, logs):
+        self.rows.append({"epoch": state.epoch, **{k: logs.get(k) for k in self.FIELDS if k != "epoch"}})
+        if self.csv_path is not None:
+            with open(self.csv_path, "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=self.FIELDS)
+                writer.writeheader()
+                writer.writerows(self.rows)
+
+
+class BestModel(Callback):
+    """Remembers the weights of the epoch with the best validation accuracy and restores them at the end.
+
+    Without a validation split the last epoch's weights are kept.
+    """
+
+    def __init__(self, monitor: str = "val_accuracy"):
+        self.monitor = monitor
+        self.best: float | None = None
+        self.best_epoch = 0
+        self.best_state: dict | None = None
+
+    def on_epoch_end(self, state, logs):
+        value = logs.get(self.monitor)
+        if value is None:
+            return
+        if self.best is None or value > self.best:
+            self.best, self.best_epoch = value, state.epoch
+            self.best_state = {k: v.detach().cpu().clone() for k, v in state.model.state_dict().items()}
+
+    def on_train_end(self, state):
+        if self.best_state is not None:
+            state.model.load_state_dict(self.best_state)
+            state.best_epoch = self.best_epoch
+
+
+class EarlyStopping(Callback):
+    """Stops training after `patience` epochs without a better validation accuracy."""
+
+    def __init__(self, patience: int, monitor: str = "val_accuracy"):
+        self.patience = patience
+        self.monitor = monitor
+        self.best: float | None = None
+        self.waited = 0
+
+    def on_epoch_end(self, state, logs):
+        value = logs.get(self.monitor)
+        if value is None:
+            return
+        if self.best is None or value > self.best:
+            self.best, self.waited = value, 0
+            return
+        self.waited += 1
+        if self.waited >= self.patience:
+            state.stop = True
+            state.stopped_early = True
+
+
+__all__ = ["Callback", "CallbackList", "PlainLogger", "ProgressBar", "History", "BestModel", "EarlyStopping",
+           "epoch_line"]

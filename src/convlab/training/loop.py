@@ -1,0 +1,72 @@
+"""The training loop: epochs of batches, validation after each, callbacks around it all."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..evaluate.inference import evaluate_loss_accuracy
+from .callbacks import Callback, CallbackList
+from .optim import Schedule
+
+
+@dataclass
+class LoopState:
+    """What callbacks can see (and `stop` is what they can change)."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    epochs: int
+    steps_per_epoch: int
+    epoch: int = 0
+    stop: bool = False
+    stopped_early: bool = False
+    best_epoch: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def fit(model: nn.Module, train_loader, val_loader, optimizer: torch.optim.Optimizer, schedule: Schedule,
+        loss_fn: nn.Module, epochs: int, callbacks: list[Callback]) -> LoopState:
+    state = LoopState(model, optimizer, epochs, len(train_loader))
+    hooks = CallbackList(callbacks)
+    hooks.on_train_begin(state)
+    for epoch in range(1, epochs + 1):
+        state.epoch = epoch
+        hooks.on_epoch_begin(state)
+        started = time.perf_counter()
+        logs = train_one_epoch(state, train_loader, schedule, loss_fn, hooks)
+        logs["lr"] = optimizer.param_groups[0]["lr"]
+        schedule.after_epoch()
+        logs["seconds"] = time.perf_counter() - started
+        logs["images_per_second"] = train_loader.num_samples / max(logs["seconds"], 1e-9)
+        if val_loader is not None:
+            val = evaluate_loss_accuracy(model, val_loader, loss_fn)
+            logs["val_loss"], logs["val_accuracy"] = val["loss"], val["accuracy"]
+        hooks.on_epoch_end(state, logs)
+        if state.stop:
+            break
+    hooks.on_train_end(state)
+    return state
+
+
+def train_one_epoch(state: LoopState, loader, schedule: Schedule, loss_fn: nn.Module, hooks: Callback) -> dict:
+    """One pass over the training batches. Running sums stay tensors: no host sync per step."""
+    model, optimizer = state.model, state.optimizer
+    model.train()
+    loss_sum = torch.zeros((), device=loader.images.device)
+    correct = torch.zeros((), dtype=torch.long, device=loader.images.device)
+    seen = 0
+    for batch, (images, labels) in enumerate(loader, start=1):
+        logits = model(images)
+        loss = loss_fn(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.after_batch()
+        loss_sum += loss.detach() * len(labels)
+        correct += (logits.detach().argmax(1) == labels).sum()
+        seen += len(labels)
+        hooks.on_batch_end(state, {"batch": batch, "seen": seen, "loss_sum": loss_sum, "correct": correct})
+    return {"train_loss": float(loss_sum) / max(seen, 1), "train_accuracy": float(correct) / max(seen, 1)}

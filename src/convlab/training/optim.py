@@ -1,0 +1,66 @@
+"""Optimizers and learning-rate schedules, each registered under the name its flag takes."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..config import OptimConfig
+
+OPTIMIZERS: dict[str, Callable[[list, OptimConfig], torch.optim.Optimizer]] = {
+    "sgd": lambda params, c: torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay,
+                                             nesterov=c.momentum > 0),
+    "adam": lambda params, c: torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay),
+    "adamw": lambda params, c: torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay),
+}
+
+
+def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    return OPTIMIZERS[config.optimizer](params, config)
+
+
+@dataclass
+class Schedule:
+    """A torch LR scheduler and whether it steps after every batch or after every epoch."""
+
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    per_batch: bool
+
+    def after_batch(self) -> None:
+        if self.scheduler is not None and self.per_batch:
+            self.scheduler.step()
+
+    def after_epoch(self) -> None:
+        if self.scheduler is not None and not self.per_batch:
+            self.scheduler.step()
+
+
+def _step(opt, config, epochs, steps):
+    # Divide the rate by 10 at 1/2 and 3/4 of training: the classic staircase.
+    milestones = sorted({max(1, epochs // 2), max(1, (3 * epochs) // 4)})
+    return Schedule(torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.1), per_batch=False)
+
+
+def _cosine(opt, config, epochs, steps):
+    return Schedule(torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps), per_batch=True)
+
+
+def _onecycle(opt, config, epochs, steps):
+    return Schedule(torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, epochs=epochs, steps_per_epoch=steps,
+                                                        pct_start=0.25), per_batch=True)
+
+
+SCHEDULES: dict[str, Callable[..., Schedule]] = {
+    "none": lambda opt, config, epochs, steps: Schedule(None, per_batch=False),
+    "step": _step,
+    "cosine": _cosine,
+    "onecycle": _onecycle,
+}
+
+
+def build_schedule(optimizer: torch.optim.Optimizer, config: OptimConfig, epochs: int,
+                   steps_per_epoch: int) -> Schedule:
+    return SCHEDULES[config.schedule](optimizer, config, epochs, steps_per_epoch)

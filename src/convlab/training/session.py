@@ -1,0 +1,169 @@
+"""One training run from config to run folder: data -> model -> fit -> test metrics -> saved run."""
+from __future__ import annotations
+
+import json
+import random
+import re
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from .. import config as cfg
+from ..data.arrays import ImageArrays, Splits
+from ..data.augment import build_augmentation
+from ..data.batches import BatchLoader, Normalization
+from ..data.registry import load_dataset, parse_data_name
+from ..data.splits import stratified_split
+from ..errors import ConvlabError
+from ..evaluate.plots import plot_confusion_matrix, plot_curves
+from ..models.registry import count_parameters, create_model
+from ..run import CONFIG, METRICS, Preprocess, Run
+from .callbacks import BestModel, EarlyStopping, History, PlainLogger, ProgressBar
+from .device import pick_device
+from .loop import fit
+from .optim import build_optimizer, build_schedule
+
+
+def recipe_for(data_name: str) -> dict:
+    entry, _ = parse_data_name(data_name)
+    return entry.recipe
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train(config: str | Path | None = None, *, console: Console | None = None, **overrides) -> Run:
+    """Train a model and write its run folder. Keywords are the CLI's flags (data=, model=, epochs=, ...).
+
+    `config` is an optional YAML file applied before the keywords; the dataset's recipe fills the rest.
+    """
+    unknown = [k for k in overrides if k not in cfg.FLAT_KEYS]
+    if unknown:
+        cfg.coerce(unknown[0], overrides[unknown[0]], "convlab.train()")  # raises with a suggestion
+    conf, origin = cfg.resolve(overrides, config, recipe_for)
+    console = console or Console(highlight=False, soft_wrap=True)
+    print_config(console, conf, origin)
+
+    seed_everything(conf.train.seed)
+    device = pick_device(conf.train.device)
+    splits = load_dataset(conf.data.name, conf.data.data_dir, conf.data.image_size)
+    train_set, val_set = carve_validation(splits, conf.data.val_fraction, conf.train.seed)
+    channels, height, width = splits.shape
+    norm = Normalization.of(train_set.images)
+    model = create_model(conf.model.name, channels, splits.num_classes, (height, width), conf.model.dropout)
+    run_dir = make_run_dir(conf)
+    console.print(f"data {splits.name}: {len(train_set)} train / {len(val_set) if val_set else 0} val / "
+                  f"{len(splits.test)} test images of {channels}x{height}x{width}, {splits.num_classes} classes; "
+                  f"model {conf.model.name}: {count_parameters(model):,} parameters; device {device}")
+
+    model.to(device)
+    generator = torch.Generator().manual_seed(conf.train.seed)
+    augment = build_augmentation(conf.data.augment, min(height, width), splits.hflip)
+    train_loader = BatchLoader(train_set, conf.train.batch_size, norm, device, shuffle=True, augment=augment,
+                               generator=generator)
+    val_loader = BatchLoader(val_set, 512, norm, device) if val_set else None
+    optimizer = build_optimizer(model, conf.optim)
+    schedule = build_schedule(optimizer, conf.optim, conf.train.epochs, len(train_loader))
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=conf.optim.label_smoothing)
+
+    history = History(run_dir / "metrics.csv")
+    interactive = console.is_terminal and not conf.train.quiet
+    callbacks = [ProgressBar(console) if interactive else PlainLogger(console), history, BestModel()]
+    if conf.train.early_stop and val_loader is not None:
+        callbacks.append(EarlyStopping(conf.train.early_stop))
+    elif conf.train.early_stop:
+        console.print("note: --early-stop needs a validation split (--val-fraction > 0); it is off")
+
+    started = time.perf_counter()
+    state = fit(model, train_loader, val_loader, optimizer, schedule, loss_fn, conf.train.epochs, callbacks)
+    train_seconds = time.perf_counter() - started
+    if state.stopped_early:
+        console.print(f"stopped early after epoch {state.epoch}: no better validation accuracy in "
+                      f"{conf.train.early_stop} epochs")
+
+    preprocess = Preprocess([height, width], channels, norm.mean, norm.std)
+    run = Run(run_dir, model, conf, splits.classes, preprocess, device=device)
+    metrics = run.evaluate(arrays=splits.test, classes=splits.classes)
+    metrics["train_seconds"] = round(train_seconds, 3)
+    metrics["best_epoch"] = state.best_epoch or state.epoch
+    metrics["epochs_run"] = state.epoch
+    run.metrics = metrics
+    write_run(run, history.rows)
+    print_summary(console, run)
+    return run
+
+
+def carve_validation(splits: Splits, fraction: float, seed: int) -> tuple[ImageArrays, ImageArrays | None]:
+    """Hold out a stratified, seeded share of train for validation; the test split stays untouched."""
+    if fraction <= 0:
+        return splits.train, None
+    keep, held = stratified_split(splits.train.labels, fraction, seed)
+    if len(keep) == 0 or len(held) == 0:
+        raise ConvlabError(f"--val-fraction {fraction} leaves no training or no validation images "
+                           f"({len(splits.train)} training images); change --val-fraction")
+    return splits.train.subset(keep), splits.train.subset(held)
+
+
+def make_run_dir(conf: cfg.Config) -> Path:
+    """Create the run folder before training, so an unwritable place fails now, not after an hour."""
+    if conf.train.out:
+        path = Path(conf.train.out).expanduser()
+        if (path / "model.safetensors").exists() or (path / CONFIG).exists():
+            raise ConvlabError(f"--out {path} already holds a run; choose another folder or remove it first")
+    else:
+        data = re.sub(r"[^A-Za-z0-9_.-]+", "-", conf.data.name.replace(":", "-")).strip("-")
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = Path("runs") / f"{data}-{conf.model.name}-{stamp}"
+        suffix = 1
+        while path.exists():
+            suffix += 1
+            path = Path("runs") / f"{data}-{conf.model.name}-{stamp}-{suffix}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise ConvlabError(f"cannot write the run folder {path} ({err.strerror}); pass --out with a writable "
+                           f"folder") from None
+    return path
+
+
+def write_run(run: Run, history: list[dict]) -> None:
+    import convlab
+
+    cfg.save_config(run.config, run.path / CONFIG, extra={"convlab": {"version": convlab.__version__}})
+    run.save_model()
+    (run.path / METRICS).write_text(json.dumps(run.metrics, indent=1, ensure_ascii=False))
+    if history:
+        plot_curves(history, run.path / "curves.png")
+    plot_confusion_matrix(run.metrics["confusion_matrix"], run.classes, run.path / "confusion_matrix.png")
+
+
+def print_config(console: Console, conf: cfg.Config, origin: dict[str, str]) -> None:
+    """The resolved config, one line per section; values from the recipe, file or flags are marked."""
+    marks = {"default": "", "recipe": "ʳ", "file": "ᶠ", "flag": "*"}
+    console.print("config  (ʳ dataset recipe, ᶠ config file, * flag)", markup=False)
+    flat = conf.flat()
+    for section in ("data", "model", "optim", "train"):
+        keys = [k for k, (s, _) in cfg.FLAT_KEYS.items() if s == section]
+        parts = [f"{k}={flat[k]}{marks[origin[k]]}" for k in keys]
+        console.print(f"  {section:<6} " + "  ".join(parts), markup=False)
+
+
+def print_summary(console: Console, run: Run) -> None:
+    m = run.metrics
+    parts = [f"accuracy {m['accuracy']:.4f}"]
+    if "top5_accuracy" in m:
+        parts.append(f"top-5 {m['top5_accuracy']:.4f}")
+    parts += [f"macro F1 {m['macro_f1']:.4f}", f"{m['num_samples']} images"]
+    console.print(f"test: " + "  ".join(parts) + f"  (best epoch {m['best_epoch']}, trained {m['train_seconds']:.1f}s)",
+                  markup=False)
+    console.print(f"run folder: {run.path}", markup=False)

@@ -1,0 +1,34 @@
+"""Shared fixtures: small trained runs and generated image folders (tests never read outside the repo)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory, monkeypatch):
+    """Keep every test's cache and downloads away from the user's ~/.cache/convlab."""
+    monkeypatch.setenv("CONVLAB_HOME", str(tmp_path_factory.mktemp("convlab-home")))
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory):
+    """A small digits run (tiny-cnn, 3 epochs) shared by the tests that only read it."""
+    from convlab import train
+
+    out = tmp_path_factory.mktemp("runs") / "digits-tiny"
+    return train(data="digits", model="tiny-cnn", epochs=3, out=str(out), quiet=True)
+
+
+def make_image_folder(root, classes=("cat", "dog", "fox"), per_class=6, size=(12, 10), mode="RGB"):
+    """Write `per_class` solid-ish PNGs per class into root/<class>/; each class has its own colour."""
+    rng = np.random.default_rng(0)
+    colours = [(220, 30, 30), (30, 200, 40), (40, 50, 210), (200, 200, 30)]
+    for c, name in enumerate(classes):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = np.clip(np.array(colours[c % 4]) + rng.integers(-20, 20, (size[1], size[0], 3)), 0, 255)
+            Image.fromarray(pixels.astype(np.uint8)).convert(mode).save(folder / f"{name}{i}.png")
+    return root
