@@ -21,7 +21,13 @@ def digits_run(tmp_path_factory):
     return train(data="digits", model="tiny-cnn", epochs=3, out=str(out), quiet=True)
 
 
-def make_image_folder(root, classes=("cat", "dog", "fox"), per_class=6, size=(12, 10), mode="RGB"):
+@pytest.fixture
+def make_image_folder():
+    """Factory fixture: make_image_folder(root, classes=..., per_class=..., size=..., mode=...) -> root."""
+    return write_image_folder
+
+
+def write_image_folder(root, classes=("cat", "dog", "fox"), per_class=6, size=(12, 10), mode="RGB"):
     """Write `per_class` solid-ish PNGs per class into root/<class>/; each class has its own colour."""
     rng = np.random.default_rng(0)
     colours = [(220, 30, 30), (30, 200, 40), (40, 50, 210), (200, 200, 30)]

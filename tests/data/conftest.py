@@ -1,11 +1,13 @@
 """Fixtures that write small datasets in the real file formats (MNIST IDX, CIFAR-10 batches)."""
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from convlab.data import download, sources
 from convlab.data.cifar import write_cifar10
 from convlab.data.idx import write_idx
 
@@ -53,3 +55,31 @@ def write_mnist():
 def write_cifar():
     """write_cifar(folder, n_train=20, n_test=6, seed=0) -> dict of arrays, classes and 'batches' folder."""
     return _write_cifar
+
+
+def _closed_port_url() -> str:
+    """A 127.0.0.1 URL where nothing listens, so a request is refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/"
+
+
+@pytest.fixture
+def closed_port_url():
+    """closed_port_url() -> 'http://127.0.0.1:PORT/' with nothing listening."""
+    return _closed_port_url
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """Cache in tmp_path/home, no mirror, official URLs at closed local ports: nothing leaves the machine."""
+    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("no_proxy", "*")
+    monkeypatch.setenv("CONVLAB_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("CONVLAB_MIRROR", raising=False)
+    monkeypatch.setattr(download, "RETRY_DELAY_S", 0.0)
+    for attr in ("MNIST_URLS", "FASHION_MNIST_URLS", "CIFAR10_URLS"):
+        monkeypatch.setattr(sources, attr, [_closed_port_url(), _closed_port_url()])
+    return tmp_path / "home"
