@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import typing
 
@@ -29,9 +30,12 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             continue
         options = cfg.choices(key)
         base = next((t for t in typing.get_args(kind) if t is not type(None)), kind) if options is None else str
-        metavar = {"data": "NAME", "model": "NAME", "data_dir": "DIR", "out": "DIR"}.get(key)
+        metavar = {"data": "NAME", "model": "NAME", "data_dir": "DIR", "out": "DIR", "early_stop": "PATIENCE",
+                   "image_size": "SIZE"}.get(key, {int: "N", float: "X"}.get(base))
+        if "default" not in help_text:
+            help_text += f" (default: {_default_text(key)})"
         parser.add_argument(cfg.flag(key), dest=key, type=base, choices=options, default=None, metavar=metavar,
-                            help=f"{help_text} (default: {_default_text(key)})")
+                            help=help_text)
 
 
 def _default_text(key: str) -> str:
@@ -158,7 +162,7 @@ def cmd_datasets(args) -> int:
         classes = f"{entry.num_classes} classes" if entry.num_classes else "classes from folders"
         recipe = " ".join(f"{k}={v}" for k, v in entry.recipe.items())
         name = entry.name + (":PATH" if entry.takes_argument else "")
-        print(f"{name:<17} {shape:<8} {classes:<21} recipe: {recipe}  ({entry.description})")
+        print(f"{name:<17} {shape:<8} {classes:<21} recipe: {recipe}  -- {entry.description}")
     return 0
 
 
@@ -176,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"convlab {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `convlab models | head`: the reader left, nothing is wrong
+        sys.stdout = open(os.devnull, "w")
+        return 0
 
 
 if __name__ == "__main__":

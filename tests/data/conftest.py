@@ -1,7 +1,9 @@
 """Fixtures that write small datasets in the real file formats (MNIST IDX, CIFAR-10 batches)."""
 from __future__ import annotations
 
+import io
 import socket
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -83,3 +85,16 @@ def offline(monkeypatch, tmp_path):
     for attr in ("MNIST_URLS", "FASHION_MNIST_URLS", "CIFAR10_URLS"):
         monkeypatch.setattr(sources, attr, [_closed_port_url(), _closed_port_url()])
     return tmp_path / "home"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture
+def fake_terminal(monkeypatch):
+    """Replace stderr with a StringIO that claims to be a terminal, to see progress bars."""
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    return terminal

@@ -5,6 +5,7 @@ import io
 import os
 import pickle
 import shlex
+import struct
 import tarfile
 
 import numpy as np
@@ -70,6 +71,31 @@ def test_legacy_numpy_core_module_name_is_accepted(tmp_path, write_cifar):
         assert b"numpy.core.multiarray" not in content
         path.write_bytes(content.replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n"))
     _check_exact(read_cifar10(data["batches"]), data)
+
+
+def _python2_batch(images, labels) -> bytes:
+    """The opcodes Python 2's cPickle wrote for the real batches: str as BINSTRING, numpy.core names."""
+    data = images.reshape(len(images), 3072).tobytes()  # (N, 3, 32, 32) -> (N, 3072)
+    parts = [
+        b"\x80\x02}(",
+        b"U\x04data", b"cnumpy.core.multiarray\n_reconstruct\n", b"cnumpy\nndarray\n", b"K\x00\x85U\x01b\x87R",
+        b"(K\x01", b"M" + struct.pack("<H", len(images)), b"M\x00\x0c\x86",
+        b"cnumpy\ndtype\nU\x02u1K\x00K\x01\x87R(K\x03U\x01|NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb",
+        b"\x89T" + struct.pack("<I", len(data)) + data, b"tb",
+        b"U\x06labels](",
+    ]
+    parts += [b"K" + bytes([int(v)]) for v in labels]
+    parts.append(b"eu.")
+    return b"".join(parts)
+
+
+def test_python2_pickled_batch(tmp_path, write_cifar):
+    data = write_cifar(tmp_path)
+    images, labels = data["train_images"][:4], data["train_labels"][:4]
+    (data["batches"] / "data_batch_1").write_bytes(_python2_batch(images, labels))
+    splits = read_cifar10(data["batches"])
+    np.testing.assert_array_equal(splits.train.images, data["train_images"])
+    np.testing.assert_array_equal(splits.train.labels, data["train_labels"])
 
 
 class _OpensFile:

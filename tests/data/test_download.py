@@ -138,3 +138,8 @@ def test_cache_root(monkeypatch, tmp_path):
     monkeypatch.delenv("CONVLAB_HOME")
     monkeypatch.setenv("HOME", str(tmp_path))
     assert cache_root() == tmp_path / ".cache" / "convlab"
+
+
+def test_progress_bar_on_a_terminal(mirror, fake_terminal):
+    _assert_loaded(load_dataset("mnist"), mirror.arrays)
+    assert "downloading train-images-idx3-ubyte.gz" in fake_terminal.getvalue()

@@ -241,3 +241,21 @@ def test_unreadable_image_in_folder_is_named(tmp_path):
     (tmp_path / "banana" / "corrupt.jpg").write_bytes(b"definitely not a jpeg")
     with pytest.raises(ConvlabError, match=r"cannot read image .*banana/corrupt\.jpg"):
         load_image_folder(tmp_path, 8)
+
+
+def test_progress_bar_on_a_terminal(tmp_path, monkeypatch, fake_terminal):
+    from convlab.data import imagefolder
+
+    _make_folder(tmp_path, 3)
+    monkeypatch.setattr(imagefolder, "PROGRESS_MIN_IMAGES", 1)
+    assert len(load_image_folder(tmp_path, 8).train) == 7
+    assert "decoding images" in fake_terminal.getvalue()
+
+
+def test_no_progress_bar_off_a_terminal(tmp_path, monkeypatch, capsys):
+    from convlab.data import imagefolder
+
+    _make_folder(tmp_path, 3)
+    monkeypatch.setattr(imagefolder, "PROGRESS_MIN_IMAGES", 1)
+    load_image_folder(tmp_path, 8)
+    assert capsys.readouterr().err == ""
