@@ -1,9 +1,9 @@
-"""Fixtures that write small datasets in the real file formats (MNIST IDX, CIFAR-10 batches)."""
+"""Fixtures for tests/data: small datasets in the real file formats, and downloads kept on this machine."""
 from __future__ import annotations
 
+import contextlib
 import io
 import socket
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -93,8 +93,15 @@ class _Terminal(io.StringIO):
 
 
 @pytest.fixture
-def fake_terminal(monkeypatch):
-    """Replace stderr with a StringIO that claims to be a terminal, to see progress bars."""
-    terminal = _Terminal()
-    monkeypatch.setattr(sys, "stderr", terminal)
+def fake_terminal():
+    """fake_terminal() -> a context manager in which stderr is a StringIO that claims to be a terminal.
+
+    Used inside the test body: pytest's capture swaps sys.stderr between setup and call.
+    """
+    @contextlib.contextmanager
+    def terminal():
+        stream = _Terminal()
+        with contextlib.redirect_stderr(stream):
+            yield stream
+
     return terminal

@@ -141,5 +141,6 @@ def test_cache_root(monkeypatch, tmp_path):
 
 
 def test_progress_bar_on_a_terminal(mirror, fake_terminal):
-    _assert_loaded(load_dataset("mnist"), mirror.arrays)
-    assert "downloading train-images-idx3-ubyte.gz" in fake_terminal.getvalue()
+    with fake_terminal() as terminal:
+        _assert_loaded(load_dataset("mnist"), mirror.arrays)
+    assert "downloading train-images-idx3-ubyte.gz" in terminal.getvalue()

@@ -248,8 +248,9 @@ def test_progress_bar_on_a_terminal(tmp_path, monkeypatch, fake_terminal):
 
     _make_folder(tmp_path, 3)
     monkeypatch.setattr(imagefolder, "PROGRESS_MIN_IMAGES", 1)
-    assert len(load_image_folder(tmp_path, 8).train) == 7
-    assert "decoding images" in fake_terminal.getvalue()
+    with fake_terminal() as terminal:
+        assert len(load_image_folder(tmp_path, 8).train) == 7
+    assert "decoding images" in terminal.getvalue()
 
 
 def test_no_progress_bar_off_a_terminal(tmp_path, monkeypatch, capsys):

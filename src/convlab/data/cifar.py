@@ -228,6 +228,7 @@ def _write_batch(path: Path, label: str, images: np.ndarray, labels: np.ndarray)
 def write_cifar10_archive(batches_folder: str | Path, archive: str | Path) -> Path:
     """Pack a batches folder into a .tar.gz laid out like cifar-10-python.tar.gz."""
     batches_folder, archive = Path(batches_folder), Path(archive)
-    with tarfile.open(archive, "w:gz") as tar:
+    # Level 6 as in idx.write_idx: level 9 is many times slower for a few percent.
+    with tarfile.open(archive, "w:gz", compresslevel=6) as tar:
         tar.add(batches_folder, arcname=BATCHES_FOLDER)
     return archive

@@ -11,6 +11,7 @@ import numpy as np
 from ..errors import ConvlabError
 
 GZIP_MAGIC = b"\x1f\x8b"
+GZIP_LEVEL = 6  # the gzip tool's default; level 9 is up to 30x slower on image data for ~10% smaller files
 
 # IDX type code -> big-endian numpy dtype (the format is big-endian throughout).
 IDX_DTYPES = {
@@ -84,9 +85,10 @@ def write_idx(path: str | Path, array: np.ndarray) -> None:
     header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
     body = array.astype(IDX_DTYPES[code], copy=False).tobytes()
     if path.name.endswith(".gz"):
-        with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as out:
-            out.write(header)
-            out.write(body)
+        with open(path, "wb") as raw:
+            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=GZIP_LEVEL) as out:
+                out.write(header)
+                out.write(body)
     else:
         with open(path, "wb") as out:
             out.write(header)

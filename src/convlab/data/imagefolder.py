@@ -37,7 +37,8 @@ def list_images(folder: str | Path) -> list[Path]:
     return sorted(found)
 
 
-def load_image(source, channels: int, size: int | tuple[int, int]) -> np.ndarray:
+def load_image(source: str | Path | Image.Image | np.ndarray, channels: int,
+               size: int | tuple[int, int]) -> np.ndarray:
     """Decode and resize one image to (channels, H, W) uint8: the one preprocessing of train and predict.
 
     source: a path, a PIL image, or a numpy array (H, W) / (H, W, C) that is uint8 or float in [0, 1].

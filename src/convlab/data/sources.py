@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConvlabError
-from . import imagefolder  # noqa: F401 - registers "imagefolder"
 from .arrays import ImageArrays, Splits
 from .cifar import ARCHIVE_NAME, BATCHES_FOLDER, META_FILE, read_cifar10
 from .download import Resource, cache_root, fetch_resources
