@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args) -> int:
-    from .training.session import train
+    from .session import train
 
     overrides = {key: getattr(args, key) for key in cfg.FLAT_KEYS}
     train(args.config, **overrides)

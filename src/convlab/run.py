@@ -18,7 +18,7 @@ from .config import Config, load_saved_config
 from .data.arrays import ImageArrays
 from .data.batches import Normalization
 from .errors import ConvlabError
-from .evaluate.inference import predict_proba
+from .models.inference import predict_proba
 from .evaluate.metrics import classification_metrics
 
 WEIGHTS = "model.safetensors"

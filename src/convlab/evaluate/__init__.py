@@ -1,5 +1,4 @@
-"""Evaluation: inference over arrays, classification metrics and the run's plots."""
-from .inference import predict_proba
+"""Evaluation: classification metrics and the run's plots."""
 from .metrics import classification_metrics
 
-__all__ = ["predict_proba", "classification_metrics"]
+__all__ = ["classification_metrics"]

@@ -1,4 +1,4 @@
-"""Training: the loop, its callbacks, optimizers and schedules, and the run-producing `train`."""
-from .session import train
+"""Training: the loop, its callbacks, optimizers, schedules and device choice."""
+from .loop import fit
 
-__all__ = ["train"]
+__all__ = ["fit"]

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..evaluate.inference import evaluate_loss_accuracy
+from ..models.inference import evaluate_loss_accuracy
 from .callbacks import Callback, CallbackList
 from .optim import Schedule
 

@@ -1,4 +1,4 @@
-"""Class probabilities for in-memory images, in eval mode and without autograd."""
+"""Running a model without autograd: class probabilities for predict, loss and accuracy for validation."""
 from __future__ import annotations
 
 import numpy as np

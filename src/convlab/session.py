@@ -12,20 +12,20 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from .. import config as cfg
-from ..data.arrays import ImageArrays, Splits
-from ..data.augment import build_augmentation
-from ..data.batches import BatchLoader, Normalization
-from ..data.registry import load_dataset, parse_data_name
-from ..data.splits import stratified_split
-from ..errors import ConvlabError
-from ..evaluate.plots import plot_confusion_matrix, plot_curves
-from ..models.registry import count_parameters, create_model
-from ..run import CONFIG, METRICS, Preprocess, Run
-from .callbacks import BestModel, EarlyStopping, History, PlainLogger, ProgressBar
-from .device import pick_device
-from .loop import fit
-from .optim import build_optimizer, build_schedule
+from . import config as cfg
+from .data.arrays import ImageArrays, Splits
+from .data.augment import build_augmentation
+from .data.batches import BatchLoader, Normalization
+from .data.registry import load_dataset, parse_data_name
+from .data.splits import stratified_split
+from .errors import ConvlabError
+from .evaluate.plots import plot_confusion_matrix, plot_curves
+from .models.registry import count_parameters, create_model
+from .run import CONFIG, METRICS, Preprocess, Run
+from .training.callbacks import BestModel, EarlyStopping, History, PlainLogger, ProgressBar
+from .training.device import pick_device
+from .training.loop import fit
+from .training.optim import build_optimizer, build_schedule
 
 
 def recipe_for(data_name: str) -> dict:
