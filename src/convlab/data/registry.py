@@ -44,7 +44,6 @@ def register_dataset(name: str, *, description: str, shape=None, num_classes=Non
 
 def parse_data_name(spec: str) -> tuple[DatasetEntry, str | None]:
     """Split 'imagefolder:PATH' into its entry and argument; unknown names get suggestions."""
-    _ensure_builtin_datasets()
     name, _, arg = spec.partition(":")
     if name not in DATASETS:
         close = difflib.get_close_matches(name, list(DATASETS), n=3)
@@ -86,10 +85,6 @@ def resize_arrays(data: ImageArrays, size: int) -> ImageArrays:
 
 
 def list_datasets() -> list[DatasetEntry]:
-    _ensure_builtin_datasets()
+    """Every registered dataset. The built-ins are registered by the package's __init__, which Python
+    runs before this module is reachable, so they are always here."""
     return list(DATASETS.values())
-
-
-def _ensure_builtin_datasets() -> None:
-    # The package's __init__ registers the built-ins; importing it covers callers of this module alone.
-    from .. import data  # noqa: F401

@@ -27,13 +27,12 @@ def predict_proba(model: nn.Module, images: np.ndarray, norm: Normalization, dev
 def evaluate_loss_accuracy(model: nn.Module, loader, loss_fn) -> dict[str, float]:
     """Mean loss and accuracy over a BatchLoader (used for validation during training)."""
     model.eval()
-    loss_sum = torch.zeros(())
-    correct = torch.zeros((), dtype=torch.long)
-    seen = 0
+    # Sums stay on the model's device: one host sync at the end, not one per batch.
+    loss_sum, correct, seen = 0.0, 0, 0
     with torch.inference_mode():
         for images, labels in loader:
             logits = model(images)
-            loss_sum = loss_sum + loss_fn(logits, labels).float().cpu() * len(labels)
-            correct = correct + (logits.argmax(1) == labels).sum().cpu()
+            loss_sum = loss_sum + loss_fn(logits, labels).float() * len(labels)
+            correct = correct + (logits.argmax(1) == labels).sum()
             seen += len(labels)
     return {"loss": float(loss_sum) / max(seen, 1), "accuracy": float(correct) / max(seen, 1)}
