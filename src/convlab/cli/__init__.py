@@ -1,0 +1,45 @@
+"""The `convlab` command line: parses arguments and calls the library, nothing more.
+
+Each module here adds its subcommands; COMMAND_MODULES fixes their order in `convlab --help`.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from ..errors import ConvlabError
+from . import listing, train, use
+from .common import Parser
+
+COMMAND_MODULES = [train, use, listing]
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="convlab", description="Train, evaluate and use CNN image classifiers.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    for module in COMMAND_MODULES:
+        module.add_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except ConvlabError as err:
+        print(f"convlab {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"convlab {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `convlab models | head`: the reader left, nothing is wrong
+        sys.stdout = open(os.devnull, "w")
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,48 @@
+"""`convlab models` and `convlab datasets`: what the registries hold."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    models = sub.add_parser("models", help="list the models", description="List the presets (with layers and "
+                            "parameter counts for the given data) and every torchvision classifier.")
+    models.add_argument("--data", metavar="NAME", default="mnist",
+                        help="count parameters for this dataset's image shape (default: mnist)")
+    models.set_defaults(func=cmd_models)
+
+    datasets = sub.add_parser("datasets", help="list the datasets and their default recipes",
+                              description="List the datasets with their shapes and default training recipes.")
+    datasets.set_defaults(func=cmd_datasets)
+
+
+def cmd_models(args) -> int:
+    from ..data.registry import parse_data_name
+    from ..models.registry import count_parameters, create_model, list_models
+
+    entry, _ = parse_data_name(args.data)
+    channels, height, width = entry.shape or (3, 64, 64)
+    classes = entry.num_classes or 10
+    print(f"presets (parameters for {channels}x{height}x{width} input, {classes} classes):")
+    entries = list_models()
+    for model in entries:
+        if model.family == "preset":
+            params = count_parameters(create_model(model.name, channels, classes, (height, width)))
+            print(f"  {model.name:<10} {params:>9,}  {model.description}")
+    names = [m.name for m in entries if m.family == "torchvision"]
+    print(f"torchvision classifiers ({len(names)}; head sized to the classes, 1-channel input adapted):")
+    for name in names:
+        print(f"  {name}")
+    return 0
+
+
+def cmd_datasets(args) -> int:
+    from ..data.registry import list_datasets
+
+    for entry in list_datasets():
+        shape = "x".join(map(str, entry.shape)) if entry.shape else "any size"
+        classes = f"{entry.num_classes} classes" if entry.num_classes else "classes from folders"
+        recipe = " ".join(f"{k}={v}" for k, v in entry.recipe.items())
+        name = entry.name + (":PATH" if entry.takes_argument else "")
+        print(f"{name:<17} {shape:<8} {classes:<21} recipe: {recipe}  -- {entry.description}")
+    return 0

@@ -1,0 +1,24 @@
+"""`convlab train`."""
+from __future__ import annotations
+
+import argparse
+
+from .. import config as cfg
+from .common import add_config_flags
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    train = sub.add_parser("train", help="train a model and write a run folder",
+                           description="Train a CNN. Settings come from the dataset's recipe, then --config FILE, "
+                                       "then flags; the resolved config is printed and saved in the run folder.")
+    train.add_argument("--config", metavar="FILE.yaml", help="YAML settings applied before the flags")
+    add_config_flags(train)
+    train.set_defaults(func=cmd_train)
+
+
+def cmd_train(args) -> int:
+    from ..session import train
+
+    overrides = {key: getattr(args, key) for key in cfg.FLAT_KEYS}
+    train(args.config, **overrides)
+    return 0
