@@ -16,6 +16,7 @@ Optimizer = Literal["sgd", "adam", "adamw"]
 Schedule = Literal["none", "step", "cosine", "onecycle"]
 Augment = Literal["none", "light", "standard"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
+Strategy = Literal["linear-probe", "full", "two-stage", "gradual"]
 
 
 def _opt(default, help: str, **checks):
@@ -32,6 +33,10 @@ class DataConfig:
     val_fraction: float = _opt(0.1, "share of the training split held out (stratified) for validation", min=0.0,
                                below=1.0)
     augment: Augment = _opt("none", "augmentation: none, light (shifts) or standard (shifts + flips where valid)")
+    classes: str | None = _opt(None, "keep only these classes, comma-separated names (e.g. 5,6,7,8,9); "
+                                     "default: all")
+    train_per_class: int = _opt(0, "keep N labelled training images per class, chosen with --seed (0: all); "
+                                   "the validation share comes out of them", min=0)
 
 
 @dataclass
@@ -62,11 +67,31 @@ class TrainConfig:
 
 
 @dataclass
+class FinetuneConfig:
+    """Only `convlab finetune` sets these; a run trained from scratch has no finetune section."""
+
+    source: str | None = _opt(None, "what to start from: a run folder, torchvision:NAME or timm:NAME")
+    weights: str | None = _opt(None, "pretrained weights: imagenet or DEFAULT (the source's best), a weights enum "
+                                     "name (IMAGENET1K_V1), or a .safetensors/.pt/.pth file (default: the run's "
+                                     "own weights, or DEFAULT)")
+    strategy: Strategy = _opt("two-stage", "linear-probe (only the head trains), full, two-stage (head first, then "
+                                           "all with a lower backbone lr) or gradual (one more stage per epoch)")
+    head_epochs: int = _opt(1, "two-stage: epochs that train the head alone before everything unfreezes", min=1)
+    backbone_lr_mult: float = _opt(0.1, "backbone learning rate = --lr x this, once the backbone trains",
+                                   min_exclusive=0.0)
+    freeze: str | None = _opt(None, "what stays frozen throughout: backbone, stages:N (the stem and the first N "
+                                    "stages) or group names / parameter-name prefixes, comma-separated")
+    train_bn: bool = _opt(False, "let frozen BatchNorm layers update their running statistics (default: "
+                                 "frozen BatchNorm runs in eval mode)")
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -77,7 +102,9 @@ class Config:
 
 
 SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
-_SECTION_CLASSES = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig}
+_SECTION_CLASSES = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig,
+                    "finetune": FinetuneConfig}
+TRAIN_SECTIONS = ("data", "model", "optim", "train")  # what `convlab train` takes; finetune adds "finetune"
 
 
 def _flat_keys() -> dict[str, tuple[str, str]]:
@@ -214,6 +241,8 @@ def resolve(overrides: dict[str, Any] | None = None, config_file: str | Path | N
 
 def save_config(config: Config, path: Path, extra: dict | None = None) -> None:
     document = config.to_dict()
+    if config.finetune.source is None:
+        del document["finetune"]  # a run trained from scratch: nothing to say
     if extra:
         document.update(extra)
     path.write_text(yaml.safe_dump(document, sort_keys=False))

@@ -36,18 +36,26 @@ class Preprocess:
     channels: int
     mean: list[float]
     std: list[float]
+    normalization: str = "training data"  # where mean/std come from: the training data or pretrained weights
+    data_channels: int | None = None  # channels of the training data when they differ (1 -> 3: gray repeated)
 
     @property
     def norm(self) -> Normalization:
         return Normalization(self.mean, self.std)
 
     def to_json(self) -> dict:
-        return {**asdict(self), "resize": "bilinear, whole image (no crop)", "scale": "pixel / 255",
-                "formula": "(pixel / 255 - mean) / std"}
+        document = {**asdict(self), "resize": "bilinear, whole image (no crop)", "scale": "pixel / 255",
+                    "formula": "(pixel / 255 - mean) / std"}
+        if self.data_channels is None:
+            del document["data_channels"]
+        elif self.data_channels == 1:
+            document["channel_conversion"] = f"grayscale repeated into {self.channels} channels"
+        return document
 
     @classmethod
     def from_json(cls, data: dict) -> "Preprocess":
-        return cls(list(data["size"]), int(data["channels"]), list(data["mean"]), list(data["std"]))
+        return cls(list(data["size"]), int(data["channels"]), list(data["mean"]), list(data["std"]),
+                   str(data.get("normalization", "training data")), data.get("data_channels"))
 
 
 class Run:
@@ -81,6 +89,10 @@ class Run:
             name = data or self.config.data.name
             directory = data_dir if data_dir is not None else (self.config.data.data_dir if data is None else None)
             splits = load_dataset(name, directory, image_size=self.config.data.image_size)
+            if data is None and self.config.data.classes:  # the run's own data: the classes it was trained on
+                from .data.subsets import select_subset
+
+                splits = select_subset(splits, self.config.data.classes, 0, 0)
             arrays, classes = splits.test, splits.classes
         arrays = self._conform(arrays)
         labels = self._map_labels(arrays.labels, classes or self.classes)
@@ -110,22 +122,7 @@ class Run:
     # -- helpers ---------------------------------------------------------------------------------------
     def _conform(self, arrays: ImageArrays) -> ImageArrays:
         """Bring other data to the run's channels and size (e.g. evaluating on another folder)."""
-        from .data.registry import resize_arrays
-
-        images = arrays.images
-        if images.shape[1] != self.preprocess.channels:
-            if self.preprocess.channels == 1:  # ITU-R 601 luma, as PIL's convert("L")
-                weights = np.array([0.299, 0.587, 0.114])[:, None, None]
-                images = np.round((images[:, :3].astype(np.float64) * weights).sum(1, keepdims=True)).astype(np.uint8)
-            else:
-                images = np.repeat(images[:, :1], self.preprocess.channels, axis=1)
-        conformed = ImageArrays(images, arrays.labels)
-        if list(images.shape[2:]) != list(self.preprocess.size):
-            h, w = self.preprocess.size
-            if h != w:
-                raise ConvlabError(f"run {self.path} expects {h}x{w} images; cannot resize other data to it")
-            conformed = resize_arrays(conformed, h)
-        return conformed
+        return conform_arrays(arrays, self.preprocess.channels, self.preprocess.size, f"run {self.path}")
 
     def _map_labels(self, labels: np.ndarray, data_classes: list[str]) -> np.ndarray:
         if data_classes == self.classes:
@@ -144,6 +141,26 @@ class Run:
         save_file(state, str(self.path / WEIGHTS), metadata={"format": "pt", "model": self.config.model.name})
         (self.path / LABELS).write_text(json.dumps(self.classes, indent=1, ensure_ascii=False))
         (self.path / PREPROCESS).write_text(json.dumps(self.preprocess.to_json(), indent=1))
+
+
+def conform_arrays(arrays: ImageArrays, channels: int, size: list[int], who: str) -> ImageArrays:
+    """Convert images to `channels` (luma for 1, channel repeat for more) and resize to `size` [h, w]."""
+    from .data.registry import resize_arrays
+
+    images = arrays.images
+    if images.shape[1] != channels:
+        if channels == 1:  # ITU-R 601 luma, as PIL's convert("L")
+            weights = np.array([0.299, 0.587, 0.114])[:, None, None]
+            images = np.round((images[:, :3].astype(np.float64) * weights).sum(1, keepdims=True)).astype(np.uint8)
+        else:
+            images = np.repeat(images[:, :1], channels, axis=1)
+    conformed = ImageArrays(images, arrays.labels)
+    if list(images.shape[2:]) != list(size):
+        h, w = size
+        if h != w:
+            raise ConvlabError(f"{who} expects {h}x{w} images; cannot resize other data to it")
+        conformed = resize_arrays(conformed, h)
+    return conformed
 
 
 def _expand_inputs(inputs: Any, list_images) -> list[tuple[str | None, Any]]:

@@ -18,6 +18,7 @@ from .data.augment import build_augmentation
 from .data.batches import BatchLoader, Normalization
 from .data.registry import load_dataset, parse_data_name
 from .data.splits import stratified_split
+from .data.subsets import select_subset
 from .errors import ConvlabError
 from .evaluate.plots import plot_confusion_matrix, plot_curves
 from .models.registry import count_parameters, create_model
@@ -48,12 +49,16 @@ def train(config: str | Path | None = None, *, console: Console | None = None, *
     if unknown:
         cfg.coerce(unknown[0], overrides[unknown[0]], "convlab.train()")  # raises with a suggestion
     conf, origin = cfg.resolve(overrides, config, recipe_for)
+    if conf.finetune.source is not None:
+        raise ConvlabError(f"the config sets a fine-tuning source ({conf.finetune.source}); use convlab finetune "
+                           f"(or convlab.finetune) for it")
     console = console or Console(highlight=False, soft_wrap=True)
     print_config(console, conf, origin)
 
     seed_everything(conf.train.seed)
     device = pick_device(conf.train.device)
     splits = load_dataset(conf.data.name, conf.data.data_dir, conf.data.image_size)
+    splits = select_subset(splits, conf.data.classes, conf.data.train_per_class, conf.train.seed)
     train_set, val_set = carve_validation(splits, conf.data.val_fraction, conf.train.seed)
     channels, height, width = splits.shape
     norm = Normalization.of(train_set.images)
@@ -120,11 +125,12 @@ def make_run_dir(conf: cfg.Config) -> Path:
     else:
         data = re.sub(r"[^A-Za-z0-9_.-]+", "-", conf.data.name.replace(":", "-")).strip("-")
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        path = Path("runs") / f"{data}-{conf.model.name}-{stamp}"
+        model = conf.model.name.replace(":", "-")  # timm:NAME
+        path = Path("runs") / f"{data}-{model}-{stamp}"
         suffix = 1
         while path.exists():
             suffix += 1
-            path = Path("runs") / f"{data}-{conf.model.name}-{stamp}-{suffix}"
+            path = Path("runs") / f"{data}-{model}-{stamp}-{suffix}"
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".write-test"
@@ -147,12 +153,15 @@ def write_run(run: Run, history: list[dict]) -> None:
     plot_confusion_matrix(run.metrics["confusion_matrix"], run.classes, run.path / "confusion_matrix.png")
 
 
-def print_config(console: Console, conf: cfg.Config, origin: dict[str, str]) -> None:
-    """The resolved config, one line per section; values from the recipe, file or flags are marked."""
-    marks = {"default": "", "recipe": "ʳ", "file": "ᶠ", "flag": "*"}
-    console.print("config  (ʳ dataset recipe, ᶠ config file, * flag)", markup=False)
+def print_config(console: Console, conf: cfg.Config, origin: dict[str, str],
+                 sections: tuple[str, ...] = cfg.TRAIN_SECTIONS) -> None:
+    """The resolved config, one line per section; values from the recipe, file, flags or source are marked."""
+    marks = {"default": "", "recipe": "ʳ", "file": "ᶠ", "flag": "*", "source": "ˢ"}
+    legend = "ʳ dataset recipe, ᶠ config file, * flag" + (", ˢ pretrained source" if "source" in
+                                                         origin.values() else "")
+    console.print(f"config  ({legend})", markup=False)
     flat = conf.flat()
-    for section in ("data", "model", "optim", "train"):
+    for section in sections:
         keys = [k for k, (s, _) in cfg.FLAT_KEYS.items() if s == section]
         parts = [f"{k}={flat[k]}{marks[origin[k]]}" for k in keys]
         console.print(f"  {section:<6} " + "  ".join(parts), markup=False)

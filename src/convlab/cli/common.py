@@ -14,9 +14,13 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per config field, with the field's type, choices and help: the config is the single source."""
-    for key in cfg.FLAT_KEYS:
+def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] = cfg.TRAIN_SECTIONS,
+                     renamed: dict[str, str] | None = None) -> None:
+    """One flag per config field, with the field's type, choices and help: the config is the single source.
+
+    `renamed` gives a key another flag name (finetune's `source` is `--from`); `--source` works too.
+    """
+    for key in config_keys(sections):
         info = cfg.field_info(key)
         kind = cfg.field_type(key)
         help_text = info.metadata["help"]
@@ -27,11 +31,19 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         options = cfg.choices(key)
         base = next((t for t in typing.get_args(kind) if t is not type(None)), kind) if options is None else str
         metavar = {"data": "NAME", "model": "NAME", "data_dir": "DIR", "out": "DIR", "early_stop": "PATIENCE",
-                   "image_size": "SIZE"}.get(key, {int: "N", float: "X"}.get(base))
+                   "image_size": "SIZE", "classes": "NAMES", "source": "SOURCE",
+                   "weights": "WEIGHTS", "freeze": "GROUPS"}.get(key, {int: "N", float: "X"}.get(base))
         if "default" not in help_text:
             help_text += f" (default: {_default_text(key)})"
-        parser.add_argument(cfg.flag(key), dest=key, type=base, choices=options, default=None, metavar=metavar,
+        flags = [(renamed or {}).get(key, cfg.flag(key))]
+        flags += [cfg.flag(key)] if flags[0] != cfg.flag(key) else []
+        parser.add_argument(*flags, dest=key, type=base, choices=options, default=None, metavar=metavar,
                             help=help_text)
+
+
+def config_keys(sections: tuple[str, ...] = cfg.TRAIN_SECTIONS) -> list[str]:
+    """The flat config keys of these sections, in the config's order."""
+    return [key for key, (section, _) in cfg.FLAT_KEYS.items() if section in sections]
 
 
 def _default_text(key: str) -> str:

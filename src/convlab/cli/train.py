@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .. import config as cfg
-from .common import add_config_flags
+from .common import add_config_flags, config_keys
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -19,6 +18,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def cmd_train(args) -> int:
     from ..session import train
 
-    overrides = {key: getattr(args, key) for key in cfg.FLAT_KEYS}
+    overrides = {key: getattr(args, key) for key in config_keys()}
     train(args.config, **overrides)
     return 0

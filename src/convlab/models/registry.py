@@ -19,7 +19,7 @@ class ModelEntry:
     name: str
     builder: Builder
     description: str
-    family: str  # "preset" or "torchvision"
+    family: str  # "preset", "torchvision" or "timm"
 
 
 PRESETS: dict[str, ModelEntry] = {}
@@ -47,6 +47,10 @@ def find_model(name: str) -> ModelEntry:
 
     if name in PRESETS:
         return PRESETS[name]
+    if name.startswith("timm:"):
+        from . import timm_models
+
+        return ModelEntry(name, timm_models.builder_for(name[len("timm:"):]), "timm model", "timm")
     tv_names = torchvision_names()
     if name in tv_names:
         return ModelEntry(name, torchvision_models.builder_for(name), "torchvision classifier", "torchvision")

@@ -17,8 +17,10 @@ OPTIMIZERS: dict[str, Callable[[list, OptimConfig], torch.optim.Optimizer]] = {
 }
 
 
-def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+def build_optimizer(model: nn.Module, config: OptimConfig,
+                    param_groups: list[dict] | None = None) -> torch.optim.Optimizer:
+    """All trainable parameters at config.lr, or the given groups ({"params", "lr", ...}) at their own rates."""
+    params = param_groups if param_groups is not None else [p for p in model.parameters() if p.requires_grad]
     return OPTIMIZERS[config.optimizer](params, config)
 
 
@@ -49,7 +51,7 @@ def _cosine(opt, config, epochs, steps):
 
 
 def _onecycle(opt, config, epochs, steps):
-    return Schedule(torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, epochs=epochs, steps_per_epoch=steps,
+    return Schedule(torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups], epochs=epochs, steps_per_epoch=steps,
                                                         pct_start=0.25), per_batch=True)
 
 

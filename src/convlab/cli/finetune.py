@@ -1,0 +1,28 @@
+"""`convlab finetune`."""
+from __future__ import annotations
+
+import argparse
+
+from .common import add_config_flags, config_keys
+
+SECTIONS = ("data", "model", "optim", "train", "finetune")
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    ft = sub.add_parser("finetune", help="fine-tune a pretrained model (a run, torchvision:NAME, timm:NAME)",
+                        description="Fine-tune a pretrained model on new data: the head is rebuilt for the new "
+                                    "classes and trained by --strategy (default two-stage: the head first, then "
+                                    "everything with a lower backbone lr). Takes train's flags too; the run "
+                                    "folder is the same as train's.")
+    ft.add_argument("--config", metavar="FILE.yaml", help="YAML settings applied before the flags")
+    add_config_flags(ft, SECTIONS, renamed={"source": "--from"})
+    ft.set_defaults(func=cmd_finetune)
+
+
+def cmd_finetune(args) -> int:
+    from ..finetune import finetune
+
+    overrides = {key: getattr(args, key) for key in config_keys(SECTIONS)}
+    source = overrides.pop("source")  # the first argument of convlab.finetune
+    finetune(source, args.config, **overrides)
+    return 0

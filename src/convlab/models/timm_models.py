@@ -1,0 +1,29 @@
+"""timm models by name (timm:NAME), when the optional timm package is installed (pip install 'convlab[timm]')."""
+from __future__ import annotations
+
+from torch import nn
+
+from ..errors import ConvlabError
+
+PREFIX = "timm:"
+
+
+def require_timm(what: str):
+    try:
+        import timm
+    except ImportError:
+        raise ConvlabError(f"{what} needs the timm package: pip install 'convlab[timm]'") from None
+    return timm
+
+
+def builder_for(name: str):
+    """A registry builder for timm:NAME; the head is sized to the classes, the input to the channels."""
+
+    def build(in_channels: int, num_classes: int, image_size: tuple[int, int], dropout: float) -> nn.Module:
+        timm = require_timm(f"model {PREFIX}{name}")
+        if name not in timm.list_models(name):
+            raise ConvlabError(f"unknown model '{PREFIX}{name}': timm has no model {name!r}")
+        return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_channels,
+                                 drop_rate=dropout)
+
+    return build
