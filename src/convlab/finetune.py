@@ -134,7 +134,7 @@ def load_source(source: str, weights: str | None) -> Pretrained:
     if not path.is_dir():
         raise ConvlabError(f"--from {source}: not a run folder, torchvision:NAME or timm:NAME")
     run = load_run(path)
-    if weights and weights not in ("DEFAULT", "imagenet"):
+    if weights:  # other weights for the run's architecture (a file; a run has no named weights)
         state, chosen = read_weights_file(weights), weights
     else:
         state, chosen = run.model.state_dict(), str(path / "model.safetensors")
@@ -197,8 +197,9 @@ def print_plan(console: Console, model: torch.nn.Module, groups: list[ParamGroup
             when = "trains" if starts == 1 else f"frozen until epoch {starts}"
             when += f" ({held} tensors held by --freeze)" if held else ""
         modules = ", ".join(group.modules[:3]) + (", ..." if len(group.modules) > 3 else "")
-        console.print(f"  {group.name:<{width}}  {count:>11,} params  lr {rates[group.name]:.2e}  {when:<24} "
-                      f"{modules}", markup=False)
+        rate = f"{rates[group.name]:.2e}" if when.startswith(("trains", "frozen until")) else "-"
+        console.print(f"  {group.name:<{width}}  {count:>11,} params  lr {rate:<8}  {when:<24} {modules}",
+                      markup=False)
     if freezer.frozen_bn():
         note = "update their statistics (--train-bn)" if conf.finetune.train_bn else "run in eval mode"
         console.print(f"  frozen BatchNorm layers {note}: {len(freezer.frozen_bn())} now", markup=False)
