@@ -55,7 +55,8 @@ def finetune(source: str | Path | None = None, config: str | Path | None = None,
 
     seed_everything(conf.train.seed)
     device = pick_device(conf.train.device)
-    splits = load_dataset(conf.data.name, conf.data.data_dir)
+    # Loaded at the target size as eval and predict will load it; conform_arrays then only fixes channels.
+    splits = load_dataset(conf.data.name, conf.data.data_dir, conf.data.image_size)
     splits = select_subset(splits, conf.data.classes, conf.data.train_per_class, conf.train.seed)
     data_channels = splits.shape[0]
     size = [conf.data.image_size] * 2 if conf.data.image_size else list(splits.shape[1:])

@@ -191,3 +191,12 @@ def test_timm_model_from_a_local_weights_file(tmp_path):
     assert run.preprocess.size == [32, 32] and run.preprocess.channels == 3
     loaded = load_run(run.path)
     assert loaded.config.model.name == "timm:resnet10t" and loaded.model.get_classifier().out_features == 2
+
+
+def test_preprocess_json_of_older_runs_still_loads():
+    from convlab.run import Preprocess
+
+    old = {"size": [28, 28], "channels": 1, "mean": [0.13], "std": [0.31], "resize": "bilinear, whole image"}
+    pre = Preprocess.from_json(old)
+    assert pre.normalization == "training data" and pre.data_channels is None
+    assert "data_channels" not in pre.to_json() and "channel_conversion" not in pre.to_json()
