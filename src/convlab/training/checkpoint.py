@@ -221,8 +221,12 @@ class Checkpointer(Callback):
     # hooks
     def on_train_begin(self, state):
         self.folder.mkdir(parents=True, exist_ok=True)
+        for stale in self.folder.glob(".*.tmp"):  # left by a process killed while writing
+            stale.unlink(missing_ok=True)
         if self.resume:
             self._restore(state, load_checkpoint(self.folder / LAST))
+        else:
+            self.save(state)  # epoch 0: a run killed during its first epoch can be resumed too
         self._install_sigint()
 
     def on_epoch_begin(self, state):
