@@ -51,5 +51,8 @@ def resume_config(run_dir: str | Path, overrides: dict[str, Any], config_file=No
                                    f"{saved[key]} epochs and cannot be extended; resume without --epochs")
         section, name = cfg.FLAT_KEYS[key]
         setattr(getattr(conf, section), name, value)
+    if (run_dir / "model.safetensors").is_file() and conf.train.epochs == saved["epochs"]:
+        raise ConvlabError(f"--resume {run_dir}: the run already finished its {saved['epochs']} epochs; to train it "
+                           f"longer pass a larger --epochs (runs with --schedule none only)")
     conf.train.out = str(run_dir)
     return conf
