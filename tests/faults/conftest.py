@@ -47,3 +47,20 @@ def run_child(tmp_path):
                               text=True, timeout=timeout)
 
     return run
+
+
+@pytest.fixture
+def write_cifar():
+    """write_cifar(folder) -> {'batches': the cifar-10-batches-py folder of a tiny CIFAR-10 (20 train, 6 test)}."""
+    import numpy as np
+
+    from convlab.data.cifar import write_cifar10
+
+    def write(folder: Path) -> dict:
+        rng = np.random.default_rng(0)
+        batches = write_cifar10(folder, rng.integers(0, 256, (20, 3, 32, 32), dtype=np.uint8), np.arange(20) % 10,
+                                rng.integers(0, 256, (6, 3, 32, 32), dtype=np.uint8), np.arange(6) % 10,
+                                [f"class{i}" for i in range(10)])
+        return {"batches": batches}
+
+    return write
