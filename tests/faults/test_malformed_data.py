@@ -116,7 +116,6 @@ def test_a_class_with_only_broken_images_is_an_error(tmp_path):
 # --- IDX and CIFAR --------------------------------------------------------------------------------
 
 def _idx_bytes(array) -> bytes:
-    buffer = io.BytesIO()
     header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
     return header + array.astype(np.uint8).tobytes()
 
