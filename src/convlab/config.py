@@ -37,6 +37,7 @@ class DataConfig:
                                      "default: all")
     train_per_class: int = _opt(0, "keep N labelled training images per class, chosen with --seed (0: all); "
                                    "the validation share comes out of them", min=0)
+    strict: bool = _opt(False, "stop at the first unreadable image of a folder instead of skipping it with a warning")
 
 
 @dataclass
@@ -64,6 +65,8 @@ class TrainConfig:
     device: Device = _opt("auto", "where to train: auto picks cuda, then mps, then cpu")
     out: str | None = _opt(None, "run folder (default: runs/<data>-<model>-<timestamp>)")
     quiet: bool = _opt(False, "plain one-line-per-epoch output instead of progress bars")
+    deterministic: bool = _opt(False, "deterministic kernels and fixed threads: a rerun or a resumed run gives "
+                                      "bit-identical weights (slower on GPU)")
 
 
 @dataclass

@@ -22,30 +22,37 @@ from .models.freeze import (HEAD, Freezer, ParamGroup, Stage, group_learning_rat
 from .models.pretrained import Pretrained, load_backbone, parse_source, read_weights_file, timm_source, \
     torchvision_source
 from .models.registry import count_parameters, create_model
-from .run import Preprocess, Run, conform_arrays, load_run
-from .session import (carve_validation, make_run_dir, print_config, print_summary, recipe_for, seed_everything,
-                      write_run)
+from .run import CONFIG, Preprocess, Run, conform_arrays, load_run
+from .session import (_version, carve_validation, make_run_dir, print_config, print_summary, recipe_for,
+                      seed_everything, write_run)
 from .training.callbacks import BestModel, EarlyStopping, History, PlainLogger, ProgressBar
+from .training.checkpoint import CHECKPOINTS, Checkpointer
 from .training.device import pick_device
 from .training.freezing import FreezeSchedule
 from .training.loop import fit
 from .training.optim import build_optimizer, build_schedule
+from .training.resume import resume_config
 
 SECTIONS = cfg.TRAIN_SECTIONS + ("finetune",)
 
 
 def finetune(source: str | Path | None = None, config: str | Path | None = None, *, console: Console | None = None,
-             **overrides) -> Run:
+             resume: str | Path | None = None, **overrides) -> Run:
     """Fine-tune `source` (a run folder, "torchvision:NAME" or "timm:NAME") on `data` and write a run folder.
 
-    Keywords are the CLI's flags (data=, strategy=, weights=, epochs=, train_per_class=, ...).
+    Keywords are the CLI's flags (data=, strategy=, weights=, epochs=, train_per_class=, ...). `resume` is a
+    fine-tune run folder whose last checkpoint is continued, in the freeze state of its stage.
     """
     unknown = [k for k in overrides if k not in cfg.FLAT_KEYS]
     if unknown:
         cfg.coerce(unknown[0], overrides[unknown[0]], "convlab.finetune()")  # raises with a suggestion
     if source is not None:
         overrides["source"] = str(source)
-    conf, origin = cfg.resolve(overrides, config, recipe_for)
+    if resume is not None:
+        conf = resume_config(resume, overrides, config)
+        origin = {key: "flag" if overrides.get(key) is not None else "file" for key in cfg.FLAT_KEYS}
+    else:
+        conf, origin = cfg.resolve(overrides, config, recipe_for)
     if conf.finetune.source is None:
         raise ConvlabError("finetune needs --from SOURCE: a run folder, torchvision:NAME or timm:NAME")
     console = console or Console(highlight=False, soft_wrap=True)
@@ -77,7 +84,9 @@ def finetune(source: str | Path | None = None, config: str | Path | None = None,
     rates = group_learning_rates(conf.finetune.strategy, groups, conf.optim.lr, conf.finetune.backbone_lr_mult)
     freezer = Freezer(model, groups, frozen, conf.finetune.train_bn)
     freezer.apply(stages[0].trainable)
-    run_dir = make_run_dir(conf)
+    run_dir = make_run_dir(conf, resuming=resume is not None)
+    if resume is None:  # saved now, so a fine-tune that dies can be resumed from its folder
+        cfg.save_config(conf, run_dir / CONFIG, extra={"convlab": {"version": _version()}})
     console.print(f"data {splits.name}: {len(train_set)} train / {len(val_set) if val_set else 0} val / "
                   f"{len(splits.test)} test images of {pretrained.channels}x{size[0]}x{size[1]}"
                   f"{' (gray repeated)' if data_channels != pretrained.channels else ''}, {splits.num_classes} "
@@ -97,10 +106,15 @@ def finetune(source: str | Path | None = None, config: str | Path | None = None,
     history = History(run_dir / "metrics.csv")
     interactive = console.is_terminal and not conf.train.quiet
     announce = lambda line: console.print(line, markup=False)  # noqa: E731
+    best = BestModel()
     callbacks = [FreezeSchedule(freezer, stages, conf.finetune.strategy, announce),
-                 ProgressBar(console) if interactive else PlainLogger(console), history, BestModel()]
+                 ProgressBar(console) if interactive else PlainLogger(console), history, best]
+    stateful = {"history": history, "best": best}
     if conf.train.early_stop and val_loader is not None:
-        callbacks.append(EarlyStopping(conf.train.early_stop))
+        stateful["early_stop"] = EarlyStopping(conf.train.early_stop)
+        callbacks.append(stateful["early_stop"])
+    callbacks.append(Checkpointer(run_dir / CHECKPOINTS, schedule, {"data_order": generator}, stateful,
+                                  resume=resume is not None, resume_hint=f"convlab finetune --resume {run_dir}"))
 
     started = time.perf_counter()
     state = fit(model, train_loader, val_loader, optimizer, schedule, loss_fn, conf.train.epochs, callbacks)

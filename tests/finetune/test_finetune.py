@@ -200,3 +200,16 @@ def test_preprocess_json_of_older_runs_still_loads():
     pre = Preprocess.from_json(old)
     assert pre.normalization == "training data" and pre.data_channels is None
     assert "data_channels" not in pre.to_json() and "channel_conversion" not in pre.to_json()
+
+
+def test_resuming_a_finetune_restores_the_freeze_state_of_its_stage(digits_run, tmp_path):
+    out = tmp_path / "ft"
+    first = convlab.finetune(digits_run.path, data="digits", classes="1,2", train_per_class=6, strategy="linear-probe",
+                             schedule="none", epochs=1, out=str(out), quiet=True)
+    head_after_1 = first.model.state_dict()["classifier.1.weight"].clone()
+    (out / "model.safetensors").unlink()  # as if it had stopped after epoch 1
+    resumed = convlab.finetune(resume=out, epochs=3, quiet=True)
+    source, state = digits_run.model.state_dict(), resumed.model.state_dict()
+    assert torch.equal(state["features.0.weight"].cpu(), source["features.0.weight"].cpu())  # still frozen
+    assert not torch.equal(state["classifier.1.weight"].cpu(), head_after_1.cpu())  # the head kept training
+    assert resumed.metrics["epochs_run"] == 3 and resumed.metrics["freeze"]["trainable"] == ["head"]

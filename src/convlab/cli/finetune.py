@@ -15,6 +15,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                     "everything with a lower backbone lr). Takes train's flags too; the run "
                                     "folder is the same as train's.")
     ft.add_argument("--config", metavar="FILE.yaml", help="YAML settings applied before the flags")
+    ft.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted fine-tune from its last "
+                    "checkpoint, in the freeze state of its stage (only --epochs, --device and --quiet may change)")
     add_config_flags(ft, SECTIONS, renamed={"source": "--from"})
     ft.set_defaults(func=cmd_finetune)
 
@@ -24,5 +26,5 @@ def cmd_finetune(args) -> int:
 
     overrides = {key: getattr(args, key) for key in config_keys(SECTIONS)}
     source = overrides.pop("source")  # the first argument of convlab.finetune
-    finetune(source, args.config, **overrides)
+    finetune(source, args.config, resume=args.resume, **overrides)
     return 0

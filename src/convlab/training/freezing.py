@@ -25,6 +25,10 @@ class FreezeSchedule(Callback):
         return max(i for i, stage in enumerate(self.stages, start=1) if stage.first_epoch <= epoch)
 
     def on_epoch_begin(self, state):
+        recorded = state.extra.get("freeze")
+        if not self.current and recorded:  # resumed from a checkpoint: first its own recorded state
+            self.freezer.apply(recorded["trainable"])
+            self.current = recorded["stage"] if self.stage_at(state.epoch) == recorded["stage"] else 0
         index = self.stage_at(state.epoch)
         if index != self.current:
             self.freezer.apply(self.stages[index - 1].trainable)
