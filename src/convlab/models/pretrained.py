@@ -6,7 +6,6 @@ A convlab run folder is a source too; the session that fine-tunes reads it (it s
 """
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,11 +50,11 @@ def parse_source(source: str) -> tuple[str, str]:
 # --- weight files -------------------------------------------------------------------------------------
 
 def read_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """A state dict from .safetensors, or from .pt/.pth through torch.load(weights_only=True) (no pickle code runs).
+    """--weights PATH -> a state dict, read by models.weights (safetensors, or torch.load(weights_only=True): a
+    file holding anything but tensors is refused before any of it runs); a "module." prefix (DataParallel)
+    is removed."""
+    from .weights import load_state_dict_file
 
-    A checkpoint that wraps the state dict under "state_dict" or "model" is unwrapped; a "module." prefix
-    (DataParallel) is removed.
-    """
     path = Path(path).expanduser()
     if not path.is_file():
         raise ConvlabError(f"--weights {path}: no such file; give a .safetensors, .pt or .pth file, imagenet or "
@@ -63,31 +62,8 @@ def read_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
     if path.suffix not in WEIGHT_SUFFIXES:
         raise ConvlabError(f"--weights {path}: unknown kind of file {path.suffix!r}; convlab reads "
                            f"{', '.join(WEIGHT_SUFFIXES)}")
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            state = load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as err:
-            raise ConvlabError(f"--weights {path}: not a readable safetensors file ({err})") from None
-    else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as err:
-            reason = str(err).strip().splitlines()[0]
-            raise ConvlabError(f"--weights {path}: refused, it holds more than tensors and convlab loads .pt files "
-                               f"only with weights_only=True ({reason[:120]}); save model.state_dict() or use "
-                               f".safetensors") from None
-        except (RuntimeError, OSError, EOFError, ValueError) as err:
-            raise ConvlabError(f"--weights {path}: not a readable torch file ({str(err).splitlines()[0]})") from None
-    for key in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ConvlabError(f"--weights {path}: expected a state dict (parameter name -> tensor), got "
-                           f"{type(state).__name__}; save model.state_dict()")
-    if state and all(k.startswith("module.") for k in state):
+    state = load_state_dict_file(path)
+    if all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
     return state
 
