@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import time
@@ -23,6 +24,7 @@ from .evaluate.plots import plot_confusion_matrix, plot_curves
 from .models.registry import count_parameters, create_model
 from .run import CONFIG, METRICS, Preprocess, Run
 from .training.callbacks import BestModel, EarlyStopping, History, PlainLogger, ProgressBar
+from .training import distributed, performance
 from .training.device import pick_device
 from .training.loop import fit
 from .training.optim import build_optimizer, build_schedule
@@ -48,42 +50,59 @@ def train(config: str | Path | None = None, *, console: Console | None = None, *
     if unknown:
         cfg.coerce(unknown[0], overrides[unknown[0]], "convlab.train()")  # raises with a suggestion
     conf, origin = cfg.resolve(overrides, config, recipe_for)
+    ranks, device = distributed.setup(pick_device(conf.train.device))
     console = console or Console(highlight=False, soft_wrap=True)
+    if not ranks.is_main:  # under torchrun only rank 0 prints and writes the run folder
+        console = Console(file=open(os.devnull, "w"))
     print_config(console, conf, origin)
 
     seed_everything(conf.train.seed)
-    device = pick_device(conf.train.device)
+    performance.set_threads(conf.train.threads, device)
     splits = load_dataset(conf.data.name, conf.data.data_dir, conf.data.image_size)
     train_set, val_set = carve_validation(splits, conf.data.val_fraction, conf.train.seed)
     channels, height, width = splits.shape
     norm = Normalization.of(train_set.images)
     model = create_model(conf.model.name, channels, splits.num_classes, (height, width), conf.model.dropout)
-    run_dir = make_run_dir(conf)
+    run_dir = make_run_dir(conf) if ranks.is_main else None
     console.print(f"data {splits.name}: {len(train_set)} train / {len(val_set) if val_set else 0} val / "
                   f"{len(splits.test)} test images of {channels}x{height}x{width}, {splits.num_classes} classes; "
                   f"model {conf.model.name}: {count_parameters(model):,} parameters; device {device}")
 
-    model.to(device)
+    channels_last = performance.use_channels_last(conf.train.channels_last, model, device)
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    trained = distributed.wrap_model(performance.maybe_compile(model, conf.train.compile), ranks, device)
+    precision = performance.Precision.for_run(conf.train.amp, device)
     generator = torch.Generator().manual_seed(conf.train.seed)
     augment = build_augmentation(conf.data.augment, min(height, width), splits.hflip)
     train_loader = BatchLoader(train_set, conf.train.batch_size, norm, device, shuffle=True, augment=augment,
-                               generator=generator)
-    val_loader = BatchLoader(val_set, 512, norm, device) if val_set else None
+                               generator=generator, channels_last=channels_last, rank=ranks.rank,
+                               world_size=ranks.world_size)
+    val_loader = BatchLoader(val_set, 512, norm, device, channels_last=channels_last) if val_set else None
+    if ranks.enabled:
+        console.print(f"distributed: {ranks.world_size} processes, {train_loader.num_samples} training images "
+                      f"each per epoch ({'nccl' if device.type == 'cuda' else 'gloo'})")
     optimizer = build_optimizer(model, conf.optim)
     schedule = build_schedule(optimizer, conf.optim, conf.train.epochs, len(train_loader))
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=conf.optim.label_smoothing)
 
-    history = History(run_dir / "metrics.csv")
+    history = History(run_dir / "metrics.csv" if run_dir else None)
     interactive = console.is_terminal and not conf.train.quiet
     callbacks = [ProgressBar(console) if interactive else PlainLogger(console), history, BestModel()]
+    if ranks.enabled:
+        callbacks.insert(0, distributed.AllReduceMetrics(device))
     if conf.train.early_stop and val_loader is not None:
         callbacks.append(EarlyStopping(conf.train.early_stop))
     elif conf.train.early_stop:
         console.print("note: --early-stop needs a validation split (--val-fraction > 0); it is off")
 
     started = time.perf_counter()
-    state = fit(model, train_loader, val_loader, optimizer, schedule, loss_fn, conf.train.epochs, callbacks)
+    state = fit(trained, train_loader, val_loader, optimizer, schedule, loss_fn, conf.train.epochs, callbacks,
+                precision=precision)
     train_seconds = time.perf_counter() - started
+    distributed.teardown(ranks)
+    if not ranks.is_main:
+        return Run(Path(os.devnull), model, conf, splits.classes, Preprocess([height, width], channels, norm.mean,
+                                                                             norm.std), device=device)
     if state.stopped_early:
         console.print(f"stopped early after epoch {state.epoch}: no better validation accuracy in "
                       f"{conf.train.early_stop} epochs")
