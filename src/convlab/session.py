@@ -18,6 +18,7 @@ from .data.arrays import ImageArrays, Splits
 from .data.augment import build_augmentation
 from .data.batches import BatchLoader, Normalization
 from .data.registry import load_dataset, parse_data_name
+from .data.streaming import StreamingLoader
 from .data.splits import stratified_split
 from .errors import ConvlabError
 from .evaluate.plots import plot_confusion_matrix, plot_curves
@@ -58,13 +59,22 @@ def train(config: str | Path | None = None, *, console: Console | None = None, *
 
     seed_everything(conf.train.seed)
     performance.set_threads(conf.train.threads, device)
-    splits = load_dataset(conf.data.name, conf.data.data_dir, conf.data.image_size)
-    train_set, val_set = carve_validation(splits, conf.data.val_fraction, conf.train.seed)
+    splits = load_dataset(conf.data.name, conf.data.data_dir, conf.data.image_size, loader=conf.data.loader)
+    streamed = isinstance(splits.train.images, np.memmap)  # rows stay in the decoded cache on disk
+    if streamed:
+        train_set, val_set = splits.train, None
+        rows = validation_rows(splits, conf.data.val_fraction, conf.train.seed)
+    else:
+        train_set, val_set = carve_validation(splits, conf.data.val_fraction, conf.train.seed)
     channels, height, width = splits.shape
     norm = Normalization.of(train_set.images)
     model = create_model(conf.model.name, channels, splits.num_classes, (height, width), conf.model.dropout)
     run_dir = make_run_dir(conf) if ranks.is_main else None
-    console.print(f"data {splits.name}: {len(train_set)} train / {len(val_set) if val_set else 0} val / "
+    if streamed:
+        n_train, n_val = len(rows[0]), 0 if rows[1] is None else len(rows[1])
+    else:
+        n_train, n_val = len(train_set), len(val_set) if val_set else 0
+    console.print(f"data {splits.name}: {n_train} train / {n_val} val / "
                   f"{len(splits.test)} test images of {channels}x{height}x{width}, {splits.num_classes} classes; "
                   f"model {conf.model.name}: {count_parameters(model):,} parameters; device {device}")
 
@@ -78,6 +88,13 @@ def train(config: str | Path | None = None, *, console: Console | None = None, *
                                generator=generator, channels_last=channels_last, rank=ranks.rank,
                                world_size=ranks.world_size)
     val_loader = BatchLoader(val_set, 512, norm, device, channels_last=channels_last) if val_set else None
+    if streamed:
+        train_loader = StreamingLoader(train_set.images, train_set.labels, rows[0], conf.train.batch_size, norm,
+                                       device, shuffle=True, augment=augment, generator=generator,
+                                       channels_last=channels_last, rank=ranks.rank, world_size=ranks.world_size,
+                                       workers=min(4, os.cpu_count() or 1))
+        val_loader = None if rows[1] is None else StreamingLoader(train_set.images, train_set.labels, rows[1], 512,
+                                                                  norm, device, channels_last=channels_last)
     if ranks.enabled:
         console.print(f"distributed: {ranks.world_size} processes, {train_loader.num_samples} training images "
                       f"each per epoch ({'nccl' if device.type == 'cuda' else 'gloo'})")
@@ -123,11 +140,19 @@ def carve_validation(splits: Splits, fraction: float, seed: int) -> tuple[ImageA
     """Hold out a stratified, seeded share of train for validation; the test split stays untouched."""
     if fraction <= 0:
         return splits.train, None
+    keep, held = validation_rows(splits, fraction, seed)
+    return splits.train.subset(keep), splits.train.subset(held)
+
+
+def validation_rows(splits: Splits, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Row indices of the training split kept for training and held out for validation (None: none)."""
+    if fraction <= 0:
+        return np.arange(len(splits.train)), None
     keep, held = stratified_split(splits.train.labels, fraction, seed)
     if len(keep) == 0 or len(held) == 0:
         raise ConvlabError(f"--val-fraction {fraction} leaves no training or no validation images "
                            f"({len(splits.train)} training images); change --val-fraction")
-    return splits.train.subset(keep), splits.train.subset(held)
+    return keep, held
 
 
 def make_run_dir(conf: cfg.Config) -> Path:

@@ -20,7 +20,9 @@ class Normalization:
 
     @classmethod
     def of(cls, images: np.ndarray) -> "Normalization":
-        """Measure it on (N, C, H, W) uint8 training images."""
+        """Measure it on (N, C, H, W) uint8 training images (an even sample of 10,000 when there are more)."""
+        if len(images) > 10_000:
+            images = images[::-(-len(images) // 10_000)]  # a strided view: cheap on a memmap too
         scaled = images.astype(np.float64) / 255.0
         mean = scaled.mean(axis=(0, 2, 3))
         std = scaled.std(axis=(0, 2, 3))

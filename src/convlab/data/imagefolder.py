@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ConvlabError
+from . import streaming
 from .arrays import ImageArrays, Splits
 from .registry import register_dataset
 from .splits import stratified_split
@@ -135,11 +136,13 @@ def _over_white(image: Image.Image, base: str) -> Image.Image:
 
 # --- folder-per-class datasets --------------------------------------------------------------
 
-def load_image_folder(root: str | Path, image_size: int | None, seed: int = 0) -> Splits:
+def load_image_folder(root: str | Path, image_size: int | None, seed: int = 0, loader: str = "auto") -> Splits:
     """Load root/CLASS/*.jpg (or root/train/CLASS and root/test|val/CLASS) into Splits.
 
     Images become (C, S, S) uint8 with S = image_size or DEFAULT_FOLDER_SIZE; C is 1 when every
     image is grayscale, else 3. Without a test/ or val/ folder, a stratified 20% is held out.
+    loader: memory decodes into RAM; streaming (or auto, for large folders) decodes once into a
+    memory-mapped cache on disk (data/streaming.py) and the splits' images are views of it.
     """
     root = Path(root)
     if not root.is_dir():
@@ -165,8 +168,14 @@ def load_image_folder(root: str | Path, image_size: int | None, seed: int = 0) -
     files = train_files + test_files
     channels = 1 if all(_peek_mode(path) in GRAYSCALE_MODES for path in files) else 3
     notes.append(f"imagefolder: {len(classes)} classes, {len(files)} images as {channels} x {size} x {size}")
-    images = _decode_all(files, channels, size)  # (N, C, size, size)
     labels = np.asarray(train_labels + test_labels, dtype=np.int64)
+    if streaming.wants_streaming(loader, len(files), channels, size):
+        streamed = _streamed_splits(files, labels, len(train_files) if test_dir is not None else None,
+                                    channels, size, seed, notes)
+        if streamed is not None:
+            return Splits(name="imagefolder", train=streamed[0], test=streamed[1], classes=classes, hflip=True,
+                          notes=notes)
+    images = _decode_all(files, channels, size)  # (N, C, size, size)
 
     if test_dir is not None:
         n_train = len(train_files)
@@ -177,6 +186,22 @@ def load_image_folder(root: str | Path, image_size: int | None, seed: int = 0) -
         train = ImageArrays(images[keep], labels[keep])
         test = ImageArrays(images[held], labels[held])
     return Splits(name="imagefolder", train=train, test=test, classes=classes, hflip=True, notes=notes)
+
+
+def _streamed_splits(files: list[Path], labels: np.ndarray, n_train: int | None, channels: int, size: int,
+                     seed: int, notes: list[str]) -> tuple[ImageArrays, ImageArrays] | None:
+    """Train and test as slices of the decoded cache (train rows first); None when the disk lacks room."""
+    if n_train is None:  # hold out the test share first, so that train and test are contiguous in the file
+        keep, held = stratified_split(labels, TEST_FRACTION, seed)
+        order = np.concatenate([keep, held])
+        files, labels, n_train = [files[i] for i in order], labels[order], len(keep)
+    cache = streaming.build_decoded_cache(files, channels, size)
+    if cache is None:
+        notes.append(f"imagefolder: no room for the decoded-image cache under {streaming.cache_root()}; "
+                     "decoding into memory instead")
+        return None
+    notes.append(f"imagefolder: streaming from the decoded-image cache {cache.filename}")
+    return ImageArrays(cache[:n_train], labels[:n_train]), ImageArrays(cache[n_train:], labels[n_train:])
 
 
 def _class_folders(folder: Path) -> list[Path]:
@@ -253,12 +278,13 @@ def _decode_all(files: list[Path], channels: int, size: int) -> np.ndarray:
     "imagefolder",
     description="your own images, one subfolder per class (optional train/ and test/ or val/)",
     takes_argument=True,
+    streams=True,
     recipe=dict(model="small-cnn", optimizer="adam", lr=2e-3, schedule="onecycle", epochs=15,
                 batch_size=32, augment="standard", weight_decay=1e-4),
 )
-def load_imagefolder(data_dir: Path | None, arg: str | None, image_size: int | None) -> Splits:
+def load_imagefolder(data_dir: Path | None, arg: str | None, image_size: int | None, loader: str = "auto") -> Splits:
     """imagefolder:PATH; a relative PATH that is missing is also looked up under --data-dir."""
     root = Path(arg).expanduser()
     if not root.exists() and not root.is_absolute() and data_dir is not None and (data_dir / root).exists():
         root = data_dir / root
-    return load_image_folder(root, image_size)
+    return load_image_folder(root, image_size, loader=loader)
