@@ -84,11 +84,12 @@ def train(config: str | Path | None = None, *, console: Console | None = None, *
     precision = performance.Precision.for_run(conf.train.amp, device)
     generator = torch.Generator().manual_seed(conf.train.seed)
     augment = build_augmentation(conf.data.augment, min(height, width), splits.hflip)
-    train_loader = BatchLoader(train_set, conf.train.batch_size, norm, device, shuffle=True, augment=augment,
-                               generator=generator, channels_last=channels_last, rank=ranks.rank,
-                               world_size=ranks.world_size)
-    val_loader = BatchLoader(val_set, 512, norm, device, channels_last=channels_last) if val_set else None
-    if streamed:
+    if not streamed:
+        train_loader = BatchLoader(train_set, conf.train.batch_size, norm, device, shuffle=True, augment=augment,
+                                   generator=generator, channels_last=channels_last, rank=ranks.rank,
+                                   world_size=ranks.world_size)
+        val_loader = BatchLoader(val_set, 512, norm, device, channels_last=channels_last) if val_set else None
+    else:
         train_loader = StreamingLoader(train_set.images, train_set.labels, rows[0], conf.train.batch_size, norm,
                                        device, shuffle=True, augment=augment, generator=generator,
                                        channels_last=channels_last, rank=ranks.rank, world_size=ranks.world_size,
