@@ -6,7 +6,7 @@ size is timed over repeated calls after warm-up; latency is per call.
 
     python benchmarks/predict_throughput.py RUN_DIR [--seconds 3] [--quick]
 
-The baseline row is the same model called as a plain module (float32, no inference_mode): the
+The baseline row is the same model called as a plain module under torch.no_grad: the
 ratio shows what convlab's inference path costs or saves around the bare forward pass.
 """
 from __future__ import annotations
@@ -36,10 +36,14 @@ def main() -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR")
     parser.add_argument("--seconds", type=float, default=3.0, help="time per measurement (default: 3)")
     parser.add_argument("--quick", action="store_true", help="0.5 s per measurement")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default 0: the idle cores)")
     args = parser.parse_args()
     seconds = 0.5 if args.quick else args.seconds
 
     from convlab.run import load_run
+    from convlab.training.performance import set_threads
+
+    set_threads(args.threads, torch.device("cpu"))
 
     run = load_run(args.run_dir)
     model, pre = run.model, run.preprocess
@@ -54,8 +58,9 @@ def main() -> None:
         images = rng.integers(0, 256, (batch, pre.channels, *pre.size), dtype=np.uint8)
 
         def plain():
-            x = (torch.from_numpy(images).float() / 255 - mean) / std
-            return torch.softmax(model(x), 1).numpy()
+            with torch.no_grad():
+                x = (torch.from_numpy(images).float() / 255 - mean) / std
+                return torch.softmax(model(x), 1).numpy()
 
         rows = {"plain module": time_calls(plain, seconds),
                 "Run.predict_arrays": time_calls(lambda: run.predict_arrays(images), seconds)}
