@@ -80,7 +80,7 @@ def train(config: str | Path | None = None, *, console: Console | None = None, *
 
     channels_last = performance.use_channels_last(conf.train.channels_last, model, device)
     model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
-    trained = distributed.wrap_model(performance.maybe_compile(model, conf.train.compile), ranks, device)
+    trained = performance.maybe_compile(distributed.wrap_model(model, ranks, device), conf.train.compile)
     precision = performance.Precision.for_run(conf.train.amp, device)
     generator = torch.Generator().manual_seed(conf.train.seed)
     augment = build_augmentation(conf.data.augment, min(height, width), splits.hflip)
