@@ -62,6 +62,9 @@ def convlab_epochs(root: Path, size: int, epochs: int, batch_size: int) -> list[
     from convlab.data.batches import Normalization
     from convlab.data.imagefolder import list_images
     from convlab.data.streaming import StreamingLoader, build_decoded_cache
+    from convlab.training.performance import set_threads
+
+    set_threads(0, torch.device("cpu"))  # as `convlab train` does: the idle cores only
 
     files = list_images(root)
     labels = np.array([sorted({p.parent.name for p in files}).index(p.parent.name) for p in files])

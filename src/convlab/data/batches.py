@@ -29,10 +29,16 @@ class Normalization:
         return cls([float(m) for m in mean], [float(max(s, 1e-3)) for s in std])
 
     def apply(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (N, C, H, W) -> normalized float32 (N, C, H, W)."""
-        mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
-        return (images.float() / 255.0 - mean) / std
+        """uint8 (N, C, H, W) -> normalized float32 (N, C, H, W), memory format kept.
+
+        (x / 255 - mean) / std as one multiply and one add, in place on the converted batch: two
+        passes over the pixels instead of four, which matters for 224x224 batches on a CPU.
+        """
+        std = torch.tensor(self.std, dtype=torch.float64).view(1, -1, 1, 1)
+        scale = (1.0 / (255.0 * std)).to(device=images.device, dtype=torch.float32)
+        shift = (-torch.tensor(self.mean, dtype=torch.float64).view(1, -1, 1, 1) / std).to(
+            device=images.device, dtype=torch.float32)
+        return images.to(torch.float32).mul_(scale).add_(shift)
 
 
 class BatchLoader:
