@@ -37,6 +37,7 @@ class DataConfig:
     augment: Augment = _opt("none", "augmentation: none, light (shifts) or standard (shifts + flips where valid)")
     loader: Loader = _opt("auto", "memory: whole dataset as one tensor on the device; streaming: workers and a "
                                   "decoded-image cache on disk; auto: memory when it fits (image folders)")
+    strict: bool = _opt(False, "stop at the first unreadable image of a folder instead of skipping it with a warning")
 
 
 @dataclass
@@ -68,6 +69,8 @@ class TrainConfig:
     channels_last: Switch = _opt("auto", "NHWC memory format (auto: on for conv nets on CPU and CUDA)")
     amp: Amp = _opt("auto", "mixed precision (auto: bf16 on CUDA where supported, else fp16; off on CPU)")
     compile: bool = _opt(False, "torch.compile the model (slow start, faster steps on long GPU runs)")
+    deterministic: bool = _opt(False, "deterministic kernels and fixed threads: a rerun or a resumed run gives "
+                                      "bit-identical weights (slower on GPU)")
 
 
 @dataclass

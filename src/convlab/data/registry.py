@@ -59,10 +59,12 @@ def parse_data_name(spec: str) -> tuple[DatasetEntry, str | None]:
 
 
 def load_dataset(spec: str, data_dir: str | Path | None = None, image_size: int | None = None,
-                 loader: str = "auto") -> Splits:
+                 strict: bool = False, loader: str = "auto") -> Splits:
     """Load a registered dataset by name; resize to image_size x image_size when given.
 
-    loader (auto, memory, streaming) reaches the datasets that can stream from a decoded-image cache.
+    Unreadable files that a loader skipped are listed in `splits.issues`; with strict=True the first
+    one is an error instead. loader (auto, memory, streaming) reaches the datasets that can stream
+    from a decoded-image cache.
     """
     entry, arg = parse_data_name(spec)
     directory = Path(data_dir).expanduser() if data_dir else None
@@ -70,6 +72,10 @@ def load_dataset(spec: str, data_dir: str | Path | None = None, image_size: int 
         raise ConvlabError(f"--data-dir {directory} does not exist or is not a folder")
     splits = entry.loader(directory, arg, image_size, loader=loader) if entry.streams else \
         entry.loader(directory, arg, image_size)
+    if strict and splits.issues:
+        first = splits.issues[0]
+        raise ConvlabError(f"cannot read image {first['path']}: {first['problem']} (--strict stops at the first "
+                           "unreadable file; remove or replace it, or train without --strict to skip such files)")
     if image_size and splits.shape[1:] != (image_size, image_size):
         splits.train = resize_arrays(splits.train, image_size)
         splits.test = resize_arrays(splits.test, image_size)
