@@ -17,6 +17,9 @@ Schedule = Literal["none", "step", "cosine", "onecycle"]
 Augment = Literal["none", "light", "standard"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 Strategy = Literal["linear-probe", "full", "two-stage", "gradual"]
+Loader = Literal["auto", "memory", "streaming"]
+Amp = Literal["auto", "off", "bf16", "fp16"]
+Switch = Literal["auto", "on", "off"]
 
 
 def _opt(default, help: str, **checks):
@@ -37,6 +40,8 @@ class DataConfig:
                                      "default: all")
     train_per_class: int = _opt(0, "keep N labelled training images per class, chosen with --seed (0: all); "
                                    "the validation share comes out of them", min=0)
+    loader: Loader = _opt("auto", "memory: whole dataset as one tensor on the device; streaming: workers and a "
+                                  "decoded-image cache on disk; auto: memory when it fits (image folders)")
     strict: bool = _opt(False, "stop at the first unreadable image of a folder instead of skipping it with a warning")
 
 
@@ -65,6 +70,10 @@ class TrainConfig:
     device: Device = _opt("auto", "where to train: auto picks cuda, then mps, then cpu")
     out: str | None = _opt(None, "run folder (default: runs/<data>-<model>-<timestamp>)")
     quiet: bool = _opt(False, "plain one-line-per-epoch output instead of progress bars")
+    threads: int = _opt(0, "CPU threads for torch (0: the cores other processes leave idle)", min=0)
+    channels_last: Switch = _opt("auto", "NHWC memory format (auto: on for conv nets on CPU and CUDA)")
+    amp: Amp = _opt("auto", "mixed precision (auto: bf16 on CUDA where supported, else fp16; off on CPU)")
+    compile: bool = _opt(False, "torch.compile the model (slow start, faster steps on long GPU runs)")
     deterministic: bool = _opt(False, "deterministic kernels and fixed threads: a rerun or a resumed run gives "
                                       "bit-identical weights (slower on GPU)")
 
