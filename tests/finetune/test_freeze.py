@@ -78,6 +78,7 @@ class _Batches:
                                                                                           generator=gen))
                      for _ in range(batches)]
         self.images = self.data[0][0]
+        self.device = self.images.device
         self.num_samples = 8 * batches
 
     def __len__(self):
