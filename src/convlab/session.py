@@ -39,10 +39,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train(config: str | Path | None = None, *, console: Console | None = None, **overrides) -> Run:
+def train(config: str | Path | None = None, *, console: Console | None = None, loss_for=None,
+          callbacks: list | None = None, **overrides) -> Run:
     """Train a model and write its run folder. Keywords are the CLI's flags (data=, model=, epochs=, ...).
 
     `config` is an optional YAML file applied before the keywords; the dataset's recipe fills the rest.
+    `loss_for(model, splits, norm) -> loss_fn` replaces the cross-entropy loss and `callbacks` run
+    before the built-in ones (distillation uses both).
     """
     unknown = [k for k in overrides if k not in cfg.FLAT_KEYS]
     if unknown:
@@ -72,10 +75,13 @@ def train(config: str | Path | None = None, *, console: Console | None = None, *
     optimizer = build_optimizer(model, conf.optim)
     schedule = build_schedule(optimizer, conf.optim, conf.train.epochs, len(train_loader))
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=conf.optim.label_smoothing)
+    if loss_for is not None:
+        loss_fn = loss_for(model, splits, norm)
 
     history = History(run_dir / "metrics.csv")
     interactive = console.is_terminal and not conf.train.quiet
-    callbacks = [ProgressBar(console) if interactive else PlainLogger(console), history, BestModel()]
+    callbacks = [*(callbacks or []), ProgressBar(console) if interactive else PlainLogger(console), history,
+                 BestModel()]
     if conf.train.early_stop and val_loader is not None:
         callbacks.append(EarlyStopping(conf.train.early_stop))
     elif conf.train.early_stop:
