@@ -52,7 +52,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                     "loss = alpha * T^2 * KL(teacher/T || student/T) + (1 - alpha) * cross-entropy. "
                                     "Data defaults to the teacher's; every 'convlab train' flag applies.")
     di.add_argument("--teacher", required=True, metavar="RUN_DIR", help="the trained run to learn from")
-    di.add_argument("--student", dest="model", metavar="NAME", help="the student model (same as --model)")
+    di.add_argument("--student", dest="model", metavar="NAME",
+                    help="the student model (same as --model; default: the dataset recipe's model)")
     di.add_argument("--temperature", type=float, default=4.0, metavar="T", help="softening temperature (default: 4)")
     di.add_argument("--alpha", type=float, default=0.7, metavar="A",
                     help="weight of the distillation term; 1 - A weighs the cross-entropy (default: 0.7)")
