@@ -55,7 +55,7 @@ def compare(paths: list[str | Path], data: str | None = None, data_dir: str | No
 def comparison_table(rows: list[dict]) -> Table:
     images = rows[0]["test_images"] if rows else 0
     threads = rows[0]["threads"] if rows else 0
-    table = Table(title=f"{images} test images; latency: median ms per image, in process, {threads} CPU thread"
+    table = Table(title=f"{images} test images; latency: ms per image (fastest of repeated calls), {threads} CPU thread"
                   f"{'s' if threads != 1 else ''}")
     for name, justify in (("variant", "left"), ("kind", "left"), ("model", "left"), ("size MB", "right"),
                           ("gzip MB", "right"), ("sparsity", "right"), ("accuracy", "right"),
