@@ -1,5 +1,4 @@
 """Pruning: the requested sparsity is reached, masks become permanent, the variant folder loads."""
-import copy
 import json
 
 import pytest
