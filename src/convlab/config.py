@@ -59,6 +59,8 @@ class TrainConfig:
     device: Device = _opt("auto", "where to train: auto picks cuda, then mps, then cpu")
     out: str | None = _opt(None, "run folder (default: runs/<data>-<model>-<timestamp>)")
     quiet: bool = _opt(False, "plain one-line-per-epoch output instead of progress bars")
+    tensorboard: bool = _opt(False, "log loss, accuracy, lr and the validation confusion matrix to "
+                                    "RUN_DIR/tensorboard (needs the tensorboard package: convlab[tensorboard])")
 
 
 @dataclass

@@ -39,10 +39,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train(config: str | Path | None = None, *, console: Console | None = None, **overrides) -> Run:
+def train(config: str | Path | None = None, *, console: Console | None = None,
+          callbacks: list | None = None, **overrides) -> Run:
     """Train a model and write its run folder. Keywords are the CLI's flags (data=, model=, epochs=, ...).
 
     `config` is an optional YAML file applied before the keywords; the dataset's recipe fills the rest.
+    `callbacks` are extra training callbacks (training.callbacks.Callback), run after the built-in ones.
     """
     unknown = [k for k in overrides if k not in cfg.FLAT_KEYS]
     if unknown:
@@ -50,6 +52,10 @@ def train(config: str | Path | None = None, *, console: Console | None = None, *
     conf, origin = cfg.resolve(overrides, config, recipe_for)
     console = console or Console(highlight=False, soft_wrap=True)
     print_config(console, conf, origin)
+    if conf.train.tensorboard:
+        from .evaluate.tensorboard import summary_writer_class
+
+        summary_writer_class()  # fail now, not after the data is loaded, when tensorboard is missing
 
     seed_everything(conf.train.seed)
     device = pick_device(conf.train.device)
@@ -75,11 +81,17 @@ def train(config: str | Path | None = None, *, console: Console | None = None, *
 
     history = History(run_dir / "metrics.csv")
     interactive = console.is_terminal and not conf.train.quiet
+    extra_callbacks = list(callbacks or [])
     callbacks = [ProgressBar(console) if interactive else PlainLogger(console), history, BestModel()]
     if conf.train.early_stop and val_loader is not None:
         callbacks.append(EarlyStopping(conf.train.early_stop))
     elif conf.train.early_stop:
         console.print("note: --early-stop needs a validation split (--val-fraction > 0); it is off")
+    if conf.train.tensorboard:
+        from .evaluate.tensorboard import TensorBoardLogger
+
+        callbacks.append(TensorBoardLogger(run_dir / "tensorboard", val_loader, splits.classes))
+    callbacks += extra_callbacks
 
     started = time.perf_counter()
     state = fit(model, train_loader, val_loader, optimizer, schedule, loss_fn, conf.train.epochs, callbacks)

@@ -14,9 +14,14 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per config field, with the field's type, choices and help: the config is the single source."""
+def add_config_flags(parser: argparse.ArgumentParser, exclude: set[str] = frozenset()) -> None:
+    """One flag per config field, with the field's type, choices and help: the config is the single source.
+
+    `exclude` leaves out fields a command defines differently (e.g. tune's --out is the study folder).
+    """
     for key in cfg.FLAT_KEYS:
+        if key in exclude:
+            continue
         info = cfg.field_info(key)
         kind = cfg.field_type(key)
         help_text = info.metadata["help"]
