@@ -104,6 +104,6 @@ def cmd_report(args) -> int:
 def cmd_tune(args) -> int:
     from ..insight.tune import tune
 
-    fixed = {key: getattr(args, key) for key in cfg.FLAT_KEYS if hasattr(args, key)}
+    fixed = {key: getattr(args, key) for key in cfg.FLAT_KEYS if key not in ("out", "quiet", "tensorboard")}
     tune(args.out, args.param, trials=args.trials, search=args.search, config=args.config, **fixed)
     return 0

@@ -100,7 +100,7 @@ def parse_param(text: str) -> Param:
         raise ConvlabError(f"--param {text!r}: expected NAME=LOW:HIGH[:log] or NAME=A,B,C "
                            f"(e.g. lr=1e-4:1e-1:log or batch_size=32,64,128)")
     if key not in cfg.FLAT_KEYS:
-        close = difflib.get_close_matches(key, list(cfg.FLAT_KEYS), n=1)
+        close = difflib.get_close_matches(key, list(cfg.FLAT_KEYS), n=1, cutoff=0.5)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         raise ConvlabError(f"--param {text}: unknown setting '{key}'.{hint} Settings are the flags of "
                            f"'convlab train --help' with _ for -")
@@ -182,9 +182,9 @@ def _sampler(optuna, search: str, space: list[Param], seed: int):
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
 
 
-def tune(out: str | Path, params: list[str], trials: int = 20, search: str = "tpe",
+def tune(study_dir: str | Path, params: list[str], trials: int = 20, search: str = "tpe",
          config: str | Path | None = None, console: Console | None = None, **overrides) -> TuneResult:
-    """Run (or continue) the study in `out`: train until it has `trials` finished trials.
+    """Run (or continue) the study in `study_dir`: train until it has `trials` finished trials.
 
     `params` are --param texts; `overrides` are fixed settings (the flags of `convlab train`), applied
     after the YAML file `config`. Each trial's value is its best validation accuracy.
@@ -208,7 +208,7 @@ def tune(out: str | Path, params: list[str], trials: int = 20, search: str = "tp
     if base.get("val_fraction", 0.1) <= 0:
         raise ConvlabError("convlab tune scores trials on the validation split; --val-fraction must be > 0")
 
-    study_dir = Path(out).expanduser()
+    study_dir = Path(study_dir).expanduser()
     try:
         (study_dir / "trials").mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -223,7 +223,8 @@ def tune(out: str | Path, params: list[str], trials: int = 20, search: str = "tp
         _check_same_setup(study, setup, study_dir)
         for stale in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             study.tell(stale.number, state=optuna.trial.TrialState.FAIL)  # left by an interrupted run
-    seed += len(study.trials) if study is not None else 0  # a resumed sampler must not replay old draws
+    if study is not None and search != "grid":  # a resumed sampler must not replay old draws; the grid
+        seed += len(study.trials)  # sampler's seed fixes the order of grid points, so it must stay
     study = optuna.create_study(
         study_name=STUDY_NAME, storage=storage, load_if_exists=True, direction="maximize",
         sampler=_sampler(optuna, search, space, seed),
