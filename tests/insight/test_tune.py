@@ -90,3 +90,17 @@ def test_study_resumes_from_its_sqlite_file_and_writes_a_trainable_config(tmp_pa
         from convlab.insight.tune import tune
 
         tune(study_dir, ["lr=0.01,0.1"], trials=3, search="grid", data="digits", model="tiny-cnn", epochs=1)
+
+
+def test_a_trial_left_running_by_a_killed_process_is_marked_failed(tmp_path):
+    from convlab.insight.tune import tune
+
+    study_dir = tmp_path / "study"
+    study_dir.mkdir()
+    killed = optuna.create_study(study_name="convlab", storage=f"sqlite:///{study_dir / 'study.db'}",
+                                 direction="maximize")
+    killed.ask()  # started, never told: what a killed `convlab tune` leaves behind
+    result = tune(study_dir, ["lr=0.001,0.003"], trials=1, search="random", data="digits", model="tiny-cnn",
+                  epochs=1)
+    assert [t.state.name for t in result.study.trials] == ["FAIL", "COMPLETE"]
+    assert result.new_trials == 1 and result.best_config.is_file()

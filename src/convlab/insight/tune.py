@@ -321,12 +321,14 @@ def _fmt(value: Any) -> str:
 
 def print_trials(console: Console, study, space: list[Param]) -> None:
     """The table of all trials: number, state, validation and test accuracy, the searched values, time."""
+    from rich import box
     from rich.table import Table
 
     best = study.best_trial.number if any(t.state.name == "COMPLETE" for t in study.trials) else None
-    table = Table(title=f"{len(study.trials)} trials (value: best validation accuracy)")
+    table = Table(title=f"{len(study.trials)} trials (val acc: best validation accuracy; * best trial)",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
     for column in ["trial", "state", "val acc", "test acc", *[p.key for p in space], "epochs", "seconds"]:
-        table.add_column(column, justify="left" if column == "state" else "right")
+        table.add_column(column, justify="left" if column == "state" else "right", no_wrap=True)
     for trial in study.trials:
         value = "" if trial.value is None else f"{trial.value:.4f}"
         if trial.state.name == "PRUNED" and trial.intermediate_values:
@@ -336,6 +338,8 @@ def print_trials(console: Console, study, space: list[Param]) -> None:
                       "" if test is None else f"{test:.4f}",
                       *[_fmt(trial.params[p.key]) if p.key in trial.params else "" for p in space],
                       str(trial.user_attrs.get("epochs_run", "")), f"{trial.user_attrs.get('seconds', 0):.1f}")
+    if not console.is_terminal and console.width < 160:  # a pipe or a log file: print it whole, not squeezed
+        console = Console(file=console.file, width=160, highlight=False)
     console.print(table)
 
 
