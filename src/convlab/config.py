@@ -32,6 +32,7 @@ class DataConfig:
     val_fraction: float = _opt(0.1, "share of the training split held out (stratified) for validation", min=0.0,
                                below=1.0)
     augment: Augment = _opt("none", "augmentation: none, light (shifts) or standard (shifts + flips where valid)")
+    strict: bool = _opt(False, "stop at the first unreadable image of a folder instead of skipping it with a warning")
 
 
 @dataclass
@@ -61,6 +62,8 @@ class TrainConfig:
     quiet: bool = _opt(False, "plain one-line-per-epoch output instead of progress bars")
     tensorboard: bool = _opt(False, "log loss, accuracy, lr and the validation confusion matrix to "
                                     "RUN_DIR/tensorboard (needs the tensorboard package: convlab[tensorboard])")
+    deterministic: bool = _opt(False, "deterministic kernels and fixed threads: a rerun or a resumed run gives "
+                                      "bit-identical weights (slower on GPU)")
 
 
 @dataclass
