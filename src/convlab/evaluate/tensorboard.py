@@ -51,12 +51,13 @@ class TensorBoardLogger(Callback):
 
     def _confusion(self, model: torch.nn.Module) -> list[list[int]]:
         k = len(self.classes)
-        counts = torch.zeros(k * k, dtype=torch.long, device=self.val_loader.images.device)
+        counts = np.zeros(k * k, dtype=np.int64)
         model.eval()
         with torch.inference_mode():
-            for images, labels in self.val_loader:
-                counts += torch.bincount(labels * k + model(images).argmax(1), minlength=k * k)
-        return np.asarray(counts.cpu()).reshape(k, k).tolist()
+            for images, labels in self.val_loader:  # counts on the device; one host copy per batch
+                cell = labels * k + model(images).argmax(1)
+                counts += torch.bincount(cell, minlength=k * k).cpu().numpy()
+        return counts.reshape(k, k).tolist()
 
     def on_train_end(self, state):
         if self.writer is not None:
