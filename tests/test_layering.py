@@ -10,7 +10,8 @@ import convlab
 
 PACKAGE = Path(convlab.__file__).parent
 # Lowest first. A module may import its own part and the parts before it, never a later one.
-LAYERS = ["errors", "config", "data", "models", "training", "evaluate", "run", "session", "insight", "cli"]
+LAYERS = ["errors", "config", "data", "models", "training", "evaluate", "run", "session", "insight", "compress",
+          "cli"]
 TOP_LEVEL = {"__init__", "__main__"}  # the public API and the entry point may import anything
 
 
