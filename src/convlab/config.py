@@ -16,6 +16,7 @@ Optimizer = Literal["sgd", "adam", "adamw"]
 Schedule = Literal["none", "step", "cosine", "onecycle"]
 Augment = Literal["none", "light", "standard"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
+Engine = Literal["torch", "scratch"]
 
 
 def _opt(default, help: str, **checks):
@@ -59,6 +60,7 @@ class TrainConfig:
     device: Device = _opt("auto", "where to train: auto picks cuda, then mps, then cpu")
     out: str | None = _opt(None, "run folder (default: runs/<data>-<model>-<timestamp>)")
     quiet: bool = _opt(False, "plain one-line-per-epoch output instead of progress bars")
+    engine: Engine = _opt("torch", "torch, or scratch: the NumPy engine written by hand (presets, CPU only)")
 
 
 @dataclass

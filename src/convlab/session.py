@@ -26,6 +26,7 @@ from .training.callbacks import BestModel, EarlyStopping, History, PlainLogger, 
 from .training.device import pick_device
 from .training.loop import fit
 from .training.optim import build_optimizer, build_schedule
+from .training.scratch_engine import check_options as check_scratch_options, fit_scratch
 
 
 def recipe_for(data_name: str) -> dict:
@@ -52,7 +53,9 @@ def train(config: str | Path | None = None, *, console: Console | None = None, *
     print_config(console, conf, origin)
 
     seed_everything(conf.train.seed)
-    device = pick_device(conf.train.device)
+    if conf.train.engine == "scratch":
+        check_scratch_options(conf)
+    device = pick_device("cpu" if conf.train.engine == "scratch" else conf.train.device)
     splits = load_dataset(conf.data.name, conf.data.data_dir, conf.data.image_size)
     train_set, val_set = carve_validation(splits, conf.data.val_fraction, conf.train.seed)
     channels, height, width = splits.shape
@@ -82,7 +85,10 @@ def train(config: str | Path | None = None, *, console: Console | None = None, *
         console.print("note: --early-stop needs a validation split (--val-fraction > 0); it is off")
 
     started = time.perf_counter()
-    state = fit(model, train_loader, val_loader, optimizer, schedule, loss_fn, conf.train.epochs, callbacks)
+    if conf.train.engine == "scratch":  # the NumPy engine trains a twin of `model` and copies its weights back
+        state, _ = fit_scratch(model, train_loader, val_loader, conf.optim, conf.train.epochs, callbacks)
+    else:
+        state = fit(model, train_loader, val_loader, optimizer, schedule, loss_fn, conf.train.epochs, callbacks)
     train_seconds = time.perf_counter() - started
     if state.stopped_early:
         console.print(f"stopped early after epoch {state.epoch}: no better validation accuracy in "

@@ -8,10 +8,10 @@ import os
 import sys
 
 from ..errors import ConvlabError
-from . import listing, train, use
+from . import explain, listing, train, use
 from .common import Parser
 
-COMMAND_MODULES = [train, use, listing]
+COMMAND_MODULES = [train, use, listing, explain]
 
 
 def build_parser() -> Parser:
