@@ -30,7 +30,7 @@ def relative_error(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).max(initial=0.0) / scale)
 
 
-def check_layer(layer, x: np.ndarray, h: float = 1e-6, seed: int = 0) -> dict[str, float]:
+def check_layer(layer, x: np.ndarray, h: float = 1e-6, seed: int = 12345) -> dict[str, float]:
     """Compare a layer's backward pass with finite differences of sum(layer(x) * R) for a random R.
 
     Returns the relative error for the input ("x") and for each parameter by name.
