@@ -78,7 +78,7 @@ def _show(build, what: str) -> int:
 def cmd_conv(args) -> int:
     image, kernel = _matrix("--input", args.input), _matrix("--kernel", args.kernel)
     return _show(lambda: explain.explain_conv(image, kernel, args.stride, args.padding, args.mode),
-                 f"--stride {args.stride} --padding {args.padding}")
+                 "--input/--kernel/--stride/--padding")
 
 
 def cmd_pool(args) -> int:
