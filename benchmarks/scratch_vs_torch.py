@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 from convlab import scratch  # noqa: E402
 from convlab.models.registry import create_model  # noqa: E402
 from convlab.models.to_scratch import to_scratch  # noqa: E402
-from convlab.training.scratch_engine import train_step  # noqa: E402
+from convlab.training.scratch_engine import skip_input_gradient, train_step  # noqa: E402
 
 
 def median_seconds(step, repeats: int) -> float:
@@ -78,7 +78,7 @@ def epoch_case(n_images: int) -> tuple[str, float, float]:
     labels = rng.integers(0, 10, n_images)
     torch.manual_seed(0)
     model = create_model("mnist-cnn", 1, 10, (28, 28))
-    twin = to_scratch(model)
+    twin = skip_input_gradient(to_scratch(model))
     batches = [(images[i:i + 64], labels[i:i + 64]) for i in range(0, n_images, 64)]
 
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)

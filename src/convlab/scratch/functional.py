@@ -68,57 +68,69 @@ def conv2d_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = 
     f, _, kh, kw = weight.shape
     win = windows(x, (kh, kw), stride, padding, dilation)  # (N, C, Ho, Wo, KH, KW), a view
     ho, wo = win.shape[2:4]
-    cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(n * ho * wo, c * kh * kw)  # the one im2col copy
-    out = cols @ weight.reshape(f, c * kh * kw).T  # (N*Ho*Wo, F)
+    # The one im2col copy, ordered so that output pixels are the fastest axis: (N, C*KH*KW, Ho*Wo).
+    cols = win.transpose(0, 1, 4, 5, 2, 3).reshape(n, c * kh * kw, ho * wo)
+    out = np.matmul(weight.reshape(f, c * kh * kw), cols)  # (N, F, Ho*Wo): NCHW without a transpose
     if bias is not None:
-        out += bias
-    out = out.reshape(n, ho, wo, f).transpose(0, 3, 1, 2)  # (N, F, Ho, Wo), a view
+        out += bias[:, None]
     padded = (n, c, h + 2 * _pair(padding)[0], w + 2 * _pair(padding)[1])
-    return out, (cols, weight, bias is not None, padded, stride, padding, dilation)
+    return out.reshape(n, f, ho, wo), (cols, weight, bias is not None, padded, stride, padding, dilation)
 
 
-def conv2d_backward(dout: np.ndarray, cache):
-    """dout: (N, F, Ho, Wo) -> (dx (N, C, H, W), dweight (F, C, KH, KW), dbias (F,) or None)."""
+def conv2d_backward(dout: np.ndarray, cache, need_dx: bool = True):
+    """dout: (N, F, Ho, Wo) -> (dx (N, C, H, W) or None, dweight (F, C, KH, KW), dbias (F,) or None).
+
+    need_dx=False skips the input gradient (a network's first layer does not need it).
+    """
     cols, weight, has_bias, padded, stride, padding, dilation = cache
     n, f, ho, wo = dout.shape
     _, c, kh, kw = weight.shape
-    dout_mat = dout.transpose(0, 2, 3, 1).reshape(n * ho * wo, f)  # (N*Ho*Wo, F)
-    dweight = (dout_mat.T @ cols).reshape(weight.shape)
-    dbias = dout_mat.sum(axis=0) if has_bias else None
-    dcols = dout_mat @ weight.reshape(f, c * kh * kw)  # (N*Ho*Wo, C*KH*KW)
-    dwin = dcols.reshape(n, ho, wo, c, kh, kw).transpose(0, 3, 1, 2, 4, 5)  # (N, C, Ho, Wo, KH, KW)
+    dout = dout.reshape(n, f, ho * wo)
+    dweight = np.matmul(dout, cols.transpose(0, 2, 1)).sum(axis=0).reshape(weight.shape)  # sum_n dy_n cols_n^T
+    dbias = dout.sum(axis=(0, 2)) if has_bias else None
+    if not need_dx:
+        return None, dweight, dbias
+    dcols = np.matmul(weight.reshape(f, c * kh * kw).T, dout)  # (N, C*KH*KW, Ho*Wo)
+    dwin = dcols.reshape(n, c, kh, kw, ho, wo).transpose(0, 1, 4, 5, 2, 3)  # (N, C, Ho, Wo, KH, KW), a view
     dx = _col2im(dwin, padded, stride, padding, dilation)
     return dx, dweight, dbias
 
 
 # -- pooling ---------------------------------------------------------------------------------------------
 def max_pool2d_forward(x: np.ndarray, kernel_size, stride=None, padding=0):
-    """x: (N, C, H, W) -> out: (N, C, Ho, Wo). Ties go to the first maximum, as in torch."""
+    """x: (N, C, H, W) -> out: (N, C, Ho, Wo). Ties go to the first maximum (row-major), as in torch.
+
+    A running maximum over the K*K window offsets, each offset a strided view of the whole batch.
+    """
     kernel = _pair(kernel_size)
     stride = kernel if stride is None else _pair(stride)
-    win = windows(x, kernel, stride, padding, pad_value=-np.inf)
-    n, c, ho, wo, kh, kw = win.shape
-    flat = win.reshape(n, c, ho, wo, kh * kw)  # copies the windows once
-    arg = flat.argmax(axis=-1)  # (N, C, Ho, Wo): index of the max inside its window
-    out = np.take_along_axis(flat, arg[..., None], axis=-1)[..., 0]
-    padded = (n, c, x.shape[2] + 2 * _pair(padding)[0], x.shape[3] + 2 * _pair(padding)[1])
+    win = windows(x, kernel, stride, padding, pad_value=-np.inf)  # (N, C, Ho, Wo, KH, KW), a view
+    kh, kw = kernel
+    out = win[..., 0, 0].copy()
+    arg = np.zeros(out.shape, dtype=np.int32)  # which offset of the window holds the max
+    for offset in range(1, kh * kw):
+        candidate = win[..., offset // kw, offset % kw]
+        better = candidate > out
+        np.copyto(out, candidate, where=better)
+        np.copyto(arg, offset, where=better)
+    padded = (x.shape[0], x.shape[1], x.shape[2] + 2 * _pair(padding)[0], x.shape[3] + 2 * _pair(padding)[1])
     return out, (arg, kernel, stride, padding, padded)
 
 
 def max_pool2d_backward(dout: np.ndarray, cache) -> np.ndarray:
     """dout: (N, C, Ho, Wo) -> dx: (N, C, H, W); each window's gradient goes to its max only."""
-    arg, (kh, kw), stride, padding, padded = cache
-    if tuple(stride) == (kh, kw) and _pair(padding) == (0, 0):
-        # Non-overlapping windows: scatter with one broadcast compare instead of K*K adds.
-        n, c, ho, wo = dout.shape
-        hits = arg[..., None] == np.arange(kh * kw)  # (N, C, Ho, Wo, KH*KW)
-        dwin = (hits * dout[..., None]).reshape(n, c, ho, wo, kh, kw)
-        dx = np.zeros(padded, dtype=dout.dtype)
-        dx[:, :, : ho * kh, : wo * kw] = dwin.transpose(0, 1, 2, 4, 3, 5).reshape(n, c, ho * kh, wo * kw)
-        return dx
-    dwin = (arg[..., None] == np.arange(kh * kw)) * dout[..., None]
-    dwin = dwin.reshape(*dout.shape, kh, kw)
-    return _col2im(dwin, padded, stride, padding, 1)
+    arg, (kh, kw), (sh, sw), padding, padded = cache
+    ho, wo = dout.shape[2:]
+    ph, pw = _pair(padding)
+    dxp = np.zeros(padded, dtype=dout.dtype)
+    for offset in range(kh * kw):
+        i, j = divmod(offset, kw)
+        target = dxp[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw]  # a strided view
+        if sh >= kh and sw >= kw:  # windows do not overlap: each input element gets at most one gradient
+            np.copyto(target, dout, where=arg == offset)
+        else:
+            target += np.where(arg == offset, dout, 0)
+    return dxp[:, :, ph : padded[2] - ph, pw : padded[3] - pw]
 
 
 def avg_pool2d_forward(x: np.ndarray, kernel_size, stride=None, padding=0):

@@ -176,6 +176,7 @@ class Conv2d(Module):
         bound = 1.0 / math.sqrt(fan_in)  # torch's kaiming_uniform_(a=sqrt(5)) works out to this
         self.weight = Parameter(_uniform((out_channels, in_channels, *self.kernel_size), bound, dtype))
         self.bias = Parameter(_uniform((out_channels,), bound, dtype)) if bias else None
+        self.needs_input_grad = True  # False for a network's first layer: backward then returns None
 
     def forward(self, x):
         bias = self.bias.data if self.bias is not None else None
@@ -183,7 +184,7 @@ class Conv2d(Module):
         return out
 
     def backward(self, dout):
-        dx, dw, db = F.conv2d_backward(dout, self._cache)
+        dx, dw, db = F.conv2d_backward(dout, self._cache, self.needs_input_grad)
         self.weight.accumulate(dw)
         if self.bias is not None:
             self.bias.accumulate(db)

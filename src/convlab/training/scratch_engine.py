@@ -51,6 +51,14 @@ def _follow(optimizer: scratch.optim.Optimizer, group: dict) -> None:
         optimizer.betas = tuple(group["betas"])
 
 
+def skip_input_gradient(model: scratch.nn.Module) -> scratch.nn.Module:
+    """The images need no gradient: the first convolution (the presets' first layer) skips its dx."""
+    first_conv = next((m for m in model.modules() if isinstance(m, scratch.nn.Conv2d)), None)
+    if first_conv is not None:
+        first_conv.needs_input_grad = False
+    return model
+
+
 def train_step(model: scratch.nn.Module, loss_fn, optimizer, images: np.ndarray, labels: np.ndarray,
                l1: float = 0.0, l2: float = 0.0) -> tuple[float, np.ndarray]:
     """One step: forward, loss, backward, optional L1/L2 penalty gradients, update. Returns (loss, logits)."""
@@ -84,7 +92,7 @@ def fit_scratch(model: torch.nn.Module, train_loader, val_loader, config: OptimC
 
     Returns the loop state and the trained scratch model.
     """
-    twin = to_scratch(model, dtype)
+    twin = skip_input_gradient(to_scratch(model, dtype))
     optimizer = scratch_optimizer(list(twin.parameters()), config)
     stand_in = OPTIMIZERS[config.optimizer]([torch.zeros(1, requires_grad=True)], config)
     schedule = build_schedule(stand_in, config, epochs, len(train_loader))
