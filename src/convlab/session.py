@@ -13,6 +13,7 @@ import torch
 from rich.console import Console
 
 from . import config as cfg
+from . import scratch
 from .data.arrays import ImageArrays, Splits
 from .data.augment import build_augmentation
 from .data.batches import BatchLoader, Normalization
@@ -38,6 +39,7 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    scratch.nn.manual_seed(seed)  # dropout in the scratch engine
 
 
 def train(config: str | Path | None = None, *, console: Console | None = None, **overrides) -> Run:
