@@ -71,10 +71,14 @@ def test_the_schedule_drives_the_scratch_optimizer_as_in_torch(tmp_path):
     assert runs[1].metrics["accuracy"] > 0.7
 
 
-def test_resnet8_trains_in_the_scratch_engine(tmp_path):
-    run = train(data="digits", model="resnet8", engine="scratch", epochs=1, out=str(tmp_path / "r"), quiet=True,
-                batch_size=128)
-    assert set(load_file(str(run.path / "model.safetensors"))) == set(create_model("resnet8", 1, 10, 8).state_dict())
+@pytest.mark.parametrize("name", ["mnist-cnn", "lenet", "resnet8"])
+def test_every_preset_trains_in_the_scratch_engine(tmp_path, name):
+    dropout = 0.1 if name == "lenet" else 0.0
+    run = train(data="digits", model=name, engine="scratch", epochs=1, out=str(tmp_path / "r"), quiet=True,
+                batch_size=128, dropout=dropout)
+    expected = create_model(name, 1, 10, 8, dropout).state_dict()
+    assert set(load_file(str(run.path / "model.safetensors"))) == set(expected)
+    assert run.metrics["accuracy"] > 0.15  # one short epoch: better than chance, not yet good
 
 
 @pytest.mark.parametrize("option, value, fragment", [
