@@ -2,8 +2,9 @@
 
 Each operation is a `*_forward(...) -> (out, cache)` and a `*_backward(dout, cache) -> grads` pair that sit
 side by side. Images are NCHW. Convolution and pooling use im2col: a strided *view* of every window
-(`sliding_window_view`, no copy), one matrix multiply for the convolution, and col2im as K*K strided adds
-for the backward pass, so no Python loop runs over pixels or samples.
+(`sliding_window_view`, no copy), one batched matrix multiply for the convolution, and col2im as K*K
+strided adds for the backward pass; pooling loops over the K*K window offsets only. No Python loop runs
+over pixels or samples.
 """
 from __future__ import annotations
 
