@@ -2,7 +2,7 @@
 
 Each operation is a `*_forward(...) -> (out, cache)` and a `*_backward(dout, cache) -> grads` pair that sit
 side by side. Images are NCHW. Convolution and pooling use im2col: a strided *view* of every window
-(`sliding_window_view`, no copy), one batched matrix multiply for the convolution, and col2im as K*K
+(`sliding_window_view`, no copy), one matrix multiply for the convolution, and col2im as K*K
 strided adds for the backward pass; pooling loops over the K*K window offsets only. No Python loop runs
 over pixels or samples.
 """
@@ -69,13 +69,15 @@ def conv2d_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = 
     f, _, kh, kw = weight.shape
     win = windows(x, (kh, kw), stride, padding, dilation)  # (N, C, Ho, Wo, KH, KW), a view
     ho, wo = win.shape[2:4]
-    # The one im2col copy, ordered so that output pixels are the fastest axis: (N, C*KH*KW, Ho*Wo).
-    cols = win.transpose(0, 1, 4, 5, 2, 3).reshape(n, c * kh * kw, ho * wo)
-    out = np.matmul(weight.reshape(f, c * kh * kw), cols)  # (N, F, Ho*Wo): NCHW without a transpose
+    # The one im2col copy, (C*KH*KW, N*Ho*Wo) with output pixels along rows, so the whole batch is a single
+    # large matrix multiply (many small per-sample products waste BLAS threads).
+    cols = win.transpose(1, 4, 5, 0, 2, 3).reshape(c * kh * kw, n * ho * wo)
+    out = weight.reshape(f, c * kh * kw) @ cols  # (F, N*Ho*Wo)
     if bias is not None:
         out += bias[:, None]
+    out = out.reshape(f, n, ho, wo).transpose(1, 0, 2, 3)  # (N, F, Ho, Wo), a view
     padded = (n, c, h + 2 * _pair(padding)[0], w + 2 * _pair(padding)[1])
-    return out.reshape(n, f, ho, wo), (cols, weight, bias is not None, padded, stride, padding, dilation)
+    return out, (cols, weight, bias is not None, padded, stride, padding, dilation)
 
 
 def conv2d_backward(dout: np.ndarray, cache, need_dx: bool = True):
@@ -86,13 +88,13 @@ def conv2d_backward(dout: np.ndarray, cache, need_dx: bool = True):
     cols, weight, has_bias, padded, stride, padding, dilation = cache
     n, f, ho, wo = dout.shape
     _, c, kh, kw = weight.shape
-    dout = dout.reshape(n, f, ho * wo)
-    dweight = np.matmul(dout, cols.transpose(0, 2, 1)).sum(axis=0).reshape(weight.shape)  # sum_n dy_n cols_n^T
-    dbias = dout.sum(axis=(0, 2)) if has_bias else None
+    dout_mat = dout.transpose(1, 0, 2, 3).reshape(f, n * ho * wo)  # (F, N*Ho*Wo)
+    dweight = (dout_mat @ cols.T).reshape(weight.shape)
+    dbias = dout_mat.sum(axis=1) if has_bias else None
     if not need_dx:
         return None, dweight, dbias
-    dcols = np.matmul(weight.reshape(f, c * kh * kw).T, dout)  # (N, C*KH*KW, Ho*Wo)
-    dwin = dcols.reshape(n, c, kh, kw, ho, wo).transpose(0, 1, 4, 5, 2, 3)  # (N, C, Ho, Wo, KH, KW), a view
+    dcols = weight.reshape(f, c * kh * kw).T @ dout_mat  # (C*KH*KW, N*Ho*Wo)
+    dwin = dcols.reshape(c, kh, kw, n, ho, wo).transpose(3, 0, 4, 5, 1, 2)  # (N, C, Ho, Wo, KH, KW), a view
     dx = _col2im(dwin, padded, stride, padding, dilation)
     return dx, dweight, dbias
 
