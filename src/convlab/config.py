@@ -33,6 +33,7 @@ class DataConfig:
     val_fraction: float = _opt(0.1, "share of the training split held out (stratified) for validation", min=0.0,
                                below=1.0)
     augment: Augment = _opt("none", "augmentation: none, light (shifts) or standard (shifts + flips where valid)")
+    strict: bool = _opt(False, "stop at the first unreadable image of a folder instead of skipping it with a warning")
 
 
 @dataclass
@@ -60,6 +61,8 @@ class TrainConfig:
     device: Device = _opt("auto", "where to train: auto picks cuda, then mps, then cpu")
     out: str | None = _opt(None, "run folder (default: runs/<data>-<model>-<timestamp>)")
     quiet: bool = _opt(False, "plain one-line-per-epoch output instead of progress bars")
+    deterministic: bool = _opt(False, "deterministic kernels and fixed threads: a rerun or a resumed run gives "
+                                      "bit-identical weights (slower on GPU)")
     engine: Engine = _opt("torch", "torch, or scratch: the NumPy engine written by hand (presets, CPU only)")
 
 

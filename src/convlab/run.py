@@ -6,6 +6,7 @@ metrics.json, curves.png and confusion_matrix.png. `load_run` needs nothing else
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -47,7 +48,38 @@ class Preprocess:
 
     @classmethod
     def from_json(cls, data: dict) -> "Preprocess":
-        return cls(list(data["size"]), int(data["channels"]), list(data["mean"]), list(data["std"]))
+        """Checked: a damaged or hand-edited file must not build an absurd model (ValueError says why)."""
+        size, channels, mean, std = data["size"], data["channels"], data["mean"], data["std"]
+        if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) and 1 <= v <= MAX_SIDE for v in size)):
+            raise ValueError(f"size must be [height, width] in 1..{MAX_SIDE}, got {size!r}")
+        if channels not in (1, 3) or isinstance(channels, bool):
+            raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+        for name, values in (("mean", mean), ("std", std)):
+            if not (isinstance(values, list) and len(values) == channels
+                    and all(_is_number(v) and math.isfinite(v) for v in values)):
+                raise ValueError(f"{name} must be {channels} finite numbers, got {values!r}")
+        if min(std) <= 0:
+            raise ValueError(f"std must be positive, got {std!r}")
+        return cls(list(size), int(channels), [float(v) for v in mean], [float(v) for v in std])
+
+
+MAX_SIDE = 8192  # pixels per side a run may ask images to be resized to
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_labels(classes) -> list[str]:
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        raise ValueError(f"labels.json must be a non-empty list of class names, got {str(classes)[:80]}")
+    if len(set(classes)) != len(classes):
+        raise ValueError("labels.json names a class twice")
+    return classes
 
 
 class Run:
@@ -188,9 +220,9 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
                                f"convlab run; train again or pass the right folder")
     config = load_saved_config(path / CONFIG)
     try:
-        classes = json.loads((path / LABELS).read_text())
+        classes = _check_labels(json.loads((path / LABELS).read_text()))
         preprocess = Preprocess.from_json(json.loads((path / PREPROCESS).read_text()))
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, KeyError, TypeError, ValueError) as err:
         raise ConvlabError(f"run folder {path}: labels.json or preprocess.json is damaged ({err})") from None
     model = create_model(config.model.name, preprocess.channels, len(classes), tuple(preprocess.size),
                          config.model.dropout)

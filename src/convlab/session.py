@@ -28,6 +28,14 @@ from .training.device import pick_device
 from .training.loop import fit
 from .training.optim import build_optimizer, build_schedule
 from .training.scratch_engine import check_options as check_scratch_options, fit_scratch
+from .training.checkpoint import CHECKPOINTS, LAST, Checkpointer, check_free_space, checkpoint_bytes, \
+    checkpoint_position
+from .training.determinism import deterministic_mode
+from .training.numerics import NonFiniteLossGuard
+from .training.resume import resume_config
+
+DATA_ISSUES = "data_issues.json"
+MAX_ISSUE_LINES = 20  # warnings printed one per file; the rest are in data_issues.json
 
 
 def recipe_for(data_name: str) -> dict:
@@ -42,28 +50,42 @@ def seed_everything(seed: int) -> None:
     scratch.nn.manual_seed(seed)  # dropout in the scratch engine
 
 
-def train(config: str | Path | None = None, *, console: Console | None = None, **overrides) -> Run:
+def train(config: str | Path | None = None, *, console: Console | None = None, resume: str | Path | None = None,
+          **overrides) -> Run:
     """Train a model and write its run folder. Keywords are the CLI's flags (data=, model=, epochs=, ...).
 
     `config` is an optional YAML file applied before the keywords; the dataset's recipe fills the rest.
+    `resume` is a run folder whose last checkpoint is continued with the run's saved config.
     """
     unknown = [k for k in overrides if k not in cfg.FLAT_KEYS]
     if unknown:
         cfg.coerce(unknown[0], overrides[unknown[0]], "convlab.train()")  # raises with a suggestion
-    conf, origin = cfg.resolve(overrides, config, recipe_for)
+    if resume is not None:
+        conf = resume_config(resume, overrides, config)
+        origin = {key: "flag" if overrides.get(key) is not None else "file" for key in cfg.FLAT_KEYS}
+    else:
+        conf, origin = cfg.resolve(overrides, config, recipe_for)
     console = console or Console(highlight=False, soft_wrap=True)
     print_config(console, conf, origin)
+    with deterministic_mode(conf.train.deterministic):
+        return _train(conf, console, resuming=resume is not None)
 
+
+def _train(conf: cfg.Config, console: Console, resuming: bool) -> Run:
     seed_everything(conf.train.seed)
     if conf.train.engine == "scratch":
-        check_scratch_options(conf)
+        check_scratch_options(conf, resuming)
     device = pick_device("cpu" if conf.train.engine == "scratch" else conf.train.device)
-    splits = load_dataset(conf.data.name, conf.data.data_dir, conf.data.image_size)
+    splits = load_dataset(conf.data.name, conf.data.data_dir, conf.data.image_size, strict=conf.data.strict)
     train_set, val_set = carve_validation(splits, conf.data.val_fraction, conf.train.seed)
     channels, height, width = splits.shape
     norm = Normalization.of(train_set.images)
     model = create_model(conf.model.name, channels, splits.num_classes, (height, width), conf.model.dropout)
-    run_dir = make_run_dir(conf)
+    run_dir = make_run_dir(conf, resuming)
+    report_data_issues(console, splits, run_dir)
+    check_free_space(run_dir, checkpoint_bytes(model))
+    if not resuming:  # saved now, so a run that dies can be resumed from its folder
+        cfg.save_config(conf, run_dir / CONFIG, extra={"convlab": {"version": _version()}})
     console.print(f"data {splits.name}: {len(train_set)} train / {len(val_set) if val_set else 0} val / "
                   f"{len(splits.test)} test images of {channels}x{height}x{width}, {splits.num_classes} classes; "
                   f"model {conf.model.name}: {count_parameters(model):,} parameters; device {device}")
@@ -80,11 +102,22 @@ def train(config: str | Path | None = None, *, console: Console | None = None, *
 
     history = History(run_dir / "metrics.csv")
     interactive = console.is_terminal and not conf.train.quiet
-    callbacks = [ProgressBar(console) if interactive else PlainLogger(console), history, BestModel()]
+    best = BestModel()
+    guard = NonFiniteLossGuard(conf.optim.lr, run_dir / CHECKPOINTS)
+    callbacks = [guard, ProgressBar(console) if interactive else PlainLogger(console), history, best]
+    stateful = {"history": history, "best": best}
     if conf.train.early_stop and val_loader is not None:
-        callbacks.append(EarlyStopping(conf.train.early_stop))
+        stateful["early_stop"] = EarlyStopping(conf.train.early_stop)
+        callbacks.append(stateful["early_stop"])
     elif conf.train.early_stop:
         console.print("note: --early-stop needs a validation split (--val-fraction > 0); it is off")
+    checkpointer = Checkpointer(run_dir / CHECKPOINTS, schedule, {"data_order": generator}, stateful,
+                                resume=resuming, resume_hint=f"convlab train --resume {run_dir}")
+    callbacks.append(checkpointer)  # last: it saves what the others have updated
+    if resuming:
+        record = checkpoint_position(run_dir / CHECKPOINTS / LAST)
+        where = f"epoch {record['epoch']}" + (f", batch {record['batch']}" if record["batch"] else "")
+        console.print(f"resuming {run_dir} after {where}", markup=False)
 
     started = time.perf_counter()
     if conf.train.engine == "scratch":  # the NumPy engine trains a twin of `model` and copies its weights back
@@ -119,12 +152,13 @@ def carve_validation(splits: Splits, fraction: float, seed: int) -> tuple[ImageA
     return splits.train.subset(keep), splits.train.subset(held)
 
 
-def make_run_dir(conf: cfg.Config) -> Path:
+def make_run_dir(conf: cfg.Config, resuming: bool = False) -> Path:
     """Create the run folder before training, so an unwritable place fails now, not after an hour."""
     if conf.train.out:
         path = Path(conf.train.out).expanduser()
-        if (path / "model.safetensors").exists() or (path / CONFIG).exists():
-            raise ConvlabError(f"--out {path} already holds a run; choose another folder or remove it first")
+        if not resuming and ((path / "model.safetensors").exists() or (path / CONFIG).exists()):
+            raise ConvlabError(f"--out {path} already holds a run; choose another folder or remove it first "
+                               f"(to continue an interrupted run: convlab train --resume {path})")
     else:
         data = re.sub(r"[^A-Za-z0-9_.-]+", "-", conf.data.name.replace(":", "-")).strip("-")
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -144,10 +178,29 @@ def make_run_dir(conf: cfg.Config) -> Path:
     return path
 
 
-def write_run(run: Run, history: list[dict]) -> None:
+def _version() -> str:
     import convlab
 
-    cfg.save_config(run.config, run.path / CONFIG, extra={"convlab": {"version": convlab.__version__}})
+    return convlab.__version__
+
+
+def report_data_issues(console: Console, splits: Splits, run_dir: Path) -> None:
+    """Warn about each skipped image and write them to data_issues.json in the run folder."""
+    issues = getattr(splits, "issues", None)
+    if not issues:
+        return
+    for issue in issues[:MAX_ISSUE_LINES]:
+        console.print(f"warning: skipped {issue['path']}: {issue['problem']}", markup=False)
+    if len(issues) > MAX_ISSUE_LINES:
+        console.print(f"warning: ... and {len(issues) - MAX_ISSUE_LINES} more", markup=False)
+    console.print(f"warning: {len(issues)} unreadable images skipped (listed in {run_dir / DATA_ISSUES}; "
+                  "--strict makes them an error)", markup=False)
+    (run_dir / DATA_ISSUES).write_text(json.dumps({"skipped": len(issues), "files": issues}, indent=1,
+                                                  ensure_ascii=False))
+
+
+def write_run(run: Run, history: list[dict]) -> None:
+    cfg.save_config(run.config, run.path / CONFIG, extra={"convlab": {"version": _version()}})
     run.save_model()
     (run.path / METRICS).write_text(json.dumps(run.metrics, indent=1, ensure_ascii=False))
     if history:

@@ -240,7 +240,9 @@ def test_unreadable_image_in_folder_is_named(tmp_path):
     _make_folder(tmp_path, 2)
     (tmp_path / "banana" / "corrupt.jpg").write_bytes(b"definitely not a jpeg")
     with pytest.raises(ConvlabError, match=r"cannot read image .*banana/corrupt\.jpg"):
-        load_image_folder(tmp_path, 8)
+        load_image_folder(tmp_path, 8, strict=True)
+    skipped = load_image_folder(tmp_path, 8).issues  # without strict: skipped and listed
+    assert [issue["path"] for issue in skipped] == [str(tmp_path / "banana" / "corrupt.jpg")]
 
 
 def test_progress_bar_on_a_terminal(tmp_path, monkeypatch, fake_terminal):

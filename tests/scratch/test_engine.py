@@ -100,3 +100,18 @@ def test_layers_the_engine_has_no_twin_for_are_named():
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.GELU())
     with pytest.raises(ConvlabError, match=r"model\.1 \(GELU"):
         to_scratch(model)
+
+
+def test_the_nan_guard_stops_a_diverging_scratch_run(tmp_path):
+    from convlab.training.numerics import NonFiniteLoss
+
+    with pytest.raises(NonFiniteLoss, match="NaN or infinite"):
+        train(data="digits", model="tiny-cnn", engine="scratch", optimizer="sgd", lr=1e12, momentum=0.0,
+              schedule="none", epochs=1, out=str(tmp_path / "r"), quiet=True)
+
+
+def test_resuming_a_scratch_run_is_refused_by_name(tmp_path):
+    run = train(data="digits", model="tiny-cnn", engine="scratch", schedule="none", epochs=1,
+                out=str(tmp_path / "r"), quiet=True)
+    with pytest.raises(ConvlabError, match="--resume.*--engine scratch"):
+        train(resume=str(run.path), epochs=2)

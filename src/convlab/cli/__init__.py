@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConvlabError as err:
         print(f"convlab {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"convlab {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:  # training saves its state first and says how to resume
+        print(f"convlab {args.command}: interrupted" + (f"; {err}" if str(err) else ""), file=sys.stderr)
         return 130
     except BrokenPipeError:  # e.g. `convlab models | head`: the reader left, nothing is wrong
         sys.stdout = open(os.devnull, "w")

@@ -12,6 +12,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                            description="Train a CNN. Settings come from the dataset's recipe, then --config FILE, "
                                        "then flags; the resolved config is printed and saved in the run folder.")
     train.add_argument("--config", metavar="FILE.yaml", help="YAML settings applied before the flags")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint, "
+                       "with its saved settings (only --epochs, --device and --quiet may change)")
     add_config_flags(train)
     train.set_defaults(func=cmd_train)
 
@@ -20,5 +22,5 @@ def cmd_train(args) -> int:
     from ..session import train
 
     overrides = {key: getattr(args, key) for key in cfg.FLAT_KEYS}
-    train(args.config, **overrides)
+    train(args.config, resume=args.resume, **overrides)
     return 0

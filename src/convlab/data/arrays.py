@@ -48,6 +48,7 @@ class Splits:
     classes: list[str]
     hflip: bool = False
     notes: list[str] = field(default_factory=list)
+    issues: list[dict] = field(default_factory=list)  # files skipped as unreadable: {"path", "problem"}
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,6 +20,14 @@ DEFAULT_FOLDER_SIZE = 64  # images are squashed to 64 x 64 unless --image-size s
 TEST_FRACTION = 0.2  # held out as the test set when the folder has no test/ or val/
 GRAYSCALE_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 PROGRESS_MIN_IMAGES = 500  # below this, decoding is quick enough to need no progress bar
+
+
+class UnreadableImage(ConvlabError):
+    """An image file that cannot be decoded; `reason` says why, without the path."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"cannot read image {path}: {reason}; remove or replace the file")
+        self.path, self.reason = path, reason
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -70,19 +79,32 @@ def load_image(source: str | Path | Image.Image | np.ndarray, channels: int,
 
 
 def _open_image(path: Path) -> Image.Image:
-    """Fully decode a file (EXIF rotation applied), or raise ConvlabError naming it."""
+    """Fully decode a file (EXIF rotation applied), or raise UnreadableImage naming it."""
     try:
         with Image.open(path) as opened:
+            _check_pixels(path, opened)
             image = ImageOps.exif_transpose(opened)
             image.load()
             return image
+    except UnreadableImage:
+        raise
     except UnidentifiedImageError:
-        raise ConvlabError(f"cannot read image {path}: not an image format Pillow knows; "
-                           "remove or replace the file") from None
+        raise UnreadableImage(path, "not an image format Pillow knows") from None
+    except Image.DecompressionBombError as err:
+        raise UnreadableImage(path, f"decompression bomb ({err})") from None
     except OSError as err:
-        raise ConvlabError(f"cannot read image {path}: {err.strerror or err}; remove or replace the file") from err
-    except Exception as err:  # noqa: BLE001 - image decoders raise SyntaxError, ValueError, DecompressionBombError...
-        raise ConvlabError(f"cannot read image {path}: {err}; remove or replace the file") from err
+        raise UnreadableImage(path, str(err.strerror or err)) from err
+    except Exception as err:  # noqa: BLE001 - image decoders raise SyntaxError, ValueError, struct.error...
+        raise UnreadableImage(path, f"{type(err).__name__}: {err}") from err
+
+
+def _check_pixels(path: Path, image: Image.Image) -> None:
+    """Refuse images larger than Pillow's decompression-bomb limit before decoding them."""
+    limit = Image.MAX_IMAGE_PIXELS
+    width, height = image.size
+    if limit and width * height > limit:
+        raise UnreadableImage(path, f"decompression bomb: {width} x {height} = {width * height:,} pixels, over "
+                                    f"Pillow's limit of {limit:,} (PIL.Image.MAX_IMAGE_PIXELS)")
 
 
 def _image_from_array(array: np.ndarray) -> Image.Image:
@@ -135,11 +157,13 @@ def _over_white(image: Image.Image, base: str) -> Image.Image:
 
 # --- folder-per-class datasets --------------------------------------------------------------
 
-def load_image_folder(root: str | Path, image_size: int | None, seed: int = 0) -> Splits:
+def load_image_folder(root: str | Path, image_size: int | None, seed: int = 0, strict: bool = False) -> Splits:
     """Load root/CLASS/*.jpg (or root/train/CLASS and root/test|val/CLASS) into Splits.
 
     Images become (C, S, S) uint8 with S = image_size or DEFAULT_FOLDER_SIZE; C is 1 when every
     image is grayscale, else 3. Without a test/ or val/ folder, a stratified 20% is held out.
+    Unreadable files (corrupt, truncated, empty, not images, decompression bombs) are skipped and
+    listed in `splits.issues`; strict=True raises UnreadableImage at the first one instead.
     """
     root = Path(root)
     if not root.is_dir():
@@ -163,10 +187,31 @@ def load_image_folder(root: str | Path, image_size: int | None, seed: int = 0) -
                      f"{TEST_FRACTION:.0%} of the images as the test set")
 
     files = train_files + test_files
-    channels = 1 if all(_peek_mode(path) in GRAYSCALE_MODES for path in files) else 3
+    issues: list[UnreadableImage] = []
+    modes = {}
+    for path in files:
+        try:
+            modes[path] = _peek_mode(path)
+        except UnreadableImage as err:
+            if strict:
+                raise
+            issues.append(err)
+    channels = 1 if all(mode in GRAYSCALE_MODES for mode in modes.values()) else 3
     notes.append(f"imagefolder: {len(classes)} classes, {len(files)} images as {channels} x {size} x {size}")
-    images = _decode_all(files, channels, size)  # (N, C, size, size)
-    labels = np.asarray(train_labels + test_labels, dtype=np.int64)
+    decoded = _decode_all([path for path in files if path in modes], channels, size, strict)
+    issues += [item for item in decoded.values() if isinstance(item, UnreadableImage)]
+    keep = [i for i, path in enumerate(files) if isinstance(decoded.get(path), np.ndarray)]
+    n_train_files = len(train_files)
+    train_files = [files[i] for i in keep if i < n_train_files]
+    test_files = [files[i] for i in keep if i >= n_train_files]
+    _check_classes_left(classes, [train_labels[i] for i in keep if i < n_train_files], train_dir, issues)
+    if test_dir is not None and not test_files:
+        raise ConvlabError(f"test folder {test_dir}: none of its images could be read; replace them")
+    files = train_files + test_files
+    images = (np.stack([decoded[path] for path in files]) if files
+              else np.zeros((0, channels, size, size), np.uint8))  # (N, C, size, size)
+    all_labels = train_labels + test_labels
+    labels = np.asarray([all_labels[i] for i in keep], dtype=np.int64)
 
     if test_dir is not None:
         n_train = len(train_files)
@@ -176,7 +221,19 @@ def load_image_folder(root: str | Path, image_size: int | None, seed: int = 0) -
         keep, held = stratified_split(labels, TEST_FRACTION, seed)
         train = ImageArrays(images[keep], labels[keep])
         test = ImageArrays(images[held], labels[held])
-    return Splits(name="imagefolder", train=train, test=test, classes=classes, hflip=True, notes=notes)
+    issues.sort(key=lambda err: str(err.path))
+    return Splits(name="imagefolder", train=train, test=test, classes=classes, hflip=True, notes=notes,
+                  issues=[{"path": str(err.path), "problem": err.reason} for err in issues])
+
+
+def _check_classes_left(classes: list[str], labels: list[int], train_dir: Path,
+                        issues: list[UnreadableImage]) -> None:
+    """After skipping unreadable files, every class still needs an image."""
+    for index, name in enumerate(classes):
+        if index not in labels:
+            raise ConvlabError(f"class folder {train_dir / name}: none of its images could be read "
+                               f"({sum(1 for err in issues if err.path.parent.name == name)} skipped, e.g. "
+                               f"{next((str(err) for err in issues if err.path.parent.name == name), '')})")
 
 
 def _class_folders(folder: Path) -> list[Path]:
@@ -220,21 +277,36 @@ def _scan_test(test_dir: Path, train_dir: Path, classes: list[str]) -> tuple[lis
 
 
 def _peek_mode(path: Path) -> str:
-    """The image's mode from its header, without decoding the pixels."""
+    """The image's mode from its header, without decoding the pixels (too large ones are refused)."""
     try:
-        with Image.open(path) as image:
-            return image.mode
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # _check_pixels says it better
+            with Image.open(path) as image:
+                _check_pixels(path, image)
+                return image.mode
+    except UnreadableImage:
+        raise
     except UnidentifiedImageError:
-        raise ConvlabError(f"cannot read image {path}: not an image format Pillow knows; "
-                           "remove or replace the file") from None
+        raise UnreadableImage(path, "not an image format Pillow knows") from None
+    except Image.DecompressionBombError as err:
+        raise UnreadableImage(path, f"decompression bomb ({err})") from None
+    except OSError as err:
+        raise UnreadableImage(path, str(err.strerror or err)) from err
     except Exception as err:  # noqa: BLE001 - header parsers raise assorted types
-        raise ConvlabError(f"cannot read image {path}: {err}; remove or replace the file") from err
+        raise UnreadableImage(path, f"{type(err).__name__}: {err}") from err
 
 
-def _decode_all(files: list[Path], channels: int, size: int) -> np.ndarray:
-    """Decode files in parallel threads (PIL releases the GIL) -> (N, channels, size, size) uint8."""
-    def decode(path: Path) -> np.ndarray:
-        return load_image(path, channels, size)
+def _decode_all(files: list[Path], channels: int, size: int, strict: bool = False) -> dict:
+    """Decode files in parallel threads (PIL releases the GIL) -> {path: (channels, size, size) uint8 array,
+    or the UnreadableImage error of a file that failed}; strict raises the first failure instead."""
+    def decode(path: Path) -> np.ndarray | UnreadableImage:
+        try:
+            return load_image(path, channels, size)
+        except Exception as err:  # noqa: BLE001 - a decoder may fail in any way on a crafted file
+            failure = err if isinstance(err, UnreadableImage) else UnreadableImage(path, str(err))
+            if strict:
+                raise failure from None
+            return failure
 
     workers = min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -246,7 +318,7 @@ def _decode_all(files: list[Path], channels: int, size: int) -> np.ndarray:
             results = track(results, total=len(files), description="decoding images",
                             console=Console(stderr=True), transient=True)
         decoded = list(results)
-    return np.stack(decoded) if decoded else np.zeros((0, channels, size, size), np.uint8)
+    return dict(zip(files, decoded))
 
 
 @register_dataset(

@@ -57,13 +57,22 @@ def parse_data_name(spec: str) -> tuple[DatasetEntry, str | None]:
     return entry, arg or None
 
 
-def load_dataset(spec: str, data_dir: str | Path | None = None, image_size: int | None = None) -> Splits:
-    """Load a registered dataset by name; resize to image_size x image_size when given."""
+def load_dataset(spec: str, data_dir: str | Path | None = None, image_size: int | None = None,
+                 strict: bool = False) -> Splits:
+    """Load a registered dataset by name; resize to image_size x image_size when given.
+
+    Unreadable files that a loader skipped are listed in `splits.issues`; with strict=True the first
+    one is an error instead.
+    """
     entry, arg = parse_data_name(spec)
     directory = Path(data_dir).expanduser() if data_dir else None
     if directory is not None and not directory.is_dir():
         raise ConvlabError(f"--data-dir {directory} does not exist or is not a folder")
     splits = entry.loader(directory, arg, image_size)
+    if strict and splits.issues:
+        first = splits.issues[0]
+        raise ConvlabError(f"cannot read image {first['path']}: {first['problem']} (--strict stops at the first "
+                           "unreadable file; remove or replace it, or train without --strict to skip such files)")
     if image_size and splits.shape[1:] != (image_size, image_size):
         splits.train = resize_arrays(splits.train, image_size)
         splits.test = resize_arrays(splits.test, image_size)

@@ -123,6 +123,12 @@ class History(Callback):
                 writer.writeheader()
                 writer.writerows(self.rows)
 
+    def state_dict(self) -> dict:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rows = [dict(row) for row in state["rows"]]
+
 
 class BestModel(Callback):
     """Remembers the weights of the epoch with the best validation accuracy and restores them at the end.
@@ -149,6 +155,12 @@ class BestModel(Callback):
             state.model.load_state_dict(self.best_state)
             state.best_epoch = self.best_epoch
 
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch, "best_state": self.best_state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.best_epoch, self.best_state = state["best"], state["best_epoch"], state["best_state"]
+
 
 class EarlyStopping(Callback):
     """Stops training after `patience` epochs without a better validation accuracy."""
@@ -170,6 +182,12 @@ class EarlyStopping(Callback):
         if self.waited >= self.patience:
             state.stop = True
             state.stopped_early = True
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "waited": self.waited}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.waited = state["best"], state["waited"]
 
 
 __all__ = ["Callback", "CallbackList", "PlainLogger", "ProgressBar", "History", "BestModel", "EarlyStopping",

@@ -25,6 +25,8 @@ class LoopState:
     stopped_early: bool = False
     best_epoch: int = 0
     extra: dict = field(default_factory=dict)
+    resume_batch: int = 0  # set by a resumed checkpoint: batches of the next epoch already done
+    resume_partial: dict | None = None  # their running loss_sum, correct and seen
 
 
 def fit(model: nn.Module, train_loader, val_loader, optimizer: torch.optim.Optimizer, schedule: Schedule,
@@ -32,7 +34,7 @@ def fit(model: nn.Module, train_loader, val_loader, optimizer: torch.optim.Optim
     state = LoopState(model, optimizer, epochs, len(train_loader))
     hooks = CallbackList(callbacks)
     hooks.on_train_begin(state)
-    for epoch in range(1, epochs + 1):
+    for epoch in range(state.epoch + 1, epochs + 1):  # state.epoch > 0 when a checkpoint was restored
         state.epoch = epoch
         hooks.on_epoch_begin(state)
         started = time.perf_counter()
@@ -58,7 +60,14 @@ def train_one_epoch(state: LoopState, loader, schedule: Schedule, loss_fn: nn.Mo
     loss_sum = torch.zeros((), device=loader.images.device)
     correct = torch.zeros((), dtype=torch.long, device=loader.images.device)
     seen = 0
+    skip, state.resume_batch = state.resume_batch, 0
+    if skip:  # resumed inside this epoch: same data order, the done batches are drawn but not trained
+        loss_sum += state.resume_partial["loss_sum"].to(loss_sum.device)
+        correct += state.resume_partial["correct"].to(correct.device)
+        seen = state.resume_partial["seen"]
     for batch, (images, labels) in enumerate(loader, start=1):
+        if batch <= skip:
+            continue
         logits = model(images)
         loss = loss_fn(logits, labels)
         optimizer.zero_grad(set_to_none=True)

@@ -22,8 +22,11 @@ from .loop import LoopState
 from .optim import OPTIMIZERS, build_schedule
 
 
-def check_options(conf: Config) -> None:
+def check_options(conf: Config, resuming: bool = False) -> None:
     """Fail early, naming the option, for what the scratch engine cannot do."""
+    if resuming:
+        raise ConvlabError("--resume: this run was trained with --engine scratch, whose checkpoints do not hold the "
+                           "scratch optimizer's state; train it again (or use --engine torch to resume runs)")
     if conf.train.device not in ("auto", "cpu"):
         raise ConvlabError(f"--device {conf.train.device}: the scratch engine runs on the CPU only; "
                            f"use --device cpu (or auto), or --engine torch")
@@ -106,7 +109,8 @@ def fit_scratch(model: torch.nn.Module, train_loader, val_loader, config: OptimC
         hooks.on_epoch_begin(state)
         started = time.perf_counter()
         twin.train()
-        loss_sum, correct, seen = 0.0, 0, 0
+        # Running sums as 0-d tensors, the type the torch loop gives its callbacks (the NaN guard reads them).
+        loss_sum, correct, seen = torch.zeros((), dtype=torch.float64), torch.zeros((), dtype=torch.long), 0
         for batch, (images, labels) in enumerate(train_loader, start=1):
             labels = labels.numpy()
             _follow(optimizer, stand_in.param_groups[0])
@@ -118,7 +122,7 @@ def fit_scratch(model: torch.nn.Module, train_loader, val_loader, config: OptimC
             correct += int((logits.argmax(1) == labels).sum())
             seen += len(labels)
             hooks.on_batch_end(state, {"batch": batch, "seen": seen, "loss_sum": loss_sum, "correct": correct})
-        logs = {"train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
+        logs = {"train_loss": float(loss_sum) / max(seen, 1), "train_accuracy": float(correct) / max(seen, 1),
                 "lr": stand_in.param_groups[0]["lr"]}
         schedule.after_epoch()
         logs["seconds"] = time.perf_counter() - started

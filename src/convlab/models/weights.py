@@ -1,0 +1,73 @@
+"""Reading weight files from anywhere (a run, a download, a stranger) without ever running code from them."""
+from __future__ import annotations
+
+import pickle
+import warnings
+import zipfile
+from pathlib import Path
+
+import torch
+
+from ..errors import ConvlabError
+
+SAFETENSORS_SUFFIXES = (".safetensors",)
+TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict (name -> tensor) from a .safetensors file, or from a torch file holding only tensors.
+
+    Torch files are pickles; they are read with torch.load(weights_only=True), whose unpickler
+    rebuilds tensors and plain containers and refuses anything else, so a file that would run code
+    (a __reduce__ calling os.system, ...) is refused before any of it runs. A checkpoint dict with a
+    'state_dict' or 'model' entry is unwrapped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConvlabError(f"weights file {path} does not exist")
+    if path.suffix.lower() in SAFETENSORS_SUFFIXES or _looks_like_safetensors(path):
+        return _load_safetensors(path)
+    try:
+        with warnings.catch_warnings():  # torch warns about plain pickles before refusing them itself
+            warnings.simplefilter("ignore", UserWarning)
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else "it names code to run"
+        raise ConvlabError(f"refusing to load {path}: it is not plain tensors ({reason[:300]}); a weights file "
+                           "could run code when unpickled, so only tensors are accepted. Convert it to "
+                           ".safetensors where you trust it, or use a file from a trusted source") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, AttributeError, KeyError,
+            TypeError, IndexError) as err:
+        raise ConvlabError(f"cannot read weights file {path} ({type(err).__name__}: {str(err)[:200]}); it is damaged "
+                           "or not a torch/safetensors weights file") from None
+    return _as_state_dict(loaded, path)
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    """safetensors starts with an 8-byte little-endian header length followed by '{'."""
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    return len(head) == 9 and head[8:9] == b"{"
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as err:
+        raise ConvlabError(f"cannot read weights file {path}: not a valid safetensors file ({err})") from None
+
+
+def _as_state_dict(loaded, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(loaded, dict):
+        for key in ("state_dict", "model", "model_state_dict"):
+            if isinstance(loaded.get(key), dict):
+                loaded = loaded[key]
+                break
+    if not isinstance(loaded, dict) or not loaded or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in loaded.items()):
+        raise ConvlabError(f"{path} holds no state dict (a mapping of parameter names to tensors); "
+                           "save one with torch.save(model.state_dict(), PATH) or safetensors")
+    return loaded

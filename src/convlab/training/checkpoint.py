@@ -1,0 +1,346 @@
+"""Checkpoints: the whole training state in one safetensors file, written atomically and restored exactly.
+
+A checkpoint is a single safetensors file: every tensor (weights, optimizer moments, RNG states) is a
+named tensor, everything else (epoch, position, schedule, history, RNG state of Python and NumPy,
+LoopState.extra) is one JSON document in the file's metadata. Nothing is pickled, so loading a
+checkpoint can never run code. Files are written to a temporary name in the same folder, fsynced and
+renamed over the old one, so a crash at any moment leaves either the old or the new checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import ConvlabError
+from .callbacks import Callback
+
+CHECKPOINTS = "checkpoints"  # the folder inside a run
+LAST = "last.safetensors"  # written after every epoch (and on Ctrl-C)
+BEST = "best.safetensors"  # the model weights of the best validation epoch so far
+FORMAT = "convlab-checkpoint/1"
+_STATE_KEY = "convlab_state"
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training, after the state was saved; the message says how to resume."""
+
+
+# --- packing nested state into tensors + JSON -----------------------------------------------------
+
+def pack(obj: Any, tensors: dict[str, torch.Tensor], path: str = "") -> Any:
+    """Nested dicts/lists/tuples of tensors, arrays and scalars -> JSON-able data; tensors go to `tensors`.
+
+    Tuples, dicts with non-string keys (optimizer state is keyed by int) and numpy arrays are tagged
+    so that `unpack` rebuilds exactly what was packed.
+    """
+    if isinstance(obj, torch.Tensor):
+        tensors[path] = obj.detach().to("cpu", copy=True).contiguous()
+        return {"__tensor__": path}
+    if isinstance(obj, np.ndarray):
+        return {"__ndarray__": obj.tolist(), "dtype": obj.dtype.str}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        if all(isinstance(k, str) and not k.startswith("__") for k in obj):
+            return {k: pack(v, tensors, f"{path}/{k}") for k, v in obj.items()}
+        return {"__items__": [[pack(k, tensors, f"{path}/k{i}"), pack(v, tensors, f"{path}/{i}")]
+                              for i, (k, v) in enumerate(obj.items())]}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [pack(v, tensors, f"{path}/{i}") for i, v in enumerate(obj)]}
+    if isinstance(obj, list):
+        return [pack(v, tensors, f"{path}/{i}") for i, v in enumerate(obj)]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"cannot store a {type(obj).__name__} at {path or '/'} in a checkpoint")
+
+
+def unpack(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """The inverse of `pack`."""
+    if isinstance(obj, list):
+        return [unpack(v, tensors) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    if "__tensor__" in obj:
+        return tensors[obj["__tensor__"]]
+    if "__ndarray__" in obj:
+        return np.array(obj["__ndarray__"], dtype=np.dtype(obj["dtype"]))
+    if "__tuple__" in obj:
+        return tuple(unpack(v, tensors) for v in obj["__tuple__"])
+    if "__items__" in obj:
+        return {unpack(k, tensors): unpack(v, tensors) for k, v in obj["__items__"]}
+    return {k: unpack(v, tensors) for k, v in obj.items()}
+
+
+# --- atomic files -----------------------------------------------------------------------------------
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that a crash leaves the old file or the new one, never a mix.
+
+    Temp file in the same folder (same file system, so the rename is atomic), flush + fsync,
+    os.replace, then fsync the folder so the rename itself survives a power cut.
+    """
+    path = Path(path)
+    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+    temp = Path(handle.name)
+    try:
+        with handle:
+            handle.write(data)
+            handle.flush()
+            os.fchmod(handle.fileno(), 0o666 & ~_umask()) if hasattr(os, "fchmod") else None
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+    _fsync_folder(path.parent)
+
+
+def _umask() -> int:
+    """The process umask (temp files are created 0600; checkpoints get the usual permissions)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. Windows cannot open folders; the rename is still atomic there
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write a nested state (tensors anywhere inside) as one safetensors file, atomically."""
+    from safetensors.torch import save
+
+    tensors: dict[str, torch.Tensor] = {}
+    document = {"format": FORMAT, "state": pack(state, tensors)}
+    metadata = {_STATE_KEY: json.dumps(document, allow_nan=True)}
+    atomic_write(Path(path), save(tensors, metadata=metadata))
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Read a checkpoint written by `save_checkpoint`; anything else is a ConvlabError naming the file."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConvlabError(f"checkpoint {path} does not exist; the run has no saved training state to resume")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as err:
+        raise ConvlabError(f"checkpoint {path} is not a readable safetensors file ({err}); it is damaged or "
+                           "not a convlab checkpoint (pickled .pt files are never loaded)") from None
+    try:
+        document = json.loads(metadata[_STATE_KEY])
+        if not isinstance(document, dict) or document.get("format") != FORMAT:
+            raise ValueError(f"format {document.get('format') if isinstance(document, dict) else None!r}")
+        state = unpack(document["state"], tensors)
+        if not isinstance(state, dict):
+            raise ValueError("the state is not a mapping")
+        return state
+    except (KeyError, ValueError, TypeError, IndexError, AttributeError) as err:
+        raise ConvlabError(f"checkpoint {path} holds no valid convlab training state ({type(err).__name__}: "
+                           f"{err}); it is damaged or from another program") from None
+
+
+def checkpoint_position(path: Path) -> dict:
+    """{'epoch': completed epochs, 'batch': batches of the next epoch done} from the metadata alone."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            state = json.loads((handle.metadata() or {})[_STATE_KEY])["state"]
+        return {"epoch": int(state["epoch"]), "batch": int(state["batch"])}
+    except (SafetensorError, OSError, KeyError, TypeError, ValueError) as err:
+        raise ConvlabError(f"checkpoint {path} is damaged or not a convlab checkpoint ({type(err).__name__}: "
+                           f"{err}); pickled .pt files are never loaded") from None
+
+
+# --- RNG states -------------------------------------------------------------------------------------
+
+def rng_states(generators: dict[str, torch.Generator]) -> dict:
+    """Python, NumPy and torch global RNG states, plus the named torch generators (data order, ...)."""
+    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+              "generators": {name: g.get_state() for name, g in generators.items()}}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict, generators: dict[str, torch.Generator]) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    for name, generator in generators.items():
+        generator.set_state(states["generators"][name])
+
+
+# --- the callback -----------------------------------------------------------------------------------
+
+class Checkpointer(Callback):
+    """Saves `last` after every epoch and `best` when validation improves; restores them on resume.
+
+    `stateful` maps names to the callbacks whose state belongs in a checkpoint (history, best model,
+    early stopping): each has state_dict()/load_state_dict(). `generators` are the torch generators
+    the data pipeline draws from (shuffling and augmentation). Ctrl-C sets a flag; at the next batch
+    boundary the state is saved (with the position inside the epoch) and TrainingInterrupted is raised.
+    """
+
+    def __init__(self, folder: Path, schedule, generators: dict[str, torch.Generator],
+                 stateful: dict[str, Any] | None = None, resume: bool = False, resume_hint: str = ""):
+        self.folder = Path(folder)
+        self.schedule = schedule
+        self.generators = generators
+        self.stateful = stateful or {}
+        self.resume = resume
+        self.resume_hint = resume_hint
+        self.interrupt_requested = False
+        self._previous_handler = None
+        self._epoch_start_generators: dict = {}
+        self.resumed_from: dict | None = None
+
+    # hooks
+    def on_train_begin(self, state):
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for stale in self.folder.glob(".*.tmp"):  # left by a process killed while writing
+            stale.unlink(missing_ok=True)
+        if self.resume:
+            self._restore(state, load_checkpoint(self.folder / LAST))
+        else:
+            self.save(state)  # epoch 0: a run killed during its first epoch can be resumed too
+        self._install_sigint()
+
+    def on_epoch_begin(self, state):
+        # The data order of an epoch is drawn at its first batch: keep the generators' state from
+        # before it, so a checkpoint taken inside the epoch can replay the same order.
+        if not state.resume_batch:
+            self._epoch_start_generators = {n: g.get_state() for n, g in self.generators.items()}
+
+    def on_batch_end(self, state, logs):
+        if self.interrupt_requested:
+            self.save(state, batch=logs["batch"], partial={"loss_sum": logs["loss_sum"], "correct": logs["correct"],
+                                                           "seen": logs["seen"]})
+            self._interrupt(state)
+
+    def on_epoch_end(self, state, logs):
+        if logs.get("val_accuracy") is not None and getattr(self.stateful.get("best"), "best_epoch", None) == state.epoch:
+            from safetensors.torch import save
+
+            weights = {k: v.detach().cpu().contiguous() for k, v in state.model.state_dict().items()}
+            meta = {"epoch": str(state.epoch), "val_accuracy": repr(logs["val_accuracy"])}
+            atomic_write(self.folder / BEST, save(weights, metadata=meta))
+        self.save(state)
+        if self.interrupt_requested:
+            self._interrupt(state)
+
+    def on_train_end(self, state):
+        self._uninstall_sigint()
+
+    # saving and restoring
+    def save(self, state, batch: int = 0, partial: dict | None = None) -> None:
+        """Write `last`: at an epoch boundary (batch 0) or after `batch` batches of epoch state.epoch."""
+        record = {
+            "epoch": state.epoch if batch == 0 else state.epoch - 1,  # completed epochs
+            "batch": batch,
+            "partial": partial,
+            "model": state.model.state_dict(),
+            "optimizer": state.optimizer.state_dict(),
+            "scheduler": self.schedule.scheduler.state_dict() if self.schedule.scheduler is not None else None,
+            "rng": rng_states(self.generators),
+            "epoch_start_generators": self._epoch_start_generators if batch else None,
+            "callbacks": {name: cb.state_dict() for name, cb in self.stateful.items()},
+            "extra": state.extra,
+            "best_epoch": state.best_epoch,
+            "threads": torch.get_num_threads(),
+        }
+        save_checkpoint(self.folder / LAST, record)
+
+    def _restore(self, state, record: dict) -> None:
+        try:
+            state.model.load_state_dict(record["model"])
+            state.optimizer.load_state_dict(record["optimizer"])
+            if self.schedule.scheduler is not None and record["scheduler"] is not None:
+                self.schedule.scheduler.load_state_dict(record["scheduler"])
+            for name, cb in self.stateful.items():
+                cb.load_state_dict(record["callbacks"][name])
+            restore_rng_states(record["rng"], self.generators)
+            state.extra.update(record["extra"] or {})
+            state.best_epoch = record["best_epoch"]
+            state.epoch = record["epoch"]
+            if torch.are_deterministic_algorithms_enabled() and record.get("threads"):
+                torch.set_num_threads(record["threads"])  # the same reduction order as before the stop
+            if record["batch"]:
+                # Mid-epoch: replay the epoch's data order from its start, skip the batches done,
+                # and carry on with the running sums; the loop checks nothing else.
+                for name, generator in self.generators.items():
+                    generator.set_state(record["epoch_start_generators"][name])
+                state.resume_batch = record["batch"]
+                state.resume_partial = record["partial"]
+                self._epoch_start_generators = record["epoch_start_generators"]
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise ConvlabError(f"checkpoint {self.folder / LAST} does not fit this run "
+                               f"({type(err).__name__}: {str(err).splitlines()[0]}); it is damaged or "
+                               "belongs to another run") from None
+        self.resumed_from = {"epoch": record["epoch"], "batch": record["batch"]}
+
+    # Ctrl-C
+    def _install_sigint(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def request(signum, frame):
+            self.interrupt_requested = True
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
+
+        self._previous_handler = signal.signal(signal.SIGINT, request)
+
+    def _uninstall_sigint(self) -> None:
+        if self._previous_handler is not None:
+            signal.signal(signal.SIGINT, self._previous_handler)
+            self._previous_handler = None
+
+    def _interrupt(self, state) -> None:
+        self._uninstall_sigint()
+        raise TrainingInterrupted(f"saved the training state in {self.folder / LAST} during epoch "
+                                  f"{state.epoch}; continue with: {self.resume_hint}")
+
+
+def checkpoint_bytes(model: torch.nn.Module, optimizer_copies: int = 2) -> int:
+    """A generous size estimate of `last` + `best` + one temp file, for the free-space check."""
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    last = weights * (2 + optimizer_copies)  # weights, best weights, optimizer moments
+    return last * 2 + weights + (1 << 20)  # last and its temp copy during the rename, best, metadata
+
+
+def check_free_space(folder: Path, needed: int) -> None:
+    """Report a full disk before training rather than at the first checkpoint."""
+    import shutil
+
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise ConvlabError(f"the run folder {folder} has {free / 1e6:,.1f} MB free, but checkpoints of this model "
+                           f"need about {needed / 1e6:,.1f} MB; free some space or pass --out on another disk")
+
+
+__all__ = ["Checkpointer", "TrainingInterrupted", "save_checkpoint", "load_checkpoint", "atomic_write",
+           "checkpoint_position",
+           "check_free_space", "checkpoint_bytes", "CHECKPOINTS", "LAST", "BEST"]
