@@ -102,6 +102,7 @@ def test_layers_the_engine_has_no_twin_for_are_named():
         to_scratch(model)
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered", "ignore:invalid value encountered")  # the divergence
 def test_the_nan_guard_stops_a_diverging_scratch_run(tmp_path):
     from convlab.training.numerics import NonFiniteLoss
 
