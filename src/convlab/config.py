@@ -16,6 +16,9 @@ Optimizer = Literal["sgd", "adam", "adamw"]
 Schedule = Literal["none", "step", "cosine", "onecycle"]
 Augment = Literal["none", "light", "standard"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
+Loader = Literal["auto", "memory", "streaming"]
+Amp = Literal["auto", "off", "bf16", "fp16"]
+Switch = Literal["auto", "on", "off"]
 Engine = Literal["torch", "scratch"]
 
 
@@ -33,6 +36,8 @@ class DataConfig:
     val_fraction: float = _opt(0.1, "share of the training split held out (stratified) for validation", min=0.0,
                                below=1.0)
     augment: Augment = _opt("none", "augmentation: none, light (shifts) or standard (shifts + flips where valid)")
+    loader: Loader = _opt("auto", "memory: whole dataset as one tensor on the device; streaming: workers and a "
+                                  "decoded-image cache on disk; auto: memory when it fits (image folders)")
     strict: bool = _opt(False, "stop at the first unreadable image of a folder instead of skipping it with a warning")
 
 
@@ -61,6 +66,10 @@ class TrainConfig:
     device: Device = _opt("auto", "where to train: auto picks cuda, then mps, then cpu")
     out: str | None = _opt(None, "run folder (default: runs/<data>-<model>-<timestamp>)")
     quiet: bool = _opt(False, "plain one-line-per-epoch output instead of progress bars")
+    threads: int = _opt(0, "CPU threads for torch (0: the cores other processes leave idle)", min=0)
+    channels_last: Switch = _opt("auto", "NHWC memory format (auto: on for conv nets on CPU and CUDA)")
+    amp: Amp = _opt("auto", "mixed precision (auto: bf16 on CUDA where supported, else fp16; off on CPU)")
+    compile: bool = _opt(False, "torch.compile the model (slow start, faster steps on long GPU runs)")
     deterministic: bool = _opt(False, "deterministic kernels and fixed threads: a rerun or a resumed run gives "
                                       "bit-identical weights (slower on GPU)")
     engine: Engine = _opt("torch", "torch, or scratch: the NumPy engine written by hand (presets, CPU only)")

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import shutil
+import tempfile
 import re
 import time
 from datetime import datetime
@@ -18,12 +21,14 @@ from .data.arrays import ImageArrays, Splits
 from .data.augment import build_augmentation
 from .data.batches import BatchLoader, Normalization
 from .data.registry import load_dataset, parse_data_name
+from .data.streaming import StreamingLoader
 from .data.splits import stratified_split
 from .errors import ConvlabError
 from .evaluate.plots import plot_confusion_matrix, plot_curves
 from .models.registry import count_parameters, create_model
 from .run import CONFIG, METRICS, Preprocess, Run
 from .training.callbacks import BestModel, EarlyStopping, History, PlainLogger, ProgressBar
+from .training import distributed, performance
 from .training.device import pick_device
 from .training.loop import fit
 from .training.optim import build_optimizer, build_schedule
@@ -65,37 +70,71 @@ def train(config: str | Path | None = None, *, console: Console | None = None, r
         origin = {key: "flag" if overrides.get(key) is not None else "file" for key in cfg.FLAT_KEYS}
     else:
         conf, origin = cfg.resolve(overrides, config, recipe_for)
+    ranks, device = distributed.setup(pick_device(conf.train.device))
     console = console or Console(highlight=False, soft_wrap=True)
+    if not ranks.is_main:  # under torchrun only rank 0 prints and writes the run folder
+        console = Console(file=open(os.devnull, "w"))
     print_config(console, conf, origin)
+    if not conf.train.deterministic or conf.train.threads:  # --deterministic keeps its fixed thread count
+        performance.set_threads(conf.train.threads, device)
     with deterministic_mode(conf.train.deterministic):
-        return _train(conf, console, resuming=resume is not None)
+        return _train(conf, console, resuming=resume is not None, ranks=ranks, device=device)
 
 
-def _train(conf: cfg.Config, console: Console, resuming: bool) -> Run:
+def _train(conf: cfg.Config, console: Console, resuming: bool, ranks: distributed.Distributed | None = None,
+           device: torch.device | None = None) -> Run:
+    ranks = ranks or distributed.Distributed()
+    device = device or pick_device(conf.train.device)
     seed_everything(conf.train.seed)
     if conf.train.engine == "scratch":
         check_scratch_options(conf, resuming)
-    device = pick_device("cpu" if conf.train.engine == "scratch" else conf.train.device)
-    splits = load_dataset(conf.data.name, conf.data.data_dir, conf.data.image_size, strict=conf.data.strict)
-    train_set, val_set = carve_validation(splits, conf.data.val_fraction, conf.train.seed)
+        device = torch.device("cpu")
+    splits = load_dataset(conf.data.name, conf.data.data_dir, conf.data.image_size, strict=conf.data.strict,
+                          loader=conf.data.loader)
+    streamed = isinstance(splits.train.images, np.memmap)  # rows stay in the decoded cache on disk
+    if streamed:
+        train_set, val_set = splits.train, None
+        rows = validation_rows(splits, conf.data.val_fraction, conf.train.seed)
+    else:
+        train_set, val_set = carve_validation(splits, conf.data.val_fraction, conf.train.seed)
     channels, height, width = splits.shape
     norm = Normalization.of(train_set.images)
     model = create_model(conf.model.name, channels, splits.num_classes, (height, width), conf.model.dropout)
-    run_dir = make_run_dir(conf, resuming)
+    # Ranks other than 0 keep their checkpoints in a private folder that is removed at the end.
+    run_dir = make_run_dir(conf, resuming) if ranks.is_main else Path(tempfile.mkdtemp(prefix="convlab-rank"))
     report_data_issues(console, splits, run_dir)
     check_free_space(run_dir, checkpoint_bytes(model))
     if not resuming:  # saved now, so a run that dies can be resumed from its folder
         cfg.save_config(conf, run_dir / CONFIG, extra={"convlab": {"version": _version()}})
-    console.print(f"data {splits.name}: {len(train_set)} train / {len(val_set) if val_set else 0} val / "
+    if streamed:
+        n_train, n_val = len(rows[0]), 0 if rows[1] is None else len(rows[1])
+    else:
+        n_train, n_val = len(train_set), len(val_set) if val_set else 0
+    console.print(f"data {splits.name}: {n_train} train / {n_val} val / "
                   f"{len(splits.test)} test images of {channels}x{height}x{width}, {splits.num_classes} classes; "
                   f"model {conf.model.name}: {count_parameters(model):,} parameters; device {device}")
 
-    model.to(device)
+    channels_last = performance.use_channels_last(conf.train.channels_last, model, device)
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    trained = performance.maybe_compile(distributed.wrap_model(model, ranks, device), conf.train.compile)
+    precision = performance.Precision.for_run(conf.train.amp, device)
     generator = torch.Generator().manual_seed(conf.train.seed)
     augment = build_augmentation(conf.data.augment, min(height, width), splits.hflip)
-    train_loader = BatchLoader(train_set, conf.train.batch_size, norm, device, shuffle=True, augment=augment,
-                               generator=generator)
-    val_loader = BatchLoader(val_set, 512, norm, device) if val_set else None
+    if not streamed:
+        train_loader = BatchLoader(train_set, conf.train.batch_size, norm, device, shuffle=True, augment=augment,
+                                   generator=generator, channels_last=channels_last, rank=ranks.rank,
+                                   world_size=ranks.world_size)
+        val_loader = BatchLoader(val_set, 512, norm, device, channels_last=channels_last) if val_set else None
+    else:
+        train_loader = StreamingLoader(train_set.images, train_set.labels, rows[0], conf.train.batch_size, norm,
+                                       device, shuffle=True, augment=augment, generator=generator,
+                                       channels_last=channels_last, rank=ranks.rank, world_size=ranks.world_size,
+                                       workers=min(4, os.cpu_count() or 1))
+        val_loader = None if rows[1] is None else StreamingLoader(train_set.images, train_set.labels, rows[1], 512,
+                                                                  norm, device, channels_last=channels_last)
+    if ranks.enabled:
+        console.print(f"distributed: {ranks.world_size} processes, {train_loader.num_samples} training images "
+                      f"each per epoch ({'nccl' if device.type == 'cuda' else 'gloo'})")
     optimizer = build_optimizer(model, conf.optim)
     schedule = build_schedule(optimizer, conf.optim, conf.train.epochs, len(train_loader))
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=conf.optim.label_smoothing)
@@ -105,6 +144,8 @@ def _train(conf: cfg.Config, console: Console, resuming: bool) -> Run:
     best = BestModel()
     guard = NonFiniteLossGuard(conf.optim.lr, run_dir / CHECKPOINTS)
     callbacks = [guard, ProgressBar(console) if interactive else PlainLogger(console), history, best]
+    if ranks.enabled:
+        callbacks.insert(0, distributed.AllReduceMetrics(device))
     stateful = {"history": history, "best": best}
     if conf.train.early_stop and val_loader is not None:
         stateful["early_stop"] = EarlyStopping(conf.train.early_stop)
@@ -123,8 +164,14 @@ def _train(conf: cfg.Config, console: Console, resuming: bool) -> Run:
     if conf.train.engine == "scratch":  # the NumPy engine trains a twin of `model` and copies its weights back
         state, _ = fit_scratch(model, train_loader, val_loader, conf.optim, conf.train.epochs, callbacks)
     else:
-        state = fit(model, train_loader, val_loader, optimizer, schedule, loss_fn, conf.train.epochs, callbacks)
+        state = fit(trained, train_loader, val_loader, optimizer, schedule, loss_fn, conf.train.epochs, callbacks,
+                    precision=precision)
     train_seconds = time.perf_counter() - started
+    distributed.teardown(ranks)
+    if not ranks.is_main:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return Run(run_dir, model, conf, splits.classes, Preprocess([height, width], channels, norm.mean, norm.std),
+                   device=device)
     if state.stopped_early:
         console.print(f"stopped early after epoch {state.epoch}: no better validation accuracy in "
                       f"{conf.train.early_stop} epochs")
@@ -145,11 +192,19 @@ def carve_validation(splits: Splits, fraction: float, seed: int) -> tuple[ImageA
     """Hold out a stratified, seeded share of train for validation; the test split stays untouched."""
     if fraction <= 0:
         return splits.train, None
+    keep, held = validation_rows(splits, fraction, seed)
+    return splits.train.subset(keep), splits.train.subset(held)
+
+
+def validation_rows(splits: Splits, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Row indices of the training split kept for training and held out for validation (None: none)."""
+    if fraction <= 0:
+        return np.arange(len(splits.train)), None
     keep, held = stratified_split(splits.train.labels, fraction, seed)
     if len(keep) == 0 or len(held) == 0:
         raise ConvlabError(f"--val-fraction {fraction} leaves no training or no validation images "
                            f"({len(splits.train)} training images); change --val-fraction")
-    return splits.train.subset(keep), splits.train.subset(held)
+    return keep, held
 
 
 def make_run_dir(conf: cfg.Config, resuming: bool = False) -> Path:

@@ -25,12 +25,22 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     pr.set_defaults(func=cmd_predict)
 
 
+def set_cpu_threads() -> None:
+    """As training does: torch threads on the idle cores only (a busy machine slows extra threads)."""
+    import torch
+
+    from ..training.performance import set_threads
+
+    set_threads(0, torch.device("cpu"))
+
+
 def cmd_eval(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
     from ..run import load_run
 
+    set_cpu_threads()
     run = load_run(args.run_dir)
     metrics = run.evaluate(data=args.data, data_dir=args.data_dir)
     if args.json:
@@ -55,6 +65,7 @@ def cmd_predict(args) -> int:
 
     if args.top_k < 1:
         raise ConvlabError(f"--top-k must be at least 1, got {args.top_k}")
+    set_cpu_threads()
     run = load_run(args.run_dir)
     results = run.predict(args.paths, top_k=args.top_k)
     if args.json:

@@ -20,28 +20,40 @@ class Normalization:
 
     @classmethod
     def of(cls, images: np.ndarray) -> "Normalization":
-        """Measure it on (N, C, H, W) uint8 training images."""
+        """Measure it on (N, C, H, W) uint8 training images (an even sample of 10,000 when there are more)."""
+        if len(images) > 10_000:
+            images = images[::-(-len(images) // 10_000)]  # a strided view: cheap on a memmap too
         scaled = images.astype(np.float64) / 255.0
         mean = scaled.mean(axis=(0, 2, 3))
         std = scaled.std(axis=(0, 2, 3))
         return cls([float(m) for m in mean], [float(max(s, 1e-3)) for s in std])
 
     def apply(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (N, C, H, W) -> normalized float32 (N, C, H, W)."""
-        mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
-        return (images.float() / 255.0 - mean) / std
+        """uint8 (N, C, H, W) -> normalized float32 (N, C, H, W), memory format kept.
+
+        (x / 255 - mean) / std as one multiply and one add, in place on the converted batch: two
+        passes over the pixels instead of four, which matters for 224x224 batches on a CPU.
+        """
+        std = torch.tensor(self.std, dtype=torch.float64).view(1, -1, 1, 1)
+        scale = (1.0 / (255.0 * std)).to(device=images.device, dtype=torch.float32)
+        shift = (-torch.tensor(self.mean, dtype=torch.float64).view(1, -1, 1, 1) / std).to(
+            device=images.device, dtype=torch.float32)
+        return images.to(torch.float32).mul_(scale).add_(shift)
 
 
 class BatchLoader:
     """Iterates (images, labels) batches of a dataset held as one uint8 tensor on `device`.
 
-    Shuffling and augmentation draw from `generator`, so a seed fixes the whole order.
+    Shuffling and augmentation draw from `generator`, so a seed fixes the whole order. With
+    `world_size` > 1 (distributed training) every rank draws the same permutation, pads it to a
+    multiple of world_size and takes every world_size-th index from `rank`: disjoint, equal shards.
+    `channels_last` yields batches in NHWC memory format (same values, faster convs and pooling).
     """
 
     def __init__(self, data: ImageArrays, batch_size: int, norm: Normalization, device: torch.device,
                  shuffle: bool = False, augment: Augmentation | None = None,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, channels_last: bool = False,
+                 rank: int = 0, world_size: int = 1):
         self.images = torch.from_numpy(data.images).to(device)
         self.labels = torch.from_numpy(data.labels).to(device)
         self.batch_size = batch_size
@@ -49,21 +61,33 @@ class BatchLoader:
         self.shuffle = shuffle
         self.augment = augment
         self.generator = generator or torch.Generator().manual_seed(0)
+        self.channels_last = channels_last
+        self.rank, self.world_size = rank, world_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
 
     def __len__(self) -> int:
-        return (len(self.labels) + self.batch_size - 1) // self.batch_size
+        return (self.num_samples + self.batch_size - 1) // self.batch_size
 
     @property
     def num_samples(self) -> int:
-        return len(self.labels)
+        """Images per epoch on this rank."""
+        return -(-len(self.labels) // self.world_size)  # ceil: shards are padded to equal size
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.labels)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        if self.world_size > 1:
+            padded = self.num_samples * self.world_size
+            order = torch.cat([order, order[:padded - n]])[self.rank::self.world_size]
         order = order.to(self.images.device)
-        for start in range(0, n, self.batch_size):
+        for start in range(0, len(order), self.batch_size):
             index = order[start:start + self.batch_size]
             images = self.images[index]
             if self.augment is not None:
                 images = self.augment(images, self.generator)
+            if self.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
             yield self.norm.apply(images), self.labels[index]

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ConvlabError
+from . import streaming
 from .arrays import ImageArrays, Splits
 from .registry import register_dataset
 from .splits import stratified_split
@@ -157,13 +158,16 @@ def _over_white(image: Image.Image, base: str) -> Image.Image:
 
 # --- folder-per-class datasets --------------------------------------------------------------
 
-def load_image_folder(root: str | Path, image_size: int | None, seed: int = 0, strict: bool = False) -> Splits:
+def load_image_folder(root: str | Path, image_size: int | None, seed: int = 0, strict: bool = False,
+                      loader: str = "auto") -> Splits:
     """Load root/CLASS/*.jpg (or root/train/CLASS and root/test|val/CLASS) into Splits.
 
     Images become (C, S, S) uint8 with S = image_size or DEFAULT_FOLDER_SIZE; C is 1 when every
     image is grayscale, else 3. Without a test/ or val/ folder, a stratified 20% is held out.
     Unreadable files (corrupt, truncated, empty, not images, decompression bombs) are skipped and
     listed in `splits.issues`; strict=True raises UnreadableImage at the first one instead.
+    loader: memory decodes into RAM; streaming (or auto, for large folders) decodes once into a
+    memory-mapped cache on disk (data/streaming.py) and the splits' images are views of it.
     """
     root = Path(root)
     if not root.is_dir():
@@ -198,6 +202,14 @@ def load_image_folder(root: str | Path, image_size: int | None, seed: int = 0, s
             issues.append(err)
     channels = 1 if all(mode in GRAYSCALE_MODES for mode in modes.values()) else 3
     notes.append(f"imagefolder: {len(classes)} classes, {len(files)} images as {channels} x {size} x {size}")
+    if streaming.wants_streaming(loader, len(modes), channels, size):
+        readable = [i for i, path in enumerate(files) if path in modes]
+        labels = np.asarray(train_labels + test_labels, dtype=np.int64)[readable]
+        n_train = sum(i < len(train_files) for i in readable) if test_dir is not None else None
+        streamed = _streamed_splits([files[i] for i in readable], labels, n_train, channels, size, seed, notes)
+        if streamed is not None:
+            return Splits(name="imagefolder", train=streamed[0], test=streamed[1], classes=classes, hflip=True,
+                          notes=notes, issues=[{"path": str(err.path), "problem": err.reason} for err in issues])
     decoded = _decode_all([path for path in files if path in modes], channels, size, strict)
     issues += [item for item in decoded.values() if isinstance(item, UnreadableImage)]
     keep = [i for i, path in enumerate(files) if isinstance(decoded.get(path), np.ndarray)]
@@ -234,6 +246,22 @@ def _check_classes_left(classes: list[str], labels: list[int], train_dir: Path,
             raise ConvlabError(f"class folder {train_dir / name}: none of its images could be read "
                                f"({sum(1 for err in issues if err.path.parent.name == name)} skipped, e.g. "
                                f"{next((str(err) for err in issues if err.path.parent.name == name), '')})")
+
+
+def _streamed_splits(files: list[Path], labels: np.ndarray, n_train: int | None, channels: int, size: int,
+                     seed: int, notes: list[str]) -> tuple[ImageArrays, ImageArrays] | None:
+    """Train and test as slices of the decoded cache (train rows first); None when the disk lacks room."""
+    if n_train is None:  # hold out the test share first, so that train and test are contiguous in the file
+        keep, held = stratified_split(labels, TEST_FRACTION, seed)
+        order = np.concatenate([keep, held])
+        files, labels, n_train = [files[i] for i in order], labels[order], len(keep)
+    cache = streaming.build_decoded_cache(files, channels, size)
+    if cache is None:
+        notes.append(f"imagefolder: no room for the decoded-image cache under {streaming.cache_root()}; "
+                     "decoding into memory instead")
+        return None
+    notes.append(f"imagefolder: streaming from the decoded-image cache {cache.filename}")
+    return ImageArrays(cache[:n_train], labels[:n_train]), ImageArrays(cache[n_train:], labels[n_train:])
 
 
 def _class_folders(folder: Path) -> list[Path]:
@@ -325,12 +353,13 @@ def _decode_all(files: list[Path], channels: int, size: int, strict: bool = Fals
     "imagefolder",
     description="your own images, one subfolder per class (optional train/ and test/ or val/)",
     takes_argument=True,
+    streams=True,
     recipe=dict(model="small-cnn", optimizer="adam", lr=2e-3, schedule="onecycle", epochs=15,
                 batch_size=32, augment="standard", weight_decay=1e-4),
 )
-def load_imagefolder(data_dir: Path | None, arg: str | None, image_size: int | None) -> Splits:
+def load_imagefolder(data_dir: Path | None, arg: str | None, image_size: int | None, loader: str = "auto") -> Splits:
     """imagefolder:PATH; a relative PATH that is missing is also looked up under --data-dir."""
     root = Path(arg).expanduser()
     if not root.exists() and not root.is_absolute() and data_dir is not None and (data_dir / root).exists():
         root = data_dir / root
-    return load_image_folder(root, image_size)
+    return load_image_folder(root, image_size, loader=loader)

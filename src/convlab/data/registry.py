@@ -25,18 +25,19 @@ class DatasetEntry:
     num_classes: int | None
     recipe: dict = field(default_factory=dict)  # flat config keys -> defaults for this dataset
     takes_argument: bool = False  # "imagefolder:PATH"
+    streams: bool = False  # the loader takes loader="auto"|"memory"|"streaming" (decoded-image cache)
 
 
 DATASETS: dict[str, DatasetEntry] = {}
 
 
 def register_dataset(name: str, *, description: str, shape=None, num_classes=None, recipe=None,
-                     takes_argument: bool = False):
+                     takes_argument: bool = False, streams: bool = False):
     """Decorator: register `loader` under `name`."""
 
     def wrap(loader: Loader) -> Loader:
         DATASETS[name] = DatasetEntry(name, loader, description, shape, num_classes,
-                                      dict(recipe or {}), takes_argument)
+                                      dict(recipe or {}), takes_argument, streams)
         return loader
 
     return wrap
@@ -58,17 +59,19 @@ def parse_data_name(spec: str) -> tuple[DatasetEntry, str | None]:
 
 
 def load_dataset(spec: str, data_dir: str | Path | None = None, image_size: int | None = None,
-                 strict: bool = False) -> Splits:
+                 strict: bool = False, loader: str = "auto") -> Splits:
     """Load a registered dataset by name; resize to image_size x image_size when given.
 
     Unreadable files that a loader skipped are listed in `splits.issues`; with strict=True the first
-    one is an error instead.
+    one is an error instead. loader (auto, memory, streaming) reaches the datasets that can stream
+    from a decoded-image cache.
     """
     entry, arg = parse_data_name(spec)
     directory = Path(data_dir).expanduser() if data_dir else None
     if directory is not None and not directory.is_dir():
         raise ConvlabError(f"--data-dir {directory} does not exist or is not a folder")
-    splits = entry.loader(directory, arg, image_size)
+    splits = entry.loader(directory, arg, image_size, loader=loader) if entry.streams else \
+        entry.loader(directory, arg, image_size)
     if strict and splits.issues:
         first = splits.issues[0]
         raise ConvlabError(f"cannot read image {first['path']}: {first['problem']} (--strict stops at the first "

@@ -16,7 +16,8 @@ def predict_proba(model: nn.Module, images: np.ndarray, norm: Normalization, dev
     out = []
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
-            batch = torch.from_numpy(images[start:start + batch_size]).to(device)
+            chunk = np.require(images[start:start + batch_size], requirements="W")  # copies read-only memmaps
+            batch = torch.from_numpy(chunk).to(device)
             logits = model(norm.apply(batch))
             out.append(torch.softmax(logits.float(), dim=1).cpu().double().numpy())
     if not out:

@@ -10,6 +10,7 @@ from torch import nn
 from ..models.inference import evaluate_loss_accuracy
 from .callbacks import Callback, CallbackList
 from .optim import Schedule
+from .performance import Precision
 
 
 @dataclass
@@ -30,15 +31,16 @@ class LoopState:
 
 
 def fit(model: nn.Module, train_loader, val_loader, optimizer: torch.optim.Optimizer, schedule: Schedule,
-        loss_fn: nn.Module, epochs: int, callbacks: list[Callback]) -> LoopState:
+        loss_fn: nn.Module, epochs: int, callbacks: list[Callback], precision: Precision | None = None) -> LoopState:
     state = LoopState(model, optimizer, epochs, len(train_loader))
+    precision = precision or Precision("cpu")
     hooks = CallbackList(callbacks)
     hooks.on_train_begin(state)
     for epoch in range(state.epoch + 1, epochs + 1):  # state.epoch > 0 when a checkpoint was restored
         state.epoch = epoch
         hooks.on_epoch_begin(state)
         started = time.perf_counter()
-        logs = train_one_epoch(state, train_loader, schedule, loss_fn, hooks)
+        logs = train_one_epoch(state, train_loader, schedule, loss_fn, hooks, precision)
         logs["lr"] = optimizer.param_groups[0]["lr"]
         schedule.after_epoch()
         logs["seconds"] = time.perf_counter() - started
@@ -53,12 +55,14 @@ def fit(model: nn.Module, train_loader, val_loader, optimizer: torch.optim.Optim
     return state
 
 
-def train_one_epoch(state: LoopState, loader, schedule: Schedule, loss_fn: nn.Module, hooks: Callback) -> dict:
+def train_one_epoch(state: LoopState, loader, schedule: Schedule, loss_fn: nn.Module, hooks: Callback,
+                    precision: Precision | None = None) -> dict:
     """One pass over the training batches. Running sums stay tensors: no host sync per step."""
     model, optimizer = state.model, state.optimizer
+    precision = precision or Precision("cpu")
     model.train()
-    loss_sum = torch.zeros((), device=loader.images.device)
-    correct = torch.zeros((), dtype=torch.long, device=loader.images.device)
+    loss_sum = torch.zeros((), device=loader.device)
+    correct = torch.zeros((), dtype=torch.long, device=loader.device)
     seen = 0
     skip, state.resume_batch = state.resume_batch, 0
     if skip:  # resumed inside this epoch: same data order, the done batches are drawn but not trained
@@ -68,11 +72,10 @@ def train_one_epoch(state: LoopState, loader, schedule: Schedule, loss_fn: nn.Mo
     for batch, (images, labels) in enumerate(loader, start=1):
         if batch <= skip:
             continue
-        logits = model(images)
-        loss = loss_fn(logits, labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        with precision.autocast():
+            logits = model(images)
+            loss = loss_fn(logits, labels)
+        precision.backward_step(loss, optimizer)
         schedule.after_batch()
         loss_sum += loss.detach() * len(labels)
         correct += (logits.detach().argmax(1) == labels).sum()

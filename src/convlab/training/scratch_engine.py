@@ -30,6 +30,10 @@ def check_options(conf: Config, resuming: bool = False) -> None:
     if conf.train.device not in ("auto", "cpu"):
         raise ConvlabError(f"--device {conf.train.device}: the scratch engine runs on the CPU only; "
                            f"use --device cpu (or auto), or --engine torch")
+    if conf.train.amp in ("bf16", "fp16") or conf.train.compile:
+        option = f"--amp {conf.train.amp}" if conf.train.amp in ("bf16", "fp16") else "--compile"
+        raise ConvlabError(f"{option}: the scratch engine computes in float32 with NumPy; leave {option} out, "
+                           f"or use --engine torch")
     if find_model(conf.model.name).family != "preset":
         raise ConvlabError(f"--model {conf.model.name}: the scratch engine trains the presets only (tiny-cnn, "
                            f"mnist-cnn, lenet, small-cnn, resnet8); use --engine torch for torchvision models")

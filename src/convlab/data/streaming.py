@@ -1,0 +1,187 @@
+"""Large image folders: a decoded-image cache on disk (a uint8 memmap) and a DataLoader that streams it.
+
+Decoding JPEGs costs far more than training reads: the cache decodes every image once, at the
+training resolution, into `$CONVLAB_HOME/decoded/<key>.u8` (N, C, S, S) with DataLoader workers and a
+progress bar. Later epochs, and later runs on the same files, read batches from the memory-mapped
+file instead of decoding. The key hashes the file paths, sizes, modification times, channels and size,
+so a changed folder gets a new cache. When the disk lacks room the caller falls back to decoding
+into memory.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset
+
+from .augment import Augmentation
+from .batches import Normalization
+from .download import cache_root
+
+MEMORY_LIMIT_BYTES = 2 << 30  # auto: decoded sets larger than this stream from the disk cache
+DISK_MARGIN_BYTES = 256 << 20  # leave this much free after writing a cache
+DECODE_BATCH = 64
+
+
+def decoded_bytes(count: int, channels: int, size: int) -> int:
+    return count * channels * size * size
+
+
+def wants_streaming(setting: str, count: int, channels: int, size: int) -> bool:
+    """memory / streaming as asked; auto streams when the decoded images exceed MEMORY_LIMIT_BYTES."""
+    if setting == "auto":
+        return decoded_bytes(count, channels, size) > MEMORY_LIMIT_BYTES
+    return setting == "streaming"
+
+
+def cache_key(files: list[Path], channels: int, size: int) -> str:
+    digest = hashlib.sha256(f"{channels}x{size}".encode())
+    for path in files:
+        stat = path.stat()
+        digest.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:24]
+
+
+class _DecodeFiles(Dataset):
+    """Batches of files decoded to (B, C, S, S) uint8 in worker processes."""
+
+    def __init__(self, files: list[Path], channels: int, size: int):
+        self.files, self.channels, self.size = files, channels, size
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitems__(self, indices: list[int]) -> np.ndarray:
+        from .imagefolder import load_image
+
+        return np.stack([load_image(self.files[i], self.channels, self.size) for i in indices])
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.__getitems__([index])[0]
+
+
+def _identity(batch):
+    return batch
+
+
+def build_decoded_cache(files: list[Path], channels: int, size: int, workers: int | None = None,
+                        folder: Path | None = None) -> np.ndarray | None:
+    """The decoded images of `files` as a read-only memmap (N, C, size, size), built on first use.
+
+    Returns None when the cache folder lacks the room (the caller decodes into memory instead).
+    """
+    folder = Path(folder) if folder else cache_root() / "decoded"
+    shape = (len(files), channels, size, size)
+    path = folder / f"{cache_key(files, channels, size)}.u8"
+    if path.is_file() and path.stat().st_size == decoded_bytes(*shape[:2], size):
+        return np.memmap(path, dtype=np.uint8, mode="r", shape=shape)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return None
+    if free < decoded_bytes(*shape[:2], size) + DISK_MARGIN_BYTES:
+        return None
+    partial = path.with_suffix(".partial")
+    try:
+        out = np.memmap(partial, dtype=np.uint8, mode="w+", shape=shape)
+        workers = (os.cpu_count() or 1) if workers is None else workers
+        batches = DataLoader(_DecodeFiles(files, channels, size), batch_size=DECODE_BATCH, num_workers=workers,
+                             collate_fn=_identity, generator=torch.Generator().manual_seed(0))
+        _fill(out, batches, len(files))
+        out.flush()
+        del out
+        os.replace(partial, path)  # only a complete cache ever carries the final name
+    except OSError:
+        partial.unlink(missing_ok=True)
+        return None
+    return np.memmap(path, dtype=np.uint8, mode="r", shape=shape)
+
+
+def _fill(out: np.ndarray, batches, total: int) -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    with Progress(TextColumn("decoding images into the cache"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=console, transient=True,
+                  disable=not sys.stderr.isatty()) as progress:
+        task = progress.add_task("decode", total=total)
+        start = 0
+        for batch in batches:
+            out[start:start + len(batch)] = batch
+            start += len(batch)
+            progress.update(task, completed=start)
+
+
+class _MemmapBatches(Dataset):
+    """Whole batches read from a (memory-mapped) uint8 array by a list of row indices."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray):
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, indices: list[int]):
+        """A whole batch (the sampler yields lists of rows): (B, C, H, W) uint8 and (B,) labels."""
+        rows = np.sort(np.asarray(indices))  # sorted rows read the file front to back
+        return torch.from_numpy(np.ascontiguousarray(self.images[rows])), torch.from_numpy(self.labels[rows])
+
+
+class StreamingLoader:
+    """Iterates (images, labels) batches of rows `index` of an on-disk uint8 array; BatchLoader's interface.
+
+    DataLoader workers read and collate the rows; normalization, channels_last and augmentation run on
+    whole batches on the device, exactly as in BatchLoader.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, index: np.ndarray | None, batch_size: int,
+                 norm: Normalization, device: torch.device, shuffle: bool = False,
+                 augment: Augmentation | None = None, generator: torch.Generator | None = None,
+                 channels_last: bool = False, rank: int = 0, world_size: int = 1, workers: int = 0):
+        self.images, self.labels = images, np.asarray(labels)
+        self.index = np.arange(len(self.labels)) if index is None else np.asarray(index)
+        self.batch_size, self.norm, self._device = batch_size, norm, device
+        self.shuffle, self.augment = shuffle, augment
+        self.generator = generator or torch.Generator().manual_seed(0)
+        self.channels_last, self.rank, self.world_size, self.workers = channels_last, rank, world_size, workers
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @property
+    def num_samples(self) -> int:
+        return -(-len(self.index) // self.world_size)
+
+    def __len__(self) -> int:
+        return (self.num_samples + self.batch_size - 1) // self.batch_size
+
+    def _order(self) -> np.ndarray:
+        n = len(self.index)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        if self.world_size > 1:
+            padded = self.num_samples * self.world_size
+            order = torch.cat([order, order[:padded - n]])[self.rank::self.world_size]
+        return self.index[order.numpy()]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        rows = self._order().tolist()
+        sampler = BatchSampler(rows, self.batch_size, drop_last=False)
+        batches = DataLoader(_MemmapBatches(self.images, self.labels), sampler=sampler, batch_size=None,
+                             num_workers=self.workers, pin_memory=self._device.type == "cuda",
+                             collate_fn=_identity, generator=torch.Generator().manual_seed(0))  # leave the global RNG alone
+        for images, labels in batches:
+            images = images.to(self._device, non_blocking=True)
+            if self.augment is not None:
+                images = self.augment(images, self.generator)
+            if self.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            yield self.norm.apply(images), labels.to(self._device, non_blocking=True)

@@ -1,0 +1,100 @@
+"""Data-parallel training with torch.distributed: started by torchrun, one process per device.
+
+`torchrun --nproc_per_node=N -m convlab train ...` sets RANK, WORLD_SIZE, LOCAL_RANK and the
+rendezvous variables; `setup()` reads them, joins the process group (nccl on CUDA, gloo on CPU) and
+tells the session which rank it is. Each rank trains on its own shard (BatchLoader's rank/world_size)
+with a DistributedDataParallel model whose gradients are averaged every step; the epoch's training
+metrics are all-reduced; validation runs on the whole validation split on every rank, so every rank
+takes the same best-epoch and early-stopping decisions. Only rank 0 prints and writes the run folder.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..errors import ConvlabError
+from .callbacks import Callback
+
+
+@dataclass(frozen=True)
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def setup(device: torch.device) -> tuple[Distributed, torch.device]:
+    """Join the process group when started by torchrun; returns (ranks, this process's device).
+
+    Without torchrun (WORLD_SIZE unset or 1) nothing happens: a single process, rank 0.
+    """
+    if not launched_by_torchrun():
+        return Distributed(), device
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise ConvlabError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} GPUs here; "
+                               f"pass torchrun --nproc_per_node at most the number of GPUs")
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        backend = "nccl"
+    elif device.type == "cpu":
+        backend = "gloo"
+    else:
+        raise ConvlabError(f"distributed training runs on cuda or cpu, not {device.type}; pass --device cpu "
+                           "or --device cuda")
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+    return Distributed(rank, world, local_rank), device
+
+
+def wrap_model(model: nn.Module, ranks: Distributed, device: torch.device) -> nn.Module:
+    """DistributedDataParallel around the model (same parameters) when there are several ranks."""
+    if not ranks.enabled:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def teardown(ranks: Distributed) -> None:
+    if ranks.enabled and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+class AllReduceMetrics(Callback):
+    """Averages the epoch's training loss and accuracy over the ranks (shards are the same size).
+
+    It must come first among the callbacks so loggers, history and early stopping see global values.
+    """
+
+    KEYS = ("train_loss", "train_accuracy")
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def on_epoch_end(self, state, logs):
+        values = torch.tensor([float(logs[k]) for k in self.KEYS], dtype=torch.float64, device=self.device)
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+        values /= dist.get_world_size()
+        for key, value in zip(self.KEYS, values.tolist()):
+            logs[key] = value
+        logs["images_per_second"] = logs["images_per_second"] * dist.get_world_size()
