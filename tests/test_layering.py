@@ -10,7 +10,8 @@ import convlab
 
 PACKAGE = Path(convlab.__file__).parent
 # Lowest first. A module may import its own part and the parts before it, never a later one.
-LAYERS = ["scratch", "errors", "config", "data", "models", "training", "evaluate", "run", "session", "cli"]
+LAYERS = ["scratch", "errors", "config", "data", "models", "training", "evaluate", "run", "session", "compress",
+          "cli"]
 TOP_LEVEL = {"__init__", "__main__"}  # the public API and the entry point may import anything
 
 

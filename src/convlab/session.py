@@ -56,11 +56,13 @@ def seed_everything(seed: int) -> None:
 
 
 def train(config: str | Path | None = None, *, console: Console | None = None, resume: str | Path | None = None,
-          **overrides) -> Run:
+          loss_for=None, callbacks: list | None = None, **overrides) -> Run:
     """Train a model and write its run folder. Keywords are the CLI's flags (data=, model=, epochs=, ...).
 
     `config` is an optional YAML file applied before the keywords; the dataset's recipe fills the rest.
     `resume` is a run folder whose last checkpoint is continued with the run's saved config.
+    `loss_for(model, splits, norm) -> loss_fn` replaces the cross-entropy loss and `callbacks` run
+    before the built-in ones (distillation uses both).
     """
     unknown = [k for k in overrides if k not in cfg.FLAT_KEYS]
     if unknown:
@@ -78,11 +80,12 @@ def train(config: str | Path | None = None, *, console: Console | None = None, r
     if not conf.train.deterministic or conf.train.threads:  # --deterministic keeps its fixed thread count
         performance.set_threads(conf.train.threads, device)
     with deterministic_mode(conf.train.deterministic):
-        return _train(conf, console, resuming=resume is not None, ranks=ranks, device=device)
+        return _train(conf, console, resuming=resume is not None, ranks=ranks, device=device, loss_for=loss_for,
+                      extra_callbacks=callbacks)
 
 
 def _train(conf: cfg.Config, console: Console, resuming: bool, ranks: distributed.Distributed | None = None,
-           device: torch.device | None = None) -> Run:
+           device: torch.device | None = None, loss_for=None, extra_callbacks: list | None = None) -> Run:
     ranks = ranks or distributed.Distributed()
     device = device or pick_device(conf.train.device)
     seed_everything(conf.train.seed)
@@ -138,12 +141,15 @@ def _train(conf: cfg.Config, console: Console, resuming: bool, ranks: distribute
     optimizer = build_optimizer(model, conf.optim)
     schedule = build_schedule(optimizer, conf.optim, conf.train.epochs, len(train_loader))
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=conf.optim.label_smoothing)
+    if loss_for is not None:
+        loss_fn = loss_for(model, splits, norm)
 
     history = History(run_dir / "metrics.csv")
     interactive = console.is_terminal and not conf.train.quiet
     best = BestModel()
     guard = NonFiniteLossGuard(conf.optim.lr, run_dir / CHECKPOINTS)
-    callbacks = [guard, ProgressBar(console) if interactive else PlainLogger(console), history, best]
+    callbacks = [*(extra_callbacks or []), guard, ProgressBar(console) if interactive else PlainLogger(console),
+                 history, best]
     if ranks.enabled:
         callbacks.insert(0, distributed.AllReduceMetrics(device))
     stateful = {"history": history, "best": best}

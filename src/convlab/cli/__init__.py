@@ -8,10 +8,10 @@ import os
 import sys
 
 from ..errors import ConvlabError
-from . import explain, listing, train, use
+from . import compress, explain, listing, train, use
 from .common import Parser
 
-COMMAND_MODULES = [train, use, listing, explain]
+COMMAND_MODULES = [train, use, compress, listing, explain]
 
 
 def build_parser() -> Parser:

@@ -10,7 +10,7 @@ from ..errors import ConvlabError
 def add_commands(sub: argparse._SubParsersAction) -> None:
     ev = sub.add_parser("eval", help="metrics of a run on its test split or on other data",
                         description="Evaluate a run folder on its test split, or on --data/--data-dir.")
-    ev.add_argument("run_dir", metavar="RUN_DIR")
+    ev.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, a compressed variant folder or a .onnx file")
     ev.add_argument("--data", metavar="NAME", help="evaluate on this dataset's test split instead")
     ev.add_argument("--data-dir", metavar="DIR", help="folder with that dataset's files")
     ev.add_argument("--json", action="store_true", help="print the metrics as one JSON document")
@@ -18,7 +18,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     pr = sub.add_parser("predict", help="classify images with a run",
                         description="Classify image files or folders of images with a trained run.")
-    pr.add_argument("run_dir", metavar="RUN_DIR")
+    pr.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, a compressed variant folder or a .onnx file")
     pr.add_argument("paths", metavar="PATH", nargs="+", help="image files or folders")
     pr.add_argument("--top-k", type=int, default=5, metavar="K", help="how many classes to show (default: 5)")
     pr.add_argument("--json", action="store_true", help='print [{"path", "top": [{"label", "prob"}]}] as JSON')
@@ -38,10 +38,10 @@ def cmd_eval(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from ..run import load_run
+    from ..compress.variant import load_variant
 
     set_cpu_threads()
-    run = load_run(args.run_dir)
+    run = load_variant(args.run_dir)
     metrics = run.evaluate(data=args.data, data_dir=args.data_dir)
     if args.json:
         print(json.dumps(metrics, indent=1, ensure_ascii=False))
@@ -61,12 +61,12 @@ def cmd_eval(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from ..run import load_run
+    from ..compress.variant import load_variant
 
     if args.top_k < 1:
         raise ConvlabError(f"--top-k must be at least 1, got {args.top_k}")
     set_cpu_threads()
-    run = load_run(args.run_dir)
+    run = load_variant(args.run_dir)
     results = run.predict(args.paths, top_k=args.top_k)
     if args.json:
         print(json.dumps(results, indent=1, ensure_ascii=False))

@@ -1,0 +1,116 @@
+"""One table of model variants: size, accuracy and latency per image at batch 1 and 64, plus a bar chart.
+
+Every variant is evaluated on the same test split and timed in this process, one after another, on
+this machine's CPU: the numbers compare variants with each other, not with other machines.
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from rich.table import Table
+
+from .measure import MB, file_size, gzip_size, measure_latency, weight_sparsity
+from .variant import load_test_split, load_variant, variant_kind, weights_path
+
+BATCH_SIZES = (1, 64)
+
+
+def variant_label(path: Path) -> str:
+    path = Path(path)
+    return f"{path.parent.name}/{path.name}" if path.is_file() else path.name
+
+
+def compare(paths: list[str | Path], data: str | None = None, data_dir: str | None = None,
+            latency_seconds: float = 0.5, threads: int = 1) -> list[dict]:
+    """Evaluate and time each run, variant folder or .onnx file; one dict per variant, in order."""
+    from .quantize import QuantizedRun, quantized_engine
+
+    rows = []
+    test_sets: dict[tuple, tuple] = {}
+    for path in paths:
+        run = load_variant(path)
+        key = (data or run.config.data.name, data_dir if data_dir is not None else
+               (run.config.data.data_dir if data is None else None), run.config.data.image_size)
+        if key not in test_sets:
+            test_sets[key] = load_test_split(run, data, data_dir)
+        test, classes = test_sets[key]
+        context = quantized_engine(run.engine) if isinstance(run, QuantizedRun) else nullcontext()
+        with context:
+            metrics = run.evaluate(arrays=test, classes=classes)
+            latency = measure_latency(run, BATCH_SIZES, latency_seconds, threads)
+        weights = weights_path(run)
+        model = getattr(run, "model", None)
+        sparsity = weight_sparsity(model) if isinstance(model, torch.nn.Module) and \
+            not isinstance(run, QuantizedRun) else None
+        rows.append({"variant": variant_label(path), "kind": variant_kind(run), "model": run.config.model.name,
+                     "path": str(path), "size_mb": file_size(weights) / MB, "gzip_mb": gzip_size(weights) / MB,
+                     "sparsity": sparsity, "accuracy": metrics["accuracy"], "test_images": metrics["num_samples"],
+                     "threads": threads or torch.get_num_threads(),
+                     **{f"ms_per_image_batch_{b}": latency[f"batch_{b}"] for b in BATCH_SIZES}})
+    return rows
+
+
+def comparison_table(rows: list[dict]) -> Table:
+    images = rows[0]["test_images"] if rows else 0
+    threads = rows[0]["threads"] if rows else 0
+    table = Table(title=f"{images} test images; latency: ms per image (fastest of repeated calls), {threads} CPU thread"
+                  f"{'s' if threads != 1 else ''}")
+    for name, justify in (("variant", "left"), ("kind", "left"), ("model", "left"), ("size MB", "right"),
+                          ("gzip MB", "right"), ("sparsity", "right"), ("accuracy", "right"),
+                          ("ms/img b=1", "right"), ("ms/img b=64", "right")):
+        table.add_column(name, justify=justify)
+    for row in rows:
+        table.add_row(row["variant"], row["kind"], row["model"], f"{row['size_mb']:.3f}", f"{row['gzip_mb']:.3f}",
+                      "-" if row["sparsity"] is None else f"{row['sparsity']:.2f}", f"{row['accuracy']:.4f}",
+                      f"{row['ms_per_image_batch_1']:.4f}", f"{row['ms_per_image_batch_64']:.4f}")
+    return table
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The same table in Markdown, for notes and docs."""
+    lines = ["| variant | kind | model | size MB | gzip MB | sparsity | accuracy | ms/img b=1 | ms/img b=64 |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for row in rows:
+        sparsity = "-" if row["sparsity"] is None else f"{row['sparsity']:.2f}"
+        lines.append(f"| {row['variant']} | {row['kind']} | {row['model']} | {row['size_mb']:.3f} | "
+                     f"{row['gzip_mb']:.3f} | {sparsity} | {row['accuracy']:.4f} | "
+                     f"{row['ms_per_image_batch_1']:.4f} | {row['ms_per_image_batch_64']:.4f} |")
+    return "\n".join(lines)
+
+
+def plot_comparison(rows: list[dict], path: Path) -> None:
+    """Three panels of horizontal bars: size, accuracy, latency per image at batch 1 and 64."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    labels = [row["variant"] for row in rows]
+    y = np.arange(len(rows))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 1.2 + 0.45 * len(rows)), sharey=True)
+    axes[0].barh(y, [row["size_mb"] for row in rows], color="tab:blue", label="file")
+    axes[0].barh(y, [row["gzip_mb"] for row in rows], color="tab:cyan", height=0.4, label="gzip -9")
+    axes[0].set_title("size (MB)")
+    axes[0].legend(fontsize=8)
+    accuracy = [row["accuracy"] for row in rows]
+    axes[1].barh(y, accuracy, color="tab:green")
+    axes[1].set_xlim(max(0.0, min(accuracy) - 0.05), 1.0)
+    axes[1].set_title("test accuracy")
+    for i, value in enumerate(accuracy):
+        axes[1].text(value, i, f" {value:.4f}", va="center", fontsize=8)
+    axes[2].barh(y - 0.2, [row["ms_per_image_batch_1"] for row in rows], height=0.4, label="batch 1",
+                 color="tab:orange")
+    axes[2].barh(y + 0.2, [row["ms_per_image_batch_64"] for row in rows], height=0.4, label="batch 64",
+                 color="tab:red")
+    axes[2].set_title("latency (ms per image)")
+    axes[2].legend(fontsize=8)
+    axes[0].set_yticks(y, labels)
+    axes[0].invert_yaxis()
+    for ax in axes:
+        ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,195 @@
+"""ONNX export of a run, checked against PyTorch with onnxruntime, and running exported .onnx files.
+
+The file takes `images`: float32 (N, C, H, W) already normalized, N free, and gives `logits`: (N, classes).
+Its metadata_props carry what predict needs: convlab.labels, convlab.preprocess (size, channels,
+mean, std) and convlab.config (the run's settings). An export is kept only if onnxruntime's outputs
+match PyTorch's within the tolerance on random inputs at batch 1 and 5.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from .. import config as cfg
+from ..errors import ConvlabError
+from ..run import Preprocess, Run
+
+INPUT, OUTPUT = "images", "logits"
+DEFAULT_OPSET = 18
+DEFAULT_TOLERANCE = 1e-4
+CHECK_BATCHES = (1, 5)
+
+
+def _require_onnx() -> None:
+    import importlib.util
+
+    missing = [name for name in ("onnx", "onnxruntime", "onnxscript") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConvlabError(f"ONNX needs the packages {', '.join(missing)}: pip install 'convlab[onnx]'")
+
+
+def export_onnx(run: Run, out: str | Path | None = None, opset: int = DEFAULT_OPSET,
+                tolerance: float = DEFAULT_TOLERANCE, console: Console | None = None) -> Path:
+    """Write `run` as ONNX (default RUN_DIR/model.onnx) and return the path; refuse if outputs disagree."""
+    _require_onnx()
+    import onnx
+
+    from .quantize import QuantizedRun
+
+    console = console or Console(highlight=False, soft_wrap=True)
+    if isinstance(run, QuantizedRun):
+        raise ConvlabError(f"{run.path} is an int8 PyTorch model, which torch.onnx does not export; export the "
+                           f"float run it came from (onnxruntime can quantize the ONNX model itself)")
+    if not 7 <= opset <= 25:
+        raise ConvlabError(f"--opset must be between 7 and 25, got {opset}")
+    if not tolerance >= 0:
+        raise ConvlabError(f"--tolerance must be >= 0, got {tolerance}")
+    out = Path(out) if out is not None else run.path / "model.onnx"
+    if out.suffix != ".onnx":
+        raise ConvlabError(f"--out {out}: the file name must end in .onnx")
+    if not out.parent.is_dir():
+        raise ConvlabError(f"--out {out}: the folder {out.parent} does not exist")
+    model = copy.deepcopy(run.model).cpu().float().eval()
+    shape = (run.preprocess.channels, *run.preprocess.size)
+    example = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
+    staging = out.with_name(out.name + ".partial")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (example,), str(staging), input_names=[INPUT], output_names=[OUTPUT],
+                              dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), opset_version=opset,
+                              dynamo=True, external_data=False, verbose=False)
+        proto = onnx.load(str(staging))
+        _add_metadata(proto, run)
+        onnx.checker.check_model(proto)
+        onnx.save(proto, str(staging))
+        difference = max_difference(staging, model, shape)
+    except ConvlabError:
+        staging.unlink(missing_ok=True)
+        raise
+    except Exception as err:  # the exporter's own failures (unsupported ops, tracing) come in many types
+        staging.unlink(missing_ok=True)
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConvlabError(f"ONNX export of {run.path} ({run.config.model.name}) failed: {reason}") from None
+    if not difference <= tolerance:  # also catches NaN
+        staging.unlink(missing_ok=True)
+        batches = " and ".join(map(str, CHECK_BATCHES))
+        raise ConvlabError(f"export refused: onnxruntime's outputs differ from PyTorch's by up to {difference:.3g} "
+                           f"(tolerance {tolerance:g}) on random inputs at batch {batches}; {out} was not written")
+    staging.replace(out)
+    console.print(f"exported {run.config.model.name} to {out} (opset {opset}, {out.stat().st_size / 1e6:.3f} MB); "
+                  f"onnxruntime matches PyTorch: max abs difference {difference:.2g} <= {tolerance:g} "
+                  f"at batch {' and '.join(map(str, CHECK_BATCHES))}", markup=False)
+    return out
+
+
+def _add_metadata(proto, run: Run) -> None:
+    import convlab
+
+    entries = {
+        "convlab.labels": json.dumps(run.classes, ensure_ascii=False),
+        "convlab.preprocess": json.dumps(run.preprocess.to_json()),
+        "convlab.config": json.dumps(run.config.flat()),
+        "convlab.version": convlab.__version__,
+        "convlab.input": f"{INPUT}: float32 (N, C, H, W) = (pixel / 255 - mean) / std, see convlab.preprocess",
+        "convlab.output": f"{OUTPUT}: float32 (N, classes), classes in the order of convlab.labels",
+    }
+    del proto.metadata_props[:]
+    for key, value in entries.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.doc_string = f"convlab {run.config.model.name} classifier for {run.config.data.name}"
+
+
+def max_difference(path: Path, model: torch.nn.Module, shape: tuple[int, ...]) -> float:
+    """Largest |onnxruntime - PyTorch| over the logits of random normalized inputs at each check batch."""
+    session = _session(path)
+    generator = torch.Generator().manual_seed(1)
+    worst = 0.0
+    for batch in CHECK_BATCHES:
+        inputs = torch.randn(batch, *shape, generator=generator)
+        with torch.inference_mode():
+            expected = model(inputs).numpy()
+        got = session.run([OUTPUT], {INPUT: inputs.numpy()})[0]
+        if got.shape != expected.shape:
+            return float("inf")
+        worst = max(worst, float(np.abs(got.astype(np.float64) - expected).max()))
+    return worst
+
+
+def _session(path: Path, threads: int = 0):
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # errors only
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class OnnxRun(Run):
+    """An exported .onnx file used like a run: predict and evaluate through onnxruntime (CPU)."""
+
+    def __init__(self, path: Path, session, config: cfg.Config, classes: list[str], preprocess: Preprocess):
+        super().__init__(path, None, config, classes, preprocess, metrics=None, device="cpu")
+        self.session = session
+
+    def normalize(self, images: np.ndarray) -> np.ndarray:
+        """(N, C, H, W) uint8 -> the model's float32 input."""
+        mean = np.asarray(self.preprocess.mean, dtype=np.float32).reshape(1, -1, 1, 1)
+        std = np.asarray(self.preprocess.std, dtype=np.float32).reshape(1, -1, 1, 1)
+        return ((images.astype(np.float32) / 255.0 - mean) / std).astype(np.float32)
+
+    def predict_arrays(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        out = []
+        for start in range(0, len(images), batch_size):
+            logits = self.session.run([OUTPUT], {INPUT: self.normalize(images[start:start + batch_size])})[0]
+            out.append(torch.softmax(torch.from_numpy(logits).double(), dim=1).numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes)))
+
+    def session_call(self, images: np.ndarray, threads: int = 0):
+        """A no-argument call running the model once on `images` (normalized beforehand), for timing.
+
+        threads: onnxruntime's intra-op threads (0: its default, every core).
+        """
+        session = _session(self.path, threads) if threads else self.session
+        inputs = {INPUT: self.normalize(images)}
+        return lambda: session.run([OUTPUT], inputs)
+
+
+def load_onnx(path: str | Path) -> OnnxRun:
+    """Open a .onnx file written by `convlab export` (labels and preprocessing from its metadata)."""
+    _require_onnx()
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConvlabError(f"{path} does not exist")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # protobuf's decode errors have no common base class
+        raise ConvlabError(f"{path}: not a readable ONNX file ({str(err).splitlines()[0] if str(err) else err})") \
+            from None
+    meta = {entry.key: entry.value for entry in proto.metadata_props}
+    if "convlab.labels" not in meta or "convlab.preprocess" not in meta:
+        raise ConvlabError(f"{path} has no convlab labels/preprocessing in its metadata; export it with "
+                           f"'convlab export RUN_DIR'")
+    try:
+        classes = json.loads(meta["convlab.labels"])
+        preprocess = Preprocess.from_json(json.loads(meta["convlab.preprocess"]))
+        flat = json.loads(meta.get("convlab.config", "{}"))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise ConvlabError(f"{path}: the convlab metadata is damaged ({err})") from None
+    config = cfg.Config()
+    for key, value in flat.items():
+        if key in cfg.FLAT_KEYS:  # settings a later convlab added are ignored
+            section, name = cfg.FLAT_KEYS[key]
+            setattr(getattr(config, section), name, cfg.coerce(key, value, str(path)))
+    return OnnxRun(path, _session(path), config, classes, preprocess)
