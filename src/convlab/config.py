@@ -19,6 +19,7 @@ Device = Literal["auto", "cpu", "cuda", "mps"]
 Loader = Literal["auto", "memory", "streaming"]
 Amp = Literal["auto", "off", "bf16", "fp16"]
 Switch = Literal["auto", "on", "off"]
+Engine = Literal["torch", "scratch"]
 
 
 def _opt(default, help: str, **checks):
@@ -73,6 +74,7 @@ class TrainConfig:
     compile: bool = _opt(False, "torch.compile the model (slow start, faster steps on long GPU runs)")
     deterministic: bool = _opt(False, "deterministic kernels and fixed threads: a rerun or a resumed run gives "
                                       "bit-identical weights (slower on GPU)")
+    engine: Engine = _opt("torch", "torch, or scratch: the NumPy engine written by hand (presets, CPU only)")
 
 
 @dataclass

@@ -16,6 +16,7 @@ import torch
 from rich.console import Console
 
 from . import config as cfg
+from . import scratch
 from .data.arrays import ImageArrays, Splits
 from .data.augment import build_augmentation
 from .data.batches import BatchLoader, Normalization
@@ -31,6 +32,7 @@ from .training import distributed, performance
 from .training.device import pick_device
 from .training.loop import fit
 from .training.optim import build_optimizer, build_schedule
+from .training.scratch_engine import check_options as check_scratch_options, fit_scratch
 from .training.checkpoint import CHECKPOINTS, LAST, Checkpointer, check_free_space, checkpoint_bytes, \
     checkpoint_position
 from .training.determinism import deterministic_mode
@@ -50,6 +52,7 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    scratch.nn.manual_seed(seed)  # dropout in the scratch engine
 
 
 def train(config: str | Path | None = None, *, console: Console | None = None, resume: str | Path | None = None,
@@ -90,6 +93,9 @@ def _train(conf: cfg.Config, console: Console, resuming: bool, ranks: distribute
     ranks = ranks or distributed.Distributed()
     device = device or pick_device(conf.train.device)
     seed_everything(conf.train.seed)
+    if conf.train.engine == "scratch":
+        check_scratch_options(conf, resuming)
+        device = torch.device("cpu")
     splits = load_dataset(conf.data.name, conf.data.data_dir, conf.data.image_size, strict=conf.data.strict,
                           loader=conf.data.loader)
     streamed = isinstance(splits.train.images, np.memmap)  # rows stay in the decoded cache on disk
@@ -169,8 +175,11 @@ def _train(conf: cfg.Config, console: Console, resuming: bool, ranks: distribute
         console.print(f"resuming {run_dir} after {where}", markup=False)
 
     started = time.perf_counter()
-    state = fit(trained, train_loader, val_loader, optimizer, schedule, loss_fn, conf.train.epochs, callbacks,
-                precision=precision)
+    if conf.train.engine == "scratch":  # the NumPy engine trains a twin of `model` and copies its weights back
+        state, _ = fit_scratch(model, train_loader, val_loader, conf.optim, conf.train.epochs, callbacks)
+    else:
+        state = fit(trained, train_loader, val_loader, optimizer, schedule, loss_fn, conf.train.epochs, callbacks,
+                    precision=precision)
     train_seconds = time.perf_counter() - started
     distributed.teardown(ranks)
     if not ranks.is_main:

@@ -8,10 +8,10 @@ import os
 import sys
 
 from ..errors import ConvlabError
-from . import compress, insight, listing, train, use
+from . import compress, explain, insight, listing, train, use
 from .common import Parser
 
-COMMAND_MODULES = [train, use, insight, compress, listing]
+COMMAND_MODULES = [train, use, insight, compress, explain, listing]
 
 
 def build_parser() -> Parser:
