@@ -10,8 +10,8 @@ import convlab
 
 PACKAGE = Path(convlab.__file__).parent
 # Lowest first. A module may import its own part and the parts before it, never a later one.
-LAYERS = ["errors", "config", "data", "models", "training", "evaluate", "run", "session", "finetune", "compress",
-          "cli"]
+LAYERS = ["scratch", "errors", "config", "data", "models", "training", "evaluate", "run", "session", "finetune",
+          "insight", "compress", "cli"]
 TOP_LEVEL = {"__init__", "__main__"}  # the public API and the entry point may import anything
 
 
@@ -63,3 +63,22 @@ def test_imports_point_down(module_path):
 ])
 def test_the_checker_reads_every_import_form(source, package, expected):
     assert imported_parts(source, package) == expected
+
+
+def test_scratch_imports_only_numpy_and_the_standard_library():
+    """convlab.scratch is the NumPy engine: numpy, the standard library and its own modules, nothing else."""
+    import sys
+
+    allowed = set(sys.stdlib_module_names) | {"numpy", "__future__"}
+    for module_path in sorted((PACKAGE / "scratch").rglob("*.py")):
+        for node in ast.walk(ast.parse(module_path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level == 1:  # from . import x / from .x import y: its own package
+                    continue
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                assert name.split(".")[0] in allowed, f"{module_path.name} imports {name}"

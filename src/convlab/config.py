@@ -20,6 +20,7 @@ Strategy = Literal["linear-probe", "full", "two-stage", "gradual"]
 Loader = Literal["auto", "memory", "streaming"]
 Amp = Literal["auto", "off", "bf16", "fp16"]
 Switch = Literal["auto", "on", "off"]
+Engine = Literal["torch", "scratch"]
 
 
 def _opt(default, help: str, **checks):
@@ -70,12 +71,15 @@ class TrainConfig:
     device: Device = _opt("auto", "where to train: auto picks cuda, then mps, then cpu")
     out: str | None = _opt(None, "run folder (default: runs/<data>-<model>-<timestamp>)")
     quiet: bool = _opt(False, "plain one-line-per-epoch output instead of progress bars")
+    tensorboard: bool = _opt(False, "log loss, accuracy, lr and the validation confusion matrix to "
+                                    "RUN_DIR/tensorboard (needs the tensorboard package: convlab[tensorboard])")
     threads: int = _opt(0, "CPU threads for torch (0: the cores other processes leave idle)", min=0)
     channels_last: Switch = _opt("auto", "NHWC memory format (auto: on for conv nets on CPU and CUDA)")
     amp: Amp = _opt("auto", "mixed precision (auto: bf16 on CUDA where supported, else fp16; off on CPU)")
     compile: bool = _opt(False, "torch.compile the model (slow start, faster steps on long GPU runs)")
     deterministic: bool = _opt(False, "deterministic kernels and fixed threads: a rerun or a resumed run gives "
                                       "bit-identical weights (slower on GPU)")
+    engine: Engine = _opt("torch", "torch, or scratch: the NumPy engine written by hand (presets, CPU only)")
 
 
 @dataclass

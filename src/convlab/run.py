@@ -154,6 +154,12 @@ class Run:
             results.append({"path": name, "top": [{"label": self.classes[i], "prob": float(row[i])} for i in order]})
         return results
 
+    def scratch_model(self):
+        """The model in the NumPy engine (convlab.scratch), with the same weights; presets only."""
+        from .models.to_scratch import to_scratch
+
+        return to_scratch(self.model.cpu()).eval()
+
     # -- helpers ---------------------------------------------------------------------------------------
     def _conform(self, arrays: ImageArrays) -> ImageArrays:
         """Bring other data to the run's channels and size (e.g. evaluating on another folder)."""

@@ -16,6 +16,7 @@ import torch
 from rich.console import Console
 
 from . import config as cfg
+from . import scratch
 from .data.arrays import ImageArrays, Splits
 from .data.augment import build_augmentation
 from .data.batches import BatchLoader, Normalization
@@ -32,6 +33,7 @@ from .training import distributed, performance
 from .training.device import pick_device
 from .training.loop import fit
 from .training.optim import build_optimizer, build_schedule
+from .training.scratch_engine import check_options as check_scratch_options, fit_scratch
 from .training.checkpoint import CHECKPOINTS, LAST, Checkpointer, check_free_space, checkpoint_bytes, \
     checkpoint_position
 from .training.determinism import deterministic_mode
@@ -51,6 +53,7 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    scratch.nn.manual_seed(seed)  # dropout in the scratch engine
 
 
 def train(config: str | Path | None = None, *, console: Console | None = None, resume: str | Path | None = None,
@@ -78,6 +81,10 @@ def train(config: str | Path | None = None, *, console: Console | None = None, r
     if not ranks.is_main:  # under torchrun only rank 0 prints and writes the run folder
         console = Console(file=open(os.devnull, "w"))
     print_config(console, conf, origin)
+    if conf.train.tensorboard:
+        from .evaluate.tensorboard import summary_writer_class
+
+        summary_writer_class()  # fail now, not after the data is loaded, when tensorboard is missing
     if not conf.train.deterministic or conf.train.threads:  # --deterministic keeps its fixed thread count
         performance.set_threads(conf.train.threads, device)
     with deterministic_mode(conf.train.deterministic):
@@ -90,6 +97,9 @@ def _train(conf: cfg.Config, console: Console, resuming: bool, ranks: distribute
     ranks = ranks or distributed.Distributed()
     device = device or pick_device(conf.train.device)
     seed_everything(conf.train.seed)
+    if conf.train.engine == "scratch":
+        check_scratch_options(conf, resuming)
+        device = torch.device("cpu")
     splits = load_dataset(conf.data.name, conf.data.data_dir, conf.data.image_size, strict=conf.data.strict,
                           loader=conf.data.loader)
     splits = select_subset(splits, conf.data.classes, conf.data.train_per_class, conf.train.seed)
@@ -157,6 +167,10 @@ def _train(conf: cfg.Config, console: Console, resuming: bool, ranks: distribute
         callbacks.append(stateful["early_stop"])
     elif conf.train.early_stop:
         console.print("note: --early-stop needs a validation split (--val-fraction > 0); it is off")
+    if conf.train.tensorboard and ranks.is_main:
+        from .evaluate.tensorboard import TensorBoardLogger
+
+        callbacks.append(TensorBoardLogger(run_dir / "tensorboard", val_loader, splits.classes))
     checkpointer = Checkpointer(run_dir / CHECKPOINTS, schedule, {"data_order": generator}, stateful,
                                 resume=resuming, resume_hint=f"convlab train --resume {run_dir}")
     callbacks.append(checkpointer)  # last: it saves what the others have updated
@@ -166,8 +180,11 @@ def _train(conf: cfg.Config, console: Console, resuming: bool, ranks: distribute
         console.print(f"resuming {run_dir} after {where}", markup=False)
 
     started = time.perf_counter()
-    state = fit(trained, train_loader, val_loader, optimizer, schedule, loss_fn, conf.train.epochs, callbacks,
-                precision=precision)
+    if conf.train.engine == "scratch":  # the NumPy engine trains a twin of `model` and copies its weights back
+        state, _ = fit_scratch(model, train_loader, val_loader, conf.optim, conf.train.epochs, callbacks)
+    else:
+        state = fit(trained, train_loader, val_loader, optimizer, schedule, loss_fn, conf.train.epochs, callbacks,
+                    precision=precision)
     train_seconds = time.perf_counter() - started
     distributed.teardown(ranks)
     if not ranks.is_main:

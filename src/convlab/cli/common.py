@@ -15,12 +15,15 @@ class Parser(argparse.ArgumentParser):
 
 
 def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] = cfg.TRAIN_SECTIONS,
-                     renamed: dict[str, str] | None = None) -> None:
+                     renamed: dict[str, str] | None = None, exclude: set[str] = frozenset()) -> None:
     """One flag per config field, with the field's type, choices and help: the config is the single source.
 
     `renamed` gives a key another flag name (finetune's `source` is `--from`); `--source` works too.
+    `exclude` leaves out fields a command defines differently (e.g. tune's --out is the study folder).
     """
     for key in config_keys(sections):
+        if key in exclude:
+            continue
         info = cfg.field_info(key)
         kind = cfg.field_type(key)
         help_text = info.metadata["help"]

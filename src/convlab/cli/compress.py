@@ -4,8 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .. import config as cfg
-from .common import Parser, add_config_flags
+from .common import Parser, add_config_flags, config_keys
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -107,7 +106,7 @@ def cmd_quantize(args) -> int:
 def cmd_distill(args) -> int:
     from ..compress.distill import distill
 
-    overrides = {key: getattr(args, key) for key in cfg.FLAT_KEYS}
+    overrides = {key: getattr(args, key) for key in config_keys()}
     distill(args.teacher, temperature=args.temperature, alpha=args.alpha, config=args.config, **overrides)
     return 0
 

@@ -34,6 +34,13 @@ def plot_curves(history: list[dict], path: Path) -> None:
 
 def plot_confusion_matrix(matrix: list[list[int]], classes: list[str], path: Path) -> None:
     """Counts with true class on rows, predicted on columns; cells annotated when the grid is small."""
+    fig = confusion_figure(matrix, classes)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def confusion_figure(matrix: list[list[int]], classes: list[str], title: str = "confusion matrix (test)"):
+    """The confusion matrix as a matplotlib Figure (saved by plot_confusion_matrix, logged by TensorBoard)."""
     cm = np.asarray(matrix)
     size = max(4.5, 0.45 * len(classes) + 2)
     fig, ax = plt.subplots(figsize=(size + 1, size))
@@ -50,7 +57,6 @@ def plot_confusion_matrix(matrix: list[list[int]], classes: list[str], path: Pat
             for j in range(cm.shape[1]):
                 ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
                         color="white" if cm[i, j] > threshold else "black")
-    ax.set_title("confusion matrix (test)")
+    ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig

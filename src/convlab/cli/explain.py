@@ -1,0 +1,100 @@
+"""`convlab explain conv|pool|linear|residual|backprop`: the arithmetic of each layer, step by step."""
+from __future__ import annotations
+
+import argparse
+
+from ..errors import ConvlabError
+from ..scratch import explain
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("explain", help="show the computation of a layer step by step",
+                            description="Print a layer's computation step by step with small numbers. Matrices "
+                                        "are written as rows separated by ';', e.g. --input \"1 0 2; 0 1 1\".")
+    topics = parser.add_subparsers(dest="topic", metavar="TOPIC", parser_class=type(parser))
+    topics.required = True
+
+    conv = topics.add_parser("conv", help="each window, its products and sum, then the output matrix",
+                             description="Convolution step by step. Without --input/--kernel: the texts' 5x5 "
+                                         "example with a 3x3 kernel.")
+    conv.add_argument("--input", metavar="ROWS", help=f"input matrix (default: \"{explain.EXAMPLE_INPUT}\")")
+    conv.add_argument("--kernel", metavar="ROWS", help=f"kernel matrix (default: \"{explain.EXAMPLE_KERNEL}\")")
+    conv.add_argument("--stride", type=int, default=1, metavar="N", help="step between windows (default: 1)")
+    conv.add_argument("--padding", type=int, default=0, metavar="N", help="rings of zeros around the input "
+                                                                           "(default: 0)")
+    conv.add_argument("--mode", choices=["correlation", "convolution"], default="correlation",
+                      help="correlation (what frameworks compute, the default) or true convolution (kernel "
+                           "turned 180 degrees)")
+    conv.set_defaults(func=cmd_conv)
+
+    pool = topics.add_parser("pool", help="max and average pooling of each window",
+                             description="Pooling step by step. Without --input: a 4x4 example, 2x2 windows, "
+                                         "stride 2.")
+    pool.add_argument("--input", metavar="ROWS", help=f"input matrix (default: \"{explain.POOL_INPUT}\")")
+    pool.add_argument("--size", type=int, default=2, metavar="N", help="window size (default: 2)")
+    pool.add_argument("--stride", type=int, default=None, metavar="N", help="step between windows "
+                                                                             "(default: the window size)")
+    pool.set_defaults(func=cmd_pool)
+
+    linear = topics.add_parser("linear", help="a fully connected layer, y = W x + b, one output at a time",
+                               description="A fully connected layer step by step.")
+    linear.add_argument("--x", metavar="ROW", help="input vector, e.g. \"1 2 3\"")
+    linear.add_argument("--weight", metavar="ROWS", help="weight matrix, outputs x inputs")
+    linear.add_argument("--bias", metavar="ROW", help="bias vector, one per output (default: zeros)")
+    linear.set_defaults(func=cmd_linear)
+
+    residual = topics.add_parser("residual", help="a residual block, y = relu(F(x) + x)",
+                                 description="A residual block step by step, and why the shortcut helps training.")
+    residual.add_argument("--input", metavar="ROWS", help="input matrix")
+    residual.add_argument("--kernel", metavar="ROWS", help="odd square kernel of F")
+    residual.set_defaults(func=cmd_residual)
+
+    backprop = topics.add_parser("backprop", help="the chain rule on one neuron, checked by finite differences",
+                                 description="Backpropagation through z = w*x + b, a = sigmoid(z), "
+                                             "L = (a - t)^2.")
+    for name, default in (("x", 2.0), ("w", 0.5), ("b", -0.5), ("target", 1.0)):
+        backprop.add_argument(f"--{name}", type=float, default=default, metavar="X", help=f"(default: {default})")
+    backprop.set_defaults(func=cmd_backprop)
+
+
+def _matrix(option: str, text: str | None):
+    if text is None:
+        return None
+    try:
+        return explain.parse_matrix(text)
+    except ValueError as err:
+        raise ConvlabError(f"{option} {text!r}: {err}; write rows separated by ';' and numbers by spaces, "
+                           f"e.g. \"1 0 1; 0 1 0\"") from None
+
+
+def _show(build, what: str) -> int:
+    try:
+        print(build())
+    except ValueError as err:
+        raise ConvlabError(f"{what}: {err}") from None
+    return 0
+
+
+def cmd_conv(args) -> int:
+    image, kernel = _matrix("--input", args.input), _matrix("--kernel", args.kernel)
+    return _show(lambda: explain.explain_conv(image, kernel, args.stride, args.padding, args.mode),
+                 "--input/--kernel/--stride/--padding")
+
+
+def cmd_pool(args) -> int:
+    image = _matrix("--input", args.input)
+    return _show(lambda: explain.explain_pool(image, args.size, args.stride), f"--size {args.size}")
+
+
+def cmd_linear(args) -> int:
+    x, weight, bias = _matrix("--x", args.x), _matrix("--weight", args.weight), _matrix("--bias", args.bias)
+    return _show(lambda: explain.explain_linear(x, weight, bias), "--x/--weight/--bias")
+
+
+def cmd_residual(args) -> int:
+    image, kernel = _matrix("--input", args.input), _matrix("--kernel", args.kernel)
+    return _show(lambda: explain.explain_residual(image, kernel), "--kernel")
+
+
+def cmd_backprop(args) -> int:
+    return _show(lambda: explain.explain_backprop(args.x, args.w, args.b, args.target), "backprop")

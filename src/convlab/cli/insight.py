@@ -1,0 +1,108 @@
+"""`convlab gradcam`, `convlab features`, `convlab report` and `convlab tune`: looking inside runs."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import ConvlabError
+from .common import add_config_flags, config_keys
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    gc = sub.add_parser("gradcam", help="Grad-CAM heatmaps: where the model looked",
+                        description="Grad-CAM heatmaps over each image (PNG: image, heatmap, overlay) for the "
+                                    "predicted class or --class, at the last conv layer or --layer.")
+    gc.add_argument("run_dir", metavar="RUN_DIR")
+    gc.add_argument("images", metavar="IMAGE", nargs="+", help="image files or folders of images")
+    gc.add_argument("--layer", metavar="NAME", help="module name, e.g. features.3 or layer4.1.conv2 "
+                                                    "(default: the last conv layer)")
+    gc.add_argument("--class", dest="class_label", metavar="LABEL", help="explain this class (default: the "
+                                                                         "predicted one)")
+    gc.add_argument("--out", metavar="DIR", required=True, help="folder for the PNG files")
+    gc.set_defaults(func=cmd_gradcam)
+
+    fe = sub.add_parser("features", help="feature maps of every conv layer for one image",
+                        description="Write the feature maps of each conv layer for IMAGE as PNG grids "
+                                    "(features-NN-LAYER.png) and the first layer's filters (filters.png).")
+    fe.add_argument("run_dir", metavar="RUN_DIR")
+    fe.add_argument("image", metavar="IMAGE", help="one image file")
+    fe.add_argument("--out", metavar="DIR", required=True, help="folder for the PNG files")
+    fe.set_defaults(func=cmd_features)
+
+    rp = sub.add_parser("report", help="one self-contained HTML report of a run",
+                        description="Write an HTML report of a run (config, dataset samples, curves, confusion "
+                                    "matrix, per-class table, most confident mistakes with Grad-CAM); images are "
+                                    "embedded, so the file opens anywhere without a server or network.")
+    rp.add_argument("run_dir", metavar="RUN_DIR")
+    rp.add_argument("--out", metavar="FILE", help="where to write it (default: RUN_DIR/report.html)")
+    rp.set_defaults(func=cmd_report)
+
+    tu = sub.add_parser("tune", help="hyperparameter search with Optuna (resumable)",
+                        description="Search settings with an Optuna study stored in STUDY_DIR/study.db; rerunning "
+                                    "the same command continues it. Trials are scored by their best validation "
+                                    "accuracy and pruned after any epoch that falls below the median of earlier "
+                                    "trials. Writes STUDY_DIR/search.png and STUDY_DIR/best.yaml (use it with "
+                                    "convlab train --config). Other flags are the fixed settings of every trial.")
+    tu.add_argument("--param", metavar="NAME=SPEC", action="append", default=[],
+                    help="a searched setting, repeatable: LOW:HIGH, LOW:HIGH:log or a list A,B,C "
+                         "(lr=1e-4:1e-1:log, batch_size=32,64,128, optimizer=sgd,adam)")
+    tu.add_argument("--trials", type=int, default=20, metavar="N",
+                    help="finished trials the study should have (default: 20; grid stops at the grid's size)")
+    tu.add_argument("--search", choices=("grid", "random", "tpe"), default="tpe", help="sampler (default: tpe)")
+    tu.add_argument("--out", metavar="STUDY_DIR", required=True, help="study folder (created, or continued)")
+    tu.add_argument("--config", metavar="FILE.yaml", help="YAML settings applied before the flags")
+    add_config_flags(tu, exclude={"out", "quiet", "tensorboard"})
+    tu.set_defaults(func=cmd_tune)
+
+
+def _image_paths(items: list[str]) -> list[Path]:
+    from ..data.imagefolder import list_images
+
+    paths: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            paths += list_images(path)
+        elif path.is_file():
+            paths.append(path)
+        else:
+            raise ConvlabError(f"image {path} does not exist")
+    if not paths:
+        raise ConvlabError(f"no image files in {', '.join(items)}")
+    return paths
+
+
+def cmd_gradcam(args) -> int:
+    from ..insight.gradcam import gradcam_files
+    from ..run import load_run
+
+    run = load_run(args.run_dir)
+    for path in gradcam_files(run, _image_paths(args.images), Path(args.out), args.layer, args.class_label):
+        print(path)
+    return 0
+
+
+def cmd_features(args) -> int:
+    from ..insight.features import write_feature_maps
+    from ..run import load_run
+
+    run = load_run(args.run_dir)
+    (image,) = _image_paths([args.image])[:1]
+    for path in write_feature_maps(run, image, Path(args.out)):
+        print(path)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from ..insight.report import build_report
+
+    print(build_report(args.run_dir, args.out))
+    return 0
+
+
+def cmd_tune(args) -> int:
+    from ..insight.tune import tune
+
+    fixed = {key: getattr(args, key) for key in config_keys() if key not in ("out", "quiet", "tensorboard")}
+    tune(args.out, args.param, trials=args.trials, search=args.search, config=args.config, **fixed)
+    return 0

@@ -1,0 +1,219 @@
+"""The run report: one self-contained HTML file (images as data URIs, no scripts, no network)."""
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConvlabError
+from ..run import Run, load_run
+from .gradcam import overlay, run_grad_cam
+
+SAMPLES_PER_CLASS = 8
+MAX_CLASSES_SHOWN = 20  # sample rows in the dataset picture
+MISTAKES = 12
+DISPLAY = 112  # pixels: small images are enlarged (nearest) so a person can see them
+
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; padding: 0 1em; }
+h1 { font-size: 1.5em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2em; margin-top: 1.6em; }
+table { border-collapse: collapse; margin: .5em 0; } td, th { padding: .2em .7em; border: 1px solid #ddd; }
+th { background: #f4f4f4; text-align: left; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+img { max-width: 100%; } .pixel { image-rendering: pixelated; }
+.mistakes { display: flex; flex-wrap: wrap; gap: 1em; } figure { margin: 0; text-align: center; }
+figcaption { font-size: .85em; } .low { background: #fde2e2; } .note { color: #666; font-size: .9em; }
+"""
+
+
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _png_of_array(pixels: np.ndarray, size: int | None = None) -> bytes:
+    """(H, W) or (H, W, 3) uint8 -> PNG bytes, enlarged with nearest neighbour to at least `size` px."""
+    from PIL import Image
+
+    image = Image.fromarray(pixels)
+    if size and max(image.size) < size:
+        scale = int(np.ceil(size / max(image.size)))
+        image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _png_of_figure(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="PNG", dpi=100)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _hwc(image: np.ndarray) -> np.ndarray:
+    """(C, H, W) uint8 -> (H, W) for one channel or (H, W, 3)."""
+    return image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)
+
+
+def _img(png: bytes, alt: str, pixel: bool = False) -> str:
+    cls = ' class="pixel"' if pixel else ""
+    return f'<img src="{data_uri(png)}" alt="{html.escape(alt)}"{cls}>'
+
+
+# -- sections ----------------------------------------------------------------------------------------------
+def _config_section(run: Run) -> str:
+    rows = []
+    for section, values in run.config.to_dict().items():
+        for key, value in values.items():
+            rows.append(f"<tr><th>{section}.{html.escape(key)}</th><td>{html.escape(str(value))}</td></tr>")
+    return "<h2>Config</h2><table>" + "".join(rows) + "</table>"
+
+
+def _samples_figure(splits, classes: list[str]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = list(range(min(len(classes), MAX_CLASSES_SHOWN)))
+    fig, axes = plt.subplots(len(shown), SAMPLES_PER_CLASS, squeeze=False,
+                             figsize=(SAMPLES_PER_CLASS * 0.9 + 1, len(shown) * 0.9))
+    rng = np.random.default_rng(0)
+    for row, c in enumerate(shown):
+        members = np.flatnonzero(splits.train.labels == c)
+        picks = rng.choice(members, min(SAMPLES_PER_CLASS, len(members)), replace=False) if len(members) else []
+        for col in range(SAMPLES_PER_CLASS):
+            ax = axes[row, col]
+            ax.axis("off")
+            if col < len(picks):
+                image = _hwc(splits.train.images[picks[col]])
+                ax.imshow(image, cmap="gray" if image.ndim == 2 else None, interpolation="nearest")
+        axes[row, 0].text(-0.15, 0.5, classes[c], transform=axes[row, 0].transAxes, ha="right", va="center",
+                          fontsize=9)
+    fig.subplots_adjust(left=0.12, right=0.99, top=0.99, bottom=0.01, wspace=0.05, hspace=0.05)
+    return _png_of_figure(fig)
+
+
+def _dataset_section(run: Run, splits) -> str:
+    train_counts = np.bincount(splits.train.labels, minlength=len(splits.classes))
+    test_counts = np.bincount(splits.test.labels, minlength=len(splits.classes))
+    c, h, w = splits.shape
+    rows = "".join(f"<tr><td>{html.escape(name)}</td><td class=num>{train_counts[i]}</td>"
+                   f"<td class=num>{test_counts[i]}</td></tr>" for i, name in enumerate(splits.classes))
+    more = (f"<p class=note>sample rows show the first {MAX_CLASSES_SHOWN} of {len(splits.classes)} classes</p>"
+            if len(splits.classes) > MAX_CLASSES_SHOWN else "")
+    return (f"<h2>Dataset</h2><p>{html.escape(splits.name)}: {len(splits.train)} training images "
+            f"(validation is held out of these) and {len(splits.test)} test images of {c}x{h}x{w}, "
+            f"{len(splits.classes)} classes.</p>"
+            f"<table><tr><th>class</th><th>train</th><th>test</th></tr>{rows}</table>"
+            f"<h3>Samples per class (training split)</h3>{_img(_samples_figure(splits, splits.classes), 'samples')}"
+            f"{more}")
+
+
+def _curves_section(run: Run) -> str:
+    from ..evaluate.plots import plot_curves
+
+    path = run.path / "curves.png"
+    if not path.is_file() and (run.path / "metrics.csv").is_file():
+        with open(run.path / "metrics.csv") as handle:
+            rows = [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()}
+                    for row in csv.DictReader(handle)]
+        if rows:
+            buffer = io.BytesIO()
+            plot_curves(rows, buffer)  # matplotlib writes PNG into a file object too
+            return "<h2>Training curves</h2>" + _img(buffer.getvalue(), "training curves")
+    if not path.is_file():
+        return "<h2>Training curves</h2><p class=note>the run has no curves.png or metrics.csv</p>"
+    return "<h2>Training curves</h2>" + _img(path.read_bytes(), "training curves")
+
+
+def _metrics_sections(run: Run, metrics: dict) -> str:
+    from ..evaluate.plots import confusion_figure
+
+    head = (f"<p>test accuracy <b>{metrics['accuracy']:.4f}</b>"
+            + (f", top-5 {metrics['top5_accuracy']:.4f}" if "top5_accuracy" in metrics else "")
+            + f", macro precision/recall/F1 {metrics['macro_precision']:.4f} / {metrics['macro_recall']:.4f} / "
+              f"{metrics['macro_f1']:.4f} on {metrics['num_samples']} images</p>")
+    confusion = _img(_png_of_figure(confusion_figure(metrics["confusion_matrix"], run.classes)),
+                     "confusion matrix")
+    worst = min((row["f1"] for row in metrics["per_class"].values() if row["support"]), default=None)
+    rows = []
+    for name, row in metrics["per_class"].items():
+        low = ' class="low"' if worst is not None and row["f1"] == worst and row["support"] else ""
+        rows.append(f"<tr{low}><td>{html.escape(name)}</td><td class=num>{row['precision']:.3f}</td>"
+                    f"<td class=num>{row['recall']:.3f}</td><td class=num>{row['f1']:.3f}</td>"
+                    f"<td class=num>{row['support']}</td></tr>")
+    table = ("<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>"
+             + "".join(rows) + "</table><p class=note>shaded: the class with the lowest F1</p>")
+    return (f"<h2>Test metrics</h2>{head}<h2>Confusion matrix</h2>{confusion}"
+            f"<h2>Per class</h2>{table}")
+
+
+def _mistakes_section(run: Run, test, probs: np.ndarray, labels: np.ndarray) -> str:
+    predicted = probs.argmax(1)
+    wrong = np.flatnonzero(predicted != labels)
+    if len(wrong) == 0:
+        return "<h2>Most confident mistakes</h2><p>none: every test image is classified correctly.</p>"
+    order = wrong[np.argsort(-probs[wrong, predicted[wrong]], kind="stable")][:MISTAKES]
+    cams = run_grad_cam(run, test.images[order])
+    figures = []
+    for k, i in enumerate(order):
+        image = _hwc(test.images[i])
+        scale = int(np.ceil(DISPLAY / max(image.shape[:2]))) if max(image.shape[:2]) < DISPLAY else 1
+        big = np.kron(image, np.ones((scale, scale) + (() if image.ndim == 2 else (1,)), np.uint8))
+        caption = (f"#{i}: true <b>{html.escape(run.classes[labels[i]])}</b>, predicted "
+                   f"<b>{html.escape(run.classes[predicted[i]])}</b> ({probs[i, predicted[i]]:.2f})")
+        figures.append(f"<figure>{_img(_png_of_array(big), f'test image {i}', pixel=True)} "
+                       f"{_img(_png_of_array(overlay(big, cams.heatmaps[k])), f'Grad-CAM of test image {i}')}"
+                       f"<figcaption>{caption}</figcaption></figure>")
+    return (f"<h2>Most confident mistakes</h2><p>{len(wrong)} of {len(labels)} test images are misclassified; "
+            f"the {len(order)} the model was surest about, each with the Grad-CAM of the predicted class at "
+            f"layer <code>{html.escape(cams.layer)}</code> (red: the evidence it used).</p>"
+            f"<div class=mistakes>{''.join(figures)}</div>")
+
+
+def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write the report of a run folder to `out` (default RUN_DIR/report.html) and return its path."""
+    from ..data.registry import load_dataset
+
+    run = load_run(run_dir)
+    out = Path(out) if out else run.path / "report.html"
+    conf = run.config
+    parts = [f"<h1>convlab run report: {html.escape(run.path.name)}</h1>",
+             f"<p class=note>{html.escape(str(run.path))}; model {html.escape(conf.model.name)} on "
+             f"{html.escape(conf.data.name)}; written {datetime.now():%Y-%m-%d %H:%M}</p>",
+             _config_section(run)]
+    try:
+        splits = load_dataset(conf.data.name, conf.data.data_dir, conf.data.image_size)
+    except ConvlabError as err:
+        splits = None
+        parts.append(f"<h2>Dataset</h2><p class=note>the dataset could not be loaded here ({html.escape(str(err))}),"
+                     f" so the report has no samples and no mistakes.</p>")
+    if splits is not None:
+        parts.append(_dataset_section(run, splits))
+    parts.append(_curves_section(run))
+    if splits is not None:
+        test = run._conform(splits.test)
+        labels = run._map_labels(test.labels, splits.classes)
+        probs = run.predict_arrays(test.images)
+        from ..evaluate.metrics import classification_metrics
+
+        metrics = classification_metrics(labels, probs, run.classes)
+        parts.append(_metrics_sections(run, metrics))
+        parts.append(_mistakes_section(run, test, probs, labels))
+    elif run.metrics:
+        parts.append(_metrics_sections(run, run.metrics))
+    page = (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>convlab report: "
+            f"{html.escape(run.path.name)}</title><style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(page, encoding="utf-8")
+    except OSError as err:
+        raise ConvlabError(f"cannot write the report {out} ({err.strerror}); pass --out with a writable path") from None
+    return out

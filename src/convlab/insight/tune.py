@@ -1,0 +1,405 @@
+"""Hyperparameter search with Optuna: a resumable SQLite study of training runs, pruned per epoch.
+
+STUDY_DIR holds study.db (the Optuna study), trials/trial-NNNN/ (each trial's run folder), search.png
+(the search at a glance) and best.yaml (the best trial's config, for `convlab train --config`).
+"""
+from __future__ import annotations
+
+import difflib
+import io
+import math
+import time
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from rich.console import Console
+
+from .. import config as cfg
+from ..errors import ConvlabError
+from ..training.callbacks import Callback
+
+SEARCHES = ("grid", "random", "tpe")
+# Settings that define the problem or the machine, not the model: searching them makes no sense.
+NOT_TUNABLE = {"data", "data_dir", "val_fraction", "device", "out", "quiet", "tensorboard", "deterministic",
+               "strict"}
+STUDY_NAME = "convlab"
+DB = "study.db"
+
+
+def _require_optuna():
+    try:
+        import optuna
+    except ImportError:
+        raise ConvlabError("convlab tune needs Optuna, which is not installed; run pip install 'convlab[tune]' "
+                           "(or pip install optuna)") from None
+    return optuna
+
+
+# -- the search space --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Param:
+    """One searched setting: a list of values (any search) or a numeric range low:high[:log] (random, tpe)."""
+
+    key: str
+    values: tuple | None = None
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+
+    @property
+    def is_range(self) -> bool:
+        return self.values is None
+
+    def suggest(self, trial) -> Any:
+        if not self.is_range:
+            return trial.suggest_categorical(self.key, list(self.values))
+        if _base_type(self.key) is int:
+            return trial.suggest_int(self.key, int(self.low), int(self.high), log=self.log)
+        return trial.suggest_float(self.key, self.low, self.high, log=self.log)
+
+    def text(self) -> str:
+        if self.is_range:
+            return f"{self.key}={self.low}:{self.high}" + (":log" if self.log else "")
+        return f"{self.key}=" + ",".join(str(v) for v in self.values)
+
+
+def _base_type(key: str):
+    kind = cfg.field_type(key)
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        kind = next(t for t in typing.get_args(kind) if t is not type(None))
+    return str if typing.get_origin(kind) is Literal else kind
+
+
+def _parse_value(key: str, token: str, text: str) -> Any:
+    kind = _base_type(key)
+    token = token.strip()
+    try:
+        if kind is int:
+            value: Any = int(token)
+        elif kind is float:
+            value = float(token)
+        elif kind is bool:
+            if token.lower() not in ("true", "false"):
+                raise ValueError
+            value = token.lower() == "true"
+        else:
+            value = token
+    except ValueError:
+        what = {int: "a whole number", float: "a number", bool: "true or false"}[kind]
+        raise ConvlabError(f"--param {text}: {token!r} is not {what}") from None
+    return cfg.coerce(key, value, f"--param {text}")  # choices and limits of the config field
+
+
+def parse_param(text: str) -> Param:
+    """'lr=1e-4:1e-1:log', 'epochs=2:8', 'batch_size=32,64,128', 'optimizer=sgd,adam' -> Param."""
+    key, sep, spec = text.partition("=")
+    key = key.strip().replace("-", "_")
+    if not sep or not spec.strip():
+        raise ConvlabError(f"--param {text!r}: expected NAME=LOW:HIGH[:log] or NAME=A,B,C "
+                           f"(e.g. lr=1e-4:1e-1:log or batch_size=32,64,128)")
+    if key not in cfg.FLAT_KEYS:
+        close = difflib.get_close_matches(key, list(cfg.FLAT_KEYS), n=1, cutoff=0.5)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise ConvlabError(f"--param {text}: unknown setting '{key}'.{hint} Settings are the flags of "
+                           f"'convlab train --help' with _ for -")
+    if key in NOT_TUNABLE:
+        raise ConvlabError(f"--param {text}: '{key}' cannot be searched; pass it as a plain flag instead")
+    if ":" in spec:
+        parts = spec.split(":")
+        log = len(parts) == 3 and parts[2].strip() == "log"
+        if len(parts) not in (2, 3) or (len(parts) == 3 and not log):
+            raise ConvlabError(f"--param {text}: a range is LOW:HIGH or LOW:HIGH:log")
+        if _base_type(key) not in (int, float):
+            raise ConvlabError(f"--param {text}: '{key}' is not numeric, so it takes a list: "
+                               f"{key}={','.join(cfg.choices(key) or ('A', 'B'))}")
+        low, high = (_parse_value(key, p, text) for p in parts[:2])
+        if not low < high:
+            raise ConvlabError(f"--param {text}: LOW ({low}) must be below HIGH ({high})")
+        if log and low <= 0:
+            raise ConvlabError(f"--param {text}: a log range needs LOW > 0, got {low}")
+        return Param(key, low=low, high=high, log=log)
+    values = tuple(dict.fromkeys(_parse_value(key, token, text) for token in spec.split(",")))
+    return Param(key, values=values)
+
+
+def parse_space(texts: list[str], search: str) -> list[Param]:
+    if search not in SEARCHES:
+        raise ConvlabError(f"--search {search!r}: choose from {', '.join(SEARCHES)}")
+    if not texts:
+        raise ConvlabError("convlab tune: give at least one --param (e.g. --param lr=1e-4:1e-1:log)")
+    space = [parse_param(text) for text in texts]
+    keys = [p.key for p in space]
+    if len(set(keys)) != len(keys):
+        twice = next(k for k in keys if keys.count(k) > 1)
+        raise ConvlabError(f"--param {twice} is given twice; give each setting once")
+    if search == "grid":
+        ranged = [p.text() for p in space if p.is_range]
+        if ranged:
+            raise ConvlabError(f"--search grid needs lists of values, got the range {ranged[0]}; list the "
+                               f"values (e.g. lr=1e-3,1e-2,1e-1) or use --search random or tpe")
+    return space
+
+
+# -- pruning -----------------------------------------------------------------------------------------------
+class ReportToTrial(Callback):
+    """After each epoch: report the validation accuracy to the Optuna trial and stop it if the pruner says so."""
+
+    def __init__(self, trial):
+        self.trial = trial
+        self.best: float | None = None
+        self.epochs = 0
+
+    def on_epoch_end(self, state, logs):
+        import optuna
+
+        value = logs.get("val_accuracy")
+        if value is None:
+            return
+        self.best = value if self.best is None else max(self.best, value)
+        self.epochs = state.epoch
+        self.trial.report(value, state.epoch)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"validation accuracy {value:.4f} after epoch {state.epoch}")
+
+
+# -- the study ---------------------------------------------------------------------------------------------
+@dataclass
+class TuneResult:
+    study: Any  # optuna.Study
+    study_dir: Path
+    best_config: Path | None
+    plot: Path | None
+    new_trials: int
+
+
+def _sampler(optuna, search: str, space: list[Param], seed: int):
+    if search == "grid":
+        return optuna.samplers.GridSampler({p.key: list(p.values) for p in space}, seed=seed)
+    if search == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
+
+
+def tune(study_dir: str | Path, params: list[str], trials: int = 20, search: str = "tpe",
+         config: str | Path | None = None, console: Console | None = None, **overrides) -> TuneResult:
+    """Run (or continue) the study in `study_dir`: train until it has `trials` finished trials.
+
+    `params` are --param texts; `overrides` are fixed settings (the flags of `convlab train`), applied
+    after the YAML file `config`. Each trial's value is its best validation accuracy.
+    """
+    optuna = _require_optuna()
+    from ..session import train
+
+    console = console or Console(highlight=False, soft_wrap=True)
+    if trials < 1:
+        raise ConvlabError(f"--trials must be at least 1, got {trials}")
+    space = parse_space(list(params), search)
+    base = dict(cfg.read_config_file(config)) if config else {}
+    base.update({k: cfg.coerce(k, v, "flags") for k, v in overrides.items() if v is not None})
+    for key in ("out", "quiet", "tensorboard"):
+        base.pop(key, None)
+    searched = {p.key for p in space} & set(base)
+    if searched:
+        key = sorted(searched)[0]
+        raise ConvlabError(f"--param {key}=... and a fixed {cfg.flag(key)} (or config file value) both given; "
+                           f"keep one")
+    if base.get("val_fraction", 0.1) <= 0:
+        raise ConvlabError("convlab tune scores trials on the validation split; --val-fraction must be > 0")
+
+    study_dir = Path(study_dir).expanduser()
+    try:
+        (study_dir / "trials").mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConvlabError(f"cannot create the study folder {study_dir} ({err.strerror}); pass --out with a "
+                           f"writable folder") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = f"sqlite:///{(study_dir / DB).resolve()}"
+    setup = {"search": search, "space": [p.text() for p in space], "fixed": {k: base[k] for k in sorted(base)}}
+    seed = int(base.get("seed", 0))
+    study = optuna.load_study(study_name=STUDY_NAME, storage=storage) if _has_study(optuna, storage) else None
+    if study is not None:
+        _check_same_setup(study, setup, study_dir)
+        for stale in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            study.tell(stale.number, state=optuna.trial.TrialState.FAIL)  # left by an interrupted run
+    if study is not None and search != "grid":  # a resumed sampler must not replay old draws; the grid
+        seed += len(study.trials)  # sampler's seed fixes the order of grid points, so it must stay
+    study = optuna.create_study(
+        study_name=STUDY_NAME, storage=storage, load_if_exists=True, direction="maximize",
+        sampler=_sampler(optuna, search, space, seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
+    if not study.user_attrs.get("setup"):
+        study.set_user_attr("setup", setup)
+
+    finished = _finished(optuna, study)
+    target = trials
+    if search == "grid":
+        target = min(trials, math.prod(len(p.values) for p in space))
+    todo = max(0, target - len(finished))
+    if finished:
+        console.print(f"study {study_dir / DB}: {len(finished)} finished trials; {todo} to go (target {target})",
+                      markup=False)
+
+    def objective(trial):
+        settings = dict(base)
+        settings.update({p.key: p.suggest(trial) for p in space})
+        run_dir = study_dir / "trials" / f"trial-{trial.number:04d}"
+        trial.set_user_attr("run_dir", str(run_dir))
+        reporter = ReportToTrial(trial)
+        started = time.perf_counter()
+        try:
+            run = train(console=Console(file=io.StringIO()), callbacks=[reporter], out=str(run_dir), quiet=True,
+                        **settings)
+        finally:
+            trial.set_user_attr("seconds", round(time.perf_counter() - started, 2))
+            trial.set_user_attr("epochs_run", reporter.epochs)
+        trial.set_user_attr("test_accuracy", run.metrics["accuracy"])
+        return reporter.best
+
+    if todo:
+        _optimize(study, objective, todo, console, space)
+    result = TuneResult(study, study_dir, None, None, todo)
+    print_trials(console, study, space)
+    if _finished(optuna, study, complete_only=True):
+        result.plot = plot_search(study, space, study_dir / "search.png")
+        result.best_config = write_best_config(study, base, study_dir / "best.yaml")
+        best = study.best_trial
+        console.print(f"best: trial {best.number}, validation accuracy {best.value:.4f} "
+                      f"({', '.join(f'{k}={_fmt(v)}' for k, v in best.params.items())})", markup=False)
+        console.print(f"best config: {result.best_config}  (convlab train --config {result.best_config})",
+                      markup=False)
+        console.print(f"search plot: {result.plot}", markup=False)
+    else:
+        console.print("no trial has completed yet: no best config", markup=False)
+    return result
+
+
+def _has_study(optuna, storage: str) -> bool:
+    return any(s.study_name == STUDY_NAME for s in optuna.get_all_study_summaries(storage=storage))
+
+
+def _check_same_setup(study, setup: dict, study_dir: Path) -> None:
+    saved = study.user_attrs.get("setup")
+    if saved and saved != setup:
+        changed = [key for key in ("search", "space", "fixed") if saved.get(key) != setup[key]]
+        raise ConvlabError(f"--out {study_dir} holds a study with another {' and '.join(changed)} "
+                           f"(saved: {saved[changed[0]]}); rerun with the same settings to continue it, "
+                           f"or choose another --out")
+
+
+def _finished(optuna, study, complete_only: bool = False) -> list:
+    states = (optuna.trial.TrialState.COMPLETE,) if complete_only else (
+        optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return study.get_trials(deepcopy=False, states=states)
+
+
+def _optimize(study, objective, todo: int, console: Console, space: list[Param]) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(TextColumn("trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=console, transient=True, disable=not console.is_terminal)
+    task = progress.add_task("tune", total=todo)
+
+    def after_trial(study, trial):
+        value = "-" if trial.value is None else f"{trial.value:.4f}"
+        intermediate = trial.intermediate_values
+        if trial.state.name == "PRUNED" and intermediate:
+            value = f"{intermediate[max(intermediate)]:.4f} at epoch {max(intermediate)}"
+        params = " ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
+        progress.console.print(f"trial {trial.number}: {params} -> val_acc {value} ({trial.state.name.lower()}, "
+                               f"{trial.user_attrs.get('seconds', 0):.1f}s)", markup=False, highlight=False)
+        progress.advance(task)
+
+    with progress:
+        study.optimize(objective, n_trials=todo, callbacks=[after_trial])
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def print_trials(console: Console, study, space: list[Param]) -> None:
+    """The table of all trials: number, state, validation and test accuracy, the searched values, time."""
+    from rich import box
+    from rich.table import Table
+
+    best = study.best_trial.number if any(t.state.name == "COMPLETE" for t in study.trials) else None
+    table = Table(title=f"{len(study.trials)} trials (val acc: best validation accuracy; * best trial)",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ["trial", "state", "val acc", "test acc", *[p.key for p in space], "epochs", "seconds"]:
+        table.add_column(column, justify="left" if column == "state" else "right", no_wrap=True)
+    for trial in study.trials:
+        value = "" if trial.value is None else f"{trial.value:.4f}"
+        if trial.state.name == "PRUNED" and trial.intermediate_values:
+            value = f"({trial.intermediate_values[max(trial.intermediate_values)]:.4f})"
+        test = trial.user_attrs.get("test_accuracy")
+        table.add_row(f"{trial.number}{' *' if trial.number == best else ''}", trial.state.name.lower(), value,
+                      "" if test is None else f"{test:.4f}",
+                      *[_fmt(trial.params[p.key]) if p.key in trial.params else "" for p in space],
+                      str(trial.user_attrs.get("epochs_run", "")), f"{trial.user_attrs.get('seconds', 0):.1f}")
+    if not console.is_terminal and console.width < 160:  # a pipe or a log file: print it whole, not squeezed
+        console = Console(file=console.file, width=160, highlight=False)
+    console.print(table)
+
+
+def plot_search(study, space: list[Param], path: Path) -> Path:
+    """Validation accuracy per trial with the best so far, and against each searched setting."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    pruned = [t for t in study.trials if t.state.name == "PRUNED" and t.intermediate_values]
+    last = {t.number: t.intermediate_values[max(t.intermediate_values)] for t in pruned}
+    fig, axes = plt.subplots(1, 1 + len(space), figsize=(4.2 * (1 + len(space)), 3.6), squeeze=False)
+    ax = axes[0, 0]
+    ax.scatter([t.number for t in done], [t.value for t in done], label="complete", zorder=3)
+    if pruned:
+        ax.scatter(list(last), list(last.values()), marker="x", color="tab:red", label="pruned (last epoch)",
+                   zorder=3)
+    best_so_far, best = [], -math.inf
+    for t in sorted(done, key=lambda t: t.number):
+        best = max(best, t.value)
+        best_so_far.append((t.number, best))
+    if best_so_far:
+        ax.step(*zip(*best_so_far), where="post", color="tab:green", label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title("search history")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    for ax, param in zip(axes[0, 1:], space):
+        xs = [t.params[param.key] for t in done]
+        ys = [t.value for t in done]
+        if param.is_range:
+            ax.scatter(xs, ys, zorder=3)
+            if param.log:
+                ax.set_xscale("log")
+        else:
+            labels = [str(v) for v in param.values]
+            ax.scatter([labels.index(str(x)) for x in xs], ys, zorder=3)
+            ax.set_xticks(range(len(labels)), labels=labels)
+        ax.set_xlabel(param.key)
+        ax.set_title(f"validation accuracy vs {param.key}")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_best_config(study, base: dict, path: Path) -> Path:
+    """The best trial's full config as YAML, in the format `convlab train --config` reads."""
+    from ..session import recipe_for
+
+    best = study.best_trial
+    conf, _ = cfg.resolve({**base, **best.params}, recipe_for=recipe_for)
+    conf.train.out = None
+    header = (f"# best of {len(study.trials)} trials in {path.parent / DB}: trial {best.number}, "
+              f"validation accuracy {best.value:.4f}\n# use it with: convlab train --config {path}\n")
+    cfg.save_config(conf, path)
+    path.write_text(header + path.read_text())
+    return path

@@ -1,0 +1,109 @@
+"""Grad-CAM: shapes, agreement with a hand-written reference, and a peak on the decisive region."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from convlab.errors import ConvlabError
+from convlab.insight.gradcam import conv_layers, find_layer, grad_cam, gradcam_files, overlay
+from convlab.models.registry import create_model
+
+
+@pytest.mark.parametrize("name, size", [("tiny-cnn", 16), ("small-cnn", 16), ("lenet", 32), ("resnet8", 16),
+                                        ("resnet18", 32)])
+def test_heatmap_has_the_image_size_for_presets_and_torchvision(name, size):
+    torch.manual_seed(0)
+    model = create_model(name, 3, 4, (size, size + 4))
+    result = grad_cam(model, torch.randn(2, 3, size, size + 4))
+    assert result.heatmaps.shape == (2, size, size + 4)
+    assert result.heatmaps.min() >= 0 and result.heatmaps.max() <= 1 + 1e-6
+    assert result.layer == conv_layers(model)[-1][0]  # default: the last conv layer
+    assert result.probs.shape == (2, 4)
+
+
+def test_matches_a_hand_written_reference_in_float64():
+    """Split small-cnn at its last conv, take dy_c/dA with autograd, and build the map by the formula."""
+    torch.manual_seed(1)
+    model = create_model("small-cnn", 1, 5, (12, 12)).double().eval()
+    x = torch.randn(3, 1, 12, 12, dtype=torch.float64)
+    result = grad_cam(model, x, layer="features.3", class_index=2)
+
+    for m in model.modules():
+        if hasattr(m, "inplace"):
+            m.inplace = False
+    head, tail = model.features[:4], torch.nn.Sequential(model.features[4:], model.classifier)
+    activations = head(x).detach().requires_grad_(True)  # (3, 32, 6, 6): the conv output, before ReLU
+    tail(activations)[:, 2].sum().backward()
+    weights = activations.grad.mean(dim=(2, 3))  # (3, 32)
+    expected = torch.relu(torch.einsum("nk,nkhw->nhw", weights, activations.detach()))
+    np.testing.assert_allclose(result.raw, expected.numpy(), rtol=1e-10, atol=1e-12)
+    assert list(result.classes) == [2, 2, 2]
+
+
+def _bar_data(n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """16x16 noise with one bar in a random quadrant, horizontal for class 0 and vertical for class 1,
+    and a distractor dot in another quadrant for both classes: only the bar's quadrant decides."""
+    images = rng.normal(0.0, 0.3, (n, 1, 16, 16))
+    labels = rng.integers(0, 2, n)
+    quadrants = rng.integers(0, 4, n)
+    for i in range(n):
+        y, x = 8 * (quadrants[i] // 2) + rng.integers(0, 3), 8 * (quadrants[i] % 2) + rng.integers(0, 3)
+        if labels[i] == 0:
+            images[i, 0, y + 2, x:x + 5] += 2.0
+        else:
+            images[i, 0, y:y + 5, x + 2] += 2.0
+        other = (quadrants[i] + rng.integers(1, 4)) % 4
+        dy, dx = 8 * (other // 2) + rng.integers(1, 6), 8 * (other % 2) + rng.integers(1, 6)
+        images[i, 0, dy:dy + 2, dx:dx + 2] += 2.0
+    return torch.tensor(images, dtype=torch.float32), torch.tensor(labels), quadrants
+
+
+def test_peaks_on_the_region_that_decides_the_class():
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    x, y, _ = _bar_data(512, rng)
+    model = create_model("small-cnn", 1, 2, (16, 16))
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(6):
+        for start in range(0, 512, 32):
+            loss = torch.nn.functional.cross_entropy(model(x[start:start + 32]), y[start:start + 32])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    x_test, y_test, quadrants = _bar_data(64, rng)
+    assert (model.eval()(x_test).argmax(1) == y_test).float().mean() > 0.95  # it learned the rule
+
+    result = grad_cam(model, x_test)  # for the predicted class
+    peaks = [np.unravel_index(h.argmax(), h.shape) for h in result.heatmaps]
+    in_bar_quadrant = [(py // 8) * 2 + (px // 8) == q for (py, px), q in zip(peaks, quadrants)]
+    assert np.mean(in_bar_quadrant) >= 0.9, list(zip(peaks, quadrants))
+
+
+def test_unknown_layer_is_named_with_suggestions():
+    model = create_model("small-cnn", 1, 3, (8, 8))
+    with pytest.raises(ConvlabError, match=r"--layer 'features.9'.*conv layers: features.0, features.3"):
+        find_layer(model, "features.9")
+
+
+def test_overlay_resizes_the_heatmap_to_the_image():
+    image = np.zeros((40, 30), np.uint8)
+    heat = np.zeros((8, 6))
+    heat[0, 0] = 1.0
+    out = overlay(image, heat)
+    assert out.shape == (40, 30, 3) and out.dtype == np.uint8
+    assert out[0, 0, 0] > out[-1, -1, 0] and out[-1, -1, 2] > out[0, 0, 2]  # jet: red at 1, blue at 0
+
+
+def test_gradcam_files_write_one_png_per_image(digits_run, tmp_path):
+    paths = []
+    for i in range(2):
+        pixels = np.full((8, 8), 40 * i, np.uint8)
+        Image.fromarray(pixels).save(tmp_path / f"img{i}.png")
+        paths.append(tmp_path / f"img{i}.png")
+    written = gradcam_files(digits_run, paths, tmp_path / "out", class_label="3")
+    assert [p.name for p in written] == ["img0-gradcam.png", "img1-gradcam.png"]
+    assert all(Image.open(p).size[0] > 100 for p in written)
+    with pytest.raises(ConvlabError, match=r"--class 'eleven' is not a class of run"):
+        gradcam_files(digits_run, paths, tmp_path / "out", class_label="eleven")

@@ -1,0 +1,66 @@
+"""The HTML report: self-contained, every section present, and it renders in headless Chromium."""
+from __future__ import annotations
+
+import re
+import shutil
+
+import pytest
+
+from convlab.insight.report import build_report
+
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+@pytest.fixture(scope="module")
+def report(digits_run, tmp_path_factory):
+    return build_report(digits_run.path, tmp_path_factory.mktemp("report") / "report.html")
+
+
+def test_report_is_self_contained_with_every_section(report):
+    page = report.read_text()
+    for heading in ("Config", "Dataset", "Samples per class", "Training curves", "Test metrics",
+                    "Confusion matrix", "Per class", "Most confident mistakes"):
+        assert f">{heading}" in page, heading
+    sources = re.findall(r'<img src="([^"]*)"', page)
+    assert len(sources) >= 5
+    assert all(src.startswith("data:image/png;base64,") for src in sources)
+    assert not re.search(r'(src|href)="(https?:|//|file:)', page)  # nothing fetched from anywhere
+    assert "<script" not in page
+
+
+def test_report_defaults_to_the_run_folder(digits_run):
+    path = build_report(digits_run.path)
+    assert path == digits_run.path / "report.html" and path.stat().st_size > 10_000
+
+
+def _chromium() -> str | None:
+    return next((found for name in CHROMIUM_NAMES if (found := shutil.which(name))), None)
+
+
+def test_report_renders_in_headless_chromium(report):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install "
+                                                                 "playwright; it drives the system chromium)")
+    browser_path = _chromium()
+    if browser_path is None:
+        pytest.skip("no chromium binary found (apt-get install chromium); the browser check needs one")
+    errors: list[str] = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=browser_path, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--no-first-run"])
+        try:
+            page = browser.new_page()
+            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+            page.on("pageerror", lambda err: errors.append(str(err)))
+            page.on("requestfailed", lambda req: errors.append(f"request failed: {req.url}"))
+            page.goto(report.as_uri(), wait_until="load")
+            images = page.evaluate("""() => Array.from(document.images).map(img => ({
+                alt: img.alt, complete: img.complete, width: img.naturalWidth, height: img.naturalHeight}))""")
+            title = page.title()
+        finally:
+            browser.close()
+    assert errors == []
+    assert title.startswith("convlab report")
+    assert len(images) >= 5
+    undecoded = [img["alt"] for img in images if not (img["complete"] and img["width"] > 0 and img["height"] > 0)]
+    assert undecoded == []
