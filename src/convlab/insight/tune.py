@@ -100,8 +100,9 @@ def parse_param(text: str) -> Param:
     if not sep or not spec.strip():
         raise ConvlabError(f"--param {text!r}: expected NAME=LOW:HIGH[:log] or NAME=A,B,C "
                            f"(e.g. lr=1e-4:1e-1:log or batch_size=32,64,128)")
-    if key not in cfg.FLAT_KEYS:
-        close = difflib.get_close_matches(key, list(cfg.FLAT_KEYS), n=1, cutoff=0.5)
+    train_keys = [k for k, (section, _) in cfg.FLAT_KEYS.items() if section in cfg.TRAIN_SECTIONS]
+    if key not in train_keys:
+        close = difflib.get_close_matches(key, train_keys, n=1, cutoff=0.5)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         raise ConvlabError(f"--param {text}: unknown setting '{key}'.{hint} Settings are the flags of "
                            f"'convlab train --help' with _ for -")
