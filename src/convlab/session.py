@@ -242,15 +242,19 @@ def make_run_dir(conf: cfg.Config, resuming: bool = False) -> Path:
         while path.exists():
             suffix += 1
             path = Path("runs") / f"{data}-{model}-{stamp}-{suffix}"
+    ensure_writable(path, "the run folder", "pass --out with a writable folder")
+    return path
+
+
+def ensure_writable(path: Path, what: str, hint: str) -> None:
+    """Create `path` and write a probe file in it, so a read-only or missing place fails before any work."""
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".write-test"
         probe.write_text("ok")
         probe.unlink()
     except OSError as err:
-        raise ConvlabError(f"cannot write the run folder {path} ({err.strerror}); pass --out with a writable "
-                           f"folder") from None
-    return path
+        raise ConvlabError(f"cannot write {what} {path} ({err.strerror}); {hint}") from None
 
 
 def _version() -> str:
@@ -303,6 +307,6 @@ def print_summary(console: Console, run: Run) -> None:
     if "top5_accuracy" in m:
         parts.append(f"top-5 {m['top5_accuracy']:.4f}")
     parts += [f"macro F1 {m['macro_f1']:.4f}", f"{m['num_samples']} images"]
-    console.print(f"test: " + "  ".join(parts) + f"  (best epoch {m['best_epoch']}, trained {m['train_seconds']:.1f}s)",
+    console.print("test: " + "  ".join(parts) + f"  (best epoch {m['best_epoch']}, trained {m['train_seconds']:.1f}s)",
                   markup=False)
     console.print(f"run folder: {run.path}", markup=False)

@@ -18,6 +18,7 @@ from ..data.arrays import ImageArrays
 from ..data.registry import load_dataset
 from ..errors import ConvlabError
 from ..run import CONFIG, LABELS, METRICS, PREPROCESS, WEIGHTS, Run, load_run
+from ..session import ensure_writable
 
 QUANTIZED_WEIGHTS = "model.int8.safetensors"
 ONNX_SUFFIX = ".onnx"
@@ -28,13 +29,7 @@ def prepare_out(out: str | Path, option: str = "--out") -> Path:
     path = Path(out).expanduser()
     if any((path / name).exists() for name in (WEIGHTS, QUANTIZED_WEIGHTS, CONFIG)):
         raise ConvlabError(f"{option} {path} already holds a run; choose another folder or remove it first")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as err:
-        raise ConvlabError(f"cannot write {option} {path} ({err.strerror}); choose a writable folder") from None
+    ensure_writable(path, option, "choose a writable folder")
     return path
 
 
