@@ -101,39 +101,44 @@ def conv2d_backward(dout: np.ndarray, cache, need_dx: bool = True):
 
 # -- pooling ---------------------------------------------------------------------------------------------
 def max_pool2d_forward(x: np.ndarray, kernel_size, stride=None, padding=0):
-    """x: (N, C, H, W) -> out: (N, C, Ho, Wo). Ties go to the first maximum (row-major), as in torch.
+    """x: (N, C, H, W) -> out: (N, C, Ho, Wo).
 
-    A running maximum over the K*K window offsets, each offset a strided view of the whole batch.
+    A running np.maximum over the K*K window offsets, each offset a strided view of the whole batch.
+    Which element won is not stored: backward finds it again by comparing with `out`.
     """
     kernel = _pair(kernel_size)
     stride = kernel if stride is None else _pair(stride)
     win = windows(x, kernel, stride, padding, pad_value=-np.inf)  # (N, C, Ho, Wo, KH, KW), a view
     kh, kw = kernel
     out = win[..., 0, 0].copy()
-    arg = np.zeros(out.shape, dtype=np.int32)  # which offset of the window holds the max
     for offset in range(1, kh * kw):
-        candidate = win[..., offset // kw, offset % kw]
-        better = candidate > out
-        np.copyto(out, candidate, where=better)
-        np.copyto(arg, offset, where=better)
-    padded = (x.shape[0], x.shape[1], x.shape[2] + 2 * _pair(padding)[0], x.shape[3] + 2 * _pair(padding)[1])
-    return out, (arg, kernel, stride, padding, padded)
+        np.maximum(out, win[..., offset // kw, offset % kw], out=out)
+    return out, (win, out, kernel, stride, padding, x.shape)
 
 
 def max_pool2d_backward(dout: np.ndarray, cache) -> np.ndarray:
-    """dout: (N, C, Ho, Wo) -> dx: (N, C, H, W); each window's gradient goes to its max only."""
-    arg, (kh, kw), (sh, sw), padding, padded = cache
+    """dout: (N, C, Ho, Wo) -> dx: (N, C, H, W); each window's gradient goes to its max only.
+
+    Ties go to the first maximum in row-major window order, as in torch: `taken` marks the windows
+    whose maximum an earlier offset already claimed.
+    """
+    win, out, (kh, kw), (sh, sw), padding, shape = cache
     ho, wo = dout.shape[2:]
     ph, pw = _pair(padding)
-    dxp = np.zeros(padded, dtype=dout.dtype)
+    dxp = np.zeros((shape[0], shape[1], shape[2] + 2 * ph, shape[3] + 2 * pw), dtype=dout.dtype)
+    taken = np.zeros(out.shape, dtype=bool)
     for offset in range(kh * kw):
         i, j = divmod(offset, kw)
+        winner = win[..., i, j] == out
+        if offset:
+            winner &= ~taken
+        taken |= winner
         target = dxp[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw]  # a strided view
         if sh >= kh and sw >= kw:  # windows do not overlap: each input element gets at most one gradient
-            np.copyto(target, dout, where=arg == offset)
+            np.copyto(target, dout, where=winner)
         else:
-            target += np.where(arg == offset, dout, 0)
-    return dxp[:, :, ph : padded[2] - ph, pw : padded[3] - pw]
+            target += np.where(winner, dout, 0)
+    return dxp[:, :, ph : dxp.shape[2] - ph, pw : dxp.shape[3] - pw]
 
 
 def avg_pool2d_forward(x: np.ndarray, kernel_size, stride=None, padding=0):
