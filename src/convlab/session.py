@@ -25,7 +25,7 @@ from .data.streaming import StreamingLoader
 from .data.splits import stratified_split
 from .data.subsets import select_subset
 from .errors import ConvlabError
-from .evaluate.plots import plot_confusion_matrix, plot_curves
+from .evaluate.plots import PlotProcess, draw_run_plots, start_plot_process
 from .models.registry import count_parameters, create_model
 from .run import CONFIG, METRICS, Preprocess, Run
 from .training.callbacks import BestModel, EarlyStopping, History, PlainLogger, ProgressBar
@@ -87,13 +87,19 @@ def train(config: str | Path | None = None, *, console: Console | None = None, r
         summary_writer_class()  # fail now, not after the data is loaded, when tensorboard is missing
     if not conf.train.deterministic or conf.train.threads:  # --deterministic keeps its fixed thread count
         performance.set_threads(conf.train.threads, device)
-    with deterministic_mode(conf.train.deterministic):
-        return _train(conf, console, resuming=resume is not None, ranks=ranks, device=device, loss_for=loss_for,
-                      extra_callbacks=callbacks)
+    plotter = start_plot_process() if ranks.is_main else None
+    try:
+        with deterministic_mode(conf.train.deterministic):
+            return _train(conf, console, resuming=resume is not None, ranks=ranks, device=device,
+                          loss_for=loss_for, extra_callbacks=callbacks, plotter=plotter)
+    finally:
+        if plotter is not None:
+            plotter.close()
 
 
 def _train(conf: cfg.Config, console: Console, resuming: bool, ranks: distributed.Distributed | None = None,
-           device: torch.device | None = None, loss_for=None, extra_callbacks: list | None = None) -> Run:
+           device: torch.device | None = None, loss_for=None, extra_callbacks: list | None = None,
+           plotter: PlotProcess | None = None) -> Run:
     ranks = ranks or distributed.Distributed()
     device = device or pick_device(conf.train.device)
     seed_everything(conf.train.seed)
@@ -140,8 +146,7 @@ def _train(conf: cfg.Config, console: Console, resuming: bool, ranks: distribute
     else:
         train_loader = StreamingLoader(train_set.images, train_set.labels, rows[0], conf.train.batch_size, norm,
                                        device, shuffle=True, augment=augment, generator=generator,
-                                       channels_last=channels_last, rank=ranks.rank, world_size=ranks.world_size,
-                                       workers=min(4, os.cpu_count() or 1))
+                                       channels_last=channels_last, rank=ranks.rank, world_size=ranks.world_size)
         val_loader = None if rows[1] is None else StreamingLoader(train_set.images, train_set.labels, rows[1], 512,
                                                                   norm, device, channels_last=channels_last)
     if ranks.enabled:
@@ -202,7 +207,7 @@ def _train(conf: cfg.Config, console: Console, resuming: bool, ranks: distribute
     metrics["best_epoch"] = state.best_epoch or state.epoch
     metrics["epochs_run"] = state.epoch
     run.metrics = metrics
-    write_run(run, history.rows)
+    write_run(run, history.rows, plotter)
     print_summary(console, run)
     return run
 
@@ -278,13 +283,15 @@ def report_data_issues(console: Console, splits: Splits, run_dir: Path) -> None:
                                                   ensure_ascii=False))
 
 
-def write_run(run: Run, history: list[dict]) -> None:
+def write_run(run: Run, history: list[dict], plotter: PlotProcess | None = None) -> None:
+    """Config, weights, metrics and plots; the plots by `plotter`'s child process when there is one."""
     cfg.save_config(run.config, run.path / CONFIG, extra={"convlab": {"version": _version()}})
     run.save_model()
     (run.path / METRICS).write_text(json.dumps(run.metrics, indent=1, ensure_ascii=False))
-    if history:
-        plot_curves(history, run.path / "curves.png")
-    plot_confusion_matrix(run.metrics["confusion_matrix"], run.classes, run.path / "confusion_matrix.png")
+    if plotter is not None:
+        plotter.draw(history, run.metrics["confusion_matrix"], run.classes, run.path)
+    else:
+        draw_run_plots(history, run.metrics["confusion_matrix"], run.classes, run.path)
 
 
 def print_config(console: Console, conf: cfg.Config, origin: dict[str, str],

@@ -91,3 +91,29 @@ def test_train_streams_an_image_folder(tmp_path, make_image_folder):
     assert run.metrics["epochs_run"] == 4
     assert (tmp_path / "run" / "model.safetensors").is_file()
     assert run.metrics["accuracy"] >= 0.8  # three solid colours are easy
+
+
+def test_augmented_batches_depend_on_the_seed_not_on_the_workers():
+    """Each batch's shifts and flips are seeded from the loader's generator: 0 or 2 workers, same batches."""
+    from convlab.data.augment import build_augmentation
+
+    rng = np.random.default_rng(1)
+    data = ImageArrays(rng.integers(0, 256, (30, 3, 8, 8), dtype=np.uint8), rng.integers(0, 3, 30))
+    norm = Normalization.of(data.images)
+    augment = build_augmentation("standard", 8, hflip=True)
+
+    def epoch(workers, seed, augment=augment):
+        loader = StreamingLoader(data.images, data.labels, None, 7, norm, torch.device("cpu"), shuffle=True,
+                                 augment=augment, generator=torch.Generator().manual_seed(seed),
+                                 channels_last=True, workers=workers)
+        return [(x, y) for x, y in loader]
+
+    inline, workers, other = epoch(0, 5), epoch(2, 5), epoch(0, 6)
+    for (xa, ya), (xb, yb) in zip(inline, workers):
+        torch.testing.assert_close(xa, xb, rtol=0, atol=0)
+        assert torch.equal(ya, yb)
+        assert xa.is_contiguous(memory_format=torch.channels_last)
+    assert not all(torch.equal(xa, xc) for (xa, _), (xc, _) in zip(inline, other))
+    plain = epoch(0, 5, augment=None)  # the same order, not augmented
+    assert all(torch.equal(ya, yp) for (_, ya), (_, yp) in zip(inline, plain))
+    assert not torch.equal(torch.cat([x for x, _ in inline]), torch.cat([x for x, _ in plain]))

@@ -30,3 +30,21 @@ def test_top5_only_with_five_classes():
     m = classification_metrics(labels, probs, list("abcdef"))
     assert m["accuracy"] == pytest.approx(1 / 6)
     assert m["top5_accuracy"] == pytest.approx(5 / 6)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_metrics_match_sklearn(seed):
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    rng = np.random.default_rng(seed)
+    k = 7
+    labels = rng.integers(0, k - 1, size=300)  # the last class never occurs: zero support and zero division
+    probs = rng.random((300, k))
+    m = classification_metrics(labels, probs, [f"c{i}" for i in range(k)])
+    predicted = probs.argmax(1)
+    p, r, f, s = precision_recall_fscore_support(labels, predicted, labels=list(range(k)), zero_division=0)
+    assert m["confusion_matrix"] == confusion_matrix(labels, predicted, labels=list(range(k))).tolist()
+    for i in range(k):
+        assert m["per_class"][f"c{i}"] == pytest.approx({"precision": p[i], "recall": r[i], "f1": f[i],
+                                                         "support": s[i]})
+    assert m["macro_f1"] == pytest.approx(f[s > 0].mean())

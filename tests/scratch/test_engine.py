@@ -74,11 +74,11 @@ def test_the_schedule_drives_the_scratch_optimizer_as_in_torch(tmp_path):
 @pytest.mark.parametrize("name", ["mnist-cnn", "lenet", "resnet8"])
 def test_every_preset_trains_in_the_scratch_engine(tmp_path, name):
     dropout = 0.1 if name == "lenet" else 0.0
-    run = train(data="digits", model=name, engine="scratch", epochs=1, out=str(tmp_path / "r"), quiet=True,
+    run = train(data="digits", model=name, engine="scratch", epochs=3, out=str(tmp_path / "r"), quiet=True,
                 batch_size=128, dropout=dropout)
     expected = create_model(name, 1, 10, 8, dropout).state_dict()
     assert set(load_file(str(run.path / "model.safetensors"))) == set(expected)
-    assert run.metrics["accuracy"] > 0.15  # one short epoch: better than chance, not yet good
+    assert run.metrics["accuracy"] > 0.3  # three short epochs: clearly better than chance (0.1)
 
 
 @pytest.mark.parametrize("option, value, fragment", [

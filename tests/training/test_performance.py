@@ -5,13 +5,34 @@ import torch
 from convlab import train
 from convlab.errors import ConvlabError
 from convlab.models.registry import create_model
-from convlab.training.performance import Precision, amp_dtype, auto_threads, use_channels_last
+from convlab.training.performance import (Precision, amp_dtype, auto_threads, busy_cores,
+                                           use_channels_last)
 
 
 @pytest.mark.parametrize("cores, load, expected", [(2, 0.1, 2), (2, 1.2, 1), (2, 8.0, 1), (8, 3.0, 5), (1, 0.0, 1)])
 def test_auto_threads_leave_busy_cores_alone(cores, load, expected, monkeypatch):
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     assert auto_threads(cores, load) == expected
+
+
+def _stat(user, idle):
+    return f"cpu  {user} 0 0 {idle} 0 0 0 0 0 0\ncpu0 {user} 0 0 {idle} 0 0 0 0 0 0\n"
+
+
+def test_busy_cores_read_from_the_kernel_counters(tmp_path, monkeypatch):
+    stat = tmp_path / "stat"
+    readings = iter([_stat(1000, 5000), _stat(1150, 5050)])  # 150 busy ticks, 50 idle: 3/4 busy
+    real_read = type(stat).read_text
+    monkeypatch.setattr(type(stat), "read_text", lambda self, *a, **k: next(readings) if self == stat
+                        else real_read(self, *a, **k))
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    assert busy_cores(window=0.0, stat=stat) == pytest.approx(3.0)
+
+
+def test_busy_cores_unknown_without_the_counters(tmp_path):
+    assert busy_cores(window=0.0, stat=tmp_path / "missing") is None
+    (tmp_path / "odd").write_text("intr 1 2 3\n")
+    assert busy_cores(window=0.0, stat=tmp_path / "odd") is None
 
 
 def test_auto_threads_split_the_cores_between_torchrun_processes(monkeypatch):

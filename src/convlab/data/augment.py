@@ -1,6 +1,7 @@
 """Whole-batch augmentation on the training device: random shifts (crop with padding) and flips."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -33,17 +34,25 @@ def random_hflip(images: torch.Tensor, generator: torch.Generator) -> torch.Tens
     return torch.where(flip[:, None, None, None], images.flip(-1), images)
 
 
+@dataclass(frozen=True)
+class ShiftFlip:
+    """Random shifts of up to `shift` pixels, then random left-right flips when `flip`.
+
+    A plain dataclass rather than a closure, so DataLoader workers can receive it on any platform.
+    """
+
+    shift: int
+    flip: bool
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        images = random_shift(images, self.shift, generator)
+        if self.flip:
+            images = random_hflip(images, generator)
+        return images
+
+
 def build_augmentation(level: str, image_size: int, hflip: bool) -> Augmentation | None:
     """none: nothing; light: shifts of 1/8 of the size; standard: shifts plus flips when labels allow."""
     if level == "none":
         return None
-    shift = max(1, image_size // 8)
-    use_flip = level == "standard" and hflip
-
-    def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        images = random_shift(images, shift, generator)
-        if use_flip:
-            images = random_hflip(images, generator)
-        return images
-
-    return augment
+    return ShiftFlip(max(1, image_size // 8), level == "standard" and hflip)

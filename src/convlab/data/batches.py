@@ -29,16 +29,18 @@ class Normalization:
         return cls([float(m) for m in mean], [float(max(s, 1e-3)) for s in std])
 
     def apply(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (N, C, H, W) -> normalized float32 (N, C, H, W), memory format kept.
+        """uint8 (N, C, H, W) -> normalized float32 (N, C, H, W), contiguous.
 
-        (x / 255 - mean) / std as one multiply and one add, in place on the converted batch: two
-        passes over the pixels instead of four, which matters for 224x224 batches on a CPU.
+        (x / 255 - mean) / std as one converting copy, one multiply and one add in place: three
+        vectorized passes (a mixed-dtype fused op was 4x slower). Best on NCHW: the per-channel
+        broadcast over a channels_last tensor ran 4x slower, so convert the result afterwards.
         """
         std = torch.tensor(self.std, dtype=torch.float64).view(1, -1, 1, 1)
         scale = (1.0 / (255.0 * std)).to(device=images.device, dtype=torch.float32)
         shift = (-torch.tensor(self.mean, dtype=torch.float64).view(1, -1, 1, 1) / std).to(
             device=images.device, dtype=torch.float32)
-        return images.to(torch.float32).mul_(scale).add_(shift)
+        out = torch.empty(images.shape, dtype=torch.float32, device=images.device)
+        return out.copy_(images).mul_(scale).add_(shift)
 
 
 class BatchLoader:
@@ -88,6 +90,7 @@ class BatchLoader:
             images = self.images[index]
             if self.augment is not None:
                 images = self.augment(images, self.generator)
-            if self.channels_last:
+            images = self.norm.apply(images)
+            if self.channels_last:  # after normalizing: the per-channel broadcast is slow in NHWC
                 images = images.contiguous(memory_format=torch.channels_last)
-            yield self.norm.apply(images), self.labels[index]
+            yield images, self.labels[index]

@@ -1,20 +1,55 @@
-"""Seeded, stratified splitting of labelled data (the validation carve-out and default test splits)."""
+"""Seeded, stratified splitting of labelled data (the validation carve-out and default test splits).
+
+Written with NumPy rather than sklearn's train_test_split: importing sklearn costs 1.5-3 s, a fifth of a
+whole MNIST run. The sizes follow sklearn's (held-out total = ceil(fraction * N)); tests compare the two.
+"""
 from __future__ import annotations
 
+import math
+
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from ..errors import ConvlabError
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Return (keep, held_out) index arrays; held_out has about `fraction` of each class."""
+    """Return (keep, held_out) sorted index arrays; held_out has about `fraction` of each class."""
     if not 0.0 < fraction < 1.0:
         raise ConvlabError(f"split fraction must be between 0 and 1, got {fraction}")
-    index = np.arange(len(labels))
-    counts = np.bincount(labels)
-    counts = counts[counts > 0]
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    n_held = math.ceil(fraction * len(labels))
+    present, counts = np.unique(labels, return_counts=True)
     # Stratify only when every class can give at least one sample to each side.
-    stratify = labels if counts.min() >= 2 and round(fraction * len(labels)) >= len(counts) else None
-    keep, held = train_test_split(index, test_size=fraction, random_state=seed, stratify=stratify)
-    return np.sort(keep), np.sort(held)
+    if counts.min() < 2 or n_held < len(present) or len(labels) - n_held < len(present):
+        order = rng.permutation(len(labels))
+        return np.sort(order[n_held:]), np.sort(order[:n_held])
+    per_class = _allocate(counts, n_held, rng)
+    held = []
+    for cls, take in zip(present, per_class):
+        members = np.flatnonzero(labels == cls)
+        held.append(rng.permutation(members)[:take])
+    held_index = np.sort(np.concatenate(held))
+    keep = np.ones(len(labels), dtype=bool)
+    keep[held_index] = False
+    return np.flatnonzero(keep), held_index
+
+
+def _allocate(counts: np.ndarray, total: int, rng: np.random.Generator) -> np.ndarray:
+    """Split `total` held-out samples over classes in proportion to `counts`, at most count-1 each.
+
+    Floors (at least 1) first, then the remaining samples go to the largest remainders (ties broken at
+    random); where the floors of 1 overshoot, the classes furthest above their share give one back.
+    """
+    exact = counts * total / counts.sum()
+    take = np.clip(np.floor(exact).astype(np.int64), 1, counts - 1)
+    remainder = exact - take + rng.random(len(counts)) * 1e-9
+    for i in np.argsort(-remainder):
+        if take.sum() >= total:
+            break
+        if take[i] < counts[i] - 1:
+            take[i] += 1
+    while take.sum() > total:  # the floor of 1 per class can overshoot: take back from the largest
+        i = int(np.argmax(take - exact))
+        take[i] -= 1
+    return take

@@ -1,19 +1,26 @@
-"""The run's pictures: training curves and the confusion matrix (PNG, no display needed)."""
+"""The run's pictures: training curves and the confusion matrix (PNG, no display needed).
+
+matplotlib's Figure API is used directly (no pyplot: no global state, no display backend) and imported
+only when a picture is drawn, so commands that draw nothing do not pay for the import.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+
+def _figure(figsize):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=figsize)
 
 
 def plot_curves(history: list[dict], path: Path) -> None:
     """Loss, accuracy and learning rate per epoch, train vs validation."""
     epochs = [row["epoch"] for row in history]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    fig = _figure((13, 3.8))
+    axes = fig.subplots(1, 3)
     for ax, metric in zip(axes[:2], ("loss", "accuracy")):
         ax.plot(epochs, [row[f"train_{metric}"] for row in history], marker="o", label="train")
         val = [row.get(f"val_{metric}") for row in history]
@@ -29,21 +36,20 @@ def plot_curves(history: list[dict], path: Path) -> None:
     axes[2].grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def plot_confusion_matrix(matrix: list[list[int]], classes: list[str], path: Path) -> None:
     """Counts with true class on rows, predicted on columns; cells annotated when the grid is small."""
     fig = confusion_figure(matrix, classes)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def confusion_figure(matrix: list[list[int]], classes: list[str], title: str = "confusion matrix (test)"):
     """The confusion matrix as a matplotlib Figure (saved by plot_confusion_matrix, logged by TensorBoard)."""
     cm = np.asarray(matrix)
     size = max(4.5, 0.45 * len(classes) + 2)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
+    fig = _figure((size + 1, size))
+    ax = fig.subplots()
     image = ax.imshow(cm, cmap="Blues")
     fig.colorbar(image, ax=ax, fraction=0.046)
     ticks = np.arange(len(classes))
@@ -60,3 +66,72 @@ def confusion_figure(matrix: list[list[int]], classes: list[str], title: str = "
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def draw_run_plots(history: list[dict], matrix: list[list[int]], classes: list[str], folder: Path) -> None:
+    """The run folder's two pictures: curves.png (when there is a history) and confusion_matrix.png."""
+    folder = Path(folder)
+    if history:
+        plot_curves(history, folder / "curves.png")
+    plot_confusion_matrix(matrix, classes, folder / "confusion_matrix.png")
+
+
+# The child process: loads this file by path (not the convlab package, whose import costs torch's
+# seconds), imports matplotlib while the parent is still busy, then draws the job read from stdin.
+_CHILD = r"""
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("convlab_run_plots", sys.argv[1])
+plots = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(plots)
+plots._figure((1, 1))  # the matplotlib import, done while the parent trains
+job = json.load(sys.stdin)
+plots.draw_run_plots(job["history"], job["matrix"], job["classes"], job["folder"])
+"""
+
+
+def start_plot_process() -> "PlotProcess | None":
+    """A PlotProcess when matplotlib is not loaded yet; None (draw in-process) when it is, which costs
+    nothing extra (a notebook, a test session, a second run in one process)."""
+    import sys
+
+    return None if "matplotlib" in sys.modules else PlotProcess()
+
+
+class PlotProcess:
+    """Draws the run's plots in a child process started at the beginning of the run.
+
+    matplotlib's import (~1 s) then overlaps the parent's own imports and set-up on another core
+    instead of adding to the end of every run. If the child fails for any reason, the plots are
+    drawn in this process, so a run folder never lacks them.
+    """
+
+    def __init__(self):
+        import subprocess
+        import sys
+
+        self._subprocess = subprocess
+        try:
+            self.proc = subprocess.Popen([sys.executable, "-c", _CHILD, __file__], stdin=subprocess.PIPE,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        except OSError:
+            self.proc = None
+
+    def draw(self, history: list[dict], matrix: list[list[int]], classes: list[str], folder: Path) -> None:
+        """Hand the job to the child and wait for it; draw here if it cannot."""
+        import json
+
+        job = json.dumps({"history": history, "matrix": matrix, "classes": classes, "folder": str(folder)})
+        if self.proc is not None:
+            try:
+                self.proc.communicate(job.encode(), timeout=300)
+                if self.proc.returncode == 0:
+                    return
+            except (OSError, ValueError, self._subprocess.TimeoutExpired):
+                self.close()
+        draw_run_plots(history, matrix, classes, folder)
+
+    def close(self) -> None:
+        """Stop the child if it is still waiting (the run failed before its plots)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()

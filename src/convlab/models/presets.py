@@ -4,13 +4,17 @@ The classic stacks are written as layer specs and built by tracking the feature-
 any input: a 'valid' convolution whose input is smaller than its kernel pads to keep the size, and a
 pooling whose input is smaller than its window is left out. On 28x28 and 32x32 inputs nothing is
 adapted and the networks are exactly the texts' (mnist-cnn has 34,826 parameters on MNIST).
+
+One reordering: where the texts write Conv -> ReLU -> MaxPool, the module runs Conv -> MaxPool -> ReLU.
+Max pooling commutes with any non-decreasing function (max(relu(x)) = relu(max(x))), so outputs and
+gradients are the same, but the ReLU and its backward touch a quarter of the values: a small-cnn
+training step on a 2-core CPU ran 1.6x faster (benchmarks/time_to_accuracy.py).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from torch import nn
-from torchvision.models.resnet import BasicBlock
 
 from .registry import register_model
 
@@ -56,7 +60,11 @@ def build_convnet(specs: list, hidden: list[int], in_channels: int, num_classes:
         elif isinstance(spec, Pool):
             if min(height, width) < spec.size:
                 continue  # nothing left to pool
-            layers.append(nn.MaxPool2d(spec.size))
+            pool = nn.MaxPool2d(spec.size)
+            if len(layers) >= 2 and isinstance(layers[-2], nn.Conv2d) and isinstance(layers[-1], nn.ReLU):
+                layers.insert(len(layers) - 1, pool)  # conv -> pool -> relu: see the module docstring
+            else:
+                layers.append(pool)
             height, width = height // spec.size, width // spec.size
     classifier: list[nn.Module] = [nn.Flatten()]  # (N, C, H, W) -> (N, C*H*W)
     features_out = channels * height * width
@@ -121,6 +129,8 @@ class ResNet8(nn.Module):
 
     @staticmethod
     def _stage(inplanes: int, planes: int, stride: int) -> nn.Sequential:
+        from torchvision.models.resnet import BasicBlock  # here, not at the top: torchvision costs ~3 s to import
+
         downsample = None
         if stride != 1 or inplanes != planes:  # 1x1 projection when the shape changes
             downsample = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride=stride, bias=False),

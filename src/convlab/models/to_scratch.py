@@ -5,10 +5,11 @@ the torch model's; a run folder's model.safetensors therefore serves both engine
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import torch
 from torch import nn as tnn
-from torchvision.models.resnet import BasicBlock
 
 from .. import scratch
 from ..errors import ConvlabError
@@ -53,7 +54,7 @@ def _convert(module: tnn.Module, path: str) -> snn.Module:
         return scratch.models.ResNet8(module.conv1.in_channels, module.fc.out_features, dropout, widths)
     if kind is tnn.Sequential:
         return snn.Sequential(*[_convert(child, f"{path}.{name}") for name, child in module.named_children()])
-    if kind is BasicBlock:
+    if kind is _torchvision_basic_block():
         downsample = _convert(module.downsample, path + ".downsample") if module.downsample is not None else None
         return snn.BasicBlock(module.conv1.in_channels, module.conv1.out_channels, module.stride, downsample)
     if kind is tnn.Conv2d:
@@ -85,6 +86,12 @@ def _convert(module: tnn.Module, path: str) -> snn.Module:
     if kind in simple:
         return simple[kind]()
     raise _unsupported(path, module)
+
+
+def _torchvision_basic_block() -> type | None:
+    """torchvision's BasicBlock if torchvision is loaded; a model holding one has loaded it, so no import here."""
+    resnet = sys.modules.get("torchvision.models.resnet")
+    return getattr(resnet, "BasicBlock", None)
 
 
 def _unsupported(path: str, module: tnn.Module) -> ConvlabError:

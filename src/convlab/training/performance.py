@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -11,13 +13,42 @@ from torch import nn
 from ..errors import ConvlabError
 
 
+def busy_cores(window: float = 0.1, stat: Path = Path("/proc/stat")) -> float | None:
+    """How many cores other processes keep busy now, measured over `window` seconds; None where unknown.
+
+    Read from the kernel's CPU counters rather than the 1-minute load average, which still counts a
+    process that ended seconds ago: back-to-back runs would each have given themselves 1 thread of 2.
+    """
+    try:
+        before = _cpu_times(stat)
+        time.sleep(window)
+        after = _cpu_times(stat)
+    except (OSError, ValueError, IndexError):
+        return None
+    total = sum(after) - sum(before)
+    idle = (after[3] + after[4]) - (before[3] + before[4])  # the idle and iowait columns
+    cores = os.cpu_count() or 1
+    return cores * (1.0 - idle / total) if total > 0 else 0.0
+
+
+def _cpu_times(stat: Path) -> list[int]:
+    """The aggregate 'cpu' line of /proc/stat: user nice system idle iowait irq softirq steal (ticks)."""
+    first = stat.read_text().splitlines()[0].split()
+    if first[0] != "cpu":
+        raise ValueError(f"{stat}: no aggregate cpu line")
+    return [int(value) for value in first[1:9]]
+
+
 def auto_threads(cores: int | None = None, load: float | None = None) -> int:
-    """Threads for a CPU run: the cores the other processes leave idle (by the 1-minute load), at least 1.
+    """Threads for a CPU run: the cores the other processes leave idle, at least 1.
 
     torch's default is one thread per core. On a busy machine its threads wait for each other at
     every kernel: measured on 2 cores with a load of 7, a mnist-cnn step ran 5x faster on 1 thread.
+    `load` is the busy cores (measured now by busy_cores, else the 1-minute load average).
     """
     cores = cores or os.cpu_count() or 1
+    if load is None:
+        load = busy_cores()
     if load is None:
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # torchrun's processes on this machine share it

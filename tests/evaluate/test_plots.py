@@ -1,0 +1,75 @@
+"""The run's plots: drawn by a child process that imports matplotlib early, or in-process as a fallback."""
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+from convlab.evaluate import plots
+
+HISTORY = [{"epoch": 1, "train_loss": 1.0, "val_loss": 0.9, "train_accuracy": 0.5, "val_accuracy": 0.6, "lr": 0.1},
+           {"epoch": 2, "train_loss": 0.5, "val_loss": 0.6, "train_accuracy": 0.8, "val_accuracy": 0.7, "lr": 0.01}]
+MATRIX = [[5, 1], [2, 7]]
+
+
+def _size(path):
+    with Image.open(path) as image:
+        return image.size
+
+
+def test_the_child_process_draws_both_plots(tmp_path):
+    worker = plots.PlotProcess()
+    assert worker.proc is not None
+    worker.draw(HISTORY, MATRIX, ["cat", "dog"], tmp_path)
+    assert worker.proc.returncode == 0
+    inline = tmp_path / "inline"
+    inline.mkdir()
+    plots.draw_run_plots(HISTORY, MATRIX, ["cat", "dog"], inline)
+    for name in ("curves.png", "confusion_matrix.png"):
+        assert _size(tmp_path / name) == _size(inline / name)  # the same figure, drawn in either process
+        assert np.asarray(Image.open(tmp_path / name)).std() > 0
+
+
+def test_a_failing_child_falls_back_to_drawing_here(tmp_path, monkeypatch):
+    worker = plots.PlotProcess()
+    worker.proc.kill()  # as if it crashed before the job
+    worker.proc.wait()
+    worker.draw(HISTORY, MATRIX, ["cat", "dog"], tmp_path)
+    assert (tmp_path / "curves.png").exists() and (tmp_path / "confusion_matrix.png").exists()
+
+
+def test_no_child_when_python_cannot_start(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
+    worker = plots.PlotProcess()
+    assert worker.proc is None
+    worker.draw([], MATRIX, ["cat", "dog"], tmp_path)
+    assert not (tmp_path / "curves.png").exists() and (tmp_path / "confusion_matrix.png").exists()
+
+
+def test_close_stops_a_waiting_child():
+    worker = plots.PlotProcess()
+    worker.close()
+    assert worker.proc.returncode is not None
+
+
+def test_in_process_when_matplotlib_is_already_loaded(monkeypatch):
+    assert "matplotlib" in sys.modules  # conftest loads it
+    assert plots.start_plot_process() is None
+    monkeypatch.delitem(sys.modules, "matplotlib")
+    worker = plots.start_plot_process()
+    assert isinstance(worker, plots.PlotProcess)
+    worker.close()
+
+
+def test_a_cli_run_gets_its_plots_from_the_child(tmp_path):
+    """A real `python -m convlab train`: matplotlib is never imported by the parent process."""
+    out = tmp_path / "run"
+    code = ("import sys, runpy; sys.argv = ['convlab', 'train', '--data', 'digits', '--model', 'tiny-cnn', "
+            f"'--epochs', '1', '--quiet', '--out', {str(out)!r}]\n"
+            "try:\n    runpy.run_module('convlab', run_name='__main__')\nexcept SystemExit as e:\n"
+            "    assert not e.code, e.code\n"
+            "print('matplotlib' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "False"
+    assert _size(out / "curves.png")[0] > 100 and _size(out / "confusion_matrix.png")[0] > 100
