@@ -229,6 +229,7 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
     from safetensors.torch import load_file
 
     from .models.registry import create_model
+    from .training.performance import use_channels_last
 
     path = Path(path)
     if not path.is_dir():
@@ -260,6 +261,8 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
         raise ConvlabError(f"{path / WEIGHTS} does not fit model {config.model.name}: "
                            f"{str(err).splitlines()[-1].strip()}") from None
     model.eval()
+    if use_channels_last(config.train.channels_last, model, torch.device(device)):
+        model.to(memory_format=torch.channels_last)  # as in training: the same kernels, the same numbers
     metrics = json.loads((path / METRICS).read_text()) if (path / METRICS).is_file() else None
     return Run(path, model, config, classes, preprocess, metrics, device)
 

@@ -205,7 +205,8 @@ def test_preprocess_json_of_older_runs_still_loads():
 def test_resuming_a_finetune_restores_the_freeze_state_of_its_stage(digits_run, tmp_path):
     out = tmp_path / "ft"
     first = convlab.finetune(digits_run.path, data="digits", classes="1,2", train_per_class=6, strategy="linear-probe",
-                             schedule="none", epochs=1, out=str(out), quiet=True)
+                             schedule="none", epochs=1, val_fraction=0.0, out=str(out), quiet=True)
+    # no validation split: the run ends with its last epoch's weights, not the best epoch's
     head_after_1 = first.model.state_dict()["classifier.1.weight"].clone()
     (out / "model.safetensors").unlink()  # as if it had stopped after epoch 1
     resumed = convlab.finetune(resume=out, epochs=3, quiet=True)
