@@ -151,7 +151,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True, help="folder with the MNIST IDX files")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per contender (default: 3)")
-    parser.add_argument("--long-flags", default="--epochs 12 --augment light",
+    parser.add_argument("--long-flags",
+                        default="--epochs 24 --augment light --dropout 0.2 --batch-size 128 --lr 0.004",
                         help="convlab flags for the best-accuracy-within-60-s row")
     parser.add_argument("--quick", action="store_true", help="one seed, plain loop 2 epochs, no 60 s row")
     args = parser.parse_args()

@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import torch
 import pytest
 import yaml
 from PIL import Image
@@ -78,3 +79,15 @@ def test_out_folder_with_a_run_is_not_overwritten(digits_run):
     with pytest.raises(ConvlabError, match="already holds a run"):
         train(data="digits", model="tiny-cnn", epochs=1, out=str(digits_run.path), quiet=True)
     assert (digits_run.path / "model.safetensors").read_bytes() == before
+
+
+def test_prediction_switches_a_training_model_to_eval_once(digits_run):
+    from convlab.data import load_dataset
+    from convlab.run import _is_on
+
+    assert _is_on(digits_run.model, torch.device("cpu")) and not _is_on(digits_run.model, torch.device("meta"))
+    images = load_dataset("digits").test.images[:16]
+    expected = digits_run.predict_arrays(images)
+    digits_run.model.train()  # dropout/batch-norm in training mode would change the outputs
+    np.testing.assert_array_equal(digits_run.predict_arrays(images), expected)
+    assert not digits_run.model.training

@@ -209,9 +209,10 @@ class StreamingLoader:
         rows = self._order().tolist()
         seeds = torch.randint(0, 2 ** 62, (len(self),), generator=self.generator).tolist()
         jobs = [(rows[i * self.batch_size:(i + 1) * self.batch_size], seed) for i, seed in enumerate(seeds)]
+        # Its own generator: the DataLoader leaves the global RNG alone.
         batches = DataLoader(_MemmapBatches(self.images, self.labels), sampler=jobs, batch_size=None,
                              num_workers=self.workers, pin_memory=self._device.type == "cuda",
-                             collate_fn=_identity, generator=torch.Generator().manual_seed(0))  # leave the global RNG alone
+                             collate_fn=_identity, generator=torch.Generator().manual_seed(0))
         for images, labels, seed in batches:
             images = self.prep(images.to(self._device, non_blocking=True), seed)
             yield images, labels.to(self._device, non_blocking=True)

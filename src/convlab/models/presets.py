@@ -8,7 +8,7 @@ adapted and the networks are exactly the texts' (mnist-cnn has 34,826 parameters
 One reordering: where the texts write Conv -> ReLU -> MaxPool, the module runs Conv -> MaxPool -> ReLU.
 Max pooling commutes with any non-decreasing function (max(relu(x)) = relu(max(x))), so outputs and
 gradients are the same, but the ReLU and its backward touch a quarter of the values: a small-cnn
-training step on a 2-core CPU ran 1.6x faster (benchmarks/time_to_accuracy.py).
+training step on a 2-core CPU ran 1.2-1.6x faster (the profile in docs/speed.md).
 """
 from __future__ import annotations
 
