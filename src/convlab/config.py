@@ -41,8 +41,8 @@ class DataConfig:
                                      "default: all")
     train_per_class: int = _opt(0, "keep N labelled training images per class, chosen with --seed (0: all); "
                                    "the validation share comes out of them", min=0)
-    loader: Loader = _opt("auto", "memory: whole dataset as one tensor on the device; streaming: workers and a "
-                                  "decoded-image cache on disk; auto: memory when it fits (image folders)")
+    loader: Loader = _opt("auto", "memory: whole dataset as one tensor on the device; streaming: a decoded-image "
+                                  "cache on disk (workers read it for a GPU); auto: memory when it fits (folders)")
     strict: bool = _opt(False, "stop at the first unreadable image of a folder instead of skipping it with a warning")
 
 
