@@ -1,7 +1,7 @@
 """Shared fixtures: small trained runs and generated image folders (tests never read outside the repo)."""
 from __future__ import annotations
 
-import matplotlib.figure  # noqa: F401  (loaded: runs draw their plots in-process, see evaluate/plots.py)
+import matplotlib.figure  # noqa: F401  (loaded, so runs draw their plots in-process: evaluate/plots.py)
 import numpy as np
 import pytest
 from PIL import Image

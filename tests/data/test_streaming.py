@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from convlab import train
-from convlab.data import streaming
 from convlab.data.arrays import ImageArrays
 from convlab.data.batches import BatchLoader, Normalization
 from convlab.data.imagefolder import list_images, load_image, load_image_folder

@@ -5,6 +5,10 @@ only when a picture is drawn, so commands that draw nothing do not pay for the i
 """
 from __future__ import annotations
 
+import io
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -70,8 +74,6 @@ def confusion_figure(matrix: list[list[int]], classes: list[str], title: str = "
 
 def warm_up() -> None:
     """Import matplotlib and draw one small figure with text to memory: fonts and the renderer load now."""
-    import io
-
     fig = _figure((2, 1.5))
     ax = fig.subplots()
     ax.plot([0, 1], [0, 1], marker="o", label="warm-up")
@@ -106,8 +108,6 @@ os._exit(0)  # the PNGs are closed; skip tearing the interpreter down (0.3 s wit
 def start_plot_process() -> "PlotProcess | None":
     """A PlotProcess when matplotlib is not loaded yet; None (draw in-process) when it is, which costs
     nothing extra (a notebook, a test session, a second run in one process)."""
-    import sys
-
     return None if "matplotlib" in sys.modules else PlotProcess()
 
 
@@ -120,10 +120,6 @@ class PlotProcess:
     """
 
     def __init__(self):
-        import subprocess
-        import sys
-
-        self._subprocess = subprocess
         try:
             self.proc = subprocess.Popen([sys.executable, "-c", _CHILD, __file__], stdin=subprocess.PIPE,
                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -132,15 +128,13 @@ class PlotProcess:
 
     def draw(self, history: list[dict], matrix: list[list[int]], classes: list[str], folder: Path) -> None:
         """Hand the job to the child and wait for it; draw here if it cannot."""
-        import json
-
         job = json.dumps({"history": history, "matrix": matrix, "classes": classes, "folder": str(folder)})
         if self.proc is not None:
             try:
                 self.proc.communicate(job.encode(), timeout=300)
                 if self.proc.returncode == 0:
                     return
-            except (OSError, ValueError, self._subprocess.TimeoutExpired):
+            except (OSError, ValueError, subprocess.TimeoutExpired):
                 self.close()
         draw_run_plots(history, matrix, classes, folder)
 
