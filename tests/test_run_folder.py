@@ -91,3 +91,14 @@ def test_prediction_switches_a_training_model_to_eval_once(digits_run):
     digits_run.model.train()  # dropout/batch-norm in training mode would change the outputs
     np.testing.assert_array_equal(digits_run.predict_arrays(images), expected)
     assert not digits_run.model.training
+
+
+def test_prediction_switches_a_training_submodule_to_eval_too(digits_run):
+    from convlab.data import load_dataset
+
+    images = load_dataset("digits").test.images[:16]
+    expected = digits_run.predict_arrays(images)
+    digits_run.model.eval()
+    digits_run.model.features.train()  # the top module says eval, a child still trains
+    np.testing.assert_array_equal(digits_run.predict_arrays(images), expected)
+    assert not any(m.training for m in digits_run.model.modules())

@@ -12,7 +12,8 @@ def predict_proba(model: nn.Module, images: np.ndarray, norm: Normalization, dev
                   batch_size: int = 256) -> np.ndarray:
     """images: (N, C, H, W) uint8 -> probabilities (N, classes) float64."""
     device = torch.device(device)
-    if model.training:  # eval() walks every module; skip it when there is nothing to switch
+    # eval() sets an attribute on every module; skip it when no module (not only the top one) is training.
+    if any(m.training for m in model.modules()):
         model.eval()
     out = []
     with torch.inference_mode():
