@@ -1,7 +1,6 @@
-"""The run folder: everything needed to use a trained model (config, weights, labels, preprocessing).
+"""A trained model with what it needs to be used (config, labels, preprocessing), and loading one from its folder.
 
-A run folder holds config.yaml, model.safetensors, labels.json, preprocess.json, metrics.csv,
-metrics.json, curves.png and confusion_matrix.png. `load_run` needs nothing else.
+The folder's file names are in layout.py; `load_run` needs nothing but the folder.
 """
 from __future__ import annotations
 
@@ -18,15 +17,16 @@ from torch import nn
 from .config import Config, load_saved_config
 from .data.arrays import ImageArrays
 from .data.batches import Normalization
+from .data.conform import conform_arrays
+from .data.decode import list_images, load_image
+from .data.run_data import load_test_data, map_labels
 from .errors import ConvlabError
-from .models.inference import predict_proba
 from .evaluate.metrics import classification_metrics
-
-WEIGHTS = "model.safetensors"
-CONFIG = "config.yaml"
-LABELS = "labels.json"
-PREPROCESS = "preprocess.json"
-METRICS = "metrics.json"
+from .layout import CONFIG, LABELS, METRICS, PREPROCESS, WEIGHTS
+from .models.inference import predict_proba
+from .models.registry import create_model
+from .models.to_scratch import to_scratch
+from .models.weights import save_safetensors
 
 
 @dataclass
@@ -39,6 +39,7 @@ class Preprocess:
     std: list[float]
     normalization: str = "training data"  # where mean/std come from: the training data or pretrained weights
     data_channels: int | None = None  # channels of the training data when they differ (1 -> 3: gray repeated)
+    memory_format: str | None = None  # "channels_last" or "contiguous": how training fed the model (None: unknown)
 
     @property
     def norm(self) -> Normalization:
@@ -47,6 +48,8 @@ class Preprocess:
     def to_json(self) -> dict:
         document = {**asdict(self), "resize": "bilinear, whole image (no crop)", "scale": "pixel / 255",
                     "formula": "(pixel / 255 - mean) / std"}
+        if self.memory_format is None:
+            del document["memory_format"]
         if self.data_channels is None:
             del document["data_channels"]
         elif self.data_channels == 1:
@@ -70,11 +73,15 @@ class Preprocess:
         data_channels = data.get("data_channels")
         if data_channels is not None and data_channels not in (1, 3):
             raise ValueError(f"data_channels must be 1 or 3, got {data_channels!r}")
+        memory_format = data.get("memory_format")
+        if memory_format not in (None, *MEMORY_FORMATS):
+            raise ValueError(f"memory_format must be one of {', '.join(MEMORY_FORMATS)}, got {memory_format!r}")
         return cls(list(size), int(channels), [float(v) for v in mean], [float(v) for v in std],
-                   str(data.get("normalization", "training data")), data_channels)
+                   str(data.get("normalization", "training data")), data_channels, memory_format)
 
 
 MAX_SIDE = 8192  # pixels per side a run may ask images to be resized to
+MEMORY_FORMATS = ("channels_last", "contiguous")
 
 
 def _is_int(value) -> bool:
@@ -116,32 +123,30 @@ class Run:
             self.model.to(self.device)
         return predict_proba(self.model, images, self.preprocess.norm, self.device)
 
+    def test_data(self, data: str | None = None, data_dir: str | Path | None = None) -> ImageArrays:
+        """The run's test split (as its config defines it: dataset, size, --classes), or `data`'s; labels in
+        the run's class order, images in its size and channels."""
+        return load_test_data(self.config, self.classes, self.preprocess.channels, self.preprocess.size, data,
+                              None if data_dir is None else str(data_dir), who=f"run {self.path}")
+
     def evaluate(self, data: str | None = None, data_dir: str | Path | None = None,
                  arrays: ImageArrays | None = None, classes: list[str] | None = None) -> dict:
-        """Metrics on the test split of the run's dataset, another dataset, or given arrays."""
+        """Metrics on the run's test split, another dataset's, or given arrays (labels numbered by `classes`,
+        default the run's)."""
         if arrays is None:
-            from .data.registry import load_dataset
-
-            name = data or self.config.data.name
-            directory = data_dir if data_dir is not None else (self.config.data.data_dir if data is None else None)
-            splits = load_dataset(name, directory, image_size=self.config.data.image_size)
-            if data is None and self.config.data.classes:  # the run's own data: the classes it was trained on
-                from .data.subsets import select_subset
-
-                splits = select_subset(splits, self.config.data.classes, 0, 0)
-            arrays, classes = splits.test, splits.classes
-        arrays = self._conform(arrays)
-        labels = self._map_labels(arrays.labels, classes or self.classes)
+            arrays = self.test_data(data, data_dir)
+        else:
+            arrays = self._conform(arrays)
+            arrays = ImageArrays(arrays.images, map_labels(arrays.labels, classes or self.classes, self.classes,
+                                                           "given", f"run {self.path}"))
         probs = self.predict_arrays(arrays.images)
-        return classification_metrics(labels, probs, self.classes)
+        return classification_metrics(arrays.labels, probs, self.classes)
 
     def predict(self, inputs: Any, top_k: int = 5) -> list[dict]:
         """Images (paths, folders of images, PIL images or arrays) -> top-k labels with probabilities.
 
         Returns [{"path": str or None, "top": [{"label": str, "prob": float}, ...]}, ...].
         """
-        from .data.imagefolder import list_images, load_image
-
         items = _expand_inputs(inputs, list_images)
         if not items:
             raise ConvlabError("predict: no images given (folders given held no image files)")
@@ -157,8 +162,6 @@ class Run:
 
     def scratch_model(self):
         """The model in the NumPy engine (convlab.scratch), with the same weights; presets only."""
-        from .models.to_scratch import to_scratch
-
         return to_scratch(self.model.cpu()).eval()
 
     # -- helpers ---------------------------------------------------------------------------------------
@@ -166,43 +169,13 @@ class Run:
         """Bring other data to the run's channels and size (e.g. evaluating on another folder)."""
         return conform_arrays(arrays, self.preprocess.channels, self.preprocess.size, f"run {self.path}")
 
-    def _map_labels(self, labels: np.ndarray, data_classes: list[str]) -> np.ndarray:
-        if data_classes == self.classes:
-            return labels
-        unknown = [c for c in data_classes if c not in self.classes]
-        if unknown:
-            raise ConvlabError(f"the data has classes the run {self.path} does not know: {', '.join(unknown[:5])}")
-        index = np.array([self.classes.index(c) for c in data_classes])
-        return index[labels]
-
     # -- saving ----------------------------------------------------------------------------------------
     def save_model(self) -> None:
-        from safetensors.torch import save_file
-
+        """model.safetensors, labels.json and preprocess.json (readable by others: the usual file mode)."""
         state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-        save_file(state, str(self.path / WEIGHTS), metadata={"format": "pt", "model": self.config.model.name})
+        save_safetensors(state, self.path / WEIGHTS, metadata={"format": "pt", "model": self.config.model.name})
         (self.path / LABELS).write_text(json.dumps(self.classes, indent=1, ensure_ascii=False))
         (self.path / PREPROCESS).write_text(json.dumps(self.preprocess.to_json(), indent=1))
-
-
-def conform_arrays(arrays: ImageArrays, channels: int, size: list[int], who: str) -> ImageArrays:
-    """Convert images to `channels` (luma for 1, channel repeat for more) and resize to `size` [h, w]."""
-    from .data.registry import resize_arrays
-
-    images = arrays.images
-    if images.shape[1] != channels:
-        if channels == 1:  # ITU-R 601 luma, as PIL's convert("L")
-            weights = np.array([0.299, 0.587, 0.114])[:, None, None]
-            images = np.round((images[:, :3].astype(np.float64) * weights).sum(1, keepdims=True)).astype(np.uint8)
-        else:
-            images = np.repeat(images[:, :1], channels, axis=1)
-    conformed = ImageArrays(images, arrays.labels)
-    if list(images.shape[2:]) != list(size):
-        h, w = size
-        if h != w:
-            raise ConvlabError(f"{who} expects {h}x{w} images; cannot resize other data to it")
-        conformed = resize_arrays(conformed, h)
-    return conformed
 
 
 def _expand_inputs(inputs: Any, list_images) -> list[tuple[str | None, Any]]:
@@ -237,9 +210,6 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from .models.registry import create_model
-    from .training.performance import use_channels_last
-
     path = Path(path)
     if not path.is_dir():
         raise ConvlabError(f"run folder {path} does not exist")
@@ -270,7 +240,7 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
         raise ConvlabError(f"{path / WEIGHTS} does not fit model {config.model.name}: "
                            f"{str(err).splitlines()[-1].strip()}") from None
     model.eval()
-    if use_channels_last(config.train.channels_last, model, torch.device(device)):
+    if trained_channels_last(preprocess, config, model):
         model.to(memory_format=torch.channels_last)  # as in training: the same kernels, the same numbers
     metrics = json.loads((path / METRICS).read_text()) if (path / METRICS).is_file() else None
     return Run(path, model, config, classes, preprocess, metrics, device)
@@ -279,3 +249,12 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
 def _key_mismatch(model: nn.Module, state: dict) -> tuple[list[str], list[str]]:
     expected = set(model.state_dict())
     return sorted(expected - set(state)), sorted(set(state) - expected)
+
+
+def trained_channels_last(preprocess: Preprocess, config: Config, model: nn.Module) -> bool:
+    """Whether training ran the model in channels_last: as recorded, or (runs from before the record) as
+    --channels-last auto decides on the CPU."""
+    if preprocess.memory_format is not None:
+        return preprocess.memory_format == "channels_last"
+    has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
+    return config.train.channels_last == "on" or (config.train.channels_last == "auto" and has_conv)

@@ -3,14 +3,12 @@ from __future__ import annotations
 
 import pytest
 
-from convlab.compress.variant import load_test_split
 
 
 @pytest.fixture(scope="session")
 def digits_test(digits_run):
-    """(images, labels, classes) of the digits test split (360 images)."""
-    test, classes = load_test_split(digits_run)
-    return test, classes
+    """(test split, classes) of the digits run (360 images, labels in the run's class order)."""
+    return digits_run.test_data(), digits_run.classes
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,10 @@ HISTORY = [{"epoch": 1, "train_loss": 1.0, "val_loss": 0.9, "train_accuracy": 0.
 MATRIX = [[5, 1], [2, 7]]
 
 
+def _paths(folder):
+    return folder / "curves.png", folder / "confusion_matrix.png"
+
+
 def _size(path):
     with Image.open(path) as image:
         return image.size
@@ -20,11 +24,11 @@ def _size(path):
 def test_the_child_process_draws_both_plots(tmp_path):
     worker = plots.PlotProcess()
     assert worker.proc is not None
-    worker.draw(HISTORY, MATRIX, ["cat", "dog"], tmp_path)
+    worker.draw(HISTORY, MATRIX, ["cat", "dog"], *_paths(tmp_path))
     assert worker.proc.returncode == 0
     inline = tmp_path / "inline"
     inline.mkdir()
-    plots.draw_run_plots(HISTORY, MATRIX, ["cat", "dog"], inline)
+    plots.draw_run_plots(HISTORY, MATRIX, ["cat", "dog"], *_paths(inline))
     for name in ("curves.png", "confusion_matrix.png"):
         assert _size(tmp_path / name) == _size(inline / name)  # the same figure, drawn in either process
         assert np.asarray(Image.open(tmp_path / name)).std() > 0
@@ -34,7 +38,7 @@ def test_a_failing_child_falls_back_to_drawing_here(tmp_path, monkeypatch):
     worker = plots.PlotProcess()
     worker.proc.kill()  # as if it crashed before the job
     worker.proc.wait()
-    worker.draw(HISTORY, MATRIX, ["cat", "dog"], tmp_path)
+    worker.draw(HISTORY, MATRIX, ["cat", "dog"], *_paths(tmp_path))
     assert (tmp_path / "curves.png").exists() and (tmp_path / "confusion_matrix.png").exists()
 
 
@@ -42,7 +46,7 @@ def test_no_child_when_python_cannot_start(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
     worker = plots.PlotProcess()
     assert worker.proc is None
-    worker.draw([], MATRIX, ["cat", "dog"], tmp_path)
+    worker.draw([], MATRIX, ["cat", "dog"], *_paths(tmp_path))
     assert not (tmp_path / "curves.png").exists() and (tmp_path / "confusion_matrix.png").exists()
 
 

@@ -24,7 +24,7 @@ import convlab  # noqa: E402
 from convlab.config import read_config_file  # noqa: E402
 from convlab.data.cifar import read_cifar10  # noqa: E402
 from convlab.data.idx import read_idx  # noqa: E402
-from convlab.data.imagefolder import _peek_mode, load_image  # noqa: E402
+from convlab.data.decode import load_image, peek_mode  # noqa: E402
 from convlab.errors import ConvlabError  # noqa: E402
 from convlab.training.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 
@@ -122,7 +122,7 @@ def test_image_files(tmp_path):
     def check(content):
         path.write_bytes(content)
         with mock.patch.object(Image, "MAX_IMAGE_PIXELS", 4_000_000):  # keep absurd headers cheap
-            _only_convlab_error(_peek_mode, path)
+            _only_convlab_error(peek_mode, path)
             _only_convlab_error(load_image, path, 3, 8)
 
     check()

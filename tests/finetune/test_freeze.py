@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from convlab.errors import ConvlabError
-from convlab.finetune import optimizer_groups
+from convlab.training.freezing import optimizer_groups
 from convlab.models.freeze import (STRATEGIES, Freezer, apply_freeze_state, group_learning_rates, parameter_groups,
                                    parse_freeze, plan_stages)
 from convlab.models.registry import PRESETS, create_model

@@ -88,7 +88,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_prune(args) -> int:
-    from ..compress.prune import prune_run
+    from ..compress.prune import prune_run  # lazy: start-up time
 
     prune_run(args.run_dir, args.out, amount=args.amount, structured=args.structured,
               finetune_epochs=args.finetune_epochs, lr=args.lr, data_dir=args.data_dir, quiet=args.quiet)
@@ -96,7 +96,7 @@ def cmd_prune(args) -> int:
 
 
 def cmd_quantize(args) -> int:
-    from ..compress.quantize import quantize_run
+    from ..compress.quantize import quantize_run  # lazy: start-up time
 
     quantize_run(args.run_dir, args.out, mode=args.mode, calibration_images=args.calibration_images,
                  engine=args.engine, data_dir=args.data_dir)
@@ -104,7 +104,7 @@ def cmd_quantize(args) -> int:
 
 
 def cmd_distill(args) -> int:
-    from ..compress.distill import distill
+    from ..compress.distill import distill  # lazy: start-up time
 
     overrides = {key: getattr(args, key) for key in config_keys()}
     distill(args.teacher, temperature=args.temperature, alpha=args.alpha, config=args.config, **overrides)
@@ -112,8 +112,8 @@ def cmd_distill(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from ..compress.export import export_onnx
-    from ..compress.variant import load_variant
+    from ..compress.export import export_onnx  # lazy: start-up time
+    from ..compress.load import load_variant  # lazy: start-up time
 
     export_onnx(load_variant(args.run_dir), args.out, opset=args.opset, tolerance=args.tolerance)
     return 0
@@ -124,8 +124,9 @@ def cmd_compare(args) -> int:
 
     from rich.console import Console
 
+    # lazy: start-up time
     from ..compress.compare import compare, comparison_table, markdown_table, plot_comparison
-    from ..errors import ConvlabError
+    from ..errors import ConvlabError  # lazy: start-up time
 
     if not args.seconds > 0:
         raise ConvlabError(f"--seconds must be > 0, got {args.seconds}")

@@ -22,7 +22,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_finetune(args) -> int:
-    from ..finetune import finetune
+    from ..finetune import finetune  # lazy: start-up time
 
     overrides = {key: getattr(args, key) for key in config_keys(SECTIONS)}
     source = overrides.pop("source")  # the first argument of convlab.finetune

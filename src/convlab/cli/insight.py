@@ -56,7 +56,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _image_paths(items: list[str]) -> list[Path]:
-    from ..data.imagefolder import list_images
+    from ..data.decode import list_images  # lazy: start-up time
 
     paths: list[Path] = []
     for item in items:
@@ -73,8 +73,8 @@ def _image_paths(items: list[str]) -> list[Path]:
 
 
 def cmd_gradcam(args) -> int:
-    from ..insight.gradcam import gradcam_files
-    from ..run import load_run
+    from ..insight.gradcam import gradcam_files  # lazy: start-up time
+    from ..run import load_run  # lazy: start-up time
 
     run = load_run(args.run_dir)
     for path in gradcam_files(run, _image_paths(args.images), Path(args.out), args.layer, args.class_label):
@@ -83,8 +83,8 @@ def cmd_gradcam(args) -> int:
 
 
 def cmd_features(args) -> int:
-    from ..insight.features import write_feature_maps
-    from ..run import load_run
+    from ..insight.features import write_feature_maps  # lazy: start-up time
+    from ..run import load_run  # lazy: start-up time
 
     run = load_run(args.run_dir)
     (image,) = _image_paths([args.image])[:1]
@@ -94,14 +94,14 @@ def cmd_features(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from ..insight.report import build_report
+    from ..insight.report import build_report  # lazy: start-up time
 
     print(build_report(args.run_dir, args.out))
     return 0
 
 
 def cmd_tune(args) -> int:
-    from ..insight.tune import tune
+    from ..insight.tune import tune  # lazy: start-up time
 
     fixed = {key: getattr(args, key) for key in config_keys() if key not in ("out", "quiet", "tensorboard")}
     tune(args.out, args.param, trials=args.trials, search=args.search, config=args.config, **fixed)

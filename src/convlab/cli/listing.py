@@ -17,8 +17,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_models(args) -> int:
-    from ..data.registry import parse_data_name
-    from ..models.registry import count_parameters, create_model, list_models
+    from ..data.registry import parse_data_name  # lazy: start-up time
+    from ..models.registry import count_parameters, create_model, list_models  # lazy: start-up time
 
     entry, _ = parse_data_name(args.data)
     channels, height, width = entry.shape or (3, 64, 64)
@@ -37,7 +37,7 @@ def cmd_models(args) -> int:
 
 
 def cmd_datasets(args) -> int:
-    from ..data.registry import list_datasets
+    from ..data.registry import list_datasets  # lazy: start-up time
 
     for entry in list_datasets():
         shape = "x".join(map(str, entry.shape)) if entry.shape else "any size"

@@ -18,7 +18,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(args) -> int:
-    from ..session import train
+    from ..pipeline import train  # lazy: start-up time
 
     overrides = {key: getattr(args, key) for key in config_keys()}
     train(args.config, resume=args.resume, **overrides)

@@ -29,7 +29,7 @@ def set_cpu_threads() -> None:
     """As training does: torch threads on the idle cores only (a busy machine slows extra threads)."""
     import torch
 
-    from ..training.performance import set_threads
+    from ..training.performance import set_threads  # lazy: start-up time
 
     set_threads(0, torch.device("cpu"))
 
@@ -38,7 +38,7 @@ def cmd_eval(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from ..compress.variant import load_variant
+    from ..compress.load import load_variant  # lazy: start-up time
 
     set_cpu_threads()
     run = load_variant(args.run_dir)
@@ -61,7 +61,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from ..compress.variant import load_variant
+    from ..compress.load import load_variant  # lazy: start-up time
 
     if args.top_k < 1:
         raise ConvlabError(f"--top-k must be at least 1, got {args.top_k}")

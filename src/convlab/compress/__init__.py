@@ -4,7 +4,7 @@ from .distill import distill
 from .export import export_onnx, load_onnx
 from .prune import prune_run
 from .quantize import load_quantized, quantize_run
-from .variant import load_variant
+from .load import load_variant
 
 __all__ = ["compare", "distill", "export_onnx", "load_onnx", "load_quantized", "load_variant", "plot_comparison",
            "prune_run", "quantize_run"]

@@ -12,7 +12,9 @@ import torch
 from rich.table import Table
 
 from .measure import MB, file_size, gzip_size, measure_latency, weight_sparsity
-from .variant import load_test_split, load_variant, variant_kind, weights_path
+from .load import load_variant
+from .quantize import QuantizedRun, quantized_engine
+from .variant import variant_kind, weights_path
 
 BATCH_SIZES = (1, 64)
 
@@ -25,20 +27,21 @@ def variant_label(path: Path) -> str:
 def compare(paths: list[str | Path], data: str | None = None, data_dir: str | None = None,
             latency_seconds: float = 0.5, threads: int = 1) -> list[dict]:
     """Evaluate and time each run, variant folder or .onnx file; one dict per variant, in order."""
-    from .quantize import QuantizedRun, quantized_engine
-
     rows = []
-    test_sets: dict[tuple, tuple] = {}
+    test_sets: dict[tuple, object] = {}
     for path in paths:
         run = load_variant(path)
-        key = (data or run.config.data.name, data_dir if data_dir is not None else
-               (run.config.data.data_dir if data is None else None), run.config.data.image_size)
+        conf = run.config.data
+        # Variants of one run share its test split; the key is what defines it (data, folder, size, classes).
+        key = (data or conf.name, data_dir if data_dir is not None else (conf.data_dir if data is None else None),
+               conf.image_size, None if data else conf.classes, run.preprocess.channels, tuple(run.preprocess.size),
+               tuple(run.classes))
         if key not in test_sets:
-            test_sets[key] = load_test_split(run, data, data_dir)
-        test, classes = test_sets[key]
+            test_sets[key] = run.test_data(data, data_dir)
+        test = test_sets[key]
         context = quantized_engine(run.engine) if isinstance(run, QuantizedRun) else nullcontext()
         with context:
-            metrics = run.evaluate(arrays=test, classes=classes)
+            metrics = run.evaluate(arrays=test)
             latency = measure_latency(run, BATCH_SIZES, latency_seconds, threads)
         weights = weights_path(run)
         model = getattr(run, "model", None)

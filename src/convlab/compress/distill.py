@@ -3,7 +3,7 @@
 loss = alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * cross-entropy
 
 (Hinton et al., 2015; T^2 keeps the soft term's gradients on the scale of the hard one.) The student
-trains through the usual session, so the result is an ordinary run folder; the teacher sees the same
+trains through the one pipeline (a loss and a callback), so the result is an ordinary run folder; the teacher sees the same
 batches: a forward pre-hook on the student hands each batch to the loss. The KL to the teacher
 (T = 1, on the validation split, else on the training batches) is recorded per epoch.
 """
@@ -18,14 +18,14 @@ from rich.console import Console
 from torch import nn
 
 from .. import config as cfg
-from ..data.arrays import Splits
 from ..data.batches import Normalization
+from ..data.run_data import RunData
 from ..errors import ConvlabError
-from ..run import CONFIG, METRICS, WEIGHTS, Run, load_run
-from ..session import recipe_for, train
+from ..layout import CONFIG, METRICS, WEIGHTS, version_block
+from ..pipeline import recipe_for, train
+from ..run import Run, load_run
 from ..training.callbacks import Callback
 from .measure import cost_metrics
-from .variant import load_test_split
 
 
 def soft_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -88,7 +88,9 @@ class DistillationLoss(nn.Module):
 
 
 class Distiller(Callback):
-    """Builds the DistillationLoss for the session (`loss_for`) and records the KL per epoch."""
+    """Builds the DistillationLoss for the pipeline (`loss_for`) and records the KL per epoch."""
+
+    needs_torch_engine = True
 
     def __init__(self, teacher: Run, temperature: float, alpha: float, label_smoothing: float = 0.0):
         self.teacher = teacher
@@ -98,15 +100,17 @@ class Distiller(Callback):
         self.loss: DistillationLoss | None = None
         self.history: list[dict] = []
 
-    def loss_for(self, model: nn.Module, splits: Splits, norm: Normalization) -> DistillationLoss:
+    def loss_for(self, model: nn.Module, data: RunData, norm: Normalization) -> DistillationLoss:
         teacher = self.teacher
-        if splits.classes != teacher.classes:
-            raise ConvlabError(f"--teacher {teacher.path} knows the classes {teacher.classes[:5]}..., the data "
-                               f"{splits.name} has {splits.classes[:5]}...; distill on the teacher's data")
+        if data.classes != teacher.classes:
+            raise ConvlabError(f"--teacher {teacher.path} knows the classes {', '.join(teacher.classes[:5])}"
+                               f"{', ...' if len(teacher.classes) > 5 else ''}; the data {data.splits.name} has "
+                               f"{', '.join(data.classes[:5])}{', ...' if len(data.classes) > 5 else ''}; distill "
+                               f"on the teacher's data and classes (leave out --data and --classes)")
         expected = (teacher.preprocess.channels, *teacher.preprocess.size)
-        if tuple(splits.shape) != tuple(expected):
+        if tuple(data.splits.shape) != tuple(expected):
             raise ConvlabError(f"--teacher {teacher.path} takes {'x'.join(map(str, expected))} images, the data "
-                               f"gives {'x'.join(map(str, splits.shape))}; pass --image-size to match")
+                               f"gives {'x'.join(map(str, data.splits.shape))}; pass --image-size to match")
         device = next(model.parameters()).device
         s_mean, s_std = (torch.tensor(v).view(1, -1, 1, 1) for v in (norm.mean, norm.std))
         t_mean, t_std = (torch.tensor(v).view(1, -1, 1, 1) for v in (teacher.preprocess.mean, teacher.preprocess.std))
@@ -131,7 +135,7 @@ def distill(teacher: str | Path | Run, *, student: str | None = None, temperatur
             **overrides) -> Run:
     """Train `student` (a model name) on the teacher's data with distillation; returns its run.
 
-    The keywords are `convlab.train`'s; data, data_dir and image_size default to the teacher's.
+    The keywords are `convlab.train`'s; data, data_dir, image_size and classes default to the teacher's.
     """
     if not temperature > 0:
         raise ConvlabError(f"--temperature must be > 0, got {temperature}")
@@ -143,7 +147,7 @@ def distill(teacher: str | Path | Run, *, student: str | None = None, temperatur
         overrides["model"] = student
     if overrides.get("data") is None and config is None:  # the teacher's data unless told otherwise
         overrides["data"] = teacher_run.config.data.name
-        for key in ("data_dir", "image_size"):
+        for key in ("data_dir", "image_size", "classes"):
             if overrides.get(key) is None:
                 overrides[key] = getattr(teacher_run.config.data, key)
     unknown = [k for k in overrides if k not in cfg.FLAT_KEYS]
@@ -153,8 +157,7 @@ def distill(teacher: str | Path | Run, *, student: str | None = None, temperatur
     distiller = Distiller(teacher_run, temperature, alpha, conf.optim.label_smoothing)
     run = train(config, console=console, loss_for=distiller.loss_for, callbacks=[distiller], **overrides)
 
-    test, classes = load_test_split(run)
-    teacher_accuracy = teacher_run.evaluate(arrays=test, classes=classes)["accuracy"]
+    teacher_accuracy = teacher_run.evaluate(arrays=run.test_data())["accuracy"]
     run.metrics["distillation"] = {
         "teacher": str(teacher_run.path), "teacher_model": teacher_run.config.model.name,
         "teacher_accuracy": teacher_accuracy, "temperature": temperature, "alpha": alpha,
@@ -164,10 +167,8 @@ def distill(teacher: str | Path | Run, *, student: str | None = None, temperatur
         is not None else "training batches, T=1"}
     run.metrics.update(cost_metrics(run, run.path / WEIGHTS, latency_seconds))
     (run.path / METRICS).write_text(json.dumps(run.metrics, indent=1, ensure_ascii=False))
-    import convlab
-
     cfg.save_config(run.config, run.path / CONFIG, extra={
-        "convlab": {"version": convlab.__version__},
+        **version_block(),
         "provenance": {"variant": "distilled", "teacher": str(teacher_run.path),
                        "teacher_model": teacher_run.config.model.name, "temperature": temperature,
                        "alpha": alpha}})

@@ -18,12 +18,15 @@ from rich.console import Console
 
 from .. import config as cfg
 from ..errors import ConvlabError
+from ..layout import ONNX, ONNX_SUFFIX
+from ..version import __version__
 from ..run import Preprocess, Run
 
 INPUT, OUTPUT = "images", "logits"
 DEFAULT_OPSET = 18
 DEFAULT_TOLERANCE = 1e-4
 CHECK_BATCHES = (1, 5)
+CHECK_TEST_IMAGES = 64
 
 
 def _require_onnx() -> None:
@@ -40,18 +43,16 @@ def export_onnx(run: Run, out: str | Path | None = None, opset: int = DEFAULT_OP
     _require_onnx()
     import onnx
 
-    from .quantize import QuantizedRun
-
     console = console or Console(highlight=False, soft_wrap=True)
-    if isinstance(run, QuantizedRun):
+    if _is_quantized(run):
         raise ConvlabError(f"{run.path} is an int8 PyTorch model, which torch.onnx does not export; export the "
                            f"float run it came from (onnxruntime can quantize the ONNX model itself)")
     if not 7 <= opset <= 25:
         raise ConvlabError(f"--opset must be between 7 and 25, got {opset}")
     if not tolerance >= 0:
         raise ConvlabError(f"--tolerance must be >= 0, got {tolerance}")
-    out = Path(out) if out is not None else run.path / "model.onnx"
-    if out.suffix != ".onnx":
+    out = Path(out) if out is not None else run.path / ONNX
+    if out.suffix != ONNX_SUFFIX:
         raise ConvlabError(f"--out {out}: the file name must end in .onnx")
     if not out.parent.is_dir():
         raise ConvlabError(f"--out {out}: the folder {out.parent} does not exist")
@@ -69,7 +70,8 @@ def export_onnx(run: Run, out: str | Path | None = None, opset: int = DEFAULT_OP
         _add_metadata(proto, run)
         onnx.checker.check_model(proto)
         onnx.save(proto, str(staging))
-        difference = max_difference(staging, model, shape)
+        test = _check_images(run)
+        difference = max_difference(staging, model, shape, test)
     except ConvlabError:
         staging.unlink(missing_ok=True)
         raise
@@ -77,26 +79,40 @@ def export_onnx(run: Run, out: str | Path | None = None, opset: int = DEFAULT_OP
         staging.unlink(missing_ok=True)
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConvlabError(f"ONNX export of {run.path} ({run.config.model.name}) failed: {reason}") from None
+    checked = f"random inputs at batch {' and '.join(map(str, CHECK_BATCHES))}" + (
+        f" and {len(test)} test images of the run" if test is not None else "")
     if not difference <= tolerance:  # also catches NaN
         staging.unlink(missing_ok=True)
-        batches = " and ".join(map(str, CHECK_BATCHES))
         raise ConvlabError(f"export refused: onnxruntime's outputs differ from PyTorch's by up to {difference:.3g} "
-                           f"(tolerance {tolerance:g}) on random inputs at batch {batches}; {out} was not written")
+                           f"(tolerance {tolerance:g}) on {checked}; {out} was not written")
     staging.replace(out)
     console.print(f"exported {run.config.model.name} to {out} (opset {opset}, {out.stat().st_size / 1e6:.3f} MB); "
                   f"onnxruntime matches PyTorch: max abs difference {difference:.2g} <= {tolerance:g} "
-                  f"at batch {' and '.join(map(str, CHECK_BATCHES))}", markup=False)
+                  f"on {checked}", markup=False)
     return out
 
 
-def _add_metadata(proto, run: Run) -> None:
-    import convlab
+def _is_quantized(run: Run) -> bool:
+    """An int8 PyTorch model: its state holds quantized tensors (torch.onnx cannot export those)."""
+    state = run.model.state_dict() if isinstance(run.model, torch.nn.Module) else {}
+    return any(isinstance(v, torch.Tensor) and v.is_quantized for v in state.values())
 
+
+def _check_images(run: Run, count: int = CHECK_TEST_IMAGES) -> torch.Tensor | None:
+    """The first test images of the run, normalized: the check on real inputs (None when the data is not here)."""
+    try:
+        images = run.test_data().images[:count]
+    except ConvlabError:
+        return None
+    return run.preprocess.norm.apply(torch.from_numpy(np.asarray(images))) if len(images) else None
+
+
+def _add_metadata(proto, run: Run) -> None:
     entries = {
         "convlab.labels": json.dumps(run.classes, ensure_ascii=False),
         "convlab.preprocess": json.dumps(run.preprocess.to_json()),
         "convlab.config": json.dumps(run.config.flat()),
-        "convlab.version": convlab.__version__,
+        "convlab.version": __version__,
         "convlab.input": f"{INPUT}: float32 (N, C, H, W) = (pixel / 255 - mean) / std, see convlab.preprocess",
         "convlab.output": f"{OUTPUT}: float32 (N, classes), classes in the order of convlab.labels",
     }
@@ -107,13 +123,15 @@ def _add_metadata(proto, run: Run) -> None:
     proto.doc_string = f"convlab {run.config.model.name} classifier for {run.config.data.name}"
 
 
-def max_difference(path: Path, model: torch.nn.Module, shape: tuple[int, ...]) -> float:
-    """Largest |onnxruntime - PyTorch| over the logits of random normalized inputs at each check batch."""
+def max_difference(path: Path, model: torch.nn.Module, shape: tuple[int, ...],
+                   real: torch.Tensor | None = None) -> float:
+    """Largest |onnxruntime - PyTorch| over the logits of random normalized inputs at each check batch and of
+    `real` normalized inputs (the run's test images) when given."""
     session = _session(path)
     generator = torch.Generator().manual_seed(1)
     worst = 0.0
-    for batch in CHECK_BATCHES:
-        inputs = torch.randn(batch, *shape, generator=generator)
+    batches = [torch.randn(batch, *shape, generator=generator) for batch in CHECK_BATCHES]
+    for inputs in batches + ([real] if real is not None else []):
         with torch.inference_mode():
             expected = model(inputs).numpy()
         got = session.run([OUTPUT], {INPUT: inputs.numpy()})[0]

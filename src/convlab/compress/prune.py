@@ -3,8 +3,10 @@
 Unstructured: torch.nn.utils.prune.global_unstructured with L1 magnitude over every conv and linear
 weight together, so `amount` is the share of those weights set to zero. Structured: ln_structured
 (L2 norm, dim 0) on every convolution, so `amount` of each layer's output channels become zero.
-The masks stay in place during fine-tuning (pruned weights stay zero) and prune.remove makes them
-permanent; the result is a plain float model that `load_run` reads. Zeros keep their place in the
+The masks are made permanent at once (prune.remove) and kept during fine-tuning by a callback that
+zeroes the pruned weights after every step: the same updates of the kept weights as torch's masked
+reparametrization, on a plain model that the one pipeline trains like any other (channels_last, DDP,
+checkpoints). The result is a plain float model that `load_run` reads. Zeros keep their place in the
 tensors: the safetensors file keeps its size, its gzip size shrinks.
 """
 from __future__ import annotations
@@ -18,18 +20,13 @@ from rich.console import Console
 from torch import nn
 from torch.nn.utils import prune
 
-from ..data.augment import build_augmentation
-from ..data.batches import BatchLoader
-from ..data.registry import load_dataset
 from ..errors import ConvlabError
+from ..layout import WEIGHTS
+from ..pipeline import Job, Start, run_pipeline
 from ..run import Run, load_run
-from ..session import carve_validation
-from ..training.callbacks import BestModel, PlainLogger, ProgressBar
-from ..training.device import pick_device
-from ..training.loop import fit
-from ..training.optim import build_optimizer, build_schedule
+from ..training.callbacks import Callback
 from .measure import cost_metrics, prunable_weights, weight_sparsity
-from .variant import prepare_out, write_variant_files
+from .variant import variant_folder, write_variant_files
 
 
 def prune_targets(model: nn.Module, structured: bool) -> list[tuple[nn.Module, str]]:
@@ -44,10 +41,15 @@ def prune_targets(model: nn.Module, structured: bool) -> list[tuple[nn.Module, s
 
 
 def apply_pruning(model: nn.Module, amount: float, structured: bool = False) -> None:
-    """Add pruning masks to `model` in place (weight = weight_orig * weight_mask until made permanent)."""
+    """Add pruning masks to `model` in place (weight = weight_orig * weight_mask until made permanent).
+
+    The model is brought to the contiguous memory format first: global_unstructured flattens every weight
+    with .view(-1), which a channels_last weight (a loaded run's) cannot give.
+    """
     if not 0.0 <= amount < 1.0:
         raise ConvlabError(f"--amount must be in [0, 1), got {amount}")
     targets = prune_targets(model, structured)
+    model.to(memory_format=torch.contiguous_format)
     if structured:
         for module, name in targets:
             prune.ln_structured(module, name, amount=amount, n=2, dim=0)  # dim 0: output channels
@@ -55,11 +57,36 @@ def apply_pruning(model: nn.Module, amount: float, structured: bool = False) -> 
         prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, amount=amount)
 
 
-def make_permanent(model: nn.Module) -> None:
-    """Fold every mask into its weight and drop the reparametrization (plain state dict again)."""
-    for _, module in prunable_weights(model):
+def make_permanent(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Fold every mask into its weight and drop the reparametrization (plain state dict again).
+
+    Returns the masks by weight name ("features.0.weight" -> 0/1 tensor), for KeepPruned.
+    """
+    masks = {}
+    for name, module in prunable_weights(model):
         if prune.is_pruned(module) and hasattr(module, "weight_mask"):
+            masks[f"{name}.weight"] = module.weight_mask.detach().clone()
             prune.remove(module, "weight")
+    return masks
+
+
+class KeepPruned(Callback):
+    """Zeroes the pruned weights after every optimizer step, so fine-tuning cannot bring them back."""
+
+    needs_torch_engine = True
+
+    def __init__(self, masks: dict[str, torch.Tensor]):
+        self.masks = masks
+        self.params: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def on_train_begin(self, state):
+        params = dict(state.model.named_parameters())
+        self.params = [(params[name], mask.to(params[name].device)) for name, mask in self.masks.items()]
+
+    @torch.no_grad()
+    def on_batch_end(self, state, logs):
+        for param, mask in self.params:
+            param.mul_(mask)
 
 
 def zero_channels(model: nn.Module) -> int:
@@ -80,39 +107,43 @@ def prune_run(source: str | Path | Run, out: str | Path, amount: float = 0.5, st
         raise ConvlabError(f"--finetune-epochs must be >= 0, got {finetune_epochs}")
     if lr is not None and lr <= 0:
         raise ConvlabError(f"--lr must be > 0, got {lr}")
-    run = source if isinstance(source, Run) else load_run(source)
     if not 0.0 <= amount < 1.0:
         raise ConvlabError(f"--amount must be in [0, 1), got {amount}")
-    out = prepare_out(out)
+    run = source if isinstance(source, Run) else load_run(source)
     conf = copy.deepcopy(run.config)
     if data_dir is not None:
         conf.data.data_dir = data_dir
-    splits = load_dataset(conf.data.name, conf.data.data_dir, conf.data.image_size)
+    with variant_folder(out) as out:
+        return _prune_into(out, run, conf, amount, structured, finetune_epochs, lr, console, quiet, latency_seconds)
+
+
+def _prune_into(out: Path, run: Run, conf, amount: float, structured: bool, finetune_epochs: int, lr: float | None,
+                console: Console, quiet: bool, latency_seconds: float) -> Run:
+    test = Run(out, run.model, conf, run.classes, run.preprocess).test_data()
 
     def accuracy(model: nn.Module) -> float:
-        probe = Run(out, model, conf, run.classes, run.preprocess)
-        return probe.evaluate(arrays=splits.test, classes=splits.classes)["accuracy"]
+        return Run(out, model, conf, run.classes, run.preprocess).evaluate(arrays=test)["accuracy"]
 
     model = copy.deepcopy(run.model).cpu().eval()
     before = {"accuracy": accuracy(model), "sparsity": weight_sparsity(model)}
     apply_pruning(model, amount, structured)
+    masks = make_permanent(model)
     after_pruning = {"accuracy": accuracy(model), "sparsity": weight_sparsity(model)}
     console.print(f"pruned {amount:.0%} of the {'conv channels' if structured else 'conv and linear weights'}: "
                   f"accuracy {before['accuracy']:.4f} -> {after_pruning['accuracy']:.4f}", markup=False)
 
     finetune = None
     if finetune_epochs:
-        finetune = _finetune(model, conf, splits, run, finetune_epochs, lr, console, quiet)
-    make_permanent(model)
-    model.eval()
+        model, finetune = _finetune(model, masks, conf, run, out, finetune_epochs, lr, console, quiet)
+    model.cpu().eval()
 
     pruned = Run(out, model, conf, run.classes, run.preprocess)
-    metrics = pruned.evaluate(arrays=splits.test, classes=splits.classes)
+    metrics = pruned.evaluate(arrays=test)
     pruned.metrics = metrics
     pruned.save_model()
-    metrics.update(cost_metrics(pruned, out / "model.safetensors", latency_seconds))
+    metrics.update(cost_metrics(pruned, out / WEIGHTS, latency_seconds))
     metrics["zero_channels"] = zero_channels(model)
-    source_cost = cost_metrics(run, run.path / "model.safetensors", latency_seconds) if run.path.is_dir() else {}
+    source_cost = cost_metrics(run, run.path / WEIGHTS, latency_seconds) if run.path.is_dir() else {}
     metrics["before"] = {**before, **{k: source_cost[k] for k in ("size_mb", "gzip_mb") if k in source_cost}}
     metrics["after_pruning"] = after_pruning
     if finetune:
@@ -132,26 +163,22 @@ def prune_run(source: str | Path | Run, out: str | Path, amount: float = 0.5, st
     return pruned
 
 
-def _finetune(model: nn.Module, conf, splits, run: Run, epochs: int, lr: float | None, console: Console,
-              quiet: bool) -> dict:
-    """Train the masked model for a few epochs at a low constant rate; masks keep pruned weights at zero."""
-    device = pick_device(conf.train.device)
-    torch.manual_seed(conf.train.seed)
-    train_set, val_set = carve_validation(splits, conf.data.val_fraction, conf.train.seed)
-    channels, height, width = splits.shape
-    norm = run.preprocess.norm  # the source run's normalization: the model was trained with it
-    generator = torch.Generator().manual_seed(conf.train.seed)
-    augment = build_augmentation(conf.data.augment, min(height, width), splits.hflip)
-    train_loader = BatchLoader(train_set, conf.train.batch_size, norm, device, shuffle=True, augment=augment,
-                               generator=generator)
-    val_loader = BatchLoader(val_set, 512, norm, device) if val_set else None
+def _finetune(model: nn.Module, masks: dict[str, torch.Tensor], conf, run: Run, out: Path, epochs: int,
+              lr: float | None, console: Console, quiet: bool) -> tuple[nn.Module, dict]:
+    """A short run of the pipeline on the pruned model at a low constant rate; KeepPruned holds the zeros.
+
+    It trains with the torch engine whatever engine the source used (the masks act on torch parameters), in
+    the source run's input and normalization; its checkpoints are not kept in the variant folder.
+    """
     optim = dataclasses.replace(conf.optim, lr=lr if lr is not None else conf.optim.lr / 10, schedule="none")
-    model.to(device)
-    optimizer = build_optimizer(model, optim)
-    schedule = build_schedule(optimizer, optim, epochs, len(train_loader))
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=conf.optim.label_smoothing)
-    logger = ProgressBar(console) if console.is_terminal and not quiet else PlainLogger(console)
-    best = BestModel()
-    state = fit(model, train_loader, val_loader, optimizer, schedule, loss_fn, epochs, [logger, best])
-    model.cpu()
-    return {"epochs": epochs, "lr": optim.lr, "best_epoch": state.best_epoch or state.epoch}
+    train = dataclasses.replace(conf.train, epochs=epochs, out=str(out), quiet=quiet or conf.train.quiet,
+                                engine="torch", tensorboard=False)
+    tuned = dataclasses.replace(conf, optim=optim, train=train)
+    start = Start(lambda channels, classes, size, dropout: model, channels=run.preprocess.channels,
+                  size=tuple(run.preprocess.size), norm=run.preprocess.norm,
+                  normalization_from=f"the source run {run.path}")
+    origin = {key: "file" for key in tuned.flat()}
+    job = Job(tuned, origin, start, "compress prune", callbacks=[KeepPruned(masks)], keep_checkpoints=False,
+              console=console)
+    result = run_pipeline(job)
+    return result.model, {"epochs": epochs, "lr": optim.lr, "best_epoch": result.metrics["best_epoch"]}

@@ -29,11 +29,14 @@ from rich.console import Console
 from torch import nn
 
 from ..config import load_saved_config
+from ..data.run_data import load_run_data
 from ..errors import ConvlabError
+from ..layout import CONFIG, LABELS, METRICS, PREPROCESS, QUANTIZED_WEIGHTS, WEIGHTS
 from ..models.registry import create_model
-from ..run import CONFIG, LABELS, METRICS, PREPROCESS, Preprocess, Run, load_run
+from ..models.weights import save_safetensors
+from ..run import Preprocess, Run, load_run
 from .measure import cost_metrics
-from .variant import QUANTIZED_WEIGHTS, load_test_split, prepare_out, write_variant_files
+from .variant import variant_folder, write_variant_files
 
 MODES = ("dynamic", "static")
 FORMAT = "convlab-int8/1"
@@ -81,7 +84,8 @@ def quantize_model(model: nn.Module, mode: str, example: torch.Tensor, calibrati
     if mode not in MODES:
         raise ConvlabError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
     engine = engine or default_engine()
-    model = copy.deepcopy(model).cpu().eval()
+    # Contiguous, as load_quantized rebuilds it: a made and a reloaded int8 model run the same kernels.
+    model = copy.deepcopy(model).cpu().eval().to(memory_format=torch.contiguous_format)
     with quiet_torch_ao(), quantized_engine(engine):
         if mode == "dynamic":
             return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
@@ -165,11 +169,9 @@ def _decode(name: str, entry: dict, tensors: dict):
 
 
 def save_quantized(model: nn.Module, path: Path, recipe: dict) -> None:
-    from safetensors.torch import save_file
-
     tensors, layout = encode_state(model.state_dict())
-    save_file(tensors, str(path), metadata={"format": FORMAT, "recipe": json.dumps(recipe),
-                                            "layout": json.dumps(layout)})
+    save_safetensors(tensors, path, metadata={"format": FORMAT, "recipe": json.dumps(recipe),
+                                              "layout": json.dumps(layout)})
 
 
 def load_quantized(path: str | Path) -> Run:
@@ -222,13 +224,11 @@ class QuantizedRun(Run):
 
 
 def calibration_inputs(run: Run, conf, count: int) -> torch.Tensor:
-    """`count` training images drawn at random (seeded), normalized as the run expects."""
-    from ..data.registry import load_dataset
-
-    splits = load_dataset(conf.data.name, conf.data.data_dir, conf.data.image_size)
+    """`count` images of the run's training split drawn at random (seeded), normalized as the run expects."""
+    train = load_run_data(conf, run.preprocess.channels, tuple(run.preprocess.size), f"run {run.path}").splits.train
     rng = np.random.default_rng(conf.train.seed)
-    index = rng.choice(len(splits.train), size=min(count, len(splits.train)), replace=False)
-    return run.preprocess.norm.apply(torch.from_numpy(splits.train.images[np.sort(index)]))
+    index = rng.choice(len(train), size=min(count, len(train)), replace=False)
+    return run.preprocess.norm.apply(torch.from_numpy(np.asarray(train.images[np.sort(index)])))
 
 
 def quantize_run(source: str | Path | Run, out: str | Path, mode: str = "dynamic", calibration_images: int = 512,
@@ -242,10 +242,15 @@ def quantize_run(source: str | Path | Run, out: str | Path, mode: str = "dynamic
         raise ConvlabError(f"--calibration-images must be >= 1, got {calibration_images}")
     run = source if isinstance(source, Run) else load_run(source)
     engine = engine or default_engine()
-    out = prepare_out(out)
     conf = copy.deepcopy(run.config)
     if data_dir is not None:
         conf.data.data_dir = data_dir
+    with variant_folder(out) as out:
+        return _quantize_into(out, run, conf, mode, calibration_images, engine, console, latency_seconds)
+
+
+def _quantize_into(out: Path, run: Run, conf, mode: str, calibration_images: int, engine: str, console: Console,
+                   latency_seconds: float) -> Run:
     example = torch.zeros(1, run.preprocess.channels, *run.preprocess.size)
     calibration = calibration_inputs(run, conf, calibration_images) if mode == "static" else None
     model = quantize_model(run.model, mode, example, calibration, engine)
@@ -255,12 +260,12 @@ def quantize_run(source: str | Path | Run, out: str | Path, mode: str = "dynamic
     save_quantized(model, out / QUANTIZED_WEIGHTS, recipe)
 
     quantized = QuantizedRun(out, model, conf, run.classes, run.preprocess, engine=engine)
-    test, classes = load_test_split(quantized)
-    before = run.evaluate(arrays=test, classes=classes)["accuracy"]
-    metrics = quantized.evaluate(arrays=test, classes=classes)
+    test = quantized.test_data()
+    before = run.evaluate(arrays=test)["accuracy"]
+    metrics = quantized.evaluate(arrays=test)
     with quiet_torch_ao(), quantized_engine(engine):
         metrics.update(cost_metrics(quantized, out / QUANTIZED_WEIGHTS, latency_seconds, with_sparsity=False))
-    source_cost = cost_metrics(run, run.path / "model.safetensors", latency_seconds) if run.path.is_dir() else {}
+    source_cost = cost_metrics(run, run.path / WEIGHTS, latency_seconds) if run.path.is_dir() else {}
     metrics["before"] = {"accuracy": before, **{k: source_cost[k] for k in ("size_mb", "latency_ms_per_image")
                                                 if k in source_cost}}
     quantized.metrics = metrics

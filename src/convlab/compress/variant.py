@@ -1,44 +1,53 @@
-"""Variant folders: run-like folders for compressed models, and loading any model a user points at.
+"""Variant folders: run-like folders for compressed models (their output folder, files and provenance).
 
 A variant folder holds what a run folder holds (config.yaml, weights, labels.json, preprocess.json,
 metrics.json); config.yaml gains a `provenance` block (what was done, to which run, with which
 settings) and metrics.json gains the cost (size_mb, gzip_mb, latency_ms_per_image). Pruned and
 distilled models keep plain float weights in model.safetensors, so `load_run` reads them; int8
-models store their quantized tensors in model.int8.safetensors and load with `load_variant`.
+models store their quantized tensors in model.int8.safetensors (compress/load.py opens any of them).
 """
 from __future__ import annotations
 
 import json
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
 
 from .. import config as cfg
-from ..data.arrays import ImageArrays
-from ..data.registry import load_dataset
 from ..errors import ConvlabError
-from ..run import CONFIG, LABELS, METRICS, PREPROCESS, WEIGHTS, Run, load_run
-from ..session import ensure_writable
+from ..layout import CONFIG, LABELS, METRICS, ONNX_SUFFIX, PREPROCESS, QUANTIZED_WEIGHTS, RUN_MARKERS, WEIGHTS, \
+    version_block
+from ..pipeline import ensure_writable
+from ..run import Run
 
-QUANTIZED_WEIGHTS = "model.int8.safetensors"
-ONNX_SUFFIX = ".onnx"
 
+@contextmanager
+def variant_folder(out: str | Path, option: str = "--out"):
+    """The output folder of a variant, created and checked; removed again if the command fails in it.
 
-def prepare_out(out: str | Path, option: str = "--out") -> Path:
-    """Create the output folder; refuse one that already holds a run or a variant."""
+    A folder that already holds a run or a variant is refused; a failed command leaves nothing half-made.
+    """
     path = Path(out).expanduser()
-    if any((path / name).exists() for name in (WEIGHTS, QUANTIZED_WEIGHTS, CONFIG)):
+    if any((path / name).exists() for name in RUN_MARKERS):
         raise ConvlabError(f"{option} {path} already holds a run; choose another folder or remove it first")
+    created = not path.exists()
     ensure_writable(path, option, "choose a writable folder")
-    return path
+    try:
+        yield path
+    except BaseException:
+        if created:
+            shutil.rmtree(path, ignore_errors=True)
+        else:  # the folder was there (empty, or with the user's own files): take out only what this wrote
+            for name in (*RUN_MARKERS, LABELS, PREPROCESS, METRICS):
+                (path / name).unlink(missing_ok=True)
+        raise
 
 
 def write_variant_files(run: Run, provenance: dict) -> None:
     """config.yaml (with provenance), labels.json, preprocess.json and metrics.json; not the weights."""
-    import convlab
-
-    cfg.save_config(run.config, run.path / CONFIG,
-                    extra={"convlab": {"version": convlab.__version__}, "provenance": provenance})
+    cfg.save_config(run.config, run.path / CONFIG, extra={**version_block(), "provenance": provenance})
     (run.path / LABELS).write_text(json.dumps(run.classes, indent=1, ensure_ascii=False))
     (run.path / PREPROCESS).write_text(json.dumps(run.preprocess.to_json(), indent=1))
     (run.path / METRICS).write_text(json.dumps(run.metrics, indent=1, ensure_ascii=False))
@@ -52,23 +61,6 @@ def provenance_of(path: Path) -> dict:
         return {}
     block = document.get("provenance") if isinstance(document, dict) else None
     return block if isinstance(block, dict) else {}
-
-
-def load_variant(path: str | Path) -> Run:
-    """Load a run folder, a variant folder (pruned, int8, distilled) or an exported .onnx file.
-
-    Variants other than plain float runs run on the CPU.
-    """
-    path = Path(path)
-    if path.suffix == ONNX_SUFFIX:
-        from .export import load_onnx
-
-        return load_onnx(path)
-    if (path / QUANTIZED_WEIGHTS).is_file():
-        from .quantize import load_quantized
-
-        return load_quantized(path)
-    return load_run(path)
 
 
 def variant_kind(run: Run) -> str:
@@ -85,12 +77,3 @@ def weights_path(run: Run) -> Path:
     if (run.path / QUANTIZED_WEIGHTS).is_file():
         return run.path / QUANTIZED_WEIGHTS
     return run.path / WEIGHTS
-
-
-def load_test_split(run: Run, data: str | None = None, data_dir: str | Path | None = None
-                    ) -> tuple[ImageArrays, list[str]]:
-    """The test split of the run's dataset (as its config names it) or of `data`."""
-    name = data or run.config.data.name
-    directory = data_dir if data_dir is not None else (run.config.data.data_dir if data is None else None)
-    splits = load_dataset(name, directory, image_size=run.config.data.image_size)
-    return splits.test, splits.classes

@@ -19,9 +19,15 @@ class Normalization:
     std: list[float]
 
     @classmethod
-    def of(cls, images: np.ndarray) -> "Normalization":
-        """Measure it on (N, C, H, W) uint8 training images (an even sample of 10,000 when there are more)."""
-        if len(images) > 10_000:
+    def of(cls, images: np.ndarray, rows: np.ndarray | None = None) -> "Normalization":
+        """Measure it on (N, C, H, W) uint8 training images, or on those `rows` of them (the training rows of a
+        split that also holds the validation rows); an even sample of 10,000 when there are more."""
+        if rows is not None:
+            rows = np.sort(rows)
+            if len(rows) > 10_000:
+                rows = rows[::-(-len(rows) // 10_000)]
+            images = images[rows]  # reads only the sampled rows, also from a memmap
+        elif len(images) > 10_000:
             images = images[::-(-len(images) // 10_000)]  # a strided view: cheap on a memmap too
         scaled = images.astype(np.float64) / 255.0
         mean = scaled.mean(axis=(0, 2, 3))

@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 
 from ..errors import ConvlabError
-from .arrays import ImageArrays, Splits
+from .arrays import Splits
+from .conform import resize_arrays
 
 # A loader gets the data directory (None: use the cache/download), the argument after
 # "name:" (e.g. the path of imagefolder:PATH) and the requested image size (None: native).
@@ -80,20 +80,6 @@ def load_dataset(spec: str, data_dir: str | Path | None = None, image_size: int 
         splits.train = resize_arrays(splits.train, image_size)
         splits.test = resize_arrays(splits.test, image_size)
     return splits
-
-
-def resize_arrays(data: ImageArrays, size: int) -> ImageArrays:
-    """Bilinear resize of a whole uint8 set to size x size (used by --image-size)."""
-    import torch
-    import torch.nn.functional as F
-
-    out = []
-    for start in range(0, len(data), 1024):
-        chunk = torch.from_numpy(data.images[start:start + 1024]).float()
-        chunk = F.interpolate(chunk, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        out.append(chunk.round().clamp(0, 255).to(torch.uint8).numpy())
-    images = np.concatenate(out) if out else np.zeros((0, data.images.shape[1], size, size), np.uint8)
-    return ImageArrays(images, data.labels)
 
 
 def list_datasets() -> list[DatasetEntry]:

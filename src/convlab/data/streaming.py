@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .augment import Augmentation
 from .batches import Normalization
+from .decode import load_image
 from .download import cache_root
 
 MEMORY_LIMIT_BYTES = 2 << 30  # auto: decoded sets larger than this stream from the disk cache
@@ -59,8 +60,6 @@ class _DecodeFiles(Dataset):
         return len(self.files)
 
     def __getitems__(self, indices: list[int]) -> np.ndarray:
-        from .imagefolder import load_image
-
         return np.stack([load_image(self.files[i], self.channels, self.size) for i in indices])
 
     def __getitem__(self, index: int) -> np.ndarray:

@@ -82,12 +82,15 @@ def warm_up() -> None:
     fig.savefig(io.BytesIO(), format="png", dpi=50)
 
 
-def draw_run_plots(history: list[dict], matrix: list[list[int]], classes: list[str], folder: Path) -> None:
-    """The run folder's two pictures: curves.png (when there is a history) and confusion_matrix.png."""
-    folder = Path(folder)
+def draw_run_plots(history: list[dict], matrix: list[list[int]], classes: list[str], curves: Path,
+                   confusion: Path) -> None:
+    """The run folder's two pictures: the curves (when there is a history) and the confusion matrix.
+
+    The paths come from the caller: the child process runs this file without the convlab package.
+    """
     if history:
-        plot_curves(history, folder / "curves.png")
-    plot_confusion_matrix(matrix, classes, folder / "confusion_matrix.png")
+        plot_curves(history, Path(curves))
+    plot_confusion_matrix(matrix, classes, Path(confusion))
 
 
 # The child process: loads this file by path (not the convlab package, whose import costs torch's
@@ -99,7 +102,7 @@ plots = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(plots)
 plots.warm_up()  # matplotlib's import and first drawing, done while the parent trains
 job = json.load(sys.stdin)
-plots.draw_run_plots(job["history"], job["matrix"], job["classes"], job["folder"])
+plots.draw_run_plots(job["history"], job["matrix"], job["classes"], job["curves"], job["confusion"])
 import os
 os._exit(0)  # the PNGs are closed; skip tearing the interpreter down (0.3 s with matplotlib loaded)
 """
@@ -126,9 +129,11 @@ class PlotProcess:
         except OSError:
             self.proc = None
 
-    def draw(self, history: list[dict], matrix: list[list[int]], classes: list[str], folder: Path) -> None:
+    def draw(self, history: list[dict], matrix: list[list[int]], classes: list[str], curves: Path,
+             confusion: Path) -> None:
         """Hand the job to the child and wait for it; draw here if it cannot."""
-        job = json.dumps({"history": history, "matrix": matrix, "classes": classes, "folder": str(folder)})
+        job = json.dumps({"history": history, "matrix": matrix, "classes": classes, "curves": str(curves),
+                          "confusion": str(confusion)})
         if self.proc is not None:
             try:
                 self.proc.communicate(job.encode(), timeout=300)
@@ -136,7 +141,7 @@ class PlotProcess:
                     return
             except (OSError, ValueError, subprocess.TimeoutExpired):
                 self.close()
-        draw_run_plots(history, matrix, classes, folder)
+        draw_run_plots(history, matrix, classes, curves, confusion)
 
     def close(self) -> None:
         """Stop the child if it is still waiting (the run failed before its plots)."""

@@ -8,6 +8,7 @@ import torch
 
 from ..errors import ConvlabError
 from ..training.callbacks import Callback
+from .plots import confusion_figure
 
 SCALARS = {"train_loss": "loss/train", "val_loss": "loss/val", "train_accuracy": "accuracy/train",
            "val_accuracy": "accuracy/val", "lr": "lr", "images_per_second": "images_per_second"}
@@ -41,8 +42,6 @@ class TensorBoardLogger(Callback):
             if logs.get(key) is not None:
                 self.writer.add_scalar(tag, float(logs[key]), state.epoch)
         if self.val_loader is not None and self.classes:
-            from .plots import confusion_figure
-
             matrix = self._confusion(state.model)
             self.writer.add_figure("confusion_matrix/val",
                                    confusion_figure(matrix, self.classes, f"validation, epoch {state.epoch}"),

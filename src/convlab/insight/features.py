@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.decode import load_image
 from ..run import Run
 from .gradcam import _no_inplace, conv_layers
 
@@ -72,8 +73,6 @@ def first_layer_filters(layer: torch.nn.Conv2d) -> np.ndarray:
 
 def write_feature_maps(run: Run, image_path: Path, out: Path) -> list[Path]:
     """OUT/features-NN-<layer>.png for each conv layer and OUT/filters.png; returns the written paths."""
-    from ..data.imagefolder import load_image
-
     image = load_image(image_path, run.preprocess.channels, tuple(run.preprocess.size))
     x = run.preprocess.norm.apply(torch.from_numpy(image[None]).to(run.device))
     run.model.to(run.device)

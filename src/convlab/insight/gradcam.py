@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.decode import load_image
 from ..errors import ConvlabError
 from ..run import Run
 
@@ -160,8 +161,6 @@ def gradcam_files(run: Run, paths: list[Path], out: Path, layer: str | None = No
                   class_label: str | None = None) -> list[Path]:
     """Grad-CAM figures for image files: one OUT/<name>-gradcam.png per image; returns their paths."""
     from PIL import Image
-
-    from ..data.imagefolder import load_image
 
     target = class_index_of(run, class_label)
     size = tuple(run.preprocess.size)

@@ -10,7 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.run_data import load_run_data, test_split
 from ..errors import ConvlabError
+from ..evaluate.metrics import classification_metrics
+from ..evaluate.plots import confusion_figure, plot_curves
+from ..layout import CURVES, HISTORY, REPORT
 from ..run import Run, load_run
 from .gradcam import overlay, run_grad_cam
 
@@ -117,11 +121,9 @@ def _dataset_section(run: Run, splits) -> str:
 
 
 def _curves_section(run: Run) -> str:
-    from ..evaluate.plots import plot_curves
-
-    path = run.path / "curves.png"
-    if not path.is_file() and (run.path / "metrics.csv").is_file():
-        with open(run.path / "metrics.csv") as handle:
+    path = run.path / CURVES
+    if not path.is_file() and (run.path / HISTORY).is_file():
+        with open(run.path / HISTORY) as handle:
             rows = [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()}
                     for row in csv.DictReader(handle)]
         if rows:
@@ -129,13 +131,11 @@ def _curves_section(run: Run) -> str:
             plot_curves(rows, buffer)  # matplotlib writes PNG into a file object too
             return "<h2>Training curves</h2>" + _img(buffer.getvalue(), "training curves")
     if not path.is_file():
-        return "<h2>Training curves</h2><p class=note>the run has no curves.png or metrics.csv</p>"
+        return f"<h2>Training curves</h2><p class=note>the run has no {CURVES} or {HISTORY}</p>"
     return "<h2>Training curves</h2>" + _img(path.read_bytes(), "training curves")
 
 
 def _metrics_sections(run: Run, metrics: dict) -> str:
-    from ..evaluate.plots import confusion_figure
-
     head = (f"<p>test accuracy <b>{metrics['accuracy']:.4f}</b>"
             + (f", top-5 {metrics['top5_accuracy']:.4f}" if "top5_accuracy" in metrics else "")
             + f", macro precision/recall/F1 {metrics['macro_precision']:.4f} / {metrics['macro_recall']:.4f} / "
@@ -180,17 +180,16 @@ def _mistakes_section(run: Run, test, probs: np.ndarray, labels: np.ndarray) -> 
 
 def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write the report of a run folder to `out` (default RUN_DIR/report.html) and return its path."""
-    from ..data.registry import load_dataset
-
     run = load_run(run_dir)
-    out = Path(out) if out else run.path / "report.html"
+    out = Path(out) if out else run.path / REPORT
     conf = run.config
     parts = [f"<h1>convlab run report: {html.escape(run.path.name)}</h1>",
              f"<p class=note>{html.escape(str(run.path))}; model {html.escape(conf.model.name)} on "
              f"{html.escape(conf.data.name)}; written {datetime.now():%Y-%m-%d %H:%M}</p>",
              _config_section(run)]
     try:
-        splits = load_dataset(conf.data.name, conf.data.data_dir, conf.data.image_size)
+        data = load_run_data(conf, run.preprocess.channels, tuple(run.preprocess.size), f"run {run.path}")
+        splits = data.splits
     except ConvlabError as err:
         splits = None
         parts.append(f"<h2>Dataset</h2><p class=note>the dataset could not be loaded here ({html.escape(str(err))}),"
@@ -199,11 +198,9 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         parts.append(_dataset_section(run, splits))
     parts.append(_curves_section(run))
     if splits is not None:
-        test = run._conform(splits.test)
-        labels = run._map_labels(test.labels, splits.classes)
+        test = test_split(data, run.classes, f"run {run.path}")
+        labels = test.labels
         probs = run.predict_arrays(test.images)
-        from ..evaluate.metrics import classification_metrics
-
         metrics = classification_metrics(labels, probs, run.classes)
         parts.append(_metrics_sections(run, metrics))
         parts.append(_mistakes_section(run, test, probs, labels))

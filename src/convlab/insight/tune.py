@@ -19,6 +19,7 @@ from rich.console import Console
 
 from .. import config as cfg
 from ..errors import ConvlabError
+from ..pipeline import recipe_for, train
 from ..training.callbacks import Callback
 
 SEARCHES = ("grid", "random", "tpe")
@@ -192,8 +193,6 @@ def tune(study_dir: str | Path, params: list[str], trials: int = 20, search: str
     after the YAML file `config`. Each trial's value is its best validation accuracy.
     """
     optuna = _require_optuna()
-    from ..session import train
-
     console = console or Console(highlight=False, soft_wrap=True)
     if trials < 1:
         raise ConvlabError(f"--trials must be at least 1, got {trials}")
@@ -394,8 +393,6 @@ def plot_search(study, space: list[Param], path: Path) -> Path:
 
 def write_best_config(study, base: dict, path: Path) -> Path:
     """The best trial's full config as YAML, in the format `convlab train --config` reads."""
-    from ..session import recipe_for
-
     best = study.best_trial
     conf, _ = cfg.resolve({**base, **best.params}, recipe_for=recipe_for)
     conf.train.out = None

@@ -280,6 +280,11 @@ class Freezer:
             elif not frozen and name in self._hooks:
                 self._hooks.pop(name).remove()
 
+    def trainable_now(self) -> list[str]:
+        """The current stage's groups that really train: a group --freeze holds whole does not."""
+        params = {g.name: g.params for g in self.groups}
+        return [name for name in self.trainable if any(p not in self.frozen for p in params.get(name, []))]
+
     def frozen_bn(self) -> list[str]:
         return sorted(self._hooks)
 

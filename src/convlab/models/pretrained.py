@@ -103,7 +103,7 @@ def torchvision_source(name: str, weights: str | None) -> Pretrained:
     """torchvision:NAME with a weights enum (downloaded into the torch hub cache) or a local file."""
     import torchvision
 
-    from .registry import torchvision_names
+    from .torchvision_models import torchvision_names
 
     if name not in torchvision_names():
         import difflib

@@ -1,4 +1,5 @@
-"""The model registry: presets register by decorator; torchvision classifiers are found by name."""
+"""The model registry, a leaf: presets register by decorator, and families (torchvision, timm) register a
+resolver that finds their models by name. The package's __init__ imports the modules that register."""
 from __future__ import annotations
 
 import difflib
@@ -25,6 +26,23 @@ class ModelEntry:
 PRESETS: dict[str, ModelEntry] = {}
 
 
+@dataclass(frozen=True)
+class ModelFamily:
+    """Models found by name rather than registered one by one: resolve(name) -> an entry or None."""
+
+    name: str
+    resolve: Callable[[str], "ModelEntry | None"]
+    names: Callable[[], list[str]]  # what `convlab models` lists and suggestions draw from
+
+
+FAMILIES: list[ModelFamily] = []
+
+
+def register_family(family: ModelFamily) -> ModelFamily:
+    FAMILIES.append(family)
+    return family
+
+
 def register_model(name: str, description: str):
     """Decorator: register a preset builder under `name`."""
 
@@ -35,26 +53,16 @@ def register_model(name: str, description: str):
     return wrap
 
 
-def torchvision_names() -> list[str]:
-    import torchvision
-
-    return sorted(torchvision.models.list_models(module=torchvision.models))
-
-
 def find_model(name: str) -> ModelEntry:
     """Look a model up by name; unknown names get the nearest suggestions."""
-    from . import presets, torchvision_models  # noqa: F401  (registers the presets)
-
     if name in PRESETS:
         return PRESETS[name]
-    if name.startswith("timm:"):
-        from . import timm_models
-
-        return ModelEntry(name, timm_models.builder_for(name[len("timm:"):]), "timm model", "timm")
-    tv_names = torchvision_names()
-    if name in tv_names:
-        return ModelEntry(name, torchvision_models.builder_for(name), "torchvision classifier", "torchvision")
-    close = difflib.get_close_matches(name, list(PRESETS) + tv_names, n=3)
+    for family in FAMILIES:
+        entry = family.resolve(name)
+        if entry is not None:
+            return entry
+    known = list(PRESETS) + [n for family in FAMILIES for n in family.names()]
+    close = difflib.get_close_matches(name, known, n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise ConvlabError(f"unknown model '{name}' for --model.{hint} Run 'convlab models' to list them.")
 
@@ -91,9 +99,5 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
 
 
 def list_models() -> list[ModelEntry]:
-    """Presets first, then every torchvision classifier."""
-    from . import presets, torchvision_models  # noqa: F401
-
-    tv = [ModelEntry(n, torchvision_models.builder_for(n), "torchvision classifier", "torchvision")
-          for n in torchvision_names()]
-    return list(PRESETS.values()) + tv
+    """Presets first, then the models each family lists (every torchvision classifier)."""
+    return list(PRESETS.values()) + [family.resolve(n) for family in FAMILIES for n in family.names()]

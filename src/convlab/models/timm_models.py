@@ -4,6 +4,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..errors import ConvlabError
+from .registry import ModelEntry, ModelFamily, register_family
 
 PREFIX = "timm:"
 
@@ -27,3 +28,12 @@ def builder_for(name: str):
                                  drop_rate=dropout)
 
     return build
+
+
+def _resolve(name: str) -> ModelEntry | None:
+    if name.startswith(PREFIX):
+        return ModelEntry(name, builder_for(name[len(PREFIX):]), "timm model", "timm")
+    return None
+
+
+register_family(ModelFamily("timm", _resolve, lambda: []))  # thousands of names: listed by timm itself

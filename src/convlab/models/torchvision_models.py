@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .registry import ModelEntry, ModelFamily, register_family
+
 # Extra constructor arguments some torchvision models need to train from scratch on small data.
 _EXTRA_KWARGS = {
     "inception_v3": {"aux_logits": False, "init_weights": True},
@@ -13,7 +15,7 @@ _EXTRA_KWARGS = {
 
 def builder_for(name: str):
     def build(in_channels: int, num_classes: int, image_size: tuple[int, int], dropout: float) -> nn.Module:
-        import torchvision
+        import torchvision  # lazy: start-up time
 
         model = torchvision.models.get_model(name, weights=None, num_classes=num_classes,
                                              **_EXTRA_KWARGS.get(name, {}))
@@ -43,3 +45,18 @@ def adapt_first_conv(model: nn.Module, in_channels: int) -> None:
                         new.bias.copy_(child.bias)
                 setattr(parent, child_name, new)
                 return
+
+
+def torchvision_names() -> list[str]:
+    import torchvision  # lazy: start-up time (2-3 s); only torchvision models need it
+
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def _resolve(name: str) -> ModelEntry | None:
+    if name in torchvision_names():
+        return ModelEntry(name, builder_for(name), "torchvision classifier", "torchvision")
+    return None
+
+
+register_family(ModelFamily("torchvision", _resolve, torchvision_names))

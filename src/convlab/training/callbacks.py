@@ -15,6 +15,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 
 class Callback:
+    needs_torch_engine = False  # True: acts on torch tensors or parameters, so --engine scratch refuses it
+
     def on_train_begin(self, state) -> None: ...
 
     def on_epoch_begin(self, state) -> None: ...

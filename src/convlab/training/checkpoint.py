@@ -21,11 +21,9 @@ import numpy as np
 import torch
 
 from ..errors import ConvlabError
+from ..layout import BEST, CHECKPOINTS, LAST
 from .callbacks import Callback
 
-CHECKPOINTS = "checkpoints"  # the folder inside a run
-LAST = "last.safetensors"  # written after every epoch (and on Ctrl-C)
-BEST = "best.safetensors"  # the model weights of the best validation epoch so far
 FORMAT = "convlab-checkpoint/1"
 _STATE_KEY = "convlab_state"
 

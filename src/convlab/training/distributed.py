@@ -65,13 +65,18 @@ def setup(device: torch.device) -> tuple[Distributed, torch.device]:
     return Distributed(rank, world, local_rank), device
 
 
-def wrap_model(model: nn.Module, ranks: Distributed, device: torch.device) -> nn.Module:
-    """DistributedDataParallel around the model (same parameters) when there are several ranks."""
+def wrap_model(model: nn.Module, ranks: Distributed, device: torch.device, find_unused: bool = False) -> nn.Module:
+    """DistributedDataParallel around the model (same parameters) when there are several ranks.
+
+    find_unused: some parameters get no gradient in some steps (a fine-tune's frozen groups, unfrozen stage by
+    stage): DDP then looks for them after each backward pass instead of waiting for them forever.
+    """
     if not ranks.enabled:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                   find_unused_parameters=find_unused)
 
 
 def teardown(ranks: Distributed) -> None:

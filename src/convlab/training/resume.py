@@ -6,7 +6,7 @@ from typing import Any
 
 from .. import config as cfg
 from ..errors import ConvlabError
-from .checkpoint import CHECKPOINTS, LAST
+from ..layout import CHECKPOINTS, CONFIG, LAST, WEIGHTS
 
 # Flags that may differ from the saved run: they change neither the data nor the maths of a step.
 # --epochs may only grow, and only without a schedule that was planned over the original epochs.
@@ -20,9 +20,9 @@ def resume_config(run_dir: str | Path, overrides: dict[str, Any], config_file=No
         raise ConvlabError(f"--resume {run_dir} uses the run's own config.yaml; leave out --config {config_file}")
     if not run_dir.is_dir():
         raise ConvlabError(f"--resume {run_dir}: no such run folder")
-    saved_config = run_dir / "config.yaml"
+    saved_config = run_dir / CONFIG
     if not saved_config.is_file():
-        raise ConvlabError(f"--resume {run_dir}: no config.yaml there; it is not a convlab run folder")
+        raise ConvlabError(f"--resume {run_dir}: no {CONFIG} there; it is not a convlab run folder")
     if not (run_dir / CHECKPOINTS / LAST).is_file():
         raise ConvlabError(f"--resume {run_dir}: no {CHECKPOINTS}/{LAST} there (the run stopped before its first "
                            "checkpoint); start it again without --resume")
@@ -51,7 +51,7 @@ def resume_config(run_dir: str | Path, overrides: dict[str, Any], config_file=No
                                    f"{saved[key]} epochs and cannot be extended; resume without --epochs")
         section, name = cfg.FLAT_KEYS[key]
         setattr(getattr(conf, section), name, value)
-    if (run_dir / "model.safetensors").is_file() and conf.train.epochs == saved["epochs"]:
+    if (run_dir / WEIGHTS).is_file() and conf.train.epochs == saved["epochs"]:
         raise ConvlabError(f"--resume {run_dir}: the run already finished its {saved['epochs']} epochs; to train it "
                            f"longer pass a larger --epochs (runs with --schedule none only)")
     conf.train.out = str(run_dir)

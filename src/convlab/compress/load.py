@@ -1,0 +1,19 @@
+"""Opening whatever model a user points at: a run folder, a variant folder (pruned, int8, distilled) or a .onnx file."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..layout import ONNX_SUFFIX, QUANTIZED_WEIGHTS
+from ..run import Run, load_run
+from .export import load_onnx
+from .quantize import load_quantized
+
+
+def load_variant(path: str | Path) -> Run:
+    """Load a run folder, a variant folder or an exported .onnx file; variants other than float runs use the CPU."""
+    path = Path(path)
+    if path.suffix == ONNX_SUFFIX:
+        return load_onnx(path)
+    if (path / QUANTIZED_WEIGHTS).is_file():
+        return load_quantized(path)
+    return load_run(path)

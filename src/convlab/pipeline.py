@@ -1,0 +1,451 @@
+"""The one training pipeline. Every command that trains (train, finetune, distill, prune's fine-tune, tune's
+trials) runs `run_pipeline`, which reads top to bottom:
+
+config -> the run's data -> the model -> placement (device, channels_last, compile, DDP) -> loaders ->
+parameter groups, optimizer, schedule -> callbacks -> fit (torch or scratch engine) -> test metrics -> run folder.
+
+What differs between commands is data, not code (as nanoGPT's `init_from`): a `Start` says where the model
+comes from (built fresh, pretrained with its head rebuilt, or given, as prune's masked model) and what input it
+takes; a fine-tune adds a freeze plan (its `Start.freeze`, planned from conf.finetune), distillation a loss and
+a callback, prune a mask-keeping callback, a tune trial a pruning callback.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from rich.console import Console
+from torch import nn
+
+from . import config as cfg
+from . import scratch
+from .data.augment import build_augmentation
+from .data.batches import BatchLoader, Normalization
+from .data.registry import parse_data_name
+from .data.run_data import RunData, load_run_data
+from .data.streaming import StreamingLoader
+from .errors import ConvlabError
+from .evaluate.plots import PlotProcess, draw_run_plots, start_plot_process
+from .layout import (CHECKPOINTS, CONFIG, CONFUSION, CURVES, DATA_ISSUES, HISTORY, LAST, METRICS, RUN_MARKERS,
+                     TENSORBOARD, version_block)
+from .models.registry import count_parameters, create_model, find_model
+from .run import Preprocess, Run
+from .training import distributed, performance
+from .training.callbacks import BestModel, EarlyStopping, History, PlainLogger, ProgressBar
+from .training.checkpoint import Checkpointer, check_free_space, checkpoint_bytes, checkpoint_position
+from .training.determinism import deterministic_mode
+from .training.device import pick_device
+from .training.freezing import FreezePlan, print_plan
+from .training.loop import fit
+from .training.numerics import NonFiniteLossGuard
+from .training.optim import build_optimizer, build_schedule
+from .training.resume import resume_config
+from .training.scratch_engine import check_options as check_scratch_options, fit_scratch
+
+MAX_ISSUE_LINES = 20  # warnings printed one per file; the rest are in data_issues.json
+VAL_BATCH = 512
+
+# A builder gets (in_channels, num_classes, (height, width), dropout) and returns the model.
+Builder = Callable[[int, int, tuple[int, int], float], nn.Module]
+
+
+@dataclass
+class Start:
+    """Where the model's weights come from, and the input they take."""
+
+    build: Builder
+    channels: int | None = None  # the input channels the weights take (None: the data's own)
+    size: tuple[int, int] | None = None  # (height, width) they take (None: the data's own)
+    norm: Normalization | None = None  # the normalization they take (None: measured on the training rows)
+    normalization_from: str = "training data"
+    freeze: bool = False  # train by conf.finetune's strategy and --freeze (a fine-tune)
+    notes: list[str] = field(default_factory=list)  # printed as note lines
+
+    @classmethod
+    def fresh(cls, conf: cfg.Config) -> "Start":
+        """A new model of conf.model.name with random weights."""
+        return cls(lambda channels, classes, size, dropout: create_model(conf.model.name, channels, classes, size,
+                                                                         dropout))
+
+
+@dataclass
+class Job:
+    """One training run: its config and what this command adds to the common pipeline."""
+
+    conf: cfg.Config
+    origin: dict[str, str]  # per flat key: default, recipe, file, flag or source (marks in the printed config)
+    start: Start
+    command: str = "train"  # the command that reruns it: `convlab COMMAND --resume RUN_DIR`
+    resuming: bool = False
+    loss_for: Callable | None = None  # (model, RunData, norm) -> loss_fn, instead of the cross-entropy
+    callbacks: list = field(default_factory=list)  # run before the built-in ones
+    sections: tuple[str, ...] = cfg.TRAIN_SECTIONS  # the config sections printed
+    keep_checkpoints: bool = True  # False: the checkpoints folder is removed once the run is written
+    console: Console | None = None
+
+
+def run_pipeline(job: Job) -> Run:
+    """Train as `job` says and write its run folder; returns the Run (rank 0's under torchrun)."""
+    conf = job.conf
+    ranks, device = distributed.setup(pick_device(conf.train.device))
+    console = job.console or Console(highlight=False, soft_wrap=True)
+    silent = None
+    if not ranks.is_main:  # under torchrun only rank 0 prints and writes the run folder
+        silent = open(os.devnull, "w")
+        console = Console(file=silent)
+    plotter = None
+    try:
+        print_config(console, conf, job.origin, job.sections)
+        check_engine(job, ranks)
+        if conf.train.tensorboard:
+            from .evaluate.tensorboard import summary_writer_class  # lazy: start-up time (tensorboard is large)
+
+            summary_writer_class()  # fail now, not after the data is loaded, when tensorboard is missing
+        if not conf.train.deterministic or conf.train.threads:  # --deterministic keeps its fixed thread count
+            performance.set_threads(conf.train.threads, device)
+        plotter = start_plot_process() if ranks.is_main else None
+        with deterministic_mode(conf.train.deterministic):
+            return _run(job, console, ranks, device, plotter)
+    finally:
+        if plotter is not None:
+            plotter.close()
+        if silent is not None:
+            silent.close()
+
+
+def _run(job: Job, console: Console, ranks: distributed.Distributed, device: torch.device,
+         plotter: PlotProcess | None) -> Run:
+    conf, start = job.conf, job.start
+    seed_everything(conf.train.seed)
+    if conf.train.engine == "scratch":
+        device = torch.device("cpu")
+
+    # 1. the run's data: load, subset, the model's input, validation rows, normalization
+    data = load_run_data(conf, start.channels, start.size, who=f"--model {conf.model.name}")
+    norm = start.norm or data.normalization()
+    channels, height, width = data.splits.shape
+
+    # 2. the model, and the run folder it will be written to
+    model = start.build(channels, len(data.classes), (height, width), conf.model.dropout)
+    run_dir, created = make_run_dir(conf, job.resuming) if ranks.is_main else \
+        (Path(tempfile.mkdtemp(prefix="convlab-rank")), True)  # other ranks: a private folder, removed at the end
+    try:
+        return _train_in(job, console, ranks, device, plotter, data, norm, model, run_dir)
+    except BaseException:
+        if created and ranks.is_main and not _resumable(run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)  # a failed command leaves no half-made folder behind
+        raise
+    finally:
+        if not ranks.is_main:
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _train_in(job: Job, console: Console, ranks: distributed.Distributed, device: torch.device,
+              plotter: PlotProcess | None, data: RunData, norm: Normalization, model: nn.Module,
+              run_dir: Path) -> Run:
+    conf, start = job.conf, job.start
+    channels, height, width = data.splits.shape
+    report_data_issues(console, data, run_dir)
+    for note in [*data.splits.notes, *start.notes]:
+        console.print(f"note: {note}", markup=False)
+    check_free_space(run_dir, checkpoint_bytes(model))
+    if not job.resuming:  # saved now, so a run that dies can be resumed from its folder
+        cfg.save_config(conf, run_dir / CONFIG, extra=version_block())
+    n_val = 0 if data.val_rows is None else len(data.val_rows)
+    gray = " (gray repeated)" if data.data_channels != channels else ""
+    source = "" if start.norm is None else f"; normalization from {start.normalization_from}"
+    console.print(f"data {data.splits.name}: {len(data.train_rows)} train / {n_val} val / {len(data.test)} test "
+                  f"images of {channels}x{height}x{width}{gray}, {len(data.classes)} classes; model "
+                  f"{conf.model.name}: {count_parameters(model):,} parameters{source}; device {device}",
+                  markup=False)
+    plan = FreezePlan.of(model, conf) if start.freeze else None
+    if plan is not None:
+        plan.apply_first_stage()  # for the printed plan; applied again after placement
+        print_plan(console, plan, conf)
+        for param in model.parameters():  # DDP registers the parameters that need gradients when it wraps
+            param.requires_grad_(True)
+
+    # 3. placement: device, memory format, DDP, compile, precision
+    channels_last = performance.use_channels_last(conf.train.channels_last, model, device)
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    wrapped = distributed.wrap_model(model, ranks, device, find_unused=plan is not None)
+    trained = performance.maybe_compile(wrapped, conf.train.compile)
+    if plan is not None:
+        plan.apply_first_stage()
+    precision = performance.Precision.for_run(conf.train.amp, device)
+
+    # 4. loaders
+    generator = torch.Generator().manual_seed(conf.train.seed)
+    train_loader, val_loader = make_loaders(data, conf, norm, device, channels_last, ranks, generator)
+    if ranks.enabled:
+        console.print(f"distributed: {ranks.world_size} processes, {train_loader.num_samples} training images "
+                      f"each per epoch ({'nccl' if device.type == 'cuda' else 'gloo'})")
+
+    # 5. parameter groups, optimizer, schedule, loss
+    optimizer = build_optimizer(model, conf.optim, plan.optimizer_groups() if plan is not None else None)
+    schedule = build_schedule(optimizer, conf.optim, conf.train.epochs, len(train_loader))
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=conf.optim.label_smoothing)
+    if job.loss_for is not None:
+        loss_fn = job.loss_for(model, data, norm)
+
+    # 6. callbacks: the command's first, then the guard, logging, history, best model, early stop, checkpoints
+    history = History(run_dir / HISTORY)
+    best = BestModel()
+    callbacks = [*job.callbacks]
+    if plan is not None:
+        callbacks.append(plan.callback(lambda line: console.print(line, markup=False)))
+    interactive = console.is_terminal and not conf.train.quiet
+    callbacks += [NonFiniteLossGuard(conf.optim.lr, run_dir / CHECKPOINTS),
+                  ProgressBar(console) if interactive else PlainLogger(console), history, best]
+    if ranks.enabled:
+        callbacks.insert(0, distributed.AllReduceMetrics(device))
+    stateful = {"history": history, "best": best}
+    if conf.train.early_stop and val_loader is not None:
+        stateful["early_stop"] = EarlyStopping(conf.train.early_stop)
+        callbacks.append(stateful["early_stop"])
+    elif conf.train.early_stop:
+        console.print("note: --early-stop needs a validation split (--val-fraction > 0); it is off")
+    if conf.train.tensorboard and ranks.is_main:
+        from .evaluate.tensorboard import TensorBoardLogger  # lazy: start-up time (tensorboard is large)
+
+        callbacks.append(TensorBoardLogger(run_dir / TENSORBOARD, val_loader, data.classes))
+    hint = (f"convlab {job.command} --resume {run_dir}" if conf.train.engine == "torch" else
+            f"the scratch engine cannot resume; train again (convlab {job.command} --config {run_dir / CONFIG} "
+            f"--out NEW_DIR)")
+    callbacks.append(Checkpointer(run_dir / CHECKPOINTS, schedule, {"data_order": generator}, stateful,
+                                  resume=job.resuming, resume_hint=hint))  # last: saves what the others updated
+    if job.resuming:
+        record = checkpoint_position(run_dir / CHECKPOINTS / LAST)
+        where = f"epoch {record['epoch']}" + (f", batch {record['batch']}" if record["batch"] else "")
+        console.print(f"resuming {run_dir} after {where}", markup=False)
+
+    # 7. fit, with the torch loop or the NumPy engine
+    started = time.perf_counter()
+    if conf.train.engine == "scratch":  # the NumPy engine trains a twin of `model` and copies its weights back
+        state, _ = fit_scratch(model, train_loader, val_loader, conf.optim, conf.train.epochs, callbacks)
+    else:
+        state = fit(trained, train_loader, val_loader, optimizer, schedule, loss_fn, conf.train.epochs, callbacks,
+                    precision=precision)
+    train_seconds = time.perf_counter() - started
+    distributed.teardown(ranks)
+    preprocess = Preprocess([height, width], channels, norm.mean, norm.std, start.normalization_from,
+                            data.data_channels if data.data_channels != channels else None,
+                            "channels_last" if channels_last else "contiguous")
+    run = Run(run_dir, model, conf, data.classes, preprocess, device=device)
+    if not ranks.is_main:
+        return run
+    if state.stopped_early:
+        console.print(f"stopped early after epoch {state.epoch}: no better validation accuracy in "
+                      f"{conf.train.early_stop} epochs")
+
+    # 8. test metrics and the run folder
+    metrics = run.evaluate(arrays=data.test, classes=data.classes)
+    metrics.update(train_seconds=round(train_seconds, 3), best_epoch=state.best_epoch or state.epoch,
+                   epochs_run=state.epoch)
+    if plan is not None:
+        metrics["freeze"] = state.extra.get("freeze")
+    run.metrics = metrics
+    write_run(run, history.rows, plotter)
+    if not job.keep_checkpoints:
+        shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)
+    print_summary(console, run)
+    return run
+
+
+# --- the steps ---------------------------------------------------------------------------------------------
+
+def recipe_for(data_name: str) -> dict:
+    entry, _ = parse_data_name(data_name)
+    return entry.recipe
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    scratch.nn.manual_seed(seed)  # dropout in the scratch engine
+
+
+def check_engine(job: Job, ranks: distributed.Distributed) -> None:
+    """What the scratch engine cannot do is refused by name before any data is loaded."""
+    conf = job.conf
+    if conf.train.engine != "scratch":
+        return
+    check_scratch_options(conf, job.resuming)
+    if ranks.enabled:
+        raise ConvlabError("--engine scratch runs in one process; leave out torchrun, or use --engine torch")
+    if job.loss_for is not None or any(cb.needs_torch_engine for cb in job.callbacks):
+        raise ConvlabError(f"--engine scratch: convlab {job.command} needs the torch engine (its loss or "
+                           f"callbacks act on torch tensors); use --engine torch")
+    if job.start.freeze and (conf.finetune.strategy != "full" or conf.finetune.freeze):
+        raise ConvlabError(f"--engine scratch fine-tunes with --strategy full only (it has no frozen parameter "
+                           f"groups or per-group learning rates; got --strategy {conf.finetune.strategy}"
+                           f"{' and --freeze ' + conf.finetune.freeze if conf.finetune.freeze else ''}); pass "
+                           f"--strategy full or use --engine torch")
+    if find_model(conf.model.name).family != "preset":
+        raise ConvlabError(f"--engine scratch trains the presets only, not {conf.model.name}; use --engine torch")
+
+
+def make_loaders(data: RunData, conf: cfg.Config, norm: Normalization, device: torch.device, channels_last: bool,
+                 ranks: distributed.Distributed, generator: torch.Generator):
+    """Training and validation batches: in memory as one tensor, or streamed from the decoded-image cache."""
+    augment = build_augmentation(conf.data.augment, min(data.splits.shape[1:]), data.splits.hflip)
+    shard = {"rank": ranks.rank, "world_size": ranks.world_size}
+    if data.streamed:
+        train = data.splits.train
+        train_loader = StreamingLoader(train.images, train.labels, data.train_rows, conf.train.batch_size, norm,
+                                       device, shuffle=True, augment=augment, generator=generator,
+                                       channels_last=channels_last, **shard)
+        val_loader = None if data.val_rows is None else StreamingLoader(
+            train.images, train.labels, data.val_rows, VAL_BATCH, norm, device, channels_last=channels_last)
+        return train_loader, val_loader
+    train_loader = BatchLoader(data.train_arrays(), conf.train.batch_size, norm, device, shuffle=True,
+                               augment=augment, generator=generator, channels_last=channels_last, **shard)
+    val_set = data.val_arrays()
+    val_loader = None if val_set is None else BatchLoader(val_set, VAL_BATCH, norm, device,
+                                                          channels_last=channels_last)
+    return train_loader, val_loader
+
+
+def make_run_dir(conf: cfg.Config, resuming: bool = False) -> tuple[Path, bool]:
+    """Create the run folder before training, so an unwritable place fails now, not after an hour.
+
+    Returns the folder and whether this call created it (a failed run removes only a folder it made).
+    """
+    if conf.train.out:
+        path = Path(conf.train.out).expanduser()
+        if not resuming and any((path / name).exists() for name in RUN_MARKERS):
+            raise ConvlabError(f"--out {path} already holds a run; choose another folder or remove it first "
+                               f"(to continue an interrupted run: convlab train --resume {path})")
+    else:
+        data = re.sub(r"[^A-Za-z0-9_.-]+", "-", conf.data.name.replace(":", "-")).strip("-")
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        model = conf.model.name.replace(":", "-")  # timm:NAME
+        path = Path("runs") / f"{data}-{model}-{stamp}"
+        suffix = 1
+        while path.exists():
+            suffix += 1
+            path = Path("runs") / f"{data}-{model}-{stamp}-{suffix}"
+    created = not path.exists()
+    ensure_writable(path, "the run folder", "pass --out with a writable folder")
+    return path, created
+
+
+def ensure_writable(path: Path, what: str, hint: str) -> None:
+    """Create `path` and write a probe file in it, so a read-only or missing place fails before any work."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise ConvlabError(f"cannot write {what} {path} ({err.strerror}); {hint}") from None
+
+
+def _resumable(run_dir: Path) -> bool:
+    """Whether a failed run left a checkpoint past its start (Ctrl-C, a NaN after epoch 1): worth keeping."""
+    last = run_dir / CHECKPOINTS / LAST
+    if not last.is_file():
+        return False
+    try:
+        position = checkpoint_position(last)
+    except ConvlabError:
+        return False
+    return position["epoch"] > 0 or position["batch"] > 0
+
+
+def report_data_issues(console: Console, data: RunData, run_dir: Path) -> None:
+    """Warn about each skipped image and write them to data_issues.json in the run folder."""
+    issues = data.splits.issues
+    if not issues:
+        return
+    for issue in issues[:MAX_ISSUE_LINES]:
+        console.print(f"warning: skipped {issue['path']}: {issue['problem']}", markup=False)
+    if len(issues) > MAX_ISSUE_LINES:
+        console.print(f"warning: ... and {len(issues) - MAX_ISSUE_LINES} more", markup=False)
+    console.print(f"warning: {len(issues)} unreadable images skipped (listed in {run_dir / DATA_ISSUES}; "
+                  "--strict makes them an error)", markup=False)
+    (run_dir / DATA_ISSUES).write_text(json.dumps({"skipped": len(issues), "files": issues}, indent=1,
+                                                  ensure_ascii=False))
+
+
+def write_run(run: Run, history: list[dict], plotter: PlotProcess | None = None) -> None:
+    """Config, weights, metrics and plots; the plots by `plotter`'s child process when there is one."""
+    cfg.save_config(run.config, run.path / CONFIG, extra=version_block())
+    run.save_model()
+    (run.path / METRICS).write_text(json.dumps(run.metrics, indent=1, ensure_ascii=False))
+    matrix, curves, confusion = run.metrics["confusion_matrix"], run.path / CURVES, run.path / CONFUSION
+    if plotter is not None:
+        plotter.draw(history, matrix, run.classes, curves, confusion)
+    else:
+        draw_run_plots(history, matrix, run.classes, curves, confusion)
+
+
+def print_config(console: Console, conf: cfg.Config, origin: dict[str, str],
+                 sections: tuple[str, ...] = cfg.TRAIN_SECTIONS) -> None:
+    """The resolved config, one line per section; values from the recipe, file, flags or source are marked."""
+    marks = {"default": "", "recipe": "ʳ", "file": "ᶠ", "flag": "*", "source": "ˢ"}
+    legend = "ʳ dataset recipe, ᶠ config file, * flag" + (", ˢ pretrained source" if "source" in
+                                                         origin.values() else "")
+    console.print(f"config  ({legend})", markup=False)
+    flat = conf.flat()
+    for section in sections:
+        keys = [k for k, (s, _) in cfg.FLAT_KEYS.items() if s == section]
+        parts = [f"{k}={_shown(flat[k])}{marks[origin[k]]}" for k in keys]
+        console.print(f"  {section:<6} " + "  ".join(parts), markup=False)
+
+
+def _shown(value) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)  # lr / 10 is 0.00030000000000000003
+
+
+def print_summary(console: Console, run: Run) -> None:
+    m = run.metrics
+    parts = [f"accuracy {m['accuracy']:.4f}"]
+    if "top5_accuracy" in m:
+        parts.append(f"top-5 {m['top5_accuracy']:.4f}")
+    parts += [f"macro F1 {m['macro_f1']:.4f}", f"{m['num_samples']} images"]
+    console.print("test: " + "  ".join(parts) + f"  (best epoch {m['best_epoch']}, trained {m['train_seconds']:.1f}s)",
+                  markup=False)
+    console.print(f"run folder: {run.path}", markup=False)
+
+
+# --- the command ----------------------------------------------------------------------------------------------
+
+def train(config: str | Path | None = None, *, console: Console | None = None, resume: str | Path | None = None,
+          loss_for=None, callbacks: list | None = None, **overrides) -> Run:
+    """Train a model and write its run folder. Keywords are the CLI's flags (data=, model=, epochs=, ...).
+
+    `config` is an optional YAML file applied before the keywords; the dataset's recipe fills the rest.
+    `resume` is a run folder whose last checkpoint is continued with the run's saved config.
+    `loss_for(model, data, norm) -> loss_fn` replaces the cross-entropy loss and `callbacks` run
+    before the built-in ones (distillation uses both).
+    """
+    conf, origin = resolve_job_config(overrides, config, resume, "convlab.train()")
+    if conf.finetune.source is not None:
+        raise ConvlabError(f"the config sets a fine-tuning source ({conf.finetune.source}); use convlab finetune "
+                           f"(or convlab.finetune) for it")
+    return run_pipeline(Job(conf, origin, Start.fresh(conf), "train", resume is not None, loss_for,
+                            list(callbacks or []), console=console))
+
+
+def resolve_job_config(overrides: dict, config, resume, who: str) -> tuple[cfg.Config, dict[str, str]]:
+    """The run's config and where each value came from: a resumed run's own, or recipe < file < keywords."""
+    unknown = [k for k in overrides if k not in cfg.FLAT_KEYS]
+    if unknown:
+        cfg.coerce(unknown[0], overrides[unknown[0]], who)  # raises with a suggestion
+    if resume is not None:
+        conf = resume_config(resume, overrides, config)
+        return conf, {key: "flag" if overrides.get(key) is not None else "file" for key in cfg.FLAT_KEYS}
+    return cfg.resolve(overrides, config, recipe_for)
