@@ -14,8 +14,9 @@ from torch import nn
 
 from ..errors import ConvlabError
 from .freeze import head_name
+from .weights import WEIGHT_SUFFIXES  # defined there, next to the loader; other modules import it from here
 
-WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth")
+_FILE_KINDS = "/".join(WEIGHT_SUFFIXES)  # for messages: .safetensors/.pt/.pth/.bin/.ckpt
 
 
 @dataclass
@@ -57,9 +58,8 @@ def read_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
 
     path = Path(path).expanduser()
     if not path.is_file():
-        raise ConvlabError(f"--weights {path}: no such file; give a .safetensors, .pt or .pth file, imagenet or "
-                           f"DEFAULT")
-    if path.suffix not in WEIGHT_SUFFIXES:
+        raise ConvlabError(f"--weights {path}: no such file; give a {_FILE_KINDS} file, imagenet or DEFAULT")
+    if path.suffix.lower() not in WEIGHT_SUFFIXES:
         raise ConvlabError(f"--weights {path}: unknown kind of file {path.suffix!r}; convlab reads "
                            f"{', '.join(WEIGHT_SUFFIXES)}")
     state = load_state_dict_file(path)
@@ -114,7 +114,7 @@ def torchvision_source(name: str, weights: str | None) -> Pretrained:
     enum = torchvision.models.get_model_weights(name)
     default = enum.DEFAULT if len(enum) else None
     source = f"torchvision:{name}"
-    if weights and (weights.endswith(WEIGHT_SUFFIXES) or "/" in weights):
+    if weights and (weights.lower().endswith(WEIGHT_SUFFIXES) or "/" in weights):
         state, chosen = read_weights_file(weights), weights
         meta = default  # a torchvision architecture's weights expect what its own enums say
         note = f"input size and normalization as torchvision's {default}" if default else ""
@@ -127,7 +127,7 @@ def torchvision_source(name: str, weights: str | None) -> Pretrained:
         if meta is None:
             names = ", ".join(["DEFAULT"] + [w.name for w in enum]) if len(enum) else "none"
             raise ConvlabError(f"--weights {weights}: {source} has no such weights; choose from {names}, or give "
-                               f"a .safetensors/.pt file")
+                               f"a {_FILE_KINDS} file")
         state, chosen, note = _download_torchvision(meta, source), f"{meta}", ""
     pretrained = Pretrained(source, name, chosen, state, channels=3)
     if meta is not None:
@@ -144,7 +144,7 @@ def _download_torchvision(weights, source: str) -> dict[str, torch.Tensor]:
         return weights.get_state_dict(progress=True, check_hash=True)
     except (OSError, RuntimeError, ValueError) as err:  # URLError is an OSError
         raise ConvlabError(f"--from {source}: cannot get the weights {weights} ({str(err).splitlines()[0][:120]}); "
-                           f"offline, download them elsewhere and pass --weights PATH (.safetensors/.pt)") from None
+                           f"offline, download them elsewhere and pass --weights PATH ({_FILE_KINDS})") from None
 
 
 # --- timm ---------------------------------------------------------------------------------------------
@@ -161,16 +161,16 @@ def timm_source(name: str, weights: str | None) -> Pretrained:
     bare = timm.create_model(name, pretrained=False)
     config = bare.pretrained_cfg
     source = f"timm:{name}"
-    if weights and (weights.endswith(WEIGHT_SUFFIXES) or "/" in weights):
+    if weights and (weights.lower().endswith(WEIGHT_SUFFIXES) or "/" in weights):
         state, chosen = read_weights_file(weights), weights
     elif weights in (None, "imagenet", "DEFAULT"):
         try:
             state = timm.create_model(name, pretrained=True).state_dict()
         except Exception as err:  # timm raises many kinds (hub, http, file) for one cause: no weights here
             raise ConvlabError(f"--from {source}: cannot get its pretrained weights ({str(err).splitlines()[0][:120]})"
-                               f"; offline, pass --weights PATH (.safetensors/.pt)") from None
+                               f"; offline, pass --weights PATH ({_FILE_KINDS})") from None
         chosen = config.get("hf_hub_id") or config.get("url") or "timm default"
     else:
-        raise ConvlabError(f"--weights {weights}: for {source} use imagenet, DEFAULT or a .safetensors/.pt file")
+        raise ConvlabError(f"--weights {weights}: for {source} use imagenet, DEFAULT or a {_FILE_KINDS} file")
     return Pretrained(source, f"timm:{name}", chosen, state, channels=int(config["input_size"][0]),
                       image_size=int(config["input_size"][-1]), mean=list(config["mean"]), std=list(config["std"]))

@@ -10,8 +10,10 @@ import torch
 
 from ..errors import ConvlabError
 
-SAFETENSORS_SUFFIXES = (".safetensors",)
-TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+_SAFETENSORS_SUFFIXES = (".safetensors",)
+_TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")  # torch.save's usual names, Hugging Face's .bin, Lightning's
+# Every suffix load_state_dict_file reads: the one list that --weights checks and its messages name.
+WEIGHT_SUFFIXES = _SAFETENSORS_SUFFIXES + _TORCH_SUFFIXES
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
@@ -25,7 +27,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise ConvlabError(f"weights file {path} does not exist")
-    if path.suffix.lower() in SAFETENSORS_SUFFIXES or _looks_like_safetensors(path):
+    if path.suffix.lower() in _SAFETENSORS_SUFFIXES or _looks_like_safetensors(path):
         return _load_safetensors(path)
     try:
         with warnings.catch_warnings():  # torch warns about plain pickles before refusing them itself
