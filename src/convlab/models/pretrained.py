@@ -151,7 +151,7 @@ def _download_torchvision(weights, source: str) -> dict[str, torch.Tensor]:
 
 def timm_source(name: str, weights: str | None) -> Pretrained:
     """timm:NAME, pretrained from timm's hub (when online) or a local weights file."""
-    from .timm_models import require_timm
+    from .timm_models import check_hub_weights, require_timm
 
     timm = require_timm(f"--from timm:{name}")
     if name not in timm.list_models(name):
@@ -164,6 +164,7 @@ def timm_source(name: str, weights: str | None) -> Pretrained:
     if weights and (weights.lower().endswith(WEIGHT_SUFFIXES) or "/" in weights):
         state, chosen = read_weights_file(weights), weights
     elif weights in (None, "imagenet", "DEFAULT"):
+        check_hub_weights(config, f"--from {source}")
         try:
             state = timm.create_model(name, pretrained=True).state_dict()
         except Exception as err:  # timm raises many kinds (hub, http, file) for one cause: no weights here
