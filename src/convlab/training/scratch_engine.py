@@ -8,7 +8,7 @@ weights are refreshed after every epoch, so BestModel, the run folder and `load_
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
