@@ -79,10 +79,36 @@ def fetch_resources(dataset: str, resources: list[Resource], base_urls: list[str
             except (_Transient, _Rejected) as err:
                 failures.append(f"{url}: {err}")
         else:
-            names = ", ".join(r.filename for r in resources)
-            reasons = "; ".join(failures) or "no download URL"
-            raise ConvlabError(f"could not download {dataset} ({reasons}); put {names} in a folder and "
-                               f"pass --data-dir FOLDER, or place them in {dest}")
+            raise ConvlabError(_offline_message(dataset, resources, dest, failures))
+
+
+def _offline_message(dataset: str, resources: list[Resource], dest: Path, failures: list[str]) -> str:
+    """Why nothing could be downloaded, and what to do; files in dest that fail their md5 are named."""
+    names = ", ".join(r.filename for r in resources)
+    reasons = "; ".join(failures) or "no download URL"
+    # Telling the user to place the files in dest is no help when they are there already, but damaged
+    # (a truncated copy) or another version: say which, with both digests, so they can tell which is which.
+    damaged = []
+    for resource in resources:
+        path = dest / resource.filename
+        if path.is_file() and (found := file_md5(path)) != resource.md5:
+            damaged.append((path, resource.md5, found))
+    if not damaged:
+        return (f"could not download {dataset} ({reasons}); put {names} in a folder and pass --data-dir FOLDER, "
+                f"or place them in {dest}")
+    paths = [str(path) for path, _, _ in damaged]
+    listed = paths[0] if len(paths) == 1 else ", ".join(paths[:-1]) + " and " + paths[-1]
+    if len(damaged) == 1:
+        _, expected, found = damaged[0]
+        what = f"{listed} is there but fails its md5 checksum (expected {expected[:8]}, found {found[:8]})"
+        todo = "delete it to download it again, or replace it with the original file"
+    else:
+        digests = "; ".join(f"{path.name}: expected {expected[:8]}, found {found[:8]}"
+                            for path, expected, found in damaged)
+        what = f"{listed} are there but fail their md5 checksums ({digests})"
+        todo = "delete them to download them again, or replace them with the original files"
+    return (f"could not download {dataset} ({reasons}); {what}: {todo}, or put {names} in a folder and pass "
+            f"--data-dir FOLDER")
 
 
 def _fetch_with_retries(url: str, resource: Resource, dest: Path) -> None:

@@ -24,8 +24,10 @@ def keep_classes(splits: Splits, names: list[str]) -> Splits:
         index = np.flatnonzero(mapping[arrays.labels] >= 0)
         return ImageArrays(arrays.images[index], mapping[arrays.labels[index]])
 
+    # The files the loader skipped stay listed, whichever class they were in: they are what the run's
+    # data_issues.json reports, and a run on a subset of the classes read (and skipped) them all the same.
     return Splits(splits.name, select(splits.train), select(splits.test), list(names), splits.hflip,
-                  list(splits.notes))
+                  list(splits.notes), [dict(issue) for issue in splits.issues])
 
 
 def per_class(arrays: ImageArrays, count: int, seed: int) -> ImageArrays:

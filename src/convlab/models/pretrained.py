@@ -14,8 +14,11 @@ from torch import nn
 
 from ..errors import ConvlabError
 from .freeze import head_name
+from .timm_models import check_hub_weights, require_timm
+from .torchvision_models import torchvision_names
+from .weights import WEIGHT_SUFFIXES, load_state_dict_file  # noqa: F401  (WEIGHT_SUFFIXES: also read from here)
 
-WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth")
+_FILE_KINDS = "/".join(WEIGHT_SUFFIXES)  # for messages: .safetensors/.pt/.pth/.bin/.ckpt
 
 
 @dataclass
@@ -53,13 +56,10 @@ def read_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
     """--weights PATH -> a state dict, read by models.weights (safetensors, or torch.load(weights_only=True): a
     file holding anything but tensors is refused before any of it runs); a "module." prefix (DataParallel)
     is removed."""
-    from .weights import load_state_dict_file
-
     path = Path(path).expanduser()
     if not path.is_file():
-        raise ConvlabError(f"--weights {path}: no such file; give a .safetensors, .pt or .pth file, imagenet or "
-                           f"DEFAULT")
-    if path.suffix not in WEIGHT_SUFFIXES:
+        raise ConvlabError(f"--weights {path}: no such file; give a {_FILE_KINDS} file, imagenet or DEFAULT")
+    if path.suffix.lower() not in WEIGHT_SUFFIXES:
         raise ConvlabError(f"--weights {path}: unknown kind of file {path.suffix!r}; convlab reads "
                            f"{', '.join(WEIGHT_SUFFIXES)}")
     state = load_state_dict_file(path)
@@ -103,8 +103,6 @@ def torchvision_source(name: str, weights: str | None) -> Pretrained:
     """torchvision:NAME with a weights enum (downloaded into the torch hub cache) or a local file."""
     import torchvision
 
-    from .torchvision_models import torchvision_names
-
     if name not in torchvision_names():
         import difflib
 
@@ -114,7 +112,7 @@ def torchvision_source(name: str, weights: str | None) -> Pretrained:
     enum = torchvision.models.get_model_weights(name)
     default = enum.DEFAULT if len(enum) else None
     source = f"torchvision:{name}"
-    if weights and (weights.endswith(WEIGHT_SUFFIXES) or "/" in weights):
+    if weights and (weights.lower().endswith(WEIGHT_SUFFIXES) or "/" in weights):
         state, chosen = read_weights_file(weights), weights
         meta = default  # a torchvision architecture's weights expect what its own enums say
         note = f"input size and normalization as torchvision's {default}" if default else ""
@@ -127,7 +125,7 @@ def torchvision_source(name: str, weights: str | None) -> Pretrained:
         if meta is None:
             names = ", ".join(["DEFAULT"] + [w.name for w in enum]) if len(enum) else "none"
             raise ConvlabError(f"--weights {weights}: {source} has no such weights; choose from {names}, or give "
-                               f"a .safetensors/.pt file")
+                               f"a {_FILE_KINDS} file")
         state, chosen, note = _download_torchvision(meta, source), f"{meta}", ""
     pretrained = Pretrained(source, name, chosen, state, channels=3)
     if meta is not None:
@@ -144,15 +142,13 @@ def _download_torchvision(weights, source: str) -> dict[str, torch.Tensor]:
         return weights.get_state_dict(progress=True, check_hash=True)
     except (OSError, RuntimeError, ValueError) as err:  # URLError is an OSError
         raise ConvlabError(f"--from {source}: cannot get the weights {weights} ({str(err).splitlines()[0][:120]}); "
-                           f"offline, download them elsewhere and pass --weights PATH (.safetensors/.pt)") from None
+                           f"offline, download them elsewhere and pass --weights PATH ({_FILE_KINDS})") from None
 
 
 # --- timm ---------------------------------------------------------------------------------------------
 
 def timm_source(name: str, weights: str | None) -> Pretrained:
     """timm:NAME, pretrained from timm's hub (when online) or a local weights file."""
-    from .timm_models import require_timm
-
     timm = require_timm(f"--from timm:{name}")
     if name not in timm.list_models(name):
         close = timm.list_models(f"*{name}*")[:3]
@@ -161,16 +157,17 @@ def timm_source(name: str, weights: str | None) -> Pretrained:
     bare = timm.create_model(name, pretrained=False)
     config = bare.pretrained_cfg
     source = f"timm:{name}"
-    if weights and (weights.endswith(WEIGHT_SUFFIXES) or "/" in weights):
+    if weights and (weights.lower().endswith(WEIGHT_SUFFIXES) or "/" in weights):
         state, chosen = read_weights_file(weights), weights
     elif weights in (None, "imagenet", "DEFAULT"):
+        check_hub_weights(config, f"--from {source}")
         try:
             state = timm.create_model(name, pretrained=True).state_dict()
         except Exception as err:  # timm raises many kinds (hub, http, file) for one cause: no weights here
             raise ConvlabError(f"--from {source}: cannot get its pretrained weights ({str(err).splitlines()[0][:120]})"
-                               f"; offline, pass --weights PATH (.safetensors/.pt)") from None
+                               f"; offline, pass --weights PATH ({_FILE_KINDS})") from None
         chosen = config.get("hf_hub_id") or config.get("url") or "timm default"
     else:
-        raise ConvlabError(f"--weights {weights}: for {source} use imagenet, DEFAULT or a .safetensors/.pt file")
+        raise ConvlabError(f"--weights {weights}: for {source} use imagenet, DEFAULT or a {_FILE_KINDS} file")
     return Pretrained(source, f"timm:{name}", chosen, state, channels=int(config["input_size"][0]),
                       image_size=int(config["input_size"][-1]), mean=list(config["mean"]), std=list(config["std"]))

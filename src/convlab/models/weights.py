@@ -1,7 +1,10 @@
-"""Reading weight files from anywhere (a run, a download, a stranger) without ever running code from them."""
+"""Weight files: reading them from anywhere (a run, a download, a stranger) without ever running code from
+them, and writing .safetensors files atomically with the usual permissions."""
 from __future__ import annotations
 
+import os
 import pickle
+import secrets
 import warnings
 import zipfile
 from pathlib import Path
@@ -10,8 +13,10 @@ import torch
 
 from ..errors import ConvlabError
 
-SAFETENSORS_SUFFIXES = (".safetensors",)
-TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+_SAFETENSORS_SUFFIXES = (".safetensors",)
+_TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")  # torch.save's usual names, Hugging Face's .bin, Lightning's
+# Every suffix load_state_dict_file reads: the one list that --weights checks and its messages name.
+WEIGHT_SUFFIXES = _SAFETENSORS_SUFFIXES + _TORCH_SUFFIXES
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
@@ -25,7 +30,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise ConvlabError(f"weights file {path} does not exist")
-    if path.suffix.lower() in SAFETENSORS_SUFFIXES or _looks_like_safetensors(path):
+    if path.suffix.lower() in _SAFETENSORS_SUFFIXES or _looks_like_safetensors(path):
         return _load_safetensors(path)
     try:
         with warnings.catch_warnings():  # torch warns about plain pickles before refusing them itself
@@ -73,10 +78,52 @@ def _as_state_dict(loaded, path: Path) -> dict[str, torch.Tensor]:
     return loaded
 
 
-def save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
-    """PLACEHOLDER until the helper's version lands."""
-    from safetensors.torch import save_file
+def save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path,
+                     metadata: dict[str, str] | None = None) -> None:
+    """Write `tensors` (and string `metadata`) to a .safetensors file at `path`, atomically, with the
+    permissions any other file of the process gets (0666 & ~umask: 0644 under the usual umask 022).
 
-    save_file(tensors, str(path), metadata=metadata)
+    Why not safetensors.torch.save_file: it (safetensors 0.8) writes into a temp file that Rust's
+    tempfile crate creates with mode 0600 (private by design) and renames that over `path`, so the file
+    keeps 0600 - which is why a run's model.safetensors and model.int8.safetensors were 0600 next to its
+    0644 files - and it does not fsync. Here the bytes go into a temp file in the same folder (so the
+    rename is atomic) opened with mode 0666, which the kernel narrows by the umask as for any open();
+    it is fsynced and moved into place with os.replace, so a crash leaves the old file or the new one,
+    never a part; on failure the temp file is removed and the error (OSError, ...) is raised.
+    """
+    from safetensors.torch import save
 
-WEIGHT_SUFFIXES = SAFETENSORS_SUFFIXES + TORCH_SUFFIXES  # PLACEHOLDER until the helper's version lands
+    path = Path(path)
+    data = save(tensors, metadata=metadata)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:  # O_EXCL: a name no other writer holds
+        temp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(temp, flags, 0o666)
+            break
+        except FileExistsError:
+            continue
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_folder(path.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself survive a power cut (not possible on every system: then skipped)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

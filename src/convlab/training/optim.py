@@ -50,9 +50,22 @@ def _cosine(opt, config, epochs, steps):
     return Schedule(torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps), per_batch=True)
 
 
+ONECYCLE_PCT_START = 0.25
+
+
 def _onecycle(opt, config, epochs, steps):
-    return Schedule(torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups], epochs=epochs, steps_per_epoch=steps,
-                                                        pct_start=0.25), per_batch=True)
+    total = epochs * steps
+    # OneCycleLR puts the peak at step pct_start * total - 1 and divides by that step number (and by the
+    # steps after it), so a run of 4 steps with 0.25 ends in ZeroDivisionError, and runs of 1-3 steps never
+    # reach the peak (their one step can be at peak / 250000). Short runs warm up for one step instead:
+    # the peak at step 1 needs pct_start * total >= 2, and an anneal after it needs total >= 3.
+    if total < 3:
+        # No room for warm-up, peak and anneal: every step at the peak rate, which is what --lr promises.
+        return Schedule(None, per_batch=False)
+    pct_start = max(ONECYCLE_PCT_START, 2 / total)  # unchanged from 8 steps on
+    return Schedule(torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups],
+                                                        epochs=epochs, steps_per_epoch=steps, pct_start=pct_start),
+                    per_batch=True)
 
 
 SCHEDULES: dict[str, Callable[..., Schedule]] = {
@@ -65,4 +78,6 @@ SCHEDULES: dict[str, Callable[..., Schedule]] = {
 
 def build_schedule(optimizer: torch.optim.Optimizer, config: OptimConfig, epochs: int,
                    steps_per_epoch: int) -> Schedule:
-    return SCHEDULES[config.schedule](optimizer, config, epochs, steps_per_epoch)
+    """The schedule for a run of `epochs` x `steps_per_epoch` optimizer steps, of any length from 1 step."""
+    # An empty loader (0 steps) never steps a per-batch schedule, but torch's refuse to be built for it.
+    return SCHEDULES[config.schedule](optimizer, config, max(1, epochs), max(1, steps_per_epoch))

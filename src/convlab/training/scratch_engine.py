@@ -8,6 +8,7 @@ weights are refreshed after every epoch, so BestModel, the run folder and `load_
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -39,14 +40,21 @@ def check_options(conf: Config, resuming: bool = False) -> None:
                            f"mnist-cnn, lenet, small-cnn, resnet8); use --engine torch for torchvision models")
 
 
+SCRATCH_OPTIMIZERS: dict[str, Callable[[list, OptimConfig], scratch.optim.Optimizer]] = {
+    "sgd": lambda params, c: scratch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay,
+                                               nesterov=c.momentum > 0),
+    "adam": lambda params, c: scratch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay),
+    "adamw": lambda params, c: scratch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay),
+}
+
+
 def scratch_optimizer(params, config: OptimConfig) -> scratch.optim.Optimizer:
     """The scratch optimizer for a config, with the same settings the torch engine uses."""
-    if config.optimizer == "sgd":
-        return scratch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
-                                 nesterov=config.momentum > 0)
-    if config.optimizer == "adam":
-        return scratch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    return scratch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    build = SCRATCH_OPTIMIZERS.get(config.optimizer)
+    if build is None:
+        raise ConvlabError(f"--optimizer {config.optimizer}: the scratch engine has no such optimizer; choose "
+                           f"from {', '.join(SCRATCH_OPTIMIZERS)}")
+    return build(params, config)
 
 
 def _follow(optimizer: scratch.optim.Optimizer, group: dict) -> None:
