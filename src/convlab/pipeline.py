@@ -169,20 +169,17 @@ def _train_in(job: Job, console: Console, ranks: distributed.Distributed, device
                   f"images of {channels}x{height}x{width}{gray}, {len(data.classes)} classes; model "
                   f"{conf.model.name}: {count_parameters(model):,} parameters{source}; device {device}",
                   markup=False)
-    plan = FreezePlan.of(model, conf) if start.freeze else None
-    if plan is not None:
-        plan.apply_first_stage()  # for the printed plan; applied again after placement
-        print_plan(console, plan, conf)
-        for param in model.parameters():  # DDP registers the parameters that need gradients when it wraps
-            param.requires_grad_(True)
+    plan = FreezePlan.of(model, conf) if start.freeze else None  # a fine-tune: what trains when, at which rate
 
-    # 3. placement: device, memory format, DDP, compile, precision
+    # 3. placement: device, memory format, DDP, compile, precision; then the first stage of a freeze plan
     channels_last = performance.use_channels_last(conf.train.channels_last, model, device)
     model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    # DDP registers the parameters that need gradients when it wraps: all of them, before any is frozen.
     wrapped = distributed.wrap_model(model, ranks, device, find_unused=plan is not None)
     trained = performance.maybe_compile(wrapped, conf.train.compile)
     if plan is not None:
         plan.apply_first_stage()
+        print_plan(console, plan, conf)
     precision = performance.Precision.for_run(conf.train.amp, device)
 
     # 4. loaders
@@ -199,32 +196,10 @@ def _train_in(job: Job, console: Console, ranks: distributed.Distributed, device
     if job.loss_for is not None:
         loss_fn = job.loss_for(model, data, norm)
 
-    # 6. callbacks: the command's first, then the guard, logging, history, best model, early stop, checkpoints
-    history = History(run_dir / HISTORY)
-    best = BestModel()
-    callbacks = [*job.callbacks]
-    if plan is not None:
-        callbacks.append(plan.callback(lambda line: console.print(line, markup=False)))
-    interactive = console.is_terminal and not conf.train.quiet
-    callbacks += [NonFiniteLossGuard(conf.optim.lr, run_dir / CHECKPOINTS),
-                  ProgressBar(console) if interactive else PlainLogger(console), history, best]
-    if ranks.enabled:
-        callbacks.insert(0, distributed.AllReduceMetrics(device))
-    stateful = {"history": history, "best": best}
-    if conf.train.early_stop and val_loader is not None:
-        stateful["early_stop"] = EarlyStopping(conf.train.early_stop)
-        callbacks.append(stateful["early_stop"])
-    elif conf.train.early_stop:
-        console.print("note: --early-stop needs a validation split (--val-fraction > 0); it is off")
-    if conf.train.tensorboard and ranks.is_main:
-        from .evaluate.tensorboard import TensorBoardLogger  # lazy: start-up time (tensorboard is large)
+    # 6. callbacks: the command's first, then the freeze schedule, guard, logging, history, best model, checkpoints
+    callbacks, history = make_callbacks(job, console, run_dir, ranks, device, plan, val_loader, data.classes,
+                                        schedule, generator)
 
-        callbacks.append(TensorBoardLogger(run_dir / TENSORBOARD, val_loader, data.classes))
-    hint = (f"convlab {job.command} --resume {run_dir}" if conf.train.engine == "torch" else
-            f"the scratch engine cannot resume; train again (convlab {job.command} --config {run_dir / CONFIG} "
-            f"--out NEW_DIR)")
-    callbacks.append(Checkpointer(run_dir / CHECKPOINTS, schedule, {"data_order": generator}, stateful,
-                                  resume=job.resuming, resume_hint=hint))  # last: saves what the others updated
     if job.resuming:
         record = checkpoint_position(run_dir / CHECKPOINTS / LAST)
         where = f"epoch {record['epoch']}" + (f", batch {record['batch']}" if record["batch"] else "")
@@ -295,6 +270,39 @@ def check_engine(job: Job, ranks: distributed.Distributed) -> None:
                            f"--strategy full or use --engine torch")
     if find_model(conf.model.name).family != "preset":
         raise ConvlabError(f"--engine scratch trains the presets only, not {conf.model.name}; use --engine torch")
+
+
+def make_callbacks(job: Job, console: Console, run_dir: Path, ranks: distributed.Distributed, device: torch.device,
+                   plan: FreezePlan | None, val_loader, classes: list[str], schedule, generator: torch.Generator):
+    """Everything around the loop, in order: the job's own, the freeze schedule, the NaN guard, progress, history,
+    best model, early stopping, TensorBoard and, last, the checkpointer (it saves what the others updated)."""
+    conf = job.conf
+    history = History(run_dir / HISTORY)
+    best = BestModel()
+    callbacks = [*job.callbacks]
+    if plan is not None:
+        callbacks.append(plan.callback(lambda line: console.print(line, markup=False)))
+    interactive = console.is_terminal and not conf.train.quiet
+    callbacks += [NonFiniteLossGuard(conf.optim.lr, run_dir / CHECKPOINTS),
+                  ProgressBar(console) if interactive else PlainLogger(console), history, best]
+    if ranks.enabled:
+        callbacks.insert(0, distributed.AllReduceMetrics(device))
+    stateful = {"history": history, "best": best}
+    if conf.train.early_stop and val_loader is not None:
+        stateful["early_stop"] = EarlyStopping(conf.train.early_stop)
+        callbacks.append(stateful["early_stop"])
+    elif conf.train.early_stop:
+        console.print("note: --early-stop needs a validation split (--val-fraction > 0); it is off")
+    if conf.train.tensorboard and ranks.is_main:
+        from .evaluate.tensorboard import TensorBoardLogger  # lazy: start-up time (tensorboard is large)
+
+        callbacks.append(TensorBoardLogger(run_dir / TENSORBOARD, val_loader, classes))
+    hint = (f"convlab {job.command} --resume {run_dir}" if conf.train.engine == "torch" else
+            f"the scratch engine cannot resume; train again (convlab {job.command} --config {run_dir / CONFIG} "
+            f"--out NEW_DIR)")
+    callbacks.append(Checkpointer(run_dir / CHECKPOINTS, schedule, {"data_order": generator}, stateful,
+                                  resume=job.resuming, resume_hint=hint))  # last: saves what the others updated
+    return callbacks, history
 
 
 def make_loaders(data: RunData, conf: cfg.Config, norm: Normalization, device: torch.device, channels_last: bool,
