@@ -4,13 +4,34 @@ from __future__ import annotations
 import matplotlib.figure  # noqa: F401  (loaded, so runs draw their plots in-process: evaluate/plots.py)
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+
+pytest_plugins = ["pytester"]  # tests/test_fixtures.py runs small pytest sessions with this conftest
 
 
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory, monkeypatch):
     """Keep every test's cache and downloads away from the user's ~/.cache/convlab."""
     monkeypatch.setenv("CONVLAB_HOME", str(tmp_path_factory.mktemp("convlab-home")))
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_settings():
+    """Put torch's process-wide thread count and deterministic mode back after each test.
+
+    train(threads=...), set_threads and torch.set_num_threads change them for the whole process;
+    without this a later test would run with whatever an earlier one left.
+    """
+    threads, deterministic = torch.get_num_threads(), _deterministic_mode()
+    yield
+    torch.set_num_threads(threads)
+    if _deterministic_mode() != deterministic:  # only then: the call imports torch._inductor (~1 s) the first time
+        torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+
+
+def _deterministic_mode() -> tuple[bool, bool]:
+    return torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
 
 
 @pytest.fixture(scope="session")
