@@ -1,6 +1,8 @@
 """Shared fixtures: small trained runs and generated image folders (tests never read outside the repo)."""
 from __future__ import annotations
 
+import shutil
+
 import matplotlib.figure  # noqa: F401  (loaded, so runs draw their plots in-process: evaluate/plots.py)
 import numpy as np
 import pytest
@@ -36,11 +38,37 @@ def _deterministic_mode() -> tuple[bool, bool]:
 
 @pytest.fixture(scope="session")
 def digits_run(tmp_path_factory):
-    """A small digits run (tiny-cnn, 3 epochs) shared by the tests that only read it."""
+    """A small digits run (tiny-cnn, 3 epochs) shared by the tests that only read it.
+
+    Trained on one thread, so its weights do not depend on the machine's load (threads=0 would pick
+    the idle cores), with torch's thread count put back after. Tests that write into a run use
+    digits_run_copy; one that writes here is reported at the session's end.
+    """
     from convlab import train
 
     out = tmp_path_factory.mktemp("runs") / "digits-tiny"
-    return train(data="digits", model="tiny-cnn", epochs=3, out=str(out), quiet=True)
+    threads = torch.get_num_threads()
+    try:
+        run = train(data="digits", model="tiny-cnn", epochs=3, threads=1, out=str(out), quiet=True)
+    finally:
+        torch.set_num_threads(threads)
+    before = _listing(out)
+    yield run
+    assert _listing(out) == before, "a test wrote into the shared digits_run folder; give it digits_run_copy"
+
+
+def _listing(folder):
+    """{relative path: (size, modification time)} of everything under `folder`."""
+    return {str(path.relative_to(folder)): (path.stat().st_size, path.stat().st_mtime_ns)
+            for path in sorted(folder.rglob("*"))}
+
+
+@pytest.fixture
+def digits_run_copy(digits_run, tmp_path):
+    """A private copy of digits_run (folder and model), for tests that write into the run or change it."""
+    from convlab import load_run
+
+    return load_run(shutil.copytree(digits_run.path, tmp_path / digits_run.path.name))
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The shared fixtures themselves: torch settings do not leak between tests."""
+"""The shared fixtures themselves: torch settings do not leak between tests, and run copies are private."""
 from pathlib import Path
 
 import torch
@@ -38,3 +38,13 @@ def test_without_the_conftest_the_same_change_leaks(pytester):
     pytester.makepyfile(test_leaky=LEAKY_TESTS)
     pytester.runpytest_inprocess("-p", "no:cacheprovider").assert_outcomes(passed=1, failed=1)
 
+
+def test_a_run_copy_is_a_separate_folder_and_model(digits_run, digits_run_copy):
+    assert digits_run_copy.path != digits_run.path and digits_run_copy.path.is_dir()
+    assert sorted(p.name for p in digits_run_copy.path.iterdir()) == sorted(p.name for p in digits_run.path.iterdir())
+    assert digits_run_copy.model is not digits_run.model
+    first = next(digits_run_copy.model.parameters())
+    assert torch.equal(first, next(digits_run.model.parameters()))
+    with torch.no_grad():
+        first.add_(1.0)  # changing the copy leaves the shared run alone
+    assert not torch.equal(first, next(digits_run.model.parameters()))
