@@ -1,10 +1,15 @@
 """Shared fixtures: small trained runs and generated image folders (tests never read outside the repo)."""
 from __future__ import annotations
 
+import shutil
+
 import matplotlib.figure  # noqa: F401  (loaded, so runs draw their plots in-process: evaluate/plots.py)
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+
+pytest_plugins = ["pytester"]  # tests/test_fixtures.py runs small pytest sessions with this conftest
 
 
 @pytest.fixture(autouse=True)
@@ -13,13 +18,57 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("CONVLAB_HOME", str(tmp_path_factory.mktemp("convlab-home")))
 
 
+@pytest.fixture(autouse=True)
+def _restore_torch_settings():
+    """Put torch's process-wide thread count and deterministic mode back after each test.
+
+    train(threads=...), set_threads and torch.set_num_threads change them for the whole process;
+    without this a later test would run with whatever an earlier one left.
+    """
+    threads, deterministic = torch.get_num_threads(), _deterministic_mode()
+    yield
+    torch.set_num_threads(threads)
+    if _deterministic_mode() != deterministic:  # only then: the call imports torch._inductor (~1 s) the first time
+        torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+
+
+def _deterministic_mode() -> tuple[bool, bool]:
+    return torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+
+
 @pytest.fixture(scope="session")
 def digits_run(tmp_path_factory):
-    """A small digits run (tiny-cnn, 3 epochs) shared by the tests that only read it."""
+    """A small digits run (tiny-cnn, 3 epochs) shared by the tests that only read it.
+
+    Trained on one thread, so its weights do not depend on the machine's load (threads=0 would pick
+    the idle cores), with torch's thread count put back after. Tests that write into a run use
+    digits_run_copy; one that writes here is reported at the session's end.
+    """
     from convlab import train
 
     out = tmp_path_factory.mktemp("runs") / "digits-tiny"
-    return train(data="digits", model="tiny-cnn", epochs=3, out=str(out), quiet=True)
+    threads = torch.get_num_threads()
+    try:
+        run = train(data="digits", model="tiny-cnn", epochs=3, threads=1, out=str(out), quiet=True)
+    finally:
+        torch.set_num_threads(threads)
+    before = _listing(out)
+    yield run
+    assert _listing(out) == before, "a test wrote into the shared digits_run folder; give it digits_run_copy"
+
+
+def _listing(folder):
+    """{relative path: (size, modification time)} of everything under `folder`."""
+    return {str(path.relative_to(folder)): (path.stat().st_size, path.stat().st_mtime_ns)
+            for path in sorted(folder.rglob("*"))}
+
+
+@pytest.fixture
+def digits_run_copy(digits_run, tmp_path):
+    """A private copy of digits_run (folder and model), for tests that write into the run or change it."""
+    from convlab import load_run
+
+    return load_run(shutil.copytree(digits_run.path, tmp_path / digits_run.path.name))
 
 
 @pytest.fixture

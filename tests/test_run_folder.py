@@ -72,33 +72,36 @@ def test_run_without_weights_is_refused(digits_run, tmp_path):
         load_run(broken)
 
 
-def test_out_folder_with_a_run_is_not_overwritten(digits_run):
+def test_out_folder_with_a_run_is_not_overwritten(digits_run_copy):
     from convlab import train
 
-    before = (digits_run.path / "model.safetensors").read_bytes()
+    before = (digits_run_copy.path / "model.safetensors").read_bytes()
     with pytest.raises(ConvlabError, match="already holds a run"):
-        train(data="digits", model="tiny-cnn", epochs=1, out=str(digits_run.path), quiet=True)
-    assert (digits_run.path / "model.safetensors").read_bytes() == before
+        train(data="digits", model="tiny-cnn", epochs=1, out=str(digits_run_copy.path), quiet=True)
+    assert (digits_run_copy.path / "model.safetensors").read_bytes() == before
 
 
-def test_prediction_switches_a_training_model_to_eval_once(digits_run):
+def test_prediction_switches_a_training_model_to_eval_once(digits_run_copy):
+    """On a copy: the test puts the model in training mode, which the shared run must never be left in."""
     from convlab.data import load_dataset
     from convlab.run import _is_on
 
-    assert _is_on(digits_run.model, torch.device("cpu")) and not _is_on(digits_run.model, torch.device("meta"))
+    run = digits_run_copy
+    assert _is_on(run.model, torch.device("cpu")) and not _is_on(run.model, torch.device("meta"))
     images = load_dataset("digits").test.images[:16]
-    expected = digits_run.predict_arrays(images)
-    digits_run.model.train()  # dropout/batch-norm in training mode would change the outputs
-    np.testing.assert_array_equal(digits_run.predict_arrays(images), expected)
-    assert not digits_run.model.training
+    expected = run.predict_arrays(images)
+    run.model.train()  # dropout/batch-norm in training mode would change the outputs
+    np.testing.assert_array_equal(run.predict_arrays(images), expected)
+    assert not run.model.training
 
 
-def test_prediction_switches_a_training_submodule_to_eval_too(digits_run):
+def test_prediction_switches_a_training_submodule_to_eval_too(digits_run_copy):
     from convlab.data import load_dataset
 
+    run = digits_run_copy
     images = load_dataset("digits").test.images[:16]
-    expected = digits_run.predict_arrays(images)
-    digits_run.model.eval()
-    digits_run.model.features.train()  # the top module says eval, a child still trains
-    np.testing.assert_array_equal(digits_run.predict_arrays(images), expected)
-    assert not any(m.training for m in digits_run.model.modules())
+    expected = run.predict_arrays(images)
+    run.model.eval()
+    run.model.features.train()  # the top module says eval, a child still trains
+    np.testing.assert_array_equal(run.predict_arrays(images), expected)
+    assert not any(m.training for m in run.model.modules())

@@ -95,6 +95,7 @@ def test_invalid_flag_values(capsys, args, fragment):
     assert_one_line_error(exit_info.value.code, err, fragment)
 
 
+@pytest.mark.slow
 def test_errors_in_a_real_process_have_no_traceback(tmp_path):
     result = subprocess.run([sys.executable, "-m", "convlab", "train", "--model", "nosuchnet", "--out",
                              str(tmp_path / "r")], capture_output=True, text=True)

@@ -74,7 +74,10 @@ def test_prune_cli_rejects_a_bad_amount_in_one_line(capsys, digits_run, tmp_path
     assert "--amount must be in [0, 1), got 1.5" in err
 
 
-def test_prune_refuses_an_output_folder_that_holds_a_run(capsys, digits_run):
-    code = main(["compress", "prune", str(digits_run.path), "--out", str(digits_run.path)])
+def test_prune_refuses_an_output_folder_that_holds_a_run(capsys, digits_run_copy):
+    run_dir = digits_run_copy.path
+    before = (run_dir / "model.safetensors").read_bytes()
+    code = main(["compress", "prune", str(run_dir), "--out", str(run_dir)])
     assert code == 2
     assert "already holds a run" in capsys.readouterr().err
+    assert (run_dir / "model.safetensors").read_bytes() == before

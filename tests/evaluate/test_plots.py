@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from convlab.evaluate import plots
@@ -21,6 +22,7 @@ def _size(path):
         return image.size
 
 
+@pytest.mark.slow
 def test_the_child_process_draws_both_plots(tmp_path):
     worker = plots.PlotProcess()
     assert worker.proc is not None
@@ -34,6 +36,7 @@ def test_the_child_process_draws_both_plots(tmp_path):
         assert np.asarray(Image.open(tmp_path / name)).std() > 0
 
 
+@pytest.mark.slow
 def test_a_failing_child_falls_back_to_drawing_here(tmp_path, monkeypatch):
     worker = plots.PlotProcess()
     worker.proc.kill()  # as if it crashed before the job
@@ -50,12 +53,14 @@ def test_no_child_when_python_cannot_start(tmp_path, monkeypatch):
     assert not (tmp_path / "curves.png").exists() and (tmp_path / "confusion_matrix.png").exists()
 
 
+@pytest.mark.slow
 def test_close_stops_a_waiting_child():
     worker = plots.PlotProcess()
     worker.close()
     assert worker.proc.returncode is not None
 
 
+@pytest.mark.slow
 def test_in_process_when_matplotlib_is_already_loaded(monkeypatch):
     assert "matplotlib" in sys.modules  # conftest loads it
     assert plots.start_plot_process() is None
@@ -65,6 +70,7 @@ def test_in_process_when_matplotlib_is_already_loaded(monkeypatch):
     worker.close()
 
 
+@pytest.mark.slow
 def test_a_cli_run_gets_its_plots_from_the_child(tmp_path):
     """A real `python -m convlab train`: matplotlib is never imported by the parent process."""
     out = tmp_path / "run"

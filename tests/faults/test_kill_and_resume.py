@@ -15,6 +15,8 @@ from convlab.training.checkpoint import CHECKPOINTS, LAST, checkpoint_position
 
 from .conftest import RUN_FLAGS, assert_same_weights, child_env, convlab_command
 
+pytestmark = pytest.mark.slow  # every test runs convlab in a child process
+
 
 def _keywords(flags: list[str]) -> dict:
     """The CLI flags above as convlab.train keywords."""

@@ -70,11 +70,8 @@ def test_plain_tensor_files_load(tmp_path):
 
 
 @pytest.mark.parametrize("as_torch_file", [True, False], ids=["torch.save", "pickle"])
-def test_malicious_run_weights_are_refused(digits_run, tmp_path, as_torch_file):
-    import shutil
-
-    run_dir = tmp_path / "run"
-    shutil.copytree(digits_run.path, run_dir)
+def test_malicious_run_weights_are_refused(digits_run_copy, tmp_path, as_torch_file):
+    run_dir = digits_run_copy.path
     marker = tmp_path / "pwned"
     _malicious(run_dir / "model.safetensors", marker, as_torch_file)
     with pytest.raises(ConvlabError, match=r"model\.safetensors: cannot read the weights"):

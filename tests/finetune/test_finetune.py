@@ -173,6 +173,7 @@ def test_finetune_errors_are_one_line(digits_run, tmp_path, capsys):
         convlab.train(source=str(digits_run.path))
 
 
+@pytest.mark.slow
 def test_timm_model_from_a_local_weights_file(tmp_path):
     timm = pytest.importorskip("timm", reason="timm is the optional extra convlab[timm]")
     from safetensors.torch import save_file

@@ -60,6 +60,7 @@ def _bar_data(n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Ten
     return torch.tensor(images, dtype=torch.float32), torch.tensor(labels), quadrants
 
 
+@pytest.mark.slow
 def test_peaks_on_the_region_that_decides_the_class():
     torch.manual_seed(0)
     rng = np.random.default_rng(0)

@@ -28,9 +28,9 @@ def test_report_is_self_contained_with_every_section(report):
     assert "<script" not in page
 
 
-def test_report_defaults_to_the_run_folder(digits_run):
-    path = build_report(digits_run.path)
-    assert path == digits_run.path / "report.html" and path.stat().st_size > 10_000
+def test_report_defaults_to_the_run_folder(digits_run_copy):
+    path = build_report(digits_run_copy.path)
+    assert path == digits_run_copy.path / "report.html" and path.stat().st_size > 10_000
 
 
 def _chromium() -> str | None:

@@ -58,6 +58,7 @@ def test_report_to_trial_prunes_after_the_epoch():
     assert trial.storage.get_trial(trial._trial_id).intermediate_values == {1: 0.5}
 
 
+@pytest.mark.slow
 def test_study_resumes_from_its_sqlite_file_and_writes_a_trainable_config(tmp_path, capsys):
     study_dir = tmp_path / "study"
     common = ["--data", "digits", "--model", "tiny-cnn", "--epochs", "1", "--search", "grid",

@@ -62,6 +62,7 @@ def test_a_torch_run_loads_in_the_scratch_engine_with_the_same_logits(digits_run
     np.testing.assert_allclose(run.scratch_model()(x), torch_logits, atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow
 def test_the_schedule_drives_the_scratch_optimizer_as_in_torch(tmp_path):
     common = dict(data="digits", model="tiny-cnn", epochs=2, optimizer="sgd", lr=0.05, schedule="onecycle",
                   quiet=True)
@@ -71,7 +72,8 @@ def test_the_schedule_drives_the_scratch_optimizer_as_in_torch(tmp_path):
     assert runs[1].metrics["accuracy"] > 0.7
 
 
-@pytest.mark.parametrize("name", ["mnist-cnn", "lenet", "resnet8"])
+@pytest.mark.parametrize("name", [pytest.param("mnist-cnn", marks=pytest.mark.slow), "lenet",
+                                  pytest.param("resnet8", marks=pytest.mark.slow)])
 def test_every_preset_trains_in_the_scratch_engine(tmp_path, name):
     dropout = 0.1 if name == "lenet" else 0.0
     run = train(data="digits", model=name, engine="scratch", epochs=3, out=str(tmp_path / "r"), quiet=True,

@@ -41,6 +41,7 @@ def test_shards_are_disjoint_equal_and_cover_the_data():
     assert len(flat) - len(set(flat)) == 1  # one index repeated to pad 11 to 12
 
 
+@pytest.mark.slow  # two torchrun processes
 def test_torchrun_two_gloo_processes(tmp_path):
     launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     ddp = run_convlab(FLAGS, tmp_path, launcher)

@@ -1,10 +1,15 @@
-"""Speed settings: thread choice, memory format, mixed precision: same results, right choices."""
+"""Speed settings: thread choice, memory format, mixed precision: same results, right choices, and each
+setting is what the training steps really run with."""
+import itertools
+
 import pytest
 import torch
 
 from convlab import train
 from convlab.errors import ConvlabError
 from convlab.models.registry import create_model
+from convlab.training import performance
+from convlab.training.callbacks import Callback
 from convlab.training.performance import (Precision, amp_dtype, auto_threads, busy_cores,
                                            use_channels_last)
 
@@ -86,9 +91,87 @@ def test_bf16_step_trains_and_float32_step_matches_plain_torch():
     assert bf16.scaler is None and bf16.label == "bf16"
 
 
-def test_speed_flags_reach_a_run(tmp_path):
-    run = train(data="digits", model="tiny-cnn", epochs=1, threads=1, channels_last="off", amp="bf16",
-                out=str(tmp_path / "run"), quiet=True)
-    assert run.config.train.threads == 1 and run.config.train.amp == "bf16"
-    assert torch.get_num_threads() == 1
-    assert 0.0 <= run.metrics["accuracy"] <= 1.0
+class StepRecorder(Callback):
+    """Records, at each training step, torch's thread count and the tensors the model takes and gives."""
+
+    def __init__(self):
+        self.steps: list[dict] = []
+        self.handles = []
+
+    def on_train_begin(self, state):
+        model = state.model
+        conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+
+        def before(module, args):
+            if module.training:  # not validation or the test evaluation
+                images = args[0]
+                self.steps.append({"threads": torch.get_num_threads(), "images": (images.dtype, images.stride()),
+                                   "conv_weight": (conv.weight.dtype, conv.weight.stride())})
+
+        def after(module, args, output):
+            if module.training:
+                self.steps[-1]["logits"] = output.dtype
+
+        self.handles = [model.register_forward_pre_hook(before), model.register_forward_hook(after)]
+
+    def on_train_end(self, state):
+        for handle in self.handles:
+            handle.remove()
+
+
+@pytest.fixture
+def train_recorded(tmp_path, make_image_folder):
+    """train_recorded(**settings) -> (run, steps): 1 epoch of tiny-cnn on 16x16 RGB images, on the CPU."""
+    root = make_image_folder(tmp_path / "images", per_class=8)
+    runs = itertools.count()
+
+    def run(**settings):
+        recorder = StepRecorder()
+        run = train(data=f"imagefolder:{root}", model="tiny-cnn", image_size=16, epochs=1, batch_size=4,
+                    val_fraction=0.0, device="cpu", quiet=True, out=str(tmp_path / f"run{next(runs)}"),
+                    callbacks=[recorder], **settings)
+        assert len(recorder.steps) == 5  # 19 training images (24 less the test split) in batches of 4
+        return run, recorder.steps
+
+    return run
+
+
+@pytest.mark.parametrize("threads, deterministic, auto, before, expected", [
+    (1, False, 2, 2, 1),  # --threads N is N, whatever torch had
+    (2, False, 1, 1, 2),
+    (0, False, 2, 1, 2),  # 0: what auto_threads() chooses
+    (0, True, 2, 1, 1),  # --deterministic without --threads keeps torch's count
+], ids=["1", "2", "auto", "deterministic"])
+def test_threads_hold_for_every_training_step(train_recorded, monkeypatch, threads, deterministic, auto, before,
+                                              expected):
+    """Read inside the steps, not from the config: a setting echoed but never applied must fail."""
+    monkeypatch.setattr(performance, "auto_threads", lambda *args: auto)
+    torch.set_num_threads(before)  # tests/conftest.py puts torch's own count back afterwards
+    _, steps = train_recorded(threads=threads, deterministic=deterministic)
+    assert [step["threads"] for step in steps] == [expected] * 5
+    assert torch.get_num_threads() == expected  # process-wide, as documented
+
+
+@pytest.mark.parametrize("setting, nhwc", [("on", True), ("auto", True), ("off", False)])
+def test_channels_last_gives_nhwc_batches_and_weights(train_recorded, setting, nhwc):
+    """Both the batches and the conv weights: one NHWC without the other would run NCHW kernels."""
+    run, steps = train_recorded(channels_last=setting)
+    # (N, 3, 16, 16) float32 batches of 4: NHWC strides are (768, 1, 48, 3), NCHW ones (768, 256, 16, 1)
+    images = (torch.float32, (768, 1, 48, 3) if nhwc else (768, 256, 16, 1))
+    assert {step["images"] for step in steps[:-1]} == {images}  # the last batch has 3 images
+    conv = run.model.features[0].weight  # (8, 3, 3, 3)
+    weight = (torch.float32, (27, 1, 9, 3) if nhwc else (27, 9, 3, 1))
+    assert {step["conv_weight"] for step in steps} == {weight} and (conv.dtype, conv.stride()) == weight
+
+
+def test_amp_bf16_computes_in_bfloat16_and_off_in_float32(train_recorded):
+    """Autocast's dtype shows in the logits; the weights stay float32 (master weights) in both."""
+    full, full_steps = train_recorded(amp="off")
+    mixed, mixed_steps = train_recorded(amp="bf16")
+    assert {step["logits"] for step in full_steps} == {torch.float32}
+    assert {step["logits"] for step in mixed_steps} == {torch.bfloat16}
+    assert {step["conv_weight"][0] for step in full_steps + mixed_steps} == {torch.float32}
+    for run in (full, mixed):
+        assert {w.dtype for w in run.model.state_dict().values() if w.is_floating_point()} == {torch.float32}
+    # the same seed and data: only bf16's rounding makes the trained values differ
+    assert not torch.equal(full.model.features[0].weight, mixed.model.features[0].weight)

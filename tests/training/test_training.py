@@ -14,6 +14,7 @@ def metrics_without_time(run):
     return {k: v for k, v in run.metrics.items() if k != "train_seconds"}
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics_and_weights(tmp_path):
     a = train(data="digits", model="tiny-cnn", epochs=2, seed=5, out=str(tmp_path / "a"), quiet=True)
     b = train(data="digits", model="tiny-cnn", epochs=2, seed=5, out=str(tmp_path / "b"), quiet=True)
@@ -28,6 +29,7 @@ def test_same_seed_same_metrics_and_weights(tmp_path):
     assert strip(rows_a) == strip(rows_b)
 
 
+@pytest.mark.slow
 def test_default_recipe_learns_digits(tmp_path):
     run = train(out=str(tmp_path / "run"), quiet=True, epochs=8)
     assert run.config.model.name == "small-cnn"  # from the digits recipe
