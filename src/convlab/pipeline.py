@@ -415,7 +415,8 @@ def print_config(console: Console, conf: cfg.Config, origin: dict[str, str],
 
 
 def _shown(value) -> str:
-    return f"{value:.6g}" if isinstance(value, float) else str(value)  # lr / 10 is 0.00030000000000000003
+    """Floats to 12 digits (prune's lr / 10 prints 0.0003, not 0.00030000000000000003), else as they are."""
+    return repr(float(f"{value:.12g}")) if isinstance(value, float) else str(value)
 
 
 def print_summary(console: Console, run: Run) -> None:

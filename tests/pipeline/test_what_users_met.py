@@ -21,6 +21,7 @@ from convlab.training.checkpoint import TrainingInterrupted
 from convlab.training.distributed import Distributed
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["mnist-cnn", "small-cnn", "lenet", "resnet8"])
 def test_prune_works_on_every_preset_run(model, tmp_path, capsys):
     """A loaded run is channels_last; pruning flattens weights, so it must bring them to contiguous first."""
