@@ -86,8 +86,9 @@ class Job:
     conf: cfg.Config
     origin: dict[str, str]  # per flat key: default, recipe, file, flag or source (marks in the printed config)
     start: Start
-    command: str = "train"  # the command that reruns it: `convlab COMMAND --resume RUN_DIR`
+    command: str = "train"  # the command named in messages, and in the Ctrl-C hint `convlab COMMAND --resume RUN`
     resuming: bool = False
+    resumable: bool = True  # False: the command has no --resume (distill), so the Ctrl-C hint does not offer it
     loss_for: Callable | None = None  # (model, RunData, norm) -> loss_fn, instead of the cross-entropy
     callbacks: list = field(default_factory=list)  # run before the built-in ones
     sections: tuple[str, ...] = cfg.TRAIN_SECTIONS  # the config sections printed
@@ -297,9 +298,13 @@ def make_callbacks(job: Job, console: Console, run_dir: Path, ranks: distributed
         from .evaluate.tensorboard import TensorBoardLogger  # lazy: start-up time (tensorboard is large)
 
         callbacks.append(TensorBoardLogger(run_dir / TENSORBOARD, val_loader, classes))
-    hint = (f"convlab {job.command} --resume {run_dir}" if conf.train.engine == "torch" else
-            f"the scratch engine cannot resume; train again (convlab {job.command} --config {run_dir / CONFIG} "
-            f"--out NEW_DIR)")
+    if conf.train.engine == "scratch":
+        hint = (f"the scratch engine cannot resume; train again (convlab {job.command} --config "
+                f"{run_dir / CONFIG} --out NEW_DIR)")
+    elif job.resumable:
+        hint = f"convlab {job.command} --resume {run_dir}"
+    else:
+        hint = f"convlab {job.command} cannot resume; run it again with another --out"
     callbacks.append(Checkpointer(run_dir / CHECKPOINTS, schedule, {"data_order": generator}, stateful,
                                   resume=job.resuming, resume_hint=hint))  # last: saves what the others updated
     return callbacks, history
@@ -441,12 +446,19 @@ def train(config: str | Path | None = None, *, console: Console | None = None, r
     `loss_for(model, data, norm) -> loss_fn` replaces the cross-entropy loss and `callbacks` run
     before the built-in ones (distillation uses both).
     """
+    return run_pipeline(train_job(config, console=console, resume=resume, loss_for=loss_for, callbacks=callbacks,
+                                  **overrides))
+
+
+def train_job(config: str | Path | None = None, *, console: Console | None = None, resume: str | Path | None = None,
+              loss_for=None, callbacks: list | None = None, **overrides) -> Job:
+    """The Job `train` runs, for commands that add to it before running it (distill names itself)."""
     conf, origin = resolve_job_config(overrides, config, resume, "convlab.train()")
     if conf.finetune.source is not None:
         raise ConvlabError(f"the config sets a fine-tuning source ({conf.finetune.source}); use convlab finetune "
                            f"(or convlab.finetune) for it")
-    return run_pipeline(Job(conf, origin, Start.fresh(conf), "train", resume is not None, loss_for,
-                            list(callbacks or []), console=console))
+    return Job(conf, origin, Start.fresh(conf), "train", resume is not None, loss_for=loss_for,
+               callbacks=list(callbacks or []), console=console)
 
 
 def resolve_job_config(overrides: dict, config, resume, who: str) -> tuple[cfg.Config, dict[str, str]]:

@@ -69,7 +69,8 @@ def test_export_refuses_a_tolerance_the_outputs_do_not_meet(digits_run_copy, cap
     assert main(["export", str(run_dir), "--tolerance", "1e-4"]) == 2
     assert capsys.readouterr().err.strip() == (
         f"convlab export: error: export refused: onnxruntime's outputs differ from PyTorch's by up to 0.001 "
-        f"(tolerance 0.0001) on random inputs at batch 1 and 5; {run_dir / 'model.onnx'} was not written")
+        f"(tolerance 0.0001) on random inputs at batch 1 and 5 and 64 test images of the run; "
+        f"{run_dir / 'model.onnx'} was not written")
     assert sorted(p.name for p in run_dir.iterdir()) == before  # neither model.onnx nor model.onnx.partial
     assert main(["export", str(run_dir), "--tolerance", "1e-2"]) == 0  # the default place: RUN_DIR/model.onnx
     assert "max abs difference 0.001 <= 0.01" in capsys.readouterr().out

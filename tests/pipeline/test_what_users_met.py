@@ -164,3 +164,12 @@ def test_a_rank_other_than_0_closes_its_silent_console(tmp_path, monkeypatch):
     run = convlab.train(data="digits", model="tiny-cnn", epochs=1, out=str(tmp_path / "run"), quiet=True)
     assert [h.name for h in opened] == [os.devnull] and all(h.closed for h in opened)
     assert not (tmp_path / "run").exists() and run.metrics is None  # rank 1 writes no run folder
+
+
+def test_a_setting_a_command_cannot_honour_is_refused_by_name(digits_run, tmp_path, capsys):
+    code = main(["distill", "--teacher", str(digits_run.path), "--student", "tiny-cnn", "--engine", "scratch",
+                 "--epochs", "1", "--out", str(tmp_path / "d")])
+    err = capsys.readouterr().err
+    assert code == 2 and "convlab distill: error: --engine scratch: convlab distill needs the torch engine" in err
+    assert "use --engine torch" in err and "Traceback" not in err
+    assert not (tmp_path / "d").exists()

@@ -1,7 +1,6 @@
 """Training behaviour: learning, seeded reproducibility, early stopping, best-epoch restore."""
 import json
 
-import numpy as np
 import pytest
 import torch
 

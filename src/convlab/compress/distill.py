@@ -22,7 +22,7 @@ from ..data.batches import Normalization
 from ..data.run_data import RunData
 from ..errors import ConvlabError
 from ..layout import CONFIG, METRICS, WEIGHTS, version_block
-from ..pipeline import recipe_for, train
+from ..pipeline import recipe_for, run_pipeline, train_job
 from ..run import Run, load_run
 from ..training.callbacks import Callback
 from .measure import cost_metrics
@@ -155,7 +155,9 @@ def distill(teacher: str | Path | Run, *, student: str | None = None, temperatur
         cfg.coerce(unknown[0], overrides[unknown[0]], "convlab.compress.distill()")  # raises with a suggestion
     conf, _ = cfg.resolve(overrides, config, recipe_for)
     distiller = Distiller(teacher_run, temperature, alpha, conf.optim.label_smoothing)
-    run = train(config, console=console, loss_for=distiller.loss_for, callbacks=[distiller], **overrides)
+    job = train_job(config, console=console, loss_for=distiller.loss_for, callbacks=[distiller], **overrides)
+    job.command, job.resumable = "distill", False
+    run = run_pipeline(job)
 
     teacher_accuracy = teacher_run.evaluate(arrays=run.test_data())["accuracy"]
     run.metrics["distillation"] = {
