@@ -35,7 +35,7 @@ RUN_FAST = {
     "convlab predict RUN_DIR photo.jpg folder_of_images/ --top-k 3",
     "convlab predict RUN_DIR photo.jpg --json",
 }
-# ... and the quick start's `convlab train`, exactly as written (the default digits recipe, ~15 s).
+# ... and the quick start's `convlab train`, exactly as written (the default digits recipe, ~10 s).
 RUN_SLOW = {"convlab train"}
 # Commands that cannot run offline or in a test, with the reason. None of the two documents has one
 # today; a download (`--data mnist` without --data-dir, torchvision or timm weights) belongs here.
