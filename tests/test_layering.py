@@ -12,7 +12,7 @@ import convlab
 
 PACKAGE = Path(convlab.__file__).parent
 # Lowest first. A module may import its own part and the parts before it, never a later one.
-LAYERS = ["scratch", "errors", "version", "layout", "config", "data", "models", "training", "evaluate", "run",
+LAYERS = ["scratch", "errors", "version", "layout", "files", "config", "data", "models", "training", "evaluate", "run",
           "pipeline", "finetune", "insight", "compress", "cli"]
 TOP_LEVEL = {"__init__", "__main__"}  # the public API and the entry point may import anything
 

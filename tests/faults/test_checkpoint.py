@@ -11,7 +11,6 @@ import torch
 
 import convlab
 from convlab.errors import ConvlabError
-from convlab.training import checkpoint
 from convlab.training.checkpoint import (CHECKPOINTS, LAST, atomic_write, check_free_space, load_checkpoint,
                                          save_checkpoint)
 
@@ -45,7 +44,7 @@ def test_a_crash_during_a_write_keeps_the_old_file(tmp_path, monkeypatch):
     def crash(*args):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(checkpoint.os, "replace", crash)
+    monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(OSError):
         atomic_write(target, b"new")
     assert target.read_bytes() == b"old"

@@ -107,7 +107,7 @@ def test_save_safetensors_replaces_a_file_and_leaves_it_whole_when_it_fails(tmp_
     def fail(*args):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(weights.os, "replace", fail)
+    monkeypatch.setattr(os, "replace", fail)
     with pytest.raises(OSError, match="No space left"):
         weights.save_safetensors({"new": torch.ones(3)}, path)
     _assert_equal(load_file(str(path)), _tensors())  # the old file, untouched

@@ -3,6 +3,7 @@ preprocessing that training, predict, Grad-CAM and the decoded-image cache share
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -72,12 +73,18 @@ def load_image(source: str | Path | Image.Image | np.ndarray, channels: int,
 
 def _open_image(path: Path) -> Image.Image:
     """Fully decode a file (EXIF rotation applied), or raise UnreadableImage naming it."""
+    with _unreadable_as(path), Image.open(path) as opened:
+        _check_pixels(path, opened)
+        image = ImageOps.exif_transpose(opened)
+        image.load()
+        return image
+
+
+@contextmanager
+def _unreadable_as(path: Path):
+    """Whatever Pillow raises on a bad file becomes UnreadableImage naming it, with the reason."""
     try:
-        with Image.open(path) as opened:
-            _check_pixels(path, opened)
-            image = ImageOps.exif_transpose(opened)
-            image.load()
-            return image
+        yield
     except UnreadableImage:
         raise
     except UnidentifiedImageError:
@@ -86,7 +93,7 @@ def _open_image(path: Path) -> Image.Image:
         raise UnreadableImage(path, f"decompression bomb ({err})") from None
     except OSError as err:
         raise UnreadableImage(path, str(err.strerror or err)) from err
-    except Exception as err:  # noqa: BLE001 - image decoders raise SyntaxError, ValueError, struct.error...
+    except Exception as err:  # noqa: BLE001 - decoders and header parsers raise SyntaxError, ValueError, ...
         raise UnreadableImage(path, f"{type(err).__name__}: {err}") from err
 
 
@@ -149,19 +156,8 @@ def _over_white(image: Image.Image, base: str) -> Image.Image:
 
 def peek_mode(path: Path) -> str:
     """The image's mode from its header, without decoding the pixels (too large ones are refused)."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # _check_pixels says it better
-            with Image.open(path) as image:
-                _check_pixels(path, image)
-                return image.mode
-    except UnreadableImage:
-        raise
-    except UnidentifiedImageError:
-        raise UnreadableImage(path, "not an image format Pillow knows") from None
-    except Image.DecompressionBombError as err:
-        raise UnreadableImage(path, f"decompression bomb ({err})") from None
-    except OSError as err:
-        raise UnreadableImage(path, str(err.strerror or err)) from err
-    except Exception as err:  # noqa: BLE001 - header parsers raise assorted types
-        raise UnreadableImage(path, f"{type(err).__name__}: {err}") from err
+    with _unreadable_as(path), warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # _check_pixels says it better
+        with Image.open(path) as image:
+            _check_pixels(path, image)
+            return image.mode

@@ -2,9 +2,7 @@
 them, and writing .safetensors files atomically with the usual permissions."""
 from __future__ import annotations
 
-import os
 import pickle
-import secrets
 import warnings
 import zipfile
 from pathlib import Path
@@ -12,6 +10,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ConvlabError
+from ..files import atomic_write
 
 _SAFETENSORS_SUFFIXES = (".safetensors",)
 _TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")  # torch.save's usual names, Hugging Face's .bin, Lightning's
@@ -93,37 +92,4 @@ def save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path,
     """
     from safetensors.torch import save
 
-    path = Path(path)
-    data = save(tensors, metadata=metadata)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    while True:  # O_EXCL: a name no other writer holds
-        temp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-        try:
-            fd = os.open(temp, flags, 0o666)
-            break
-        except FileExistsError:
-            continue
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    _fsync_folder(path.parent)
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename itself survive a power cut (not possible on every system: then skipped)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    atomic_write(path, save(tensors, metadata=metadata))

@@ -9,10 +9,8 @@ renamed over the old one, so a crash at any moment leaves either the old or the 
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import ConvlabError
+from ..files import atomic_write
 from ..layout import BEST, CHECKPOINTS, LAST
 from .callbacks import Callback
 
@@ -79,47 +78,6 @@ def unpack(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 
 # --- atomic files -----------------------------------------------------------------------------------
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that a crash leaves the old file or the new one, never a mix.
-
-    Temp file in the same folder (same file system, so the rename is atomic), flush + fsync,
-    os.replace, then fsync the folder so the rename itself survives a power cut.
-    """
-    path = Path(path)
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    temp = Path(handle.name)
-    try:
-        with handle:
-            handle.write(data)
-            handle.flush()
-            os.fchmod(handle.fileno(), 0o666 & ~_umask()) if hasattr(os, "fchmod") else None
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-    _fsync_folder(path.parent)
-
-
-def _umask() -> int:
-    """The process umask (temp files are created 0600; checkpoints get the usual permissions)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_folder(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. Windows cannot open folders; the rename is still atomic there
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
 
 def save_checkpoint(path: Path, state: dict) -> None:
     """Write a nested state (tensors anywhere inside) as one safetensors file, atomically."""

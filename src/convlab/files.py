@@ -1,0 +1,49 @@
+"""Writing a file so that a crash at any moment leaves the old file or the new one, never a part, with the
+permissions any other file the process writes gets (0666 narrowed by the umask)."""
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+
+def atomic_write(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` through a temp file in the same folder (so the rename is atomic).
+
+    The temp file is opened with mode 0666, which the kernel narrows by the umask as for any open(); it is
+    fsynced and moved into place with os.replace, then the folder is fsynced so the rename survives a power
+    cut. On failure the temp file is removed and the error (OSError, ...) is raised.
+    """
+    path = Path(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:  # O_EXCL: a name no other writer holds
+        temp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(temp, flags, 0o666)
+            break
+        except FileExistsError:
+            continue
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_folder(path.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself survive a power cut (not possible on every system: then skipped)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
