@@ -138,7 +138,7 @@ class Run:
         else:
             arrays = self._conform(arrays)
             arrays = ImageArrays(arrays.images, map_labels(arrays.labels, classes or self.classes, self.classes,
-                                                           "given", f"run {self.path}"))
+                                                           "the given data", f"run {self.path}"))
         probs = self.predict_arrays(arrays.images)
         return classification_metrics(arrays.labels, probs, self.classes)
 

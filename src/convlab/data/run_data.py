@@ -101,22 +101,25 @@ def load_test_data(conf: Config, classes: list[str], channels: int, size: tuple[
         return test_split(load_run_data(conf, channels, tuple(size), who), classes, who)
     splits = load_dataset(data, data_dir, conf.data.image_size)
     test = conform_arrays(splits.test, channels, size, who)
-    return ImageArrays(test.images, map_labels(test.labels, splits.classes, classes, data, who))
+    return ImageArrays(test.images, map_labels(test.labels, splits.classes, classes, f"--data {data}", who))
 
 
 def test_split(data: RunData, classes: list[str], who: str = "the run") -> ImageArrays:
     """The test split of a run's data with its labels in the run's class order."""
-    return ImageArrays(data.test.images, map_labels(data.test.labels, data.classes, classes, data.splits.name, who))
+    return ImageArrays(data.test.images, map_labels(data.test.labels, data.classes, classes,
+                                                    f"--data {data.splits.name}", who))
 
 
 def map_labels(labels: np.ndarray, data_classes: list[str], classes: list[str], data: str, who: str) -> np.ndarray:
-    """Labels numbered by `data_classes` -> numbered by `classes` (matched by name); unknown names are refused."""
+    """Labels numbered by `data_classes` -> numbered by `classes` (matched by name); unknown names are refused.
+
+    `data` names the data in the message ("--data digits"), `who` the model ("run runs/x")."""
     if data_classes == classes:
         return labels
     unknown = [c for c in data_classes if c not in classes]
     if unknown:
         shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
-        raise ConvlabError(f"--data {data} has classes {who} does not know: {shown} ({who} knows "
+        raise ConvlabError(f"{data} has classes {who} does not know: {shown} ({who} knows "
                            f"{', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''}); pass data with "
                            f"only those classes")
     index = np.array([classes.index(c) for c in data_classes], dtype=np.int64)
