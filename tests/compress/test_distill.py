@@ -49,6 +49,7 @@ def test_the_loss_feeds_the_teacher_the_student_batch_and_validates_with_cross_e
     assert kl["train"] > 0 and kl["val"] > 0
 
 
+@pytest.mark.slow
 def test_student_kl_to_the_teacher_falls(digits_run, tmp_path):
     run = distill(digits_run.path, student="tiny-cnn", epochs=4, seed=1, out=str(tmp_path / "student"),
                   quiet=True, latency_seconds=0.01)

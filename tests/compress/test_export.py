@@ -48,6 +48,7 @@ class ExportsDifferently(torch.nn.Module):
         return out + 0.5 if torch.compiler.is_exporting() else out
 
 
+@pytest.mark.slow
 def test_export_refuses_when_onnxruntime_disagrees_with_pytorch(digits_run, tmp_path):
     wrong = Run(tmp_path, ExportsDifferently(digits_run.model), digits_run.config, digits_run.classes,
                 digits_run.preprocess)

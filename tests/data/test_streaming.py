@@ -82,6 +82,7 @@ def test_shuffled_epochs_cover_every_row_once():
     assert first != second
 
 
+@pytest.mark.slow
 def test_train_streams_an_image_folder(tmp_path, make_image_folder):
     root = make_image_folder(tmp_path / "imgs", per_class=10)
     run = train(data=f"imagefolder:{root}", loader="streaming", model="tiny-cnn", image_size=8, epochs=4,

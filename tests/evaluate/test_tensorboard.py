@@ -9,6 +9,7 @@ from convlab import train
 from convlab.cli import main
 
 
+@pytest.mark.slow
 def test_train_logs_scalars_and_the_confusion_matrix(tmp_path):
     pytest.importorskip("tensorboard", reason="--tensorboard needs tensorboard (pip install 'convlab[tensorboard]')")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -84,6 +84,7 @@ def test_predict_on_the_finetuned_run_uses_the_recorded_preprocessing(gray_resne
     assert {t["label"]: t["prob"] for t in got} == pytest.approx(expected, abs=2e-3)
 
 
+@pytest.mark.slow
 def test_safetensors_weights_load_through_the_cli(resnet18_files, tmp_path, capsys):
     state, folder = resnet18_files
     code = main(["finetune", "--from", "torchvision:resnet18", "--weights", str(folder / "resnet18.safetensors"),
@@ -98,6 +99,7 @@ def test_safetensors_weights_load_through_the_cli(resnet18_files, tmp_path, caps
     assert torch.equal(run.model.state_dict()["layer2.0.downsample.0.weight"], state["layer2.0.downsample.0.weight"])
 
 
+@pytest.mark.slow
 def test_mismatched_weights_are_reported_by_key_name(resnet18_files, tmp_path):
     state, _ = resnet18_files
     wrong = dict(state)
@@ -139,6 +141,7 @@ def test_a_checkpoint_dict_and_a_dataparallel_prefix_are_unwrapped(tmp_path):
     assert list(read_weights_file(tmp_path / "ckpt.pth")) == ["fc.weight"]
 
 
+@pytest.mark.slow
 def test_finetune_a_convlab_run_rebuilds_its_head_for_new_classes(digits_run, tmp_path):
     run = convlab.finetune(digits_run.path, data="digits", classes="7,8,9", train_per_class=10,
                            strategy="linear-probe", epochs=2, out=str(tmp_path / "ft"), quiet=True)
@@ -203,6 +206,7 @@ def test_preprocess_json_of_older_runs_still_loads():
     assert "data_channels" not in pre.to_json() and "channel_conversion" not in pre.to_json()
 
 
+@pytest.mark.slow
 def test_resuming_a_finetune_restores_the_freeze_state_of_its_stage(digits_run, tmp_path):
     out = tmp_path / "ft"
     first = convlab.finetune(digits_run.path, data="digits", classes="1,2", train_per_class=6, strategy="linear-probe",

@@ -36,6 +36,7 @@ def test_features_command(digits_run, digit_png, tmp_path, capsys):
     assert all(Image.open(p).size[0] > 200 for p in written)
 
 
+@pytest.mark.slow
 def test_report_command(digits_run, tmp_path, capsys):
     out = tmp_path / "r.html"
     assert main(["report", str(digits_run.path), "--out", str(out)]) == 0

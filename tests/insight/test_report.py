@@ -28,6 +28,7 @@ def test_report_is_self_contained_with_every_section(report):
     assert "<script" not in page
 
 
+@pytest.mark.slow
 def test_report_defaults_to_the_run_folder(digits_run_copy):
     path = build_report(digits_run_copy.path)
     assert path == digits_run_copy.path / "report.html" and path.stat().st_size > 10_000
@@ -37,6 +38,7 @@ def _chromium() -> str | None:
     return next((found for name in CHROMIUM_NAMES if (found := shutil.which(name))), None)
 
 
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(report):
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install "
                                                                  "playwright; it drives the system chromium)")

@@ -93,6 +93,7 @@ def test_study_resumes_from_its_sqlite_file_and_writes_a_trainable_config(tmp_pa
         tune(study_dir, ["lr=0.01,0.1"], trials=3, search="grid", data="digits", model="tiny-cnn", epochs=1)
 
 
+@pytest.mark.slow
 def test_a_trial_left_running_by_a_killed_process_is_marked_failed(tmp_path):
     from convlab.insight.tune import tune
 

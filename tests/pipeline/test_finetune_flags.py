@@ -103,6 +103,7 @@ def test_scratch_engine_refuses_what_it_cannot_do_by_name(source_run, tmp_path, 
     assert code == 2  # the weights file is missing: refused before anything else runs
 
 
+@pytest.mark.slow
 def test_channels_last_is_honoured_and_recorded_and_load_run_follows_it(source_run, tmp_path):
     for setting, expected in (("off", "contiguous"), ("on", "channels_last")):
         run = convlab.finetune(source_run.path, channels_last=setting, out=str(tmp_path / setting), **FEW)
@@ -114,6 +115,7 @@ def test_channels_last_is_honoured_and_recorded_and_load_run_follows_it(source_r
         assert conv.is_contiguous() == (expected == "contiguous")
 
 
+@pytest.mark.slow
 def test_strict_and_loader_reach_the_data(tmp_path, make_image_folder, capsys):
     root = make_image_folder(tmp_path / "photos", per_class=6, size=(16, 16))
     (root / "cat" / "broken.png").write_bytes(b"not a png")
@@ -131,6 +133,7 @@ def test_strict_and_loader_reach_the_data(tmp_path, make_image_folder, capsys):
     assert streamed.metrics["accuracy"] == memory.metrics["accuracy"]
 
 
+@pytest.mark.slow
 def test_few_shot_onecycle_finetune_with_four_steps(source_run, tmp_path, capsys):
     """The docs' few-shot case: 10 images per class, no validation, 4 epochs of one step each."""
     code = main(["finetune", "--from", str(source_run.path), "--train-per-class", "10", "--val-fraction", "0",

@@ -108,6 +108,7 @@ def test_distill_from_a_subset_teacher_takes_its_classes(subset_run, tmp_path):
     assert student.metrics["distillation"]["teacher_accuracy"] == pytest.approx(subset_run.metrics["accuracy"])
 
 
+@pytest.mark.slow
 def test_export_checks_on_the_runs_own_test_images(subset_run, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")

@@ -35,6 +35,7 @@ def test_prune_works_on_every_preset_run(model, tmp_path, capsys):
     assert convlab.load_run(tmp_path / "pruned").evaluate()["accuracy"] == pytest.approx(metrics["accuracy"])
 
 
+@pytest.mark.slow
 def test_pruned_weights_stay_zero_through_fine_tuning(digits_run, tmp_path):
     from convlab.compress import prune_run
 
@@ -114,6 +115,7 @@ def test_every_file_of_a_run_and_a_variant_has_the_usual_mode(digits_run, tmp_pa
     assert "model.safetensors" in {p.name for p in (tmp_path / "run").iterdir()}
 
 
+@pytest.mark.slow
 def test_the_stage_line_agrees_with_the_table_under_freeze(tmp_path):
     source = convlab.train(data="digits", model="small-cnn", epochs=1, out=str(tmp_path / "src"), quiet=True)
     buffer = io.StringIO()
@@ -135,6 +137,7 @@ def test_notes_of_the_data_are_printed(tmp_path, make_image_folder):
     assert "note: --train-per-class 4: 12 labelled training images" in text
 
 
+@pytest.mark.slow
 def test_normalization_comes_from_the_training_rows_with_either_loader(tmp_path, make_image_folder):
     root = make_image_folder(tmp_path / "photos", per_class=10)
     runs = {loader: convlab.train(data=f"imagefolder:{root}", model="tiny-cnn", epochs=1, image_size=12,
