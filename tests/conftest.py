@@ -88,3 +88,4 @@ def write_image_folder(root, classes=("cat", "dog", "fox"), per_class=6, size=(1
             pixels = np.clip(np.array(colours[c % 4]) + rng.integers(-20, 20, (size[1], size[0], 3)), 0, 255)
             Image.fromarray(pixels.astype(np.uint8)).convert(mode).save(folder / f"{name}{i}.png")
     return root
+

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import contextlib
 import io
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
+import loopback
 
 from convlab.data import download, sources
 from convlab.data.cifar import write_cifar10
@@ -61,10 +61,7 @@ def write_cifar():
 
 def _closed_port_url() -> str:
     """A 127.0.0.1 URL where nothing listens, so a request is refused at once."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/"
+    return loopback.closed_port_url() + "/"
 
 
 @pytest.fixture

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import hashlib
-import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from loopback import loopback_server
 
 from convlab.data import load_dataset, sources
 from convlab.data.download import Resource, cache_root, fetch_resources
@@ -36,13 +36,9 @@ def server(tmp_path):
                 return
             super().do_GET()
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{httpd.server_address[1]}/"
-    yield state
-    httpd.shutdown()
-    httpd.server_close()
+    with loopback_server(Handler) as url:
+        state.url = url + "/"
+        yield state
 
 
 @pytest.fixture

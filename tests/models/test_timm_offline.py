@@ -4,11 +4,10 @@ The Hub is a local endpoint on 127.0.0.1 (a closed port, or a server answering 5
 """
 from __future__ import annotations
 
-import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
+from loopback import closed_port_url, loopback_server
 import torch
 
 from convlab.cli import main
@@ -20,13 +19,6 @@ hub = pytest.importorskip("huggingface_hub")
 
 MODEL = "resnet10t"
 REPO = "timm/resnet10t.c3_in1k"  # its pretrained_cfg's hf_hub_id
-
-
-def _closed_port_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture
@@ -69,13 +61,9 @@ def failing_hub():
 
         do_HEAD = do_GET = _fail
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    yield state
-    httpd.shutdown()
-    httpd.server_close()
+    with loopback_server(Handler) as url:
+        state.url = url
+        yield state
 
 
 def _assert_one_quiet_error(caught, capfd, reason: str):
@@ -89,7 +77,7 @@ def _assert_one_quiet_error(caught, capfd, reason: str):
 
 
 def test_a_refused_connection_fails_at_once_without_retry_lines(use_endpoint, capfd):
-    url = _closed_port_url()
+    url = closed_port_url()
     use_endpoint(url)
     with pytest.raises(ConvlabError) as caught:
         timm_source(MODEL, None)
@@ -107,7 +95,7 @@ def test_a_hub_answering_server_errors_fails_after_one_request(use_endpoint, fai
 
 
 def test_the_cli_prints_the_one_line(use_endpoint, capfd):
-    use_endpoint(_closed_port_url())
+    use_endpoint(closed_port_url())
     assert main(["finetune", "--from", f"timm:{MODEL}", "--data", "digits", "--quiet"]) == 2
     out, err = capfd.readouterr()
     assert "Retry" not in out + err
@@ -119,7 +107,7 @@ def test_the_cli_prints_the_one_line(use_endpoint, capfd):
 def test_hf_offline_mode_without_cached_weights_says_so(use_endpoint, monkeypatch, capfd):
     from huggingface_hub import constants
 
-    use_endpoint(_closed_port_url())
+    use_endpoint(closed_port_url())
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(ConvlabError) as caught:
         timm_source(MODEL, None)
@@ -129,7 +117,7 @@ def test_hf_offline_mode_without_cached_weights_says_so(use_endpoint, monkeypatc
 def test_weights_in_the_local_cache_load_without_the_hub(use_endpoint, capfd):
     from safetensors.torch import save_file
 
-    cache = use_endpoint(_closed_port_url())
+    cache = use_endpoint(closed_port_url())
     torch.manual_seed(1)
     source = timm.create_model(MODEL, pretrained=False)
     commit = "0123456789abcdef0123456789abcdef01234567"
