@@ -65,6 +65,7 @@ def test_report(subset_run, tmp_path):
     page = out.read_text()
     assert "and 180 test images of 1x8x8, 5 classes" in page  # the dataset section: the run's five classes
     assert "Most confident mistakes" in page and "the dataset could not be loaded" not in page
+    assert "data.classes</th><td>5,6,7,8,9" in page and "finetune.source" not in page  # as config.yaml has it
 
 
 def test_gradcam_and_features(subset_run, subset_image, tmp_path, capsys):

@@ -72,8 +72,11 @@ def _img(png: bytes, alt: str, pixel: bool = False) -> str:
 
 # -- sections ----------------------------------------------------------------------------------------------
 def _config_section(run: Run) -> str:
+    """The settings as config.yaml holds them: a run trained from scratch has no finetune section."""
     rows = []
     for section, values in run.config.to_dict().items():
+        if section == "finetune" and run.config.finetune.source is None:
+            continue
         for key, value in values.items():
             rows.append(f"<tr><th>{section}.{html.escape(key)}</th><td>{html.escape(str(value))}</td></tr>")
     return "<h2>Config</h2><table>" + "".join(rows) + "</table>"
