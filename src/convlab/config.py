@@ -99,6 +99,13 @@ class FinetuneConfig:
                                     "stages) or group names / parameter-name prefixes, comma-separated")
     train_bn: bool = _opt(False, "let frozen BatchNorm layers update their running statistics (default: "
                                  "frozen BatchNorm runs in eval mode)")
+    head: str = _opt("linear", "the new classifier: linear, or mlp:WIDTH[,dropout=P] (global pooling -> "
+                               "Linear(WIDTH) -> ReLU -> [Dropout(P)] -> Linear(classes), e.g. mlp:1024)")
+    no_feature_cache: bool = _opt(False, "full forward passes every epoch; by default, while the backbone is "
+                                         "frozen (linear-probe, the head stage of two-stage/gradual), the head "
+                                         "trains on its features computed once (kept in $CONVLAB_HOME/features)")
+    feature_views: int = _opt(0, "with --augment: cache N augmented views of each training image (drawn with "
+                                 "--seed) and train the head on them; 0: train uncached", min=0)
 
 
 @dataclass

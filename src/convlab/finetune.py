@@ -14,6 +14,7 @@ from . import config as cfg
 from .data.batches import Normalization
 from .errors import ConvlabError
 from .layout import WEIGHTS
+from .models.heads import parse_head, put_head
 from .models.pretrained import Pretrained, load_backbone, parse_source, read_weights_file, timm_source, \
     torchvision_source
 from .models.registry import create_model
@@ -35,6 +36,7 @@ def finetune(source: str | Path | None = None, config: str | Path | None = None,
     if source is not None:
         overrides["source"] = str(source)
     conf, origin = resolve_job_config(overrides, config, resume, "convlab.finetune()")
+    parse_head(conf.finetune.head)  # a wrong --head fails before the source is loaded
     if conf.finetune.source is None:
         raise ConvlabError("finetune needs --from SOURCE: a run folder, torchvision:NAME or timm:NAME")
     pretrained = load_source(conf.finetune.source, conf.finetune.weights)
@@ -50,7 +52,8 @@ def pretrained_start(conf: cfg.Config, pretrained: Pretrained) -> Start:
     norm = Normalization(list(pretrained.mean), list(pretrained.std)) if pretrained.mean is not None else None
 
     def build(channels: int, classes: int, image_size: tuple[int, int], dropout: float):
-        model = create_model(conf.model.name, channels, classes, image_size, dropout)
+        model = put_head(create_model(conf.model.name, channels, classes, image_size, dropout), conf.finetune.head,
+                         classes)
         if pretrained.state is not None:
             load_backbone(model, pretrained.state, weights_place(pretrained))
         return model

@@ -45,6 +45,7 @@ from .training import distributed, performance
 from .training.callbacks import BestModel, EarlyStopping, History, PlainLogger, ProgressBar
 from .training.checkpoint import Checkpointer, check_free_space, checkpoint_bytes, checkpoint_position
 from .training.determinism import deterministic_mode
+from .training.feature_cache import feature_stage
 from .training.device import pick_device
 from .training.freezing import FreezePlan, print_plan
 from .training.loop import fit
@@ -190,6 +191,13 @@ def _train_in(job: Job, console: Console, ranks: distributed.Distributed, device
         console.print(f"distributed: {ranks.world_size} processes, {train_loader.num_samples} training images "
                       f"each per epoch ({'nccl' if device.type == 'cuda' else 'gloo'})")
 
+    # a fine-tune's head-only stages train on the frozen backbone's features, computed once
+    features = None if plan is None else feature_stage(console, conf, plan, model, trained, data, norm,
+                                                       train_loader, val_loader, device, channels_last,
+                                                       ranks.enabled)
+    if features is not None:
+        trained, train_loader, val_loader = features.model_switch, features.train_loader, features.val_loader
+
     # 5. parameter groups, optimizer, schedule, loss
     optimizer = build_optimizer(model, conf.optim, plan.optimizer_groups() if plan is not None else None)
     schedule = build_schedule(optimizer, conf.optim, conf.train.epochs, len(train_loader))
@@ -201,6 +209,8 @@ def _train_in(job: Job, console: Console, ranks: distributed.Distributed, device
     callbacks, history = make_callbacks(job, console, run_dir, ranks, device, plan, val_loader, data.classes,
                                         schedule, generator)
 
+    if features is not None:
+        callbacks.insert(0, features)  # before the epoch begins: features or full passes
     if job.resuming:
         record = checkpoint_position(run_dir / CHECKPOINTS / LAST)
         where = f"epoch {record['epoch']}" + (f", batch {record['batch']}" if record["batch"] else "")

@@ -24,6 +24,7 @@ from .errors import ConvlabError
 from .evaluate.metrics import classification_metrics
 from .layout import CONFIG, LABELS, METRICS, PREPROCESS, WEIGHTS
 from .models.inference import predict_proba
+from .models.heads import put_head
 from .models.registry import create_model
 from .models.to_scratch import to_scratch
 from .models.weights import save_safetensors
@@ -226,6 +227,7 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
         raise ConvlabError(f"run folder {path}: labels.json or preprocess.json is damaged ({err})") from None
     model = create_model(config.model.name, preprocess.channels, len(classes), tuple(preprocess.size),
                          config.model.dropout)
+    put_head(model, config.finetune.head, len(classes))  # a fine-tune's --head, as it trained
     try:
         state = load_file(str(path / WEIGHTS))
     except (SafetensorError, OSError, ValueError) as err:

@@ -29,7 +29,11 @@ class ParamGroup:
 
 def head_name(model: nn.Module) -> str:
     """The module name of the classifier layer: timm's get_classifier(), else the last Linear
-    (the last Conv2d for all-convolutional heads such as SqueezeNet's)."""
+    (the last Conv2d for all-convolutional heads such as SqueezeNet's). A head built by models/heads.py
+    (an MLP) is the head whole."""
+    for name, module in model.named_modules():
+        if getattr(module, "is_classifier_head", False):
+            return name
     if hasattr(model, "get_classifier"):
         classifier = model.get_classifier()
         for name, module in model.named_modules():
