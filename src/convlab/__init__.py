@@ -4,8 +4,17 @@ from .errors import ConvlabError
 from .data.registry import list_datasets, load_dataset
 from .models.registry import create_model, list_models
 from .run import Run, load_run
-from .pipeline import train
-from .finetune import finetune
+from .finetune import finetune  # bound now: the name is also its module's, which a later import must not shadow
 
 __all__ = ["ConvlabError", "Run", "create_model", "finetune", "list_datasets", "list_models", "load_dataset",
            "load_run", "train", "__version__"]
+
+
+def __getattr__(name: str):
+    """`train` imports the training pipeline on first use, so `convlab predict` and `eval` never load it."""
+    if name == "train":
+        from .pipeline import train  # lazy: start-up time
+
+        globals()["train"] = train
+        return train
+    raise AttributeError(f"module 'convlab' has no attribute {name!r}")

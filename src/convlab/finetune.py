@@ -19,7 +19,6 @@ from .models.pretrained import Pretrained, load_backbone, parse_source, read_wei
     torchvision_source
 from .models.registry import create_model
 from .models.weights import WEIGHT_SUFFIXES
-from .pipeline import Job, Start, resolve_job_config, run_pipeline
 from .run import Run, load_run
 
 SECTIONS = cfg.TRAIN_SECTIONS + ("finetune",)
@@ -33,6 +32,8 @@ def finetune(source: str | Path | None = None, config: str | Path | None = None,
     fine-tune run folder whose last checkpoint is continued, in the freeze state of its stage; `callbacks` run
     before the built-in ones, as for `convlab.train`.
     """
+    from .pipeline import Job, resolve_job_config, run_pipeline  # lazy: start-up time (`import convlab` needs no pipeline)
+
     if source is not None:
         overrides["source"] = str(source)
     conf, origin = resolve_job_config(overrides, config, resume, "convlab.finetune()")
@@ -46,8 +47,10 @@ def finetune(source: str | Path | None = None, config: str | Path | None = None,
     return run_pipeline(job)
 
 
-def pretrained_start(conf: cfg.Config, pretrained: Pretrained) -> Start:
+def pretrained_start(conf: cfg.Config, pretrained: Pretrained) -> "Start":
     """The source's architecture with its weights, the head left as built for the new classes."""
+    from .pipeline import Start  # lazy: start-up time
+
     size = (conf.data.image_size,) * 2 if conf.data.image_size else None
     norm = Normalization(list(pretrained.mean), list(pretrained.std)) if pretrained.mean is not None else None
 

@@ -26,7 +26,6 @@ from .layout import CONFIG, LABELS, METRICS, PREPROCESS, WEIGHTS
 from .models.inference import predict_proba
 from .models.heads import put_head
 from .models.registry import create_model
-from .models.to_scratch import to_scratch
 from .models.weights import save_safetensors
 
 
@@ -163,6 +162,8 @@ class Run:
 
     def scratch_model(self):
         """The model in the NumPy engine (convlab.scratch), with the same weights; presets only."""
+        from .models.to_scratch import to_scratch  # lazy: start-up time (the NumPy engine)
+
         return to_scratch(self.model.cpu()).eval()
 
     # -- helpers ---------------------------------------------------------------------------------------

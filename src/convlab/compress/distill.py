@@ -22,7 +22,6 @@ from ..data.batches import Normalization
 from ..data.run_data import RunData
 from ..errors import ConvlabError
 from ..layout import CONFIG, METRICS, WEIGHTS, version_block
-from ..pipeline import recipe_for, run_pipeline, train_job
 from ..run import Run, load_run
 from ..training.callbacks import Callback
 from .measure import cost_metrics
@@ -153,6 +152,8 @@ def distill(teacher: str | Path | Run, *, student: str | None = None, temperatur
     unknown = [k for k in overrides if k not in cfg.FLAT_KEYS]
     if unknown:
         cfg.coerce(unknown[0], overrides[unknown[0]], "convlab.compress.distill()")  # raises with a suggestion
+    from ..pipeline import recipe_for, run_pipeline, train_job  # lazy: start-up time (predict loads this part)
+
     conf, _ = cfg.resolve(overrides, config, recipe_for)
     distiller = Distiller(teacher_run, temperature, alpha, conf.optim.label_smoothing)
     job = train_job(config, console=console, loss_for=distiller.loss_for, callbacks=[distiller], **overrides)

@@ -22,7 +22,6 @@ from torch.nn.utils import prune
 
 from ..errors import ConvlabError
 from ..layout import WEIGHTS
-from ..pipeline import Job, Start, run_pipeline
 from ..run import Run, load_run
 from ..training.callbacks import Callback
 from .measure import cost_metrics, prunable_weights, weight_sparsity
@@ -170,6 +169,8 @@ def _finetune(model: nn.Module, masks: dict[str, torch.Tensor], conf, run: Run, 
     It trains with the torch engine whatever engine the source used (the masks act on torch parameters), in
     the source run's input and normalization; its checkpoints are not kept in the variant folder.
     """
+    from ..pipeline import Job, Start, run_pipeline  # lazy: start-up time (predict loads this part)
+
     optim = dataclasses.replace(conf.optim, lr=lr if lr is not None else conf.optim.lr / 10, schedule="none")
     train = dataclasses.replace(conf.train, epochs=epochs, out=str(out), quiet=quiet or conf.train.quiet,
                                 engine="torch", tensorboard=False)

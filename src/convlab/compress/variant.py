@@ -19,7 +19,6 @@ from .. import config as cfg
 from ..errors import ConvlabError
 from ..layout import CONFIG, LABELS, METRICS, ONNX_SUFFIX, PREPROCESS, QUANTIZED_WEIGHTS, RUN_MARKERS, WEIGHTS, \
     version_block
-from ..pipeline import ensure_writable
 from ..run import Run
 
 
@@ -33,6 +32,8 @@ def variant_folder(out: str | Path, option: str = "--out"):
     if any((path / name).exists() for name in RUN_MARKERS):
         raise ConvlabError(f"{option} {path} already holds a run; choose another folder or remove it first")
     created = not path.exists()
+    from ..pipeline import ensure_writable  # lazy: start-up time (predict loads this part)
+
     ensure_writable(path, option, "choose a writable folder")
     try:
         yield path
