@@ -2,8 +2,9 @@
 
 Each command runs as its own process, N times, for this checkout and (with --baseline) for another
 checkout's src/ folder, interleaved so a change in machine load hits both alike. A run is timed twice:
-plain (its wall clock) and under `python -X importtime` (where its imports go: torch, torch._dynamo,
-everything else imported; the rest is the interpreter's start and the command's own work).
+plain (its wall clock, "whole process") and under `python -X importtime` (where that run's imports go:
+torch, torch._dynamo, everything else imported; the rest of that run is the interpreter's start and the
+command's own work). Each column is a median over the runs, so the columns need not add up exactly.
 
     python benchmarks/startup.py [--baseline OTHER_CHECKOUT/src] [--repeats 5]
 
@@ -79,20 +80,21 @@ def main() -> None:
                 for tree, src in trees.items():  # interleaved: tree after tree, command after command
                     count += 1
                     wall, _ = timed(src, make(count), tmp, False)
-                    _, stderr = timed(src, make(count + 10_000), tmp, True)
-                    rows[(command, tree)].append({"wall": wall, **imports(stderr)})
+                    traced, stderr = timed(src, make(count + 10_000), tmp, True)
+                    parts = imports(stderr)
+                    rows[(command, tree)].append({"wall": wall, **parts, "other": parts["imports"] - parts["torch"]
+                                                  - parts["dynamo"], "rest": traced - parts["imports"],
+                                                  "traced": traced})
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
     print(f"medians of {args.repeats} runs, seconds; load average at end {load:.2f} on {os.cpu_count()} cores\n")
-    print("| command | code | whole process | import torch | import torch._dynamo | other imports | "
-          "interpreter start + work |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| command | code | whole process | under -X importtime: whole | import torch | import torch._dynamo | "
+          "other imports | interpreter start + work |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for (command, tree), runs in rows.items():
-        med = {k: statistics.median(r[k] for r in runs) for k in ("wall", "imports", "torch", "dynamo")}
-        other = med["imports"] - med["torch"] - med["dynamo"]
-        rest = med["wall"] - med["imports"]
-        print(f"| {command} | {tree} | {med['wall']:.2f} | {med['torch']:.2f} | {med['dynamo']:.2f} | {other:.2f} | "
-              f"{rest:.2f} |")
+        med = {k: statistics.median(r[k] for r in runs) for k in ("wall", "traced", "torch", "dynamo", "other", "rest")}
+        print(f"| {command} | {tree} | {med['wall']:.2f} | {med['traced']:.2f} | {med['torch']:.2f} | "
+              f"{med['dynamo']:.2f} | {med['other']:.2f} | {med['rest']:.2f} |")
     if args.baseline:
         print()
         for command in commands:

@@ -120,14 +120,16 @@ def run_epochs_script(source: str, data_dir: str, seed: int, epochs: int) -> dic
             "best_accuracy": max(r["accuracy"] for r in rows), "train_s": rows[-1]["train_seconds"]}
 
 
-def run_convlab(data_dir: str, seed: int, extra: list[str]) -> dict:
-    """convlab train as a user runs it; its test accuracy is known when the process ends."""
+def run_convlab(data_dir: str, seed: int, extra: list[str], src: str | None = None) -> dict:
+    """convlab train as a user runs it; its test accuracy is known when the process ends. `src`: another
+    checkout's src folder to run instead (PYTHONPATH)."""
+    env = {**os.environ, "PYTHONPATH": src} if src else None
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
         started = time.time()
         proc = subprocess.run([sys.executable, "-m", "convlab", "train", "--data", "mnist", "--data-dir", data_dir,
                                "--seed", str(seed), "--quiet", "--out", str(out), *extra],
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, env=env)
         whole = time.time() - started
         if proc.returncode != 0:
             raise SystemExit(f"convlab failed:\n{proc.stderr[-2000:]}")
@@ -153,7 +155,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="seeds per contender (default: 3)")
     parser.add_argument("--long-flags",
                         default="--epochs 24 --augment light --dropout 0.2 --batch-size 128 --lr 0.004",
-                        help="convlab flags for the best-accuracy-within-60-s row")
+                        help="convlab flags for the best-accuracy-within-60-s row (\"\" leaves it out)")
+    parser.add_argument("--baseline-src", metavar="SRC", help="also run the recipe with another checkout's src "
+                        "folder (e.g. the previous commit's), interleaved with this one")
     parser.add_argument("--quick", action="store_true", help="one seed, plain loop 2 epochs, no 60 s row")
     args = parser.parse_args()
     seeds = range(1 if args.quick else args.seeds)
@@ -161,7 +165,10 @@ def main() -> None:
 
     contenders = {"plain PyTorch loop": lambda s: run_epochs_script(PLAIN_LOOP, args.data_dir, s, plain_epochs),
                   "convlab (mnist recipe)": lambda s: run_convlab(args.data_dir, s, [])}
-    if not args.quick:
+    if args.baseline_src:
+        contenders["convlab (mnist recipe), --baseline-src code"] = lambda s: run_convlab(args.data_dir, s, [],
+                                                                                          args.baseline_src)
+    if not args.quick and args.long_flags:  # --long-flags "" leaves the row out
         contenders[f"convlab {args.long_flags}"] = lambda s: run_convlab(args.data_dir, s, args.long_flags.split())
     if importlib.util.find_spec("tensorflow") is not None:
         contenders["Keras convnet"] = lambda s: run_epochs_script(KERAS_CONVNET, args.data_dir, s, 15)

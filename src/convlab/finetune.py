@@ -7,6 +7,7 @@ finetune section (source, weights, strategy) and preprocess.json records the inp
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
@@ -20,6 +21,9 @@ from .models.pretrained import Pretrained, load_backbone, parse_source, read_wei
 from .models.registry import create_model
 from .models.weights import WEIGHT_SUFFIXES
 from .run import Run, load_run
+
+if TYPE_CHECKING:  # the pipeline itself is imported when a fine-tune runs
+    from .pipeline import Start
 
 SECTIONS = cfg.TRAIN_SECTIONS + ("finetune",)
 
@@ -47,7 +51,7 @@ def finetune(source: str | Path | None = None, config: str | Path | None = None,
     return run_pipeline(job)
 
 
-def pretrained_start(conf: cfg.Config, pretrained: Pretrained) -> "Start":
+def pretrained_start(conf: cfg.Config, pretrained: Pretrained) -> Start:
     """The source's architecture with its weights, the head left as built for the new classes."""
     from .pipeline import Start  # lazy: start-up time
 

@@ -75,7 +75,7 @@ def test_a_second_finetune_reuses_the_cache_and_other_weights_or_preprocessing_r
 
 @pytest.mark.slow
 def test_augmentation_trains_uncached_unless_views_are_cached(digits_run, tmp_path):
-    plain, said = _finetune(digits_run.path, tmp_path / "a", augment="light")
+    _, said = _finetune(digits_run.path, tmp_path / "a", augment="light")
     assert "features: not cached (--augment light changes the images every epoch; --feature-views K" in said
     viewed, said = _finetune(digits_run.path, tmp_path / "b", augment="light", feature_views=3)
     assert "(3 augmented views per image)" in said and "3 views of 32 training images, 4 validation" in said

@@ -78,10 +78,10 @@ def why_uncached(conf: Config, plan: FreezePlan, model: nn.Module, distributed: 
             continue
         if conf.finetune.train_bn and isinstance(module, nn.modules.batchnorm._BatchNorm):
             return "--train-bn updates the frozen BatchNorm statistics, so the backbone's output changes"
+        kind = type(module).__name__
         drop = next((getattr(module, a) for a in DROPOUT_ATTRS if isinstance(getattr(module, a, None), float)), 0.0)
-        if "drop" in type(module).__name__.lower() or "stochastic" in type(module).__name__.lower():
-            if drop > 0:
-                return f"{name} ({type(module).__name__}, p={drop}) before the head is random in training"
+        if ("drop" in kind.lower() or "stochastic" in kind.lower()) and drop > 0:
+            return f"{name} ({kind}, p={drop}) before the head is random in training"
     return None
 
 
@@ -393,4 +393,4 @@ def feature_stage(console: Console, conf: Config, plan: FreezePlan, model: nn.Mo
                         channels_last)
 
 
-__all__ = ["FeatureStage", "feature_stage", "features_home", "cache_key", "why_uncached"]
+__all__ = ["FeatureStage", "cache_key", "feature_stage", "features_home", "why_uncached"]
