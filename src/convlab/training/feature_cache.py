@@ -276,7 +276,10 @@ class FeatureStage(Callback):
     def on_epoch_begin(self, state):
         stage = max(i for i, s in enumerate(self.plan.stages) if s.first_epoch <= state.epoch)
         self.cached = self.head_only[stage]
-        if self.cached and self.features is None:
+        if not self.cached:  # the backbone trains now: features computed before would be stale later
+            self.features, self.loaders = None, {}
+            return
+        if self.features is None:
             self.features = self.load_or_compute()
             if self.features is None:  # neither disk nor memory has room: this run trains uncached
                 self.head_only = [False] * len(self.head_only)
