@@ -226,9 +226,7 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
         preprocess = Preprocess.from_json(json.loads((path / PREPROCESS).read_text()))
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, KeyError, TypeError, ValueError) as err:
         raise ConvlabError(f"run folder {path}: labels.json or preprocess.json is damaged ({err})") from None
-    model = create_model(config.model.name, preprocess.channels, len(classes), tuple(preprocess.size),
-                         config.model.dropout)
-    put_head(model, config.finetune.head, len(classes))  # a fine-tune's --head, as it trained
+    model = run_architecture(config, preprocess, len(classes))
     try:
         state = load_file(str(path / WEIGHTS))
     except (SafetensorError, OSError, ValueError) as err:
@@ -247,6 +245,13 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
         model.to(memory_format=torch.channels_last)  # as in training: the same kernels, the same numbers
     metrics = json.loads((path / METRICS).read_text()) if (path / METRICS).is_file() else None
     return Run(path, model, config, classes, preprocess, metrics, device)
+
+
+def run_architecture(config: Config, preprocess: Preprocess, num_classes: int) -> nn.Module:
+    """The untrained model a run's config and preprocess describe, a fine-tune's --head included."""
+    model = create_model(config.model.name, preprocess.channels, num_classes, tuple(preprocess.size),
+                         config.model.dropout)
+    return put_head(model, config.finetune.head, num_classes)
 
 
 def _key_mismatch(model: nn.Module, state: dict) -> tuple[list[str], list[str]]:

@@ -176,3 +176,15 @@ def test_dropout_before_the_head_or_train_bn_turns_the_cache_off():
     conf.finetune.train_bn = True
     bn_model = create_model("resnet8", 3, 3, (16, 16), 0.0)
     assert "--train-bn" in feature_cache.why_uncached(conf, FreezePlan.of(bn_model, conf), bn_model, False)
+
+
+@pytest.mark.slow
+def test_an_mlp_head_run_quantizes_and_loads_back(digits_run, tmp_path):
+    from convlab.compress import load_quantized, quantize_run
+
+    run, _ = _finetune(digits_run.path, tmp_path / "mlp", head="mlp:24")
+    quantize_run(run.path, out=tmp_path / "int8", console=Console(file=io.StringIO()), latency_seconds=0.01)
+    loaded = load_quantized(tmp_path / "int8")
+    images = run.test_data().images[:20]
+    agree = (loaded.predict_arrays(images).argmax(1) == run.predict_arrays(images).argmax(1)).mean()
+    assert agree >= 0.9

@@ -32,9 +32,8 @@ from ..config import load_saved_config
 from ..data.run_data import load_run_data
 from ..errors import ConvlabError
 from ..layout import CONFIG, LABELS, METRICS, PREPROCESS, QUANTIZED_WEIGHTS, WEIGHTS
-from ..models.registry import create_model
 from ..models.weights import save_safetensors
-from ..run import Preprocess, Run, load_run
+from ..run import Preprocess, Run, load_run, run_architecture
 from .measure import cost_metrics
 from .variant import variant_folder, write_variant_files
 
@@ -195,8 +194,7 @@ def load_quantized(path: str | Path) -> Run:
     except (SafetensorError, OSError, ValueError, KeyError) as err:
         raise ConvlabError(f"{weights}: cannot read the int8 model ({err})") from None
     config = load_saved_config(path / CONFIG)
-    float_model = create_model(config.model.name, preprocess.channels, len(classes), tuple(preprocess.size),
-                               config.model.dropout).eval()
+    float_model = run_architecture(config, preprocess, len(classes)).eval()
     example = torch.zeros(1, preprocess.channels, *preprocess.size)
     model = quantize_model(float_model, recipe["mode"], example, engine=recipe["engine"])
     with quiet_torch_ao(), quantized_engine(recipe["engine"]):
