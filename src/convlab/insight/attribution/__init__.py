@@ -1,0 +1,3 @@
+"""Attribution methods (saliency, Grad-CAM(++), IG, SmoothGrad, occlusion, LIME, KernelSHAP, LRP) and their scores."""
+from . import methods  # noqa: F401  (registers the methods)
+from .registry import METHODS, Method, Settings, parse_methods
