@@ -13,7 +13,7 @@ from ..gradcam import find_layer, grad_cam, layer_gradients, upsample_and_scale
 from .baselines import blurred
 from .canonize import canonize
 from .masks import feature_mask
-from .registry import Method, register_method
+from .registry import METHODS, Method, register_method
 
 
 def _per_eval(settings, inputs: torch.Tensor) -> int:
@@ -205,8 +205,9 @@ class GuidedGradCam(Method):
     summary = "Guided Backprop (only positive gradients through ReLUs) times the Grad-CAM map"
     signed = True
     needs_conv = True
-    warning = ("guided-gradcam fails the model-randomization check (Adebayo et al. 2018): its maps look much the "
-               "same for a model with random weights, so they show the image's edges more than the model's reasons")
+    warning = ("guided-gradcam failed the model-randomization check of Adebayo et al. (2018): its maps looked much "
+               "the same for models with random weights, showing the image's edges more than the model's reasons; "
+               "--evaluate measures it on this model")
 
     def attribute(self, model, inputs, target, baselines=None):
         from captum.attr import GuidedGradCam as CaptumGuidedGradCam
@@ -217,7 +218,5 @@ class GuidedGradCam(Method):
 
 
 def working_methods(model: nn.Module, without: str) -> str:
-    from .registry import METHODS
-
     has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
     return ", ".join(name for name, cls in METHODS.items() if name != without and (has_conv or not cls.needs_conv))

@@ -1,6 +1,8 @@
 """The registry of attribution methods: each is a small class with captum's `attribute()` signature."""
 from __future__ import annotations
 
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -69,3 +71,11 @@ def parse_methods(spec: str | list[str] | tuple[str, ...]) -> list[str]:
             raise ConvlabError(f"--method {name!r} is not an attribution method; {hint}"
                                f"methods: {', '.join(METHODS)}")
     return list(dict.fromkeys(names))
+
+
+@contextmanager
+def library_notes_hidden():
+    """captum warns about setting requires_grad and hooking ReLUs on every call: notes, not problems."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        yield
