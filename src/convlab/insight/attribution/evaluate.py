@@ -58,7 +58,8 @@ def deletion_insertion(model: nn.Module, inputs: torch.Tensor, target: torch.Ten
         with torch.no_grad():
             stepped = torch.where(changed, removed, start_image).reshape(-1, channels, height, width)
             for lo in range(0, len(stepped), batch):
-                probs.append(torch.softmax(model(stepped[lo:lo + batch]).float(), 1))
+                logits = model(stepped[lo:lo + batch])
+                probs.append(torch.softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), 1))
         p = torch.cat(probs).reshape(n, STEPS + 1, -1)
         curves.append(p.gather(2, target.to(p.device)[:, None, None].expand(n, STEPS + 1, 1))[..., 0].cpu().numpy())
     fractions = counts / (height * width)

@@ -194,9 +194,12 @@ class Lrp(Method):
             if leaf and name and not isinstance(module, (*LRP_LAYERS, Sum)):
                 raise ConvlabError(f"lrp: layer {name!r} ({type(module).__name__}) has no LRP rule; "
                                    f"methods that work on this model: {working_methods(model, without='lrp')}")
-        one_hot = F.one_hot(target, canonical(inputs[:1]).shape[1]).to(inputs.dtype)
+        with torch.no_grad():
+            logits = canonical(inputs)
+        # relevance starts as the target's logit (zennit's default is 1), so the pixels' relevance sums to it
+        start = F.one_hot(target, logits.shape[1]).to(logits.dtype) * logits
         with Gradient(model=canonical, composite=EpsilonPlusFlat()) as attributor:
-            _, relevance = attributor(inputs, one_hot)
+            _, relevance = attributor(inputs, start)
         return relevance.sum(1)
 
 
