@@ -60,11 +60,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     fe.set_defaults(func=cmd_features)
 
     rp = sub.add_parser("report", help="one self-contained HTML report of a run",
-                        description="Write an HTML report of a run (config, dataset samples, curves, confusion "
-                                    "matrix, per-class table, most confident mistakes with Grad-CAM); images are "
+                        description="Write an HTML report of a run (test metrics, confusion matrix, per-class "
+                                    "table, curves, most confident mistakes with Grad-CAM, attribution maps with "
+                                    "their faithfulness scores, then the config and dataset samples); images are "
                                     "embedded, so the file opens anywhere without a server or network.")
     rp.add_argument("run_dir", metavar="RUN_DIR")
     rp.add_argument("--out", metavar="FILE", help="where to write it (default: RUN_DIR/report.html)")
+    rp.add_argument("--method", default="gradcam,saliency,ig", metavar="NAME[,NAME...]",
+                    help="attribution methods of the report's attribution section (default: gradcam,saliency,ig; "
+                         "'none' leaves the section out)")
     rp.set_defaults(func=cmd_report)
 
     tu = sub.add_parser("tune", help="hyperparameter search with Optuna (resumable)",
@@ -169,7 +173,10 @@ def cmd_features(args) -> int:
 def cmd_report(args) -> int:
     from ..insight.report import build_report  # lazy: start-up time
 
-    print(build_report(args.run_dir, args.out))
+    from ..insight.attribution.registry import parse_methods  # lazy: start-up time
+
+    methods = [] if args.method == "none" else parse_methods(args.method)
+    print(build_report(args.run_dir, args.out, methods))
     return 0
 
 

@@ -21,6 +21,9 @@ from .gradcam import overlay, run_grad_cam
 SAMPLES_PER_CLASS = 8
 MAX_CLASSES_SHOWN = 20  # sample rows in the dataset picture
 MISTAKES = 12
+ATTRIBUTION_METHODS = ("gradcam", "saliency", "ig")  # the report's default: fast, and they pass the checks
+ATTRIBUTION_MISTAKES, ATTRIBUTION_CORRECT = 6, 3  # images shown with every method's map
+EVALUATED = 48  # test images the attribution table scores
 DISPLAY = 112  # pixels: small images are enlarged (nearest) so a person can see them
 
 CSS = """
@@ -181,34 +184,74 @@ def _mistakes_section(run: Run, test, probs: np.ndarray, labels: np.ndarray) -> 
             f"<div class=mistakes>{''.join(figures)}</div>")
 
 
-def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Write the report of a run folder to `out` (default RUN_DIR/report.html) and return its path."""
+def _attribution_section(run: Run, test, probs: np.ndarray, labels: np.ndarray, methods) -> str:
+    """Each chosen method's maps on the surest mistakes and correct images, and its faithfulness table."""
+    import importlib.util
+
+    if importlib.util.find_spec("captum") is None or importlib.util.find_spec("zennit") is None:
+        return ("<h2>Attribution</h2><p class=note>the attribution methods need captum and zennit: "
+                "pip install 'convlab[attribution]'</p>")
+    from .attribution import attribute  # lazy: start-up time
+    from .attribution.evaluate import COLUMNS, table_cells  # lazy: start-up time
+    from .attribution.figure import grid_figure, method_scales  # lazy: start-up time
+
+    predicted = probs.argmax(1)
+    surest = np.argsort(-probs.max(1), kind="stable")
+    wrong = [i for i in surest if predicted[i] != labels[i]][:ATTRIBUTION_MISTAKES]
+    right = [i for i in surest if predicted[i] == labels[i]][:ATTRIBUTION_CORRECT]
+    shown = np.array(wrong + right, dtype=int)
+    quiet = lambda _line: None  # noqa: E731  (the report prints nothing but its path)
+    maps = attribute(run, test.images[shown], list(methods), log=quiet)
+    scored = attribute(run, test.images[:EVALUATED], list(methods), evaluate=True, log=quiet)
+    captions = [f"#{i} {'wrong' if predicted[i] != labels[i] else 'right'}: {run.classes[labels[i]]} -> "
+                f"{run.classes[predicted[i]]}" for i in shown]
+    fig = grid_figure([_hwc(test.images[i]) for i in shown], maps.maps, method_scales(maps.maps, maps.signed),
+                      maps.signed, captions)
+    header = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
+    rows = "".join("<tr>" + "".join(f"<td{'' if k == 0 else ' class=num'}>{html.escape(cell)}</td>"
+                                    for k, cell in enumerate(cells)) + "</tr>" for cells in table_cells(scored.evaluation))
+    return (f"<h2>Attribution</h2><p>Why the model decided, by {len(methods)} methods, on the "
+            f"{len(wrong)} mistakes and {len(right)} correct test images it was surest about (red: evidence for the "
+            f"predicted class, blue: against; one colour scale per method).</p>"
+            f"{_img(_png_of_figure(fig), 'attribution maps')}"
+            f"<h3>How faithful each method is on this model</h3><p class=note>on the first {scored.evaluation[0]['images']} "
+            f"test images: deletion/insertion AUC of the predicted class's probability against a random map, and the "
+            f"Spearman correlation of the maps as layers are randomized from the logits down (passes below 0.5; "
+            f"docs/attribution.md explains the scores)</p><table><tr>{header}</tr>{rows}</table>")
+
+
+def build_report(run_dir: str | Path, out: str | Path | None = None,
+                 methods: tuple[str, ...] | list[str] = ATTRIBUTION_METHODS) -> Path:
+    """Write the report of a run folder to `out` (default RUN_DIR/report.html) and return its path.
+
+    Results first (metrics, confusion, per class, curves, mistakes, attribution), then the config and the data.
+    """
     run = load_run(run_dir)
     out = Path(out) if out else run.path / REPORT
     conf = run.config
     parts = [f"<h1>convlab run report: {html.escape(run.path.name)}</h1>",
              f"<p class=note>{html.escape(str(run.path))}; model {html.escape(conf.model.name)} on "
-             f"{html.escape(conf.data.name)}; written {datetime.now():%Y-%m-%d %H:%M}</p>",
-             _config_section(run)]
+             f"{html.escape(conf.data.name)}; written {datetime.now():%Y-%m-%d %H:%M}</p>"]
     try:
         data = load_run_data(conf, run.preprocess.channels, tuple(run.preprocess.size), f"run {run.path}")
         splits = data.splits
     except ConvlabError as err:
         splits = None
-        parts.append(f"<h2>Dataset</h2><p class=note>the dataset could not be loaded here ({html.escape(str(err))}),"
-                     f" so the report has no samples and no mistakes.</p>")
-    if splits is not None:
-        parts.append(_dataset_section(run, splits))
-    parts.append(_curves_section(run))
+        missing = (f"<h2>Dataset</h2><p class=note>the dataset could not be loaded here ({html.escape(str(err))}),"
+                   f" so the report has no samples, no mistakes and no attribution.</p>")
     if splits is not None:
         test = test_split(data, run.classes, f"run {run.path}")
         labels = test.labels
         probs = run.predict_arrays(test.images)
         metrics = classification_metrics(labels, probs, run.classes)
-        parts.append(_metrics_sections(run, metrics))
-        parts.append(_mistakes_section(run, test, probs, labels))
-    elif run.metrics:
-        parts.append(_metrics_sections(run, run.metrics))
+        parts += [_metrics_sections(run, metrics), _curves_section(run), _mistakes_section(run, test, probs, labels)]
+        if methods:
+            parts.append(_attribution_section(run, test, probs, labels, methods))
+        parts += [_config_section(run), _dataset_section(run, splits)]
+    else:
+        if run.metrics:
+            parts.append(_metrics_sections(run, run.metrics))
+        parts += [_curves_section(run), _config_section(run), missing]
     page = (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>convlab report: "
             f"{html.escape(run.path.name)}</title><style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
     try:
