@@ -17,7 +17,7 @@ class Settings:
 
     samples: int = 200  # perturbed inputs for lime and kernelshap, noisy copies for smoothgrad (divided by 8)
     steps: int = 32  # integral steps of integrated gradients
-    batch: int = 256  # images per forward pass that batching aims at (IG steps, windows, perturbations)
+    batch: int = 64  # images per forward pass that batching aims at (IG steps, windows, perturbations)
     layer: str | None = None  # the conv layer of the CAM methods (default: the last one)
     mask: str = "grid"  # feature mask of lime and kernelshap: grid or superpixel
     seed: int = 0  # for the sampling methods: the same call gives the same maps
