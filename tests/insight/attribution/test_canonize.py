@@ -29,7 +29,7 @@ def _trained_batchnorm(model: nn.Module) -> nn.Module:
 
 
 @pytest.mark.parametrize("name, channels, size", [("mnist-cnn", 1, 28), ("lenet", 3, 32), ("resnet8", 3, 16),
-                                                  ("resnet18", 3, 32)])
+                                                  pytest.param("resnet18", 3, 32, marks=pytest.mark.slow)])
 def test_lrp_runs_on_a_canonized_copy_with_the_same_logits(name, channels, size):
     torch.manual_seed(0)
     model = _trained_batchnorm(create_model(name, channels, 5, (size, size)))

@@ -74,6 +74,7 @@ def test_spearman_is_one_for_the_same_ranking_and_zero_for_a_constant_map():
     assert spearman(a, torch.zeros_like(a)) == 0.0
 
 
+@pytest.mark.slow
 def test_randomization_changes_gradient_maps_of_every_layer():
     torch.manual_seed(0)
     from convlab.models.registry import create_model
@@ -102,6 +103,7 @@ def digit_pngs(tmp_path):
     return paths
 
 
+@pytest.mark.slow
 def test_attribute_command_writes_figures_maps_and_the_evaluation(digits_run, digit_pngs, tmp_path, capsys):
     out = tmp_path / "attr"
     code = main(["attribute", str(digits_run.path), *map(str, digit_pngs), "--method", "gradcam,saliency,occlusion",
@@ -140,3 +142,12 @@ def test_guided_gradcam_prints_its_warning(digits_run, digit_pngs, tmp_path, cap
     assert main(["attribute", str(digits_run.path), str(digit_pngs[0]), "--method", "guided-gradcam",
                  "--out", str(tmp_path / "g")]) == 0
     assert "warning: guided-gradcam failed the model-randomization check" in capsys.readouterr().err
+
+
+def test_a_missing_library_says_what_to_install(digits_run, digit_pngs, tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "captum.attr", None)  # an import of it now raises ImportError
+    assert main(["attribute", str(digits_run.path), str(digit_pngs[0]), "--method", "ig",
+                 "--out", str(tmp_path / "m")]) == 2
+    assert "ig needs captum.attr: pip install 'convlab[attribution]'" in capsys.readouterr().err

@@ -120,3 +120,10 @@ def test_unknown_method_is_named_with_the_known_ones():
                                            r"methods: saliency, gradcam"):
         parse_methods("gradcam,lpr")
     assert parse_methods("ig, lrp,ig") == ["ig", "lrp"]
+
+
+def test_the_command_line_lists_the_registry():
+    """cli/insight.py names the methods for --help without importing torch; they must be the registry's."""
+    from convlab.cli.insight import ATTRIBUTION_METHODS
+
+    assert ATTRIBUTION_METHODS == tuple(METHODS)
