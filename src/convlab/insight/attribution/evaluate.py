@@ -41,29 +41,38 @@ def deletion_insertion(model: nn.Module, inputs: torch.Tensor, target: torch.Ten
     """Per image (N,): the area under the target probability as the pixels are deleted, and as inserted.
 
     inputs: (N, C, H, W) normalized; maps: (N, H, W). The area is the trapezoid rule over the fraction of
-    pixels changed, 0 to 1, so both lie in [0, 1].
+    pixels changed, 0 to 1, so both lie in [0, 1]. Images go in groups whose STEPS + 1 variants fill a batch.
     """
+    per_group = max(1, batch // (STEPS + 1))
+    order = _order(maps)  # (N, H*W), for all images at once: the tie-breaking does not depend on the groups
+    deletion, insertion = [], []
+    for lo in range(0, len(inputs), per_group):
+        part = slice(lo, lo + per_group)
+        d, i = _curves(model, inputs[part], target[part], order[part])
+        deletion.append(d)
+        insertion.append(i)
+    return np.concatenate(deletion), np.concatenate(insertion)
+
+
+def _curves(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor, order: torch.Tensor):
+    """Deletion and insertion areas (n,) of a group of images; order: (n, H*W) pixels, most attributed first."""
     n, channels, height, width = inputs.shape
-    order = _order(maps)  # (N, H*W)
     counts = np.ceil(np.linspace(0, 1, STEPS + 1) * height * width).astype(int)  # pixels changed at each step
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(height * width).expand(n, -1))  # each pixel's place in the order
-    changed = rank[:, None, :] < torch.from_numpy(counts)[None, :, None]  # (N, STEPS+1, H*W)
+    changed = rank[:, None, :] < torch.from_numpy(counts)[None, :, None]  # (n, STEPS+1, H*W)
     changed = changed.reshape(n, STEPS + 1, 1, height, width).to(inputs.device)
-    blur = blurred(inputs)
-    x, b = inputs[:, None], blur[:, None]  # (N, 1, C, H, W)
-    curves = []
+    x, b = inputs[:, None], blurred(inputs)[:, None]  # (n, 1, C, H, W)
+    areas = []
     for start_image, removed in ((x, b), (b, x)):  # deletion: x -> blur; insertion: blur -> x
-        probs = []
+        stepped = torch.where(changed, removed, start_image).reshape(-1, channels, height, width)
         with torch.no_grad():
-            stepped = torch.where(changed, removed, start_image).reshape(-1, channels, height, width)
-            for lo in range(0, len(stepped), batch):
-                logits = model(stepped[lo:lo + batch])
-                probs.append(torch.softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), 1))
-        p = torch.cat(probs).reshape(n, STEPS + 1, -1)
-        curves.append(p.gather(2, target.to(p.device)[:, None, None].expand(n, STEPS + 1, 1))[..., 0].cpu().numpy())
-    fractions = counts / (height * width)
-    return _trapezoid(curves[0], fractions, axis=1), _trapezoid(curves[1], fractions, axis=1)
+            logits = model(stepped)
+        probs = torch.softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), 1)
+        probs = probs.reshape(n, STEPS + 1, -1)
+        curve = probs.gather(2, target.to(probs.device)[:, None, None].expand(n, STEPS + 1, 1))[..., 0]
+        areas.append(_trapezoid(curve.cpu().numpy(), counts / (height * width), axis=1))
+    return areas[0], areas[1]
 
 
 def parametric_layers(model: nn.Module) -> list[str]:
@@ -116,8 +125,8 @@ def score_methods(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor, 
                   methods: list[Method], maps: dict[str, torch.Tensor], seconds: dict[str, float],
                   batch: int = 256) -> list[dict]:
     """One row per method (and one for a random map): deletion/insertion AUC, randomization, time per image."""
-    random_deletion, random_insertion = deletion_insertion(model, inputs, target, random_maps(maps[methods[0].name]
-                                                                                              .shape), batch)
+    shape = maps[methods[0].name].shape  # (N, H, W)
+    random_deletion, random_insertion = deletion_insertion(model, inputs, target, random_maps(shape), batch)
     few = slice(0, RANDOMIZATION_IMAGES)
     rows = [{"method": "random map", "deletion_auc": float(random_deletion.mean()),
              "insertion_auc": float(random_insertion.mean())}]

@@ -15,7 +15,7 @@ from ...errors import ConvlabError
 class Settings:
     """How hard each method works and how much it batches; the CLI and Python share these names."""
 
-    samples: int = 200  # perturbed inputs for lime and kernelshap, noisy copies for smoothgrad (divided by 8)
+    samples: int = 200  # perturbed inputs per image for lime and kernelshap
     steps: int = 32  # integral steps of integrated gradients
     batch: int = 64  # images per forward pass that batching aims at (IG steps, windows, perturbations)
     layer: str | None = None  # the conv layer of the CAM methods (default: the last one)
