@@ -56,12 +56,12 @@ def grid_figure(originals: list[np.ndarray], maps: dict[str, np.ndarray], scales
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(originals), len(maps) + 1, figsize=(1.5 * (len(maps) + 1), 1.6 * len(originals)),
-                             squeeze=False)
+    width = 1.5 * (len(maps) + 1) + 1.4  # inches: a column per map and 1.4 for the captions
+    fig, axes = plt.subplots(len(originals), len(maps) + 1, figsize=(width, 1.6 * len(originals)), squeeze=False)
     for i, original in enumerate(originals):
         draw_row(axes[i], original, {name: values[i] for name, values in maps.items()}, scales, signed,
                  titles=i == 0)
         axes[i, 0].text(-0.1, 0.5, captions[i], transform=axes[i, 0].transAxes, ha="right", va="center",
                         fontsize=8)
-    fig.subplots_adjust(left=0.2, right=0.99, top=0.95, bottom=0.01, wspace=0.05, hspace=0.08)
+    fig.subplots_adjust(left=1.4 / width, right=0.99, top=0.95, bottom=0.01, wspace=0.05, hspace=0.08)
     return fig
