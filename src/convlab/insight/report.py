@@ -207,17 +207,26 @@ def _attribution_section(run: Run, test, probs: np.ndarray, labels: np.ndarray, 
                 f"{run.classes[predicted[i]]}" for i in shown]
     fig = grid_figure([_hwc(test.images[i]) for i in shown], maps.maps, method_scales(maps.maps, maps.signed),
                       maps.signed, captions)
-    header = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
-    rows = "".join("<tr>" + "".join(f"<td{'' if k == 0 else ' class=num'}>{html.escape(cell)}</td>"
-                                    for k, cell in enumerate(cells)) + "</tr>" for cells in table_cells(scored.evaluation))
+    table = _html_table(COLUMNS, table_cells(scored.evaluation))
     return (f"<h2>Attribution</h2><p>Why the model decided, by {len(methods)} methods, on the "
-            f"{len(wrong)} mistakes and {len(right)} correct test images it was surest about (red: evidence for the "
-            f"predicted class, blue: against; one colour scale per method).</p>"
-            f"{_img(_png_of_figure(fig), 'attribution maps')}"
-            f"<h3>How faithful each method is on this model</h3><p class=note>on the first {scored.evaluation[0]['images']} "
-            f"test images: deletion/insertion AUC of the predicted class's probability against a random map, and the "
-            f"Spearman correlation of the maps as layers are randomized from the logits down (passes below 0.5; "
-            f"docs/attribution.md explains the scores)</p><table><tr>{header}</tr>{rows}</table>")
+            f"{len(wrong)} mistakes and {len(right)} correct test images it was surest about, for the predicted "
+            f"class (signed maps: red for it, blue against; the others: red highest; one colour scale per "
+            f"method).</p>{_img(_png_of_figure(fig), 'attribution maps')}"
+            f"<h3>How faithful each method is on this model</h3><p class=note>on the first "
+            f"{scored.evaluation[0]['images']} test images: deletion/insertion AUC of the predicted class's "
+            f"probability against a random map, and the Spearman correlation of the maps as layers are randomized "
+            f"from the logits down (passes below 0.5; docs/attribution.md explains the scores)</p>{table}")
+
+
+def _html_table(columns: list[str], rows: list[list[str]]) -> str:
+    """A table of strings; every column but the first right-aligned."""
+    header = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = []
+    for cells in rows:
+        first, rest = cells[0], cells[1:]
+        body.append(f"<tr><td>{html.escape(first)}</td>"
+                    + "".join(f"<td class=num>{html.escape(cell)}</td>" for cell in rest) + "</tr>")
+    return f"<table><tr>{header}</tr>{''.join(body)}</table>"
 
 
 def build_report(run_dir: str | Path, out: str | Path | None = None,
