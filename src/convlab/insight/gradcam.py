@@ -126,12 +126,13 @@ def run_grad_cam(run: Run, images: np.ndarray, layer: str | None = None,
     return grad_cam(run.model, run.preprocess.norm.apply(batch), layer, class_index)
 
 
-def class_index_of(run: Run, label: str | None) -> int | None:
+def class_index_of(run: Run, label: str | None, option: str = "--class") -> int | None:
+    """The index of class `label` of the run (None stays None); `option` names the flag in the error."""
     if label is None:
         return None
     if label not in run.classes:
         shown = ", ".join(run.classes[:12]) + (" ..." if len(run.classes) > 12 else "")
-        raise ConvlabError(f"--class {label!r} is not a class of run {run.path}; its classes are {shown}")
+        raise ConvlabError(f"{option} {label!r} is not a class of run {run.path}; its classes are {shown}")
     return run.classes.index(label)
 
 

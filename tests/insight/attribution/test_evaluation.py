@@ -127,7 +127,7 @@ def test_attribute_command_errors_are_one_line(digits_run, digit_pngs, tmp_path,
     run = str(digits_run.path)
     cases = [
         (["--method", "shap"], "--method 'shap' is not an attribution method"),
-        (["--target", "eleven"], "--class 'eleven' is not a class of run"),
+        (["--target", "eleven"], "--target 'eleven' is not a class of run"),
         (["--samples", "0"], "--samples must be at least 1, got 0"),
     ]
     for extra, message in cases:
@@ -136,6 +136,19 @@ def test_attribute_command_errors_are_one_line(digits_run, digit_pngs, tmp_path,
         assert message in err and len(err.strip().splitlines()) == 1, err
     assert main(["attribute", run, "--out", str(tmp_path)]) == 2
     assert "name at least one IMAGE_OR_FOLDER, or pass --test-images N" in capsys.readouterr().err
+
+
+def test_attribute_command_takes_the_runs_test_images(digits_run, digit_pngs, tmp_path, capsys):
+    out = tmp_path / "test-split"
+    assert main(["attribute", str(digits_run.path), "--test-images", "3", "--out", str(out)]) == 0
+    assert capsys.readouterr().out.split() == [str(out / f"{i}-attribution.png") for i in range(3)]
+    from convlab.insight.gradcam import run_grad_cam
+
+    expected = run_grad_cam(digits_run, digits_run.test_data().images[:3]).heatmaps[2]
+    np.testing.assert_allclose(np.load(out / "2-gradcam.npy"), expected, rtol=1e-5, atol=1e-7)
+    assert main(["attribute", str(digits_run.path), str(digit_pngs[0]), "--test-images", "3",
+                 "--out", str(out)]) == 2
+    assert "pass image files or --test-images N, not both" in capsys.readouterr().err
 
 
 def test_guided_gradcam_prints_its_warning(digits_run, digit_pngs, tmp_path, capsys):

@@ -103,7 +103,7 @@ def attribute(run: Run, inputs, method: str | list[str] = "gradcam", target: str
     black = norm.apply(torch.zeros_like(torch.from_numpy(images[:1])).to(run.device)).expand_as(batch)
     with torch.no_grad():
         probs = torch.softmax(model(batch).float(), 1)
-    index = class_index_of(run, target)
+    index = class_index_of(run, target, option="--target")
     targets = probs.argmax(1) if index is None else torch.full((len(batch),), index, device=probs.device)
     maps, seconds = compute_maps(model, batch, targets, black, methods)
     for name, value in seconds.items():
