@@ -127,6 +127,13 @@ class Run:
             self.model.to(self.device)
         return predict_logits(self.model, images, self.preprocess.norm, self.device)
 
+    def forward_inputs(self, inputs: np.ndarray) -> np.ndarray:
+        """(N, C, H, W) float32 already normalized -> logits (N, classes) float32 (a server's tensor input)."""
+        if not _is_on(self.model, torch.device(self.device)):
+            self.model.to(self.device)
+        with torch.inference_mode():
+            return self.model(torch.from_numpy(inputs).to(self.device)).float().cpu().numpy()
+
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Logits from predict_logits -> probabilities float64: predict_arrays is the two steps in a row."""
         return softmax(logits)

@@ -170,6 +170,9 @@ class OnnxRun(Run):
                for start in range(0, len(images), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)), dtype=np.float32)
 
+    def forward_inputs(self, inputs: np.ndarray) -> np.ndarray:
+        return self.session.run([OUTPUT], {INPUT: np.ascontiguousarray(inputs, dtype=np.float32)})[0]
+
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         return torch.softmax(torch.from_numpy(logits).double(), dim=1).numpy()  # in float64, as before
 

@@ -222,6 +222,10 @@ class QuantizedRun(Run):
         with quiet_torch_ao(), quantized_engine(self.engine):
             return super().predict_logits(images)
 
+    def forward_inputs(self, inputs: np.ndarray) -> np.ndarray:
+        with quiet_torch_ao(), quantized_engine(self.engine):
+            return super().forward_inputs(inputs)
+
 
 def calibration_inputs(run: Run, conf, count: int) -> torch.Tensor:
     """`count` images of the run's training split drawn at random (seeded), normalized as the run expects."""
