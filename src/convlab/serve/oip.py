@@ -205,7 +205,7 @@ def _float_input(model, tensor: dict, binary: bytes | None, datatype, shape: lis
             raise RequestError(400, f"input {INPUT!r}: {values.size} values, shape {shape} needs {count}")
     if shape[0] == 0:
         raise RequestError(400, "the request holds no image (shape [0, ...])")
-    return np.ascontiguousarray(values.reshape(shape), dtype=np.float32)
+    return np.array(values.reshape(shape), dtype=np.float32)  # a writable copy (torch wants one)
 
 
 def _bytes_elements(tensor: dict, binary: bytes | None, count: int) -> list[bytes]:
