@@ -50,7 +50,10 @@ async def _uploads(request: Request, max_images: int) -> tuple[list[str | None],
     try:
         form = await request.form(max_files=max_images, max_fields=max_images)
     except Exception as err:  # noqa: BLE001 - the multipart parser's errors (MultiPartException, ...)
-        raise RequestError(400, f"malformed multipart body ({str(err)[:120] or type(err).__name__})") from None
+        reason = str(getattr(err, "detail", err))  # starlette wraps the parser's error in an HTTPException
+        if reason.startswith("Too many"):  # its words for max_files / max_fields
+            raise RequestError(413, f"more than {max_images} parts in one request ({reason})") from None
+        raise RequestError(400, f"malformed multipart body ({reason[:120] or type(err).__name__})") from None
     try:
         parts = form.getlist("file")
         if not parts:
