@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import os
 import time
 
 from ..errors import ConvlabError
 
-SERVE_PACKAGES = ("fastapi", "uvicorn", "multipart", "prometheus_client")
+# the modules of the serve extra; python-multipart is `python_multipart` since 0.0.13, `multipart` before
+SERVE_MODULES = {"fastapi": ("fastapi",), "uvicorn": ("uvicorn",), "python-multipart": ("python_multipart", "multipart"),
+                 "prometheus-client": ("prometheus_client",)}
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -50,9 +52,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def check_serve_installed() -> None:
-    missing = [name for name in SERVE_PACKAGES if importlib.util.find_spec(name) is None]
+    missing = [package for package, modules in SERVE_MODULES.items() if not any(map(_importable, modules))]
     if missing:
         raise ConvlabError(f"convlab serve needs {', '.join(missing)}: pip install \"convlab[serve]\"")
+
+
+def _importable(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
 
 
 def settings_from(args):
@@ -77,16 +87,11 @@ def settings_from(args):
 
 
 def cmd_serve(args) -> int:
-    import socket
-
     check_serve_installed()
     settings = settings_from(args)
-    import torch
     import uvicorn
 
-    from ..serve.app import create_app  # lazy: start-up time
-    from ..serve.served import load_served, parse_spec  # lazy: start-up time
-    from ..training.performance import set_threads  # lazy: start-up time
+    from ..serve.served import parse_spec  # lazy: start-up time
 
     specs = [parse_spec(spec) for spec in args.models]
     names = [name for name, _ in specs]
@@ -94,6 +99,34 @@ def cmd_serve(args) -> int:
         twice = sorted({name for name in names if names.count(name) > 1})
         raise ConvlabError(f"two models are named {', '.join(twice)}; name them with NAME=PATH")
     sock = _listen(args.host, args.port)  # before loading: a port in use fails at once
+    try:
+        app, threads, names = _load_app(specs, settings, args)
+        host, port = sock.getsockname()[:2]
+        url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+        if args.host not in LOOPBACK and settings.token is None:
+            print(f"warning: listening on {args.host} without --token: anyone who can reach this machine can use "
+                  f"the models", flush=True)
+        print(f"serving {', '.join(names)} at {url} (OIP v2 at {url}/v2, docs at {url}/docs; {threads} model "
+              f"thread{'s' * (threads > 1)}; Ctrl-C stops)", flush=True)
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
+                                               timeout_graceful_shutdown=5))
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sock.close()
+    print("stopped", flush=True)
+    return 0
+
+
+def _load_app(specs, settings, args):
+    """Load every model (a progress line each) and build the app; (app, model threads, names)."""
+    import torch
+
+    from ..serve.app import create_app  # lazy: start-up time
+    from ..serve.served import load_served  # lazy: start-up time
+    from ..training.performance import set_threads  # lazy: start-up time
+
     threads = set_threads(settings.threads, torch.device("cpu"))
     models = {}
     for name, path in specs:
@@ -103,25 +136,8 @@ def cmd_serve(args) -> int:
         channels, height, width = model.input_shape
         print(f"loaded {name} from {path} ({model.backend}, {len(model.labels)} classes, "
               f"{channels}x{height}x{width}) in {time.perf_counter() - start:.1f}s", flush=True)
-    app = create_app(models, settings, threads=threads, access_log=args.access_log)
     _log_access(args.access_log)
-    host, port = sock.getsockname()[:2]
-    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
-    if args.host not in LOOPBACK and settings.token is None:
-        print(f"warning: listening on {args.host} without --token: anyone who can reach this machine can use "
-              f"the models", flush=True)
-    print(f"serving {', '.join(models)} at {url} (OIP v2 at {url}/v2, docs at {url}/docs; {threads} model "
-          f"thread{'s' * (threads > 1)}; Ctrl-C stops)", flush=True)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                                           timeout_graceful_shutdown=5))
-    try:
-        server.run(sockets=[sock])
-    except KeyboardInterrupt:
-        pass
-    finally:
-        sock.close()
-    print("stopped", flush=True)
-    return 0
+    return create_app(models, settings, threads=threads, access_log=args.access_log), threads, list(models)
 
 
 def _listen(host: str, port: int) -> "socket.socket":
