@@ -56,7 +56,8 @@ def test_not_ready_before_the_batchers_start(served):
     client = TestClient(create_app({"digits": served}, access_log=False))  # no lifespan: nothing started
     assert client.get("/v2/health/live").status_code == 200
     assert client.get("/v2/health/ready").status_code == 503
-    assert client.get("/v2/models/digits/ready").json()["ready"] is False
+    not_ready = client.get("/v2/models/digits/ready")
+    assert not_ready.status_code == 503 and not_ready.json()["ready"] is False
 
 
 def test_json_infer_of_preprocessed_input_matches_the_run(client, digits_run):

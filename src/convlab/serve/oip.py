@@ -89,7 +89,8 @@ def oip_router(models: Mapping, state: ServerState) -> tuple[APIRouter, APIRoute
 
     def model_ready(name: str, version: str | None = None) -> dict:
         model = _versioned(models, name, version)
-        return {"name": model.name, "ready": state.batchers[model.name].running}
+        ready = state.batchers[model.name].running
+        return JSONResponse({"name": model.name, "ready": ready}, status_code=200 if ready else 503)
 
     async def infer(name: str, request: Request, version: str | None = None) -> Response:
         model = _versioned(models, name, version)
@@ -102,7 +103,8 @@ def oip_router(models: Mapping, state: ServerState) -> tuple[APIRouter, APIRoute
         base = "/v2/models/{name}" + suffix
         extra = " (this version)" if version_route else ""
         router.add_api_route(base, model_metadata, methods=["GET"], summary="model metadata" + extra)
-        router.add_api_route(base + "/ready", model_ready, methods=["GET"], summary="model ready" + extra)
+        router.add_api_route(base + "/ready", model_ready, methods=["GET"], summary="model ready" + extra,
+                             responses={503: {"description": "not ready"}})
         router.add_api_route(base + "/infer", infer, methods=["POST"], summary="inference" + extra,
                              openapi_extra=INFER_BODY, response_model=InferenceResponse,
                              responses={200: {"content": {"application/octet-stream": {}}}})
