@@ -44,19 +44,24 @@ def test_max_batch_splits_and_dtypes_do_not_mix(served, digits_run):
     np.testing.assert_allclose(jobs[3].future.result()[0], digits_run.forward_inputs(floats), atol=1e-6)
 
 
-def test_waits_up_to_max_delay_for_more(served, digits_run):
+def test_waits_up_to_max_delay_for_requests_on_their_way(served, digits_run):
     sizes = []
     batcher = Batcher(served.infer, max_batch=8, max_delay_s=0.5, on_batch=sizes.append)
     batcher.start()
     image = digits_run.test_data().images[:1]
     try:
-        first = batcher.submit(image, time.monotonic() + 10)
-        time.sleep(0.05)
-        second = batcher.submit(image, time.monotonic() + 10)
+        with batcher.coming():  # a second request is being decoded
+            first = batcher.submit(image, time.monotonic() + 10)
+            time.sleep(0.05)
+            second = batcher.submit(image, time.monotonic() + 10)
         first.future.result(timeout=10), second.future.result(timeout=10)
+        started = time.monotonic()
+        batcher.submit(image, time.monotonic() + 10).future.result(timeout=10)
+        alone = time.monotonic() - started
     finally:
         batcher.stop()
-    assert sizes == [2]
+    assert sizes == [2, 1]
+    assert alone < 0.4  # nothing on its way: the lone request did not wait out the 0.5 s delay
 
 
 def test_queue_full_and_expired_jobs(served, digits_run):

@@ -40,7 +40,8 @@ class Batcher:
     """A queue of jobs and the thread that runs them in batches of up to `max_batch` images.
 
     A batch starts with the oldest job and takes the jobs behind it while they fit, waiting at most
-    `max_delay_s` after the oldest job arrived for more to come. Jobs of another dtype than the first
+    `max_delay_s` after the oldest job arrived for more to come, and only while requests are on their way
+    (being read or decoded: `coming`), so a lone request runs at once. Jobs of another dtype than the first
     wait for the next batch. Each job gets back the rows of its own images.
     """
 
@@ -53,8 +54,13 @@ class Batcher:
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._coming = 0  # requests that will submit soon (their images are being decoded)
 
     # -- the request side ------------------------------------------------------------------------------
+    def coming(self) -> "_Coming":
+        """`with batcher.coming():` around the work before submit, so a forming batch waits for it."""
+        return _Coming(self)
+
     def submit(self, batch: np.ndarray, deadline: float) -> Job:
         """Queue a job, or raise QueueFull. Jobs whose caller gave up are dropped first."""
         job = Job(batch, deadline)
@@ -125,7 +131,7 @@ class Batcher:
             if self._stopping:
                 return None
             close = self._queue[0].arrived + self.max_delay_s
-            while self._count_fitting() < self.max_batch and not self._stopping:
+            while self._coming > 0 and self._count_fitting() < self.max_batch and not self._stopping:
                 left = close - time.monotonic()
                 if left <= 0:
                     break
@@ -171,3 +177,17 @@ class Batcher:
             end = start + len(job.batch)
             job.future.set_result((logits[start:end], probs[start:end]))
             start = end
+
+
+class _Coming:
+    def __init__(self, batcher: Batcher):
+        self.batcher = batcher
+
+    def __enter__(self):
+        with self.batcher._cond:
+            self.batcher._coming += 1
+
+    def __exit__(self, *exc):
+        with self.batcher._cond:
+            self.batcher._coming -= 1
+            self.batcher._cond.notify()

@@ -94,9 +94,11 @@ def oip_router(models: Mapping, state: ServerState) -> tuple[APIRouter, APIRoute
 
     async def infer(name: str, request: Request, version: str | None = None) -> Response:
         model = _versioned(models, name, version)
-        document, inputs = _parse_request(await request.body(), request.headers.get(HEADER_LENGTH))
-        batch = await _input_batch(model, inputs, state)
-        logits, probs = await state.batchers[model.name].run(batch, state.settings.timeout_s)
+        batcher = state.batchers[model.name]
+        with batcher.coming():
+            document, inputs = _parse_request(await request.body(), request.headers.get(HEADER_LENGTH))
+            batch = await _input_batch(model, inputs, state)
+        logits, probs = await batcher.run(batch, state.settings.timeout_s)
         return _response(model, document, {"probabilities": probs.astype(np.float32), "logits": logits})
 
     for suffix, version_route in (("", False), ("/versions/{version}", True)):

@@ -26,9 +26,11 @@ def simple_router(models: Mapping, state: ServerState) -> APIRouter:
     async def predict(name: str, request: Request,
                       top_k: int = Query(5, ge=1, le=100000, description="as predict's --top-k")) -> list[dict]:
         model = lookup(models, name)
-        names, images = await _uploads(request, state.settings.max_images)
-        decoded = await state.decode_all(model, images)
-        _, probs = await state.batchers[model.name].run(np.stack(decoded), state.settings.timeout_s)
+        batcher = state.batchers[model.name]
+        with batcher.coming():
+            names, images = await _uploads(request, state.settings.max_images)
+            decoded = await state.decode_all(model, images)
+        _, probs = await batcher.run(np.stack(decoded), state.settings.timeout_s)
         return top_predictions(probs, model.labels, names, top_k)
 
     @router.get("/api/models", summary="the served models: labels, input shape (C, H, W), test metrics")
