@@ -96,11 +96,12 @@ def test_binary_infer_of_encoded_images(client, digits_run):
     assert len(logits_out["data"]) == 40  # the output asked in JSON comes in JSON
 
 
-def test_binary_float_input_and_binary_data_output(client, digits_run):
+@pytest.mark.parametrize("input_name", ["input", "images"])  # images: the exported .onnx file's input name
+def test_binary_float_input_and_binary_data_output(client, digits_run, input_name):
     images = digits_run.test_data().images[:2]
     inputs = normalized(digits_run, images)
     raw = inputs.astype("<f4").tobytes()
-    body, headers = binary_request({"inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 1, 8, 8],
+    body, headers = binary_request({"inputs": [{"name": input_name, "datatype": "FP32", "shape": [2, 1, 8, 8],
                                                 "parameters": {"binary_data_size": len(raw)}}],
                                     "parameters": {"binary_data_output": True}}, raw)
     document, rest = split_binary(client.post("/v2/models/digits/infer", content=body, headers=headers))

@@ -14,11 +14,15 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from ..compress.export import INPUT as ONNX_INPUT
 from ..version import __version__
 from .limits import RequestError, lookup
 from .state import ServerState
 
 IMAGE, INPUT = "image", "input"  # BYTES [-1] encoded images; FP32 [-1, C, H, W] already normalized
+# `images` is the exported .onnx file's input name: a client written for Triton serving that file (input
+# `images`, output `logits`) works here unchanged
+INPUT_NAMES = (INPUT, ONNX_INPUT)
 OUTPUTS = ("probabilities", "logits")
 HEADER_LENGTH = "Inference-Header-Content-Length"
 EXTENSIONS = ["binary_tensor_data", "classification"]
@@ -169,7 +173,7 @@ async def _input_batch(model, inputs: list[tuple[dict, bytes | None]], state: Se
     if not (isinstance(shape, list) and shape and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
                                                       for v in shape)):
         raise RequestError(400, f"input {str(name)[:40]!r}: shape must be a list of non-negative integers")
-    if name == INPUT:
+    if name in INPUT_NAMES:
         return _float_input(model, tensor, binary, datatype, shape)
     if name == IMAGE:
         if datatype != "BYTES" or len(shape) != 1:
