@@ -164,6 +164,16 @@ def test_malformed_infer_requests_are_400(client, body, fragment):
     assert answer.status_code == 400 and fragment in answer.json()["error"]
 
 
+def test_non_finite_inputs_are_400(client):
+    raw = np.full((1, 1, 8, 8), np.nan, dtype="<f4").tobytes()
+    body, headers = binary_request({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 1, 8, 8],
+                                                "parameters": {"binary_data_size": len(raw)}}]}, raw)
+    answer = client.post("/v2/models/digits/infer", content=body, headers=headers)
+    assert answer.status_code == 400 and "finite" in answer.json()["error"]
+    too_big = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 1, 8, 8], "data": [1e39] * 64}]}
+    assert client.post("/v2/models/digits/infer", json=too_big).status_code == 400  # inf in float32
+
+
 def test_malformed_binary_framing_is_400(client):
     header = {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": 99}}]}
     body, headers = binary_request(header, b"\x05\x00\x00\x00abc")

@@ -77,14 +77,24 @@ class Batcher:
     async def run(self, batch: np.ndarray, timeout_s: float) -> tuple[np.ndarray, np.ndarray]:
         """Queue `batch` and wait for its (logits, probabilities); DeadlineExceeded when not run in time."""
         job = self.submit(batch, time.monotonic() + timeout_s)
-        waiting = asyncio.wrap_future(job.future)
-        try:
-            return await asyncio.wait_for(asyncio.shield(waiting), timeout_s)
-        except TimeoutError:
+        loop = asyncio.get_running_loop()
+        answer = loop.create_future()
+
+        def deliver(done: Future) -> None:  # on the inference thread: hand the result to the event loop
+            loop.call_soon_threadsafe(_settle, answer, done)
+
+        def expire() -> None:
             if job.future.cancel():  # still queued: it will never run
-                raise DeadlineExceeded(f"model {self.name}: not run within {timeout_s:g} s (--timeout-s); "
-                                       f"the server is overloaded") from None
-            return await waiting  # already running: its result is a moment away
+                answer.set_exception(DeadlineExceeded(f"model {self.name}: not run within {timeout_s:g} s "
+                                                      f"(--timeout-s); the server is overloaded"))
+            # else it is running: its result is a moment away
+
+        job.future.add_done_callback(deliver)
+        timer = loop.call_later(timeout_s, expire)
+        try:
+            return await answer
+        finally:
+            timer.cancel()
 
     @property
     def depth(self) -> int:
@@ -177,6 +187,16 @@ class Batcher:
             end = start + len(job.batch)
             job.future.set_result((logits[start:end], probs[start:end]))
             start = end
+
+
+def _settle(answer: asyncio.Future, done: Future) -> None:
+    if answer.done() or done.cancelled():  # expired: the answer is DeadlineExceeded already
+        return
+    error = done.exception()
+    if error is not None:
+        answer.set_exception(error)
+    else:
+        answer.set_result(done.result())
 
 
 class _Coming:

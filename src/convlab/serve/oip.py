@@ -174,6 +174,7 @@ async def _input_batch(model, inputs: list[tuple[dict, bytes | None]], state: Se
                                                       for v in shape)):
         raise RequestError(400, f"input {str(name)[:40]!r}: shape must be a list of non-negative integers")
     if name in INPUT_NAMES:
+        _check_count(shape[0], state)
         return _float_input(model, tensor, binary, datatype, shape)
     if name == IMAGE:
         if datatype != "BYTES" or len(shape) != 1:
@@ -206,13 +207,14 @@ def _float_input(model, tensor: dict, binary: bytes | None, datatype, shape: lis
         values = np.frombuffer(binary, dtype="<f4")
     else:
         try:
-            values = np.asarray(tensor.get("data"), dtype=np.float32).reshape(-1)
+            with np.errstate(over="ignore"):  # values beyond float32 become inf, refused below
+                values = np.asarray(tensor.get("data"), dtype=np.float32).reshape(-1)
         except (TypeError, ValueError) as err:
             raise RequestError(400, f"input {INPUT!r}: data must be numbers ({str(err)[:80]})") from None
         if values.size != count:
             raise RequestError(400, f"input {INPUT!r}: {values.size} values, shape {shape} needs {count}")
-    if shape[0] == 0:
-        raise RequestError(400, "the request holds no image (shape [0, ...])")
+    if not np.isfinite(values).all():
+        raise RequestError(400, f"input {INPUT!r}: every value must be a finite number (no NaN or infinity)")
     return np.array(values.reshape(shape), dtype=np.float32)  # a writable copy (torch wants one)
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from rich.console import Console
 
 from ..compress.export import export_onnx
 from ..compress.load import load_variant
@@ -83,8 +84,6 @@ def load_served(name: str, path: Path, backend: str = "torch", threads: int = 0)
     if not onnx_path.is_file():
         folder = tempfile.TemporaryDirectory(prefix="convlab-serve-")
         keep.append(folder)
-        from rich.console import Console
-
         onnx_path = export_onnx(run, Path(folder.name) / ONNX, console=Console(quiet=True))
     served = ServedModel(name, path, load_variant(onnx_path, onnx_threads=threads), "onnx", keep)
     served.run.metrics = run.metrics  # the .onnx file has no metrics.json; the run folder does

@@ -6,6 +6,7 @@ from typing import Mapping
 
 import numpy as np
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
 
 from ..run import top_predictions
 from .limits import RequestError, lookup
@@ -22,16 +23,17 @@ def simple_router(models: Mapping, state: ServerState) -> APIRouter:
     router = APIRouter(tags=["simple"])
 
     @router.post("/predict/{name}", summary="classify images as `convlab predict --json` does",
-                 openapi_extra=PREDICT_BODY)
+                 openapi_extra=PREDICT_BODY, response_class=JSONResponse,
+                 responses={200: {"description": 'predict --json\'s list: [{"path", "top": [{"label", "prob"}]}]'}})
     async def predict(name: str, request: Request,
-                      top_k: int = Query(5, ge=1, le=100000, description="as predict's --top-k")) -> list[dict]:
+                      top_k: int = Query(5, ge=1, le=100000, description="as predict's --top-k")) -> JSONResponse:
         model = lookup(models, name)
         batcher = state.batchers[model.name]
         with batcher.coming():
             names, images = await _uploads(request, state.settings.max_images)
             decoded = await state.decode_all(model, images)
         _, probs = await batcher.run(np.stack(decoded), state.settings.timeout_s)
-        return top_predictions(probs, model.labels, names, top_k)
+        return JSONResponse(top_predictions(probs, model.labels, names, top_k))  # as it is: no re-validation
 
     @router.get("/api/models", summary="the served models: labels, input shape (C, H, W), test metrics")
     def list_models() -> list[dict]:
