@@ -93,6 +93,9 @@ class Batcher:
         timer = loop.call_later(timeout_s, expire)
         try:
             return await answer
+        except asyncio.CancelledError:  # the client left: do not run its images if they still wait
+            job.future.cancel()
+            raise
         finally:
             timer.cancel()
 
