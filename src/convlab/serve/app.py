@@ -48,7 +48,8 @@ def create_app(models: Mapping, settings: Settings | None = None, threads: int =
     app.state.serve = state
     bearer = HTTPBearer(auto_error=False, description="--token, when the server was started with one")
 
-    def authorized(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+    async def authorized(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        # async: FastAPI runs a plain `def` dependency in a worker thread, a thread hop on every request
         check_token(settings.token, None if credentials is None
                     else f"{credentials.scheme} {credentials.credentials}")
 
@@ -60,7 +61,7 @@ def create_app(models: Mapping, settings: Settings | None = None, threads: int =
 
     @app.get("/metrics", summary="Prometheus metrics (text format)", dependencies=guarded,
              response_class=Response, responses={200: {"content": {"text/plain": {}}}})
-    def metrics() -> Response:
+    async def metrics() -> Response:
         body, kind = state.metrics.render()
         return Response(body, media_type=kind)
 

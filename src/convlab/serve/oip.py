@@ -68,21 +68,22 @@ def oip_router(models: Mapping, state: ServerState) -> tuple[APIRouter, APIRoute
     """(health routes, which need no token; the other v2 routes)."""
     health, router = APIRouter(tags=["OIP v2"]), APIRouter(tags=["OIP v2"])
 
+    # every route is `async def`: FastAPI runs a plain `def` in a worker thread, a thread hop per request
     @health.get("/v2/health/live", summary="the server is up")
-    def live() -> dict:
+    async def live() -> dict:
         return {"live": True}
 
     @health.get("/v2/health/ready", summary="every model is ready", responses={503: {"description": "not ready"}})
-    def ready():
+    async def ready():
         if not state.ready():
             return JSONResponse({"ready": False, "error": "models are not loaded yet"}, status_code=503)
         return {"ready": True}
 
     @router.get("/v2", summary="server metadata")
-    def server_metadata() -> dict:
+    async def server_metadata() -> dict:
         return {"name": "convlab", "version": __version__, "extensions": EXTENSIONS}
 
-    def model_metadata(name: str, version: str | None = None) -> dict:
+    async def model_metadata(name: str, version: str | None = None) -> dict:
         model = _versioned(models, name, version)
         channels, height, width = model.input_shape
         classes = len(model.labels)
@@ -91,7 +92,7 @@ def oip_router(models: Mapping, state: ServerState) -> tuple[APIRouter, APIRoute
                            {"name": IMAGE, "datatype": "BYTES", "shape": [-1]}],
                 "outputs": [{"name": output, "datatype": "FP32", "shape": [-1, classes]} for output in OUTPUTS]}
 
-    def model_ready(name: str, version: str | None = None) -> dict:
+    async def model_ready(name: str, version: str | None = None) -> JSONResponse:
         model = _versioned(models, name, version)
         ready = state.batchers[model.name].running
         return JSONResponse({"name": model.name, "ready": ready}, status_code=200 if ready else 503)

@@ -36,7 +36,7 @@ def simple_router(models: Mapping, state: ServerState) -> APIRouter:
         return JSONResponse(top_predictions(probs, model.labels, names, top_k))  # as it is: no re-validation
 
     @router.get("/api/models", summary="the served models: labels, input shape (C, H, W), test metrics")
-    def list_models() -> list[dict]:
+    async def list_models() -> list[dict]:
         return [{"name": model.name, "backend": model.backend, "labels": model.labels,
                  "input_shape": list(model.input_shape), "metrics": model.metrics} for model in models.values()]
 
