@@ -41,3 +41,4 @@ def test_openapi_describes_every_route(client):
                   "/api/models", "/metrics"):
         assert route in paths, route
     assert "multipart/form-data" in paths["/predict/{name}"]["post"]["requestBody"]["content"]
+    assert client.get("/docs").status_code == 404  # its page would load scripts from a CDN

@@ -49,8 +49,8 @@ def test_tritonclient(server, digits_run, digit_pngs):
     for binary in (True, False):
         tensor = http.InferInput("input", list(inputs.shape), "FP32")
         tensor.set_data_from_numpy(inputs, binary_data=binary)
-        result = client.infer("digits", [tensor], outputs=[http.InferRequestedOutput("probabilities", binary_data=binary,
-                                                                                      class_count=1)])
+        wanted = http.InferRequestedOutput("probabilities", binary_data=binary, class_count=1)
+        result = client.infer("digits", [tensor], outputs=[wanted])
         entries = result.as_numpy("probabilities").reshape(-1)  # bytes when binary, str from JSON
         top = [(entry.decode() if isinstance(entry, bytes) else entry).split(":") for entry in entries]
         assert [label for _, _, label in top] == expected
@@ -82,9 +82,11 @@ def test_load_mix_of_valid_and_malformed(server, digits_run, digit_pngs):
             return await http.post("/predict/digits", content=bytes(rng.randrange(256) for _ in range(64)),
                                    headers={"Content-Type": "image/png"})
         if kind == "truncated":
-            return await http.post("/predict/digits", content=data[:len(data) // 2], headers={"Content-Type": "image/png"})
+            return await http.post("/predict/digits", content=data[:len(data) // 2],
+                                   headers={"Content-Type": "image/png"})
         if kind == "badjson":
-            return await http.post("/v2/models/digits/infer", content=b'{"inputs": [', headers={"Content-Type": "application/json"})
+            return await http.post("/v2/models/digits/infer", content=b'{"inputs": [',
+                                   headers={"Content-Type": "application/json"})
         return await http.post("/predict/nosuch", content=data, headers={"Content-Type": "image/png"})
 
     async def drive():
@@ -122,8 +124,8 @@ def test_load_mix_of_valid_and_malformed(server, digits_run, digit_pngs):
             assert "error" in answer.json()
     assert httpx.get(f"{server}/v2/health/ready").status_code == 200
     metrics = httpx.get(f"{server}/metrics").text
-    served = sum(float(v) for v in re.findall(r'convlab_requests_total\{code="[0-9]+",method="POST",route="[^"]*"\} ([0-9.e+]+)',
-                                              metrics))
+    posts = r'convlab_requests_total\{code="[0-9]+",method="POST",route="[^"]*"\} ([0-9.e+]+)'
+    served = sum(float(v) for v in re.findall(posts, metrics))
     assert served >= len(plan)
     assert "convlab_request_errors_total" in metrics and 'code="500"' not in metrics
 

@@ -9,8 +9,8 @@ import time
 from ..errors import ConvlabError
 
 # the modules of the serve extra; python-multipart is `python_multipart` since 0.0.13, `multipart` before
-SERVE_MODULES = {"fastapi": ("fastapi",), "uvicorn": ("uvicorn",), "python-multipart": ("python_multipart", "multipart"),
-                 "prometheus-client": ("prometheus_client",)}
+SERVE_MODULES = {"fastapi": ("fastapi",), "uvicorn": ("uvicorn",),
+                 "python-multipart": ("python_multipart", "multipart"), "prometheus-client": ("prometheus_client",)}
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -106,8 +106,8 @@ def cmd_serve(args) -> int:
         if args.host not in LOOPBACK and settings.token is None:
             print(f"warning: listening on {args.host} without --token: anyone who can reach this machine can use "
                   f"the models", flush=True)
-        print(f"serving {', '.join(names)} at {url} (OIP v2 at {url}/v2, docs at {url}/docs; {threads} model "
-              f"thread{'s' * (threads > 1)}; Ctrl-C stops)", flush=True)
+        print(f"serving {', '.join(names)} at {url} (OIP v2 at {url}/v2, API at {url}/openapi.json; "
+              f"{threads} model thread{'s' * (threads > 1)}; Ctrl-C stops)", flush=True)
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
                                                timeout_graceful_shutdown=5))
         server.run(sockets=[sock])

@@ -42,7 +42,9 @@ def create_app(models: Mapping, settings: Settings | None = None, threads: int =
         finally:
             state.stop()
 
-    app = FastAPI(title="convlab serve", version=__version__, lifespan=lifespan,
+    # no /docs or /redoc: FastAPI's pages load their scripts from a CDN, and the server makes no request
+    # outside itself; /openapi.json is there for tools (schemathesis, client generators)
+    app = FastAPI(title="convlab serve", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Open Inference Protocol (v2) with Triton's binary tensor and classification "
                               "extensions, and a simple /predict API answering as `convlab predict --json`.")
     app.state.serve = state

@@ -259,8 +259,8 @@ def _response(model, document: dict, values: dict[str, np.ndarray]) -> Response:
     outputs, chunks = [], []
     for entry in requested:
         if not isinstance(entry, dict) or entry.get("name") not in values:
-            raise RequestError(400, f"unknown output {str(entry.get('name') if isinstance(entry, dict) else entry)[:40]!r}; "
-                                    f"outputs are {', '.join(OUTPUTS)}")
+            asked = entry.get("name") if isinstance(entry, dict) else entry
+            raise RequestError(400, f"unknown output {str(asked)[:40]!r}; outputs are {', '.join(OUTPUTS)}")
         options = entry.get("parameters") or {}
         if not isinstance(options, dict):
             raise RequestError(400, f"output {entry['name']!r}: parameters must be an object")
