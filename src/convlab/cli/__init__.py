@@ -8,10 +8,10 @@ import os
 import sys
 
 from ..errors import ConvlabError
-from . import compress, explain, finetune, insight, listing, train, use
+from . import compress, explain, finetune, insight, listing, serve, train, use
 from .common import Parser
 
-COMMAND_MODULES = [train, finetune, use, insight, compress, explain, listing]
+COMMAND_MODULES = [train, finetune, use, serve, insight, compress, explain, listing]
 
 
 def build_parser() -> Parser:
