@@ -1,0 +1,1 @@
+"""`convlab serve`: an inference server for runs, variants and .onnx files, and its web app."""

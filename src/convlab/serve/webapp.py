@@ -1,0 +1,163 @@
+"""The web app of `convlab serve`: the Predict, Runs and Learn pages and the routes only they call.
+
+`web_router(models)` is what the server includes. The pages also call the server's own `GET /api/models`
+and `POST /predict/{name}`. Every error here is a 4xx JSON `{"error": "..."}` built in this module, so it
+does not depend on the app's exception handlers.
+"""
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from pathlib import Path
+from typing import Mapping
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from PIL import Image, UnidentifiedImageError
+from starlette.concurrency import run_in_threadpool
+
+from ..errors import ConvlabError
+from .learn import FieldError, conv_steps
+from .results import ModelViews, NoTorchGraph
+
+STATIC = Path(__file__).parent / "static"
+MEDIA_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
+               ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png"}
+# The browser may load nothing from outside this server; data: and blob: are the pages' own images.
+CSP = ("default-src 'self'; img-src 'self' data: blob:; script-src 'self'; style-src 'self'; "
+       "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")  # what Pillow may try: no TIFF, PSD, EPS, ...
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+MAX_PIXELS = 40_000_000  # checked from the header, before a single pixel is decoded
+MAX_EXPLAIN_BYTES = 64 * 1024
+
+
+class WebError(Exception):
+    """A request the pages' routes refuse: the status and the message of the JSON error."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def web_router(models: Mapping[str, object]) -> APIRouter:
+    """The pages and their routes for the served `models` (name -> object with .name, .path, .labels,
+    .input_shape, .metrics); names are looked up in this mapping, never read as paths."""
+    router = APIRouter()
+    views = {name: ModelViews(name, served.path, served.metrics) for name, served in models.items()}
+    static = {path.name: path for path in sorted(STATIC.iterdir()) if path.suffix in MEDIA_TYPES}
+
+    def view_of(name: str) -> ModelViews:
+        if name not in views:
+            served = ", ".join(sorted(views)) or "none"
+            raise WebError(404, f"no model named {name[:80]!r}; the models served are: {served}")
+        return views[name]
+
+    @router.get("/", include_in_schema=False)
+    def index() -> Response:
+        return _static_response(static["index.html"])
+
+    @router.get("/static/{filename:path}", include_in_schema=False)
+    def static_file(filename: str) -> Response:
+        if filename not in static:
+            return error(404, f"no static file {filename[:80]!r}")
+        return _static_response(static[filename])
+
+    @router.post("/api/gradcam/{name:path}", summary="Grad-CAM overlay (PNG) of one image for its predicted class")
+    async def gradcam(name: str, request: Request) -> Response:
+        try:
+            view = view_of(name)
+            image = _decode(await _one_upload(request))
+            png, index, layer = await run_in_threadpool(view.gradcam_png, image)
+        except WebError as err:
+            return error(err.status, err.message)
+        except NoTorchGraph as err:
+            return error(422, str(err))
+        except ConvlabError as err:
+            return error(422, f"model {name!r}: {err}")
+        return Response(png, media_type="image/png",
+                        headers={"X-Gradcam-Class-Index": str(index), "X-Gradcam-Layer": layer})
+
+    @router.get("/api/runs/{name:path}", summary="a served run's results: metrics, curves, confusion, mistakes")
+    def run_results(name: str) -> Response:
+        try:
+            return JSONResponse(view_of(name).results())
+        except WebError as err:
+            return error(err.status, err.message)
+        except ConvlabError as err:
+            return error(422, f"model {name!r}: {err}")
+
+    @router.post("/api/explain/conv", summary="every window of a convolution with its products and sum")
+    async def explain_conv(request: Request) -> Response:
+        raw = await request.body()
+        if len(raw) > MAX_EXPLAIN_BYTES:
+            return error(413, f"body: {len(raw):,} bytes, at most {MAX_EXPLAIN_BYTES:,} here")
+        try:
+            body = json.loads(raw) if raw.strip() else {}
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+            return error(400, f"body: not JSON ({err}); send e.g. {{\"input\": \"1 0; 0 1\", \"kernel\": \"1\"}}")
+        try:
+            return JSONResponse(conv_steps(body))
+        except FieldError as err:
+            return error(422, str(err))
+
+    return router
+
+
+def _static_response(path: Path) -> Response:
+    headers = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
+    if path.suffix == ".html":
+        headers["Content-Security-Policy"] = CSP
+    return Response(path.read_bytes(), media_type=MEDIA_TYPES[path.suffix], headers=headers)
+
+
+async def _one_upload(request: Request) -> bytes:
+    """The bytes of the one multipart part named `file`."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES + 64 * 1024:  # room for the multipart framing
+        raise WebError(413, f"upload: {int(declared):,} bytes, at most {MAX_UPLOAD_BYTES:,}")
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise WebError(415, "upload: send the image as multipart/form-data with one part named 'file'")
+    try:
+        form = await request.form(max_files=2, max_fields=8)
+    except Exception as err:  # noqa: BLE001 - multipart parsers raise their own error types
+        raise WebError(400, f"upload: the multipart body cannot be read ({err})") from None
+    try:
+        files = [part for part in form.getlist("file") if hasattr(part, "read")]
+        if len(files) != 1:
+            raise WebError(422, f"upload: expected one part named 'file' holding an image, got {len(files)}")
+        data = await files[0].read(MAX_UPLOAD_BYTES + 1)
+    finally:
+        await form.close()
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise WebError(413, f"upload: the image is over {MAX_UPLOAD_BYTES:,} bytes")
+    return data
+
+
+def _decode(data: bytes) -> Image.Image:
+    """An uploaded image, first frame only, after checking its format and pixel count from the header."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=UPLOAD_FORMATS)
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise WebError(413, f"upload: {width} x {height} = {width * height:,} pixels, at most "
+                                    f"{MAX_PIXELS:,} (a decompression bomb or an image too large to show)")
+            image.seek(0)
+            image.load()
+    except WebError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise WebError(413, f"upload: refused as a decompression bomb ({err})") from None
+    except UnidentifiedImageError:
+        raise WebError(422, f"upload: not a {'/'.join(UPLOAD_FORMATS)} image") from None
+    except Exception as err:  # noqa: BLE001 - Pillow's decoders raise OSError, SyntaxError, ValueError, ...
+        raise WebError(422, f"upload: not a {'/'.join(UPLOAD_FORMATS)} image Pillow can decode "
+                            f"({type(err).__name__}: {str(err)[:120]})") from None
+    return image
