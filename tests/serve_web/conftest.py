@@ -1,15 +1,12 @@
 """Fixtures of the web app's tests: the digits run served under the name 'digits' in the test app."""
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
-from PIL import Image
 
 pytest.importorskip("fastapi", reason="the web app needs the serve extra (pip install -e '.[serve]')")
 
-from webapp_standins import make_app, served  # noqa: E402
+from webapp_standins import make_app, png_bytes, served  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -23,12 +20,6 @@ def client(models):
 
     with TestClient(make_app(models)) as test_client:
         yield test_client
-
-
-def png_bytes(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -65,6 +65,13 @@ def make_app(models: dict[str, ServedModel]) -> FastAPI:
     return app
 
 
+def png_bytes(pixels) -> bytes:
+    """(H, W) or (H, W, 3) uint8 -> PNG bytes."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 @contextmanager
 def live_server(app: FastAPI):
     """Serve `app` with uvicorn on 127.0.0.1 in a thread; yields its URL."""
