@@ -206,3 +206,30 @@ def test_bad_explain_requests_name_the_field(client, body, status, words):
 def test_an_explain_body_that_is_not_json_is_a_400(client):
     response = client.post("/api/explain/conv", content=b"{input: 1", headers={"content-type": "application/json"})
     assert response.status_code == 400 and response.json()["error"].startswith("body: not JSON")
+
+
+# --- a model without a torch graph ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def onnx_client(digits_run, tmp_path_factory):
+    pytest.importorskip("onnxruntime", reason="the .onnx model needs the onnx extra")
+    from fastapi.testclient import TestClient
+
+    from convlab.compress.export import export_onnx
+    from webapp_standins import make_app, served
+
+    path = export_onnx(digits_run, tmp_path_factory.mktemp("onnx") / "digits.onnx")
+    with TestClient(make_app({"digits-onnx": served("digits-onnx", path)})) as test_client:
+        yield test_client
+
+
+@pytest.mark.slow
+def test_an_onnx_model_has_no_gradcam_but_its_results_are_measured(onnx_client, digits_run):
+    response = onnx_client.post("/api/gradcam/digits-onnx", **upload(png_bytes(np.zeros((8, 8), np.uint8))))
+    assert response.status_code == 422
+    assert response.json()["error"].startswith("model 'digits-onnx' is an .onnx file: it has no torch graph")
+    doc = onnx_client.get("/api/runs/digits-onnx").json()
+    assert doc["metrics_source"] == "measured on the test split"
+    assert doc["metrics"]["accuracy"] == pytest.approx(digits_run.metrics["accuracy"], abs=1 / 360)
+    assert doc["curves"] is None and "no training curves" in doc["notes"][0]
+    assert doc["mistakes"] and all(m["gradcam"] is None for m in doc["mistakes"])
