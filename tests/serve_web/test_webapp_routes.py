@@ -233,3 +233,12 @@ def test_an_onnx_model_has_no_gradcam_but_its_results_are_measured(onnx_client, 
     assert doc["metrics"]["accuracy"] == pytest.approx(digits_run.metrics["accuracy"], abs=1 / 360)
     assert doc["curves"] is None and "no training curves" in doc["notes"][0]
     assert doc["mistakes"] and all(m["gradcam"] is None for m in doc["mistakes"])
+
+
+def test_openapi_describes_the_request_bodies(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    gradcam = paths["/api/gradcam/{name}"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert gradcam["required"] == ["file"]
+    explain = paths["/api/explain/conv"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert set(explain["properties"]) == {"input", "kernel", "stride", "padding", "mode"}
+    assert "/api/runs/{name}" in paths and "/" not in paths and "/static/{filename}" not in paths

@@ -33,6 +33,20 @@ MAX_PIXELS = 40_000_000  # checked from the header, before a single pixel is dec
 MAX_EXPLAIN_BYTES = 64 * 1024
 
 
+# The request bodies in /openapi.json (the routes read them by hand, so every error is this module's JSON).
+MATRIX_SCHEMA = {"oneOf": [{"type": "string", "example": "1 0 1; 0 1 0; 1 0 1"},
+                           {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}]}
+EXPLAIN_BODY = {"requestBody": {"required": False, "content": {"application/json": {"schema": {
+    "type": "object", "additionalProperties": False, "properties": {
+        "input": MATRIX_SCHEMA, "kernel": MATRIX_SCHEMA,
+        "stride": {"type": "integer", "minimum": 1, "maximum": 8, "default": 1},
+        "padding": {"type": "integer", "minimum": 0, "maximum": 4, "default": 0},
+        "mode": {"type": "string", "enum": ["correlation", "convolution"], "default": "correlation"}}}}}}}
+IMAGE_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["file"], "properties": {"file": {"type": "string", "format": "binary"}}}}}},
+    "responses": {"200": {"description": "the overlay", "content": {"image/png": {}}}}}
+
+
 class WebError(Exception):
     """A request the pages' routes refuse: the status and the message of the JSON error."""
 
@@ -68,7 +82,8 @@ def web_router(models: Mapping[str, object]) -> APIRouter:
             return error(404, f"no static file {filename[:80]!r}")
         return _static_response(static[filename])
 
-    @router.post("/api/gradcam/{name:path}", summary="Grad-CAM overlay (PNG) of one image for its predicted class")
+    @router.post("/api/gradcam/{name:path}", summary="Grad-CAM overlay (PNG) of one image for its predicted class",
+                 openapi_extra=IMAGE_BODY)
     async def gradcam(name: str, request: Request) -> Response:
         try:
             view = view_of(name)
@@ -92,7 +107,8 @@ def web_router(models: Mapping[str, object]) -> APIRouter:
         except ConvlabError as err:
             return error(422, f"model {name!r}: {err}")
 
-    @router.post("/api/explain/conv", summary="every window of a convolution with its products and sum")
+    @router.post("/api/explain/conv", summary="every window of a convolution with its products and sum",
+                 openapi_extra=EXPLAIN_BODY)
     async def explain_conv(request: Request) -> Response:
         raw = await request.body()
         if len(raw) > MAX_EXPLAIN_BYTES:
