@@ -98,6 +98,10 @@
       convlab.showError("predict-error", err);
       return;
     }
+    if (!modelList.length) {
+      convlab.showError("predict-error", "the server serves no model: start it with convlab serve RUN_DIR");
+      return;
+    }
     convlab.fillModelSelect($("predict-model"), modelList);
     showAccuracy();
     $("predict-model").addEventListener("change", () => { showAccuracy(); predict(); });
