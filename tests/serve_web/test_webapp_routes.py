@@ -208,31 +208,39 @@ def test_an_explain_body_that_is_not_json_is_a_400(client):
     assert response.status_code == 400 and response.json()["error"].startswith("body: not JSON")
 
 
-# --- a model without a torch graph ----------------------------------------------------------------------
+# --- models without a float torch graph -----------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def onnx_client(digits_run, tmp_path_factory):
+def variants_client(digits_run, tmp_path_factory):
+    """The digits run as an .onnx file and as a static int8 variant, served side by side."""
     pytest.importorskip("onnxruntime", reason="the .onnx model needs the onnx extra")
     from fastapi.testclient import TestClient
 
+    from convlab.compress import quantize_run
     from convlab.compress.export import export_onnx
     from webapp_standins import make_app, served
 
-    path = export_onnx(digits_run, tmp_path_factory.mktemp("onnx") / "digits.onnx")
-    with TestClient(make_app({"digits-onnx": served("digits-onnx", path)})) as test_client:
+    folder = tmp_path_factory.mktemp("variants")
+    onnx_path = export_onnx(digits_run, folder / "digits.onnx")
+    quantize_run(digits_run.path, folder / "int8", mode="static", calibration_images=64, latency_seconds=0.01)
+    models = {"digits-onnx": served("digits-onnx", onnx_path), "digits-int8": served("digits-int8", folder / "int8")}
+    with TestClient(make_app(models)) as test_client:
         yield test_client
 
 
 @pytest.mark.slow
-def test_an_onnx_model_has_no_gradcam_but_its_results_are_measured(onnx_client, digits_run):
-    response = onnx_client.post("/api/gradcam/digits-onnx", **upload(png_bytes(np.zeros((8, 8), np.uint8))))
+@pytest.mark.parametrize("name, why", [("digits-onnx", "is an .onnx file: it has no torch graph"),
+                                       ("digits-int8", "is an int8 variant: its quantized layers have no gradients")])
+def test_a_model_without_a_float_graph_has_no_gradcam_but_has_results(variants_client, digits_run, name, why):
+    response = variants_client.post(f"/api/gradcam/{name}", **upload(png_bytes(np.zeros((8, 8), np.uint8))))
     assert response.status_code == 422
-    assert response.json()["error"].startswith("model 'digits-onnx' is an .onnx file: it has no torch graph")
-    doc = onnx_client.get("/api/runs/digits-onnx").json()
-    assert doc["metrics_source"] == "measured on the test split"
-    assert doc["metrics"]["accuracy"] == pytest.approx(digits_run.metrics["accuracy"], abs=1 / 360)
-    assert doc["curves"] is None and "no training curves" in doc["notes"][0]
+    assert response.json()["error"].startswith(f"model '{name}' {why}")
+    doc = variants_client.get(f"/api/runs/{name}").json()
+    assert doc["metrics"]["accuracy"] == pytest.approx(digits_run.metrics["accuracy"], abs=0.03)
     assert doc["mistakes"] and all(m["gradcam"] is None for m in doc["mistakes"])
+    if name == "digits-onnx":  # a lone file: no metrics.json and no curves beside it
+        assert doc["metrics_source"] == "measured on the test split"
+        assert doc["curves"] is None and "no training curves" in doc["notes"][0]
 
 
 def test_openapi_describes_the_request_bodies(client):
