@@ -34,7 +34,7 @@ def conv_steps(body: object) -> dict:
     stride = _integer(body, "stride", 1, 1, MAX_STRIDE)
     padding = _integer(body, "padding", 0, 0, MAX_PADDING)
     mode = body.get("mode", "correlation")
-    if mode not in MODE_LINE:
+    if not isinstance(mode, str) or mode not in MODE_LINE:
         raise FieldError(f"mode: must be one of {', '.join(MODE_LINE)}, got {repr(mode)[:40]}")
     try:
         trace = trace_conv(image, kernel, stride, padding, mode)
@@ -82,4 +82,9 @@ def _integer(body: dict, field: str, default: int, low: int, high: int) -> int:
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer beyond float's range
+        return False

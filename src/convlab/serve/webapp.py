@@ -87,8 +87,9 @@ def web_router(models: Mapping[str, object]) -> APIRouter:
     async def gradcam(name: str, request: Request) -> Response:
         try:
             view = view_of(name)
-            image = _decode(await _one_upload(request))
-            png, index, layer = await run_in_threadpool(view.gradcam_png, image)
+            data = await _one_upload(request)
+            # decoding and the model run in a worker thread, so the event loop keeps serving meanwhile
+            png, index, layer = await run_in_threadpool(lambda: view.gradcam_png(_decode(data)))
         except WebError as err:
             return error(err.status, err.message)
         except NoTorchGraph as err:
