@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import warnings
 from pathlib import Path
 from typing import Mapping
@@ -63,14 +64,19 @@ def web_router(models: Mapping[str, object]) -> APIRouter:
     """The pages and their routes for the served `models` (name -> object with .name, .path, .labels,
     .input_shape, .metrics); names are looked up in this mapping, never read as paths."""
     router = APIRouter()
-    views = {name: ModelViews(name, served.path, served.metrics) for name, served in models.items()}
+    views: dict[str, ModelViews] = {}  # made on first use: the server may fill `models` after building the router
+    views_lock = threading.Lock()
     static = {path.name: path for path in sorted(STATIC.iterdir()) if path.suffix in MEDIA_TYPES}
 
     def view_of(name: str) -> ModelViews:
-        if name not in views:
-            served = ", ".join(sorted(views)) or "none"
-            raise WebError(404, f"no model named {name[:80]!r}; the models served are: {served}")
-        return views[name]
+        served = models.get(name)
+        if served is None:
+            names = ", ".join(sorted(models)) or "none"
+            raise WebError(404, f"no model named {name[:80]!r}; the models served are: {names}")
+        with views_lock:
+            if name not in views:
+                views[name] = ModelViews(name, served.path, served.metrics)
+            return views[name]
 
     @router.get("/", include_in_schema=False)
     def index() -> Response:
