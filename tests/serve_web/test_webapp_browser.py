@@ -86,3 +86,20 @@ def test_predict_gradcam_runs_and_learn_in_a_browser(browser_page, models, right
         assert page.text_content("#learn-error").startswith("kernel: rows have different lengths")
     assert problems[0] == f"422: {url}/api/explain/conv"
     assert all("422" in problem for problem in problems[1:]), problems  # Chromium's console line of the same
+
+
+@pytest.mark.slow
+def test_a_server_with_a_token_asks_for_it_once(browser_page, models):
+    page, problems = browser_page
+    with live_server(make_app(models, token="s3cret")) as url:
+        page.goto(url + "/", wait_until="load")
+        page.wait_for_function("() => document.querySelector('#predict-error').textContent !== ''")
+        assert page.text_content("#predict-error").startswith("missing or wrong bearer token; enter the server's token")
+        assert page.is_visible("#token-form")
+        assert problems[0] == f"401: {url}/api/models"
+        problems.clear()
+        page.fill("#token", "s3cret")
+        page.click("#token-form button")
+        page.wait_for_selector("#predict-model option[value=digits]", state="attached")
+        assert page.text_content("#predict-error") == "" and not page.is_visible("#token-form")
+    assert problems == []

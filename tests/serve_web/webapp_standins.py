@@ -39,10 +39,18 @@ def served(name: str, path: Path) -> ServedModel:
     return ServedModel(name, Path(path), list(run.classes), shape, run.metrics)
 
 
-def make_app(models: dict[str, ServedModel]) -> FastAPI:
+def make_app(models: dict[str, ServedModel], token: str | None = None) -> FastAPI:
+    """With `token`: every route but the page and its files wants `Authorization: Bearer TOKEN`."""
     app = FastAPI()
     app.include_router(web_router(models))
     runs = {}
+
+    @app.middleware("http")
+    async def bearer_token(request: Request, call_next):
+        page = request.url.path == "/" or request.url.path.startswith("/static/")
+        if token and not page and request.headers.get("authorization") != f"Bearer {token}":
+            return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401)
+        return await call_next(request)
 
     @app.get("/api/models")
     def list_models():

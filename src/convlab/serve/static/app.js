@@ -2,19 +2,27 @@
 // Shared by the three pages: requests whose errors become text, elements built with textContent only,
 // the list of served models, and the switch between pages (#predict, #runs, #learn).
 const convlab = (() => {
-  async function request(url, options) {
+  // A server started with --token wants it on every API request: asked for once, kept for this tab.
+  const TOKEN_KEY = "convlab-token";
+
+  async function request(url, options = {}) {
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    const headers = new Headers(options.headers || {});
+    if (token) headers.set("Authorization", `Bearer ${token}`);
     let response;
     try {
-      response = await fetch(url, options);
+      response = await fetch(url, {...options, headers});
     } catch (err) {
       throw new Error(`the server did not answer ${url} (${err.message})`);
     }
+    if (response.status === 401) document.getElementById("token-form").hidden = false;
     if (!response.ok) {
       let message = `${response.status} ${response.statusText} from ${url}`;
       try {
         const body = await response.json();
         if (body && typeof body.error === "string") message = body.error;
       } catch (_) { /* not JSON: keep the status line */ }
+      if (response.status === 401) message += "; enter the server's token at the top of the page";
       throw new Error(message);
     }
     return response;
@@ -64,6 +72,13 @@ const convlab = (() => {
     }
     document.dispatchEvent(new CustomEvent("convlab:page", {detail: page}));
   }
+  document.addEventListener("DOMContentLoaded", () => {
+    document.getElementById("token-form").addEventListener("submit", event => {
+      event.preventDefault();
+      sessionStorage.setItem(TOKEN_KEY, document.getElementById("token").value);
+      location.reload();
+    });
+  });
   window.addEventListener("hashchange", showPage);
   document.addEventListener("DOMContentLoaded", showPage);
 
