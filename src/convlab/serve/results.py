@@ -1,6 +1,6 @@
 """What the Runs and Predict pages show of a served model beyond predictions: its results and Grad-CAM.
 
-The pictures come from the report's own helpers (insight/report.py), so the page and report.html agree.
+The pictures come from the report's own functions (insight/report.py), so the page and report.html agree.
 """
 from __future__ import annotations
 
