@@ -4,19 +4,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("fastapi", reason="the web app needs the serve extra (pip install -e '.[serve]')")
-
-from webapp_standins import make_app, png_bytes, served  # noqa: E402
+NEEDS_SERVE = "the web app needs the serve extra (pip install -e '.[serve]')"
 
 
 @pytest.fixture(scope="module")
 def models(digits_run):
+    pytest.importorskip("fastapi", reason=NEEDS_SERVE)
+    from webapp_standins import served
+
     return {"digits": served("digits", digits_run.path)}
 
 
 @pytest.fixture(scope="module")
 def client(models):
     from fastapi.testclient import TestClient
+    from webapp_standins import make_app
 
     with TestClient(make_app(models)) as test_client:
         yield test_client
@@ -25,6 +27,8 @@ def client(models):
 @pytest.fixture(scope="module")
 def right_digit(digits_run):
     """(PNG bytes, label) of a test image the run classifies correctly."""
+    from webapp_standins import png_bytes
+
     test = digits_run.test_data()
     predicted = digits_run.predict_arrays(test.images).argmax(1)
     i = int(np.flatnonzero(predicted == test.labels)[0])

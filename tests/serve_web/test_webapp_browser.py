@@ -6,7 +6,8 @@ import shutil
 
 import pytest
 
-from webapp_standins import live_server, make_app
+pytest.importorskip("fastapi", reason="the web app needs the serve extra (pip install -e '.[serve]')")
+from webapp_standins import live_server, make_app  # noqa: E402
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

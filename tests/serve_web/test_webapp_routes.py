@@ -19,8 +19,10 @@ from convlab.cli import main
 from convlab.insight.gradcam import run_grad_cam
 from convlab.scratch.explain import fmt
 from convlab.serve.learn import FieldError, conv_steps
-from convlab.serve.webapp import STATIC
-from webapp_standins import png_bytes
+
+pytest.importorskip("fastapi", reason="the web app needs the serve extra (pip install -e '.[serve]')")
+from convlab.serve.webapp import STATIC  # noqa: E402
+from webapp_standins import png_bytes  # noqa: E402
 
 # --- pages and static files ------------------------------------------------------------------------------
 
