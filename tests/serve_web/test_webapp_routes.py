@@ -52,6 +52,19 @@ def test_the_pages_fetch_nothing_from_outside_and_insert_text_not_html():
         assert not re.search(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write", text), path.name
 
 
+def test_the_predict_stand_in_answers_as_convlab_predict_json(client, digits_run, right_digit, tmp_path, capsys):
+    """The pages are tested against this stand-in of the server's /predict: it must give predict's JSON."""
+    png, _ = right_digit
+    (tmp_path / "digit.png").write_bytes(png)
+    assert main(["predict", str(digits_run.path), str(tmp_path / "digit.png"), "--json", "--top-k", "3"]) == 0
+    expected = json.loads(capsys.readouterr().out)
+    expected[0]["path"] = "digit.png"
+    answer = client.post("/predict/digits?top_k=3", files=[("file", ("digit.png", png, "image/png"))]).json()
+    assert [(r["path"], [t["label"] for t in r["top"]]) for r in answer] == \
+        [(r["path"], [t["label"] for t in r["top"]]) for r in expected]
+    assert [t["prob"] for t in answer[0]["top"]] == pytest.approx([t["prob"] for t in expected[0]["top"]], rel=1e-5)
+
+
 # --- Grad-CAM -------------------------------------------------------------------------------------------
 
 def upload(data: bytes, name: str = "image.png", kind: str = "image/png") -> dict:
