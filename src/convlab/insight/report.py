@@ -41,7 +41,7 @@ def data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def _png_of_array(pixels: np.ndarray, size: int | None = None) -> bytes:
+def png_of_array(pixels: np.ndarray, size: int | None = None) -> bytes:
     """(H, W) or (H, W, 3) uint8 -> PNG bytes, enlarged with nearest neighbour to at least `size` px."""
     from PIL import Image
 
@@ -126,19 +126,32 @@ def _dataset_section(run: Run, splits) -> str:
             f"{more}")
 
 
-def _curves_section(run: Run) -> str:
+def curves_png(run: Run) -> bytes | None:
+    """The run's training curves as PNG: curves.png, else drawn from metrics.csv; None when it has neither."""
     path = run.path / CURVES
-    if not path.is_file() and (run.path / HISTORY).is_file():
+    if path.is_file():
+        return path.read_bytes()
+    if (run.path / HISTORY).is_file():
         with open(run.path / HISTORY) as handle:
             rows = [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()}
                     for row in csv.DictReader(handle)]
         if rows:
             buffer = io.BytesIO()
             plot_curves(rows, buffer)  # matplotlib writes PNG into a file object too
-            return "<h2>Training curves</h2>" + _img(buffer.getvalue(), "training curves")
-    if not path.is_file():
+            return buffer.getvalue()
+    return None
+
+
+def _curves_section(run: Run) -> str:
+    png = curves_png(run)
+    if png is None:
         return f"<h2>Training curves</h2><p class=note>the run has no {CURVES} or {HISTORY}</p>"
-    return "<h2>Training curves</h2>" + _img(path.read_bytes(), "training curves")
+    return "<h2>Training curves</h2>" + _img(png, "training curves")
+
+
+def confusion_png(metrics: dict, classes: list[str]) -> bytes:
+    """The confusion matrix of `metrics` (classification_metrics' dict) as PNG."""
+    return _png_of_figure(confusion_figure(metrics["confusion_matrix"], classes))
 
 
 def _metrics_sections(run: Run, metrics: dict) -> str:
@@ -146,8 +159,7 @@ def _metrics_sections(run: Run, metrics: dict) -> str:
             + (f", top-5 {metrics['top5_accuracy']:.4f}" if "top5_accuracy" in metrics else "")
             + f", macro precision/recall/F1 {metrics['macro_precision']:.4f} / {metrics['macro_recall']:.4f} / "
               f"{metrics['macro_f1']:.4f} on {metrics['num_samples']} images</p>")
-    confusion = _img(_png_of_figure(confusion_figure(metrics["confusion_matrix"], run.classes)),
-                     "confusion matrix")
+    confusion = _img(confusion_png(metrics, run.classes), "confusion matrix")
     worst = min((row["f1"] for row in metrics["per_class"].values() if row["support"]), default=None)
     rows = []
     for name, row in metrics["per_class"].items():
@@ -161,22 +173,34 @@ def _metrics_sections(run: Run, metrics: dict) -> str:
             f"<h2>Per class</h2>{table}")
 
 
+def most_confident_mistakes(probs: np.ndarray, labels: np.ndarray, limit: int = MISTAKES) -> np.ndarray:
+    """Indices of the misclassified rows of probs (N, K), the most confident first, at most `limit`."""
+    predicted = probs.argmax(1)
+    wrong = np.flatnonzero(predicted != labels)
+    return wrong[np.argsort(-probs[wrong, predicted[wrong]], kind="stable")][:limit]
+
+
+def enlarged(image: np.ndarray) -> np.ndarray:
+    """(C, H, W) uint8 -> (H, W[, 3]) enlarged by a whole factor (nearest) to about DISPLAY pixels."""
+    image = _hwc(image)
+    scale = int(np.ceil(DISPLAY / max(image.shape[:2]))) if max(image.shape[:2]) < DISPLAY else 1
+    return np.kron(image, np.ones((scale, scale) + (() if image.ndim == 2 else (1,)), np.uint8))
+
+
 def _mistakes_section(run: Run, test, probs: np.ndarray, labels: np.ndarray) -> str:
     predicted = probs.argmax(1)
     wrong = np.flatnonzero(predicted != labels)
     if len(wrong) == 0:
         return "<h2>Most confident mistakes</h2><p>none: every test image is classified correctly.</p>"
-    order = wrong[np.argsort(-probs[wrong, predicted[wrong]], kind="stable")][:MISTAKES]
+    order = most_confident_mistakes(probs, labels)
     cams = run_grad_cam(run, test.images[order])
     figures = []
     for k, i in enumerate(order):
-        image = _hwc(test.images[i])
-        scale = int(np.ceil(DISPLAY / max(image.shape[:2]))) if max(image.shape[:2]) < DISPLAY else 1
-        big = np.kron(image, np.ones((scale, scale) + (() if image.ndim == 2 else (1,)), np.uint8))
+        big = enlarged(test.images[i])
         caption = (f"#{i}: true <b>{html.escape(run.classes[labels[i]])}</b>, predicted "
                    f"<b>{html.escape(run.classes[predicted[i]])}</b> ({probs[i, predicted[i]]:.2f})")
-        figures.append(f"<figure>{_img(_png_of_array(big), f'test image {i}', pixel=True)} "
-                       f"{_img(_png_of_array(overlay(big, cams.heatmaps[k])), f'Grad-CAM of test image {i}')}"
+        figures.append(f"<figure>{_img(png_of_array(big), f'test image {i}', pixel=True)} "
+                       f"{_img(png_of_array(overlay(big, cams.heatmaps[k])), f'Grad-CAM of test image {i}')}"
                        f"<figcaption>{caption}</figcaption></figure>")
     return (f"<h2>Most confident mistakes</h2><p>{len(wrong)} of {len(labels)} test images are misclassified; "
             f"the {len(order)} the model was surest about, each with the Grad-CAM of the predicted class at "

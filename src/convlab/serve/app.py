@@ -1,8 +1,6 @@
 """create_app: the FastAPI application serving models (OIP v2, the simple API, metrics, the web app)."""
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
 from contextlib import asynccontextmanager
 from typing import Mapping
@@ -20,6 +18,7 @@ from .metrics import MetricsMiddleware
 from .oip import oip_router
 from .settings import Settings
 from .simple import simple_router
+from .webapp import page_router, web_router
 from .state import ServerState
 
 LOG = logging.getLogger("convlab.serve")
@@ -67,20 +66,12 @@ def create_app(models: Mapping, settings: Settings | None = None, threads: int =
         body, kind = state.metrics.render()
         return Response(body, media_type=kind)
 
-    web = _web_router()
-    if web is not None:
-        app.include_router(web(models), dependencies=guarded)
+    app.include_router(page_router())  # the page holds no data; it asks for the token when the API wants one
+    app.include_router(web_router(models, settings.max_body_bytes, settings.max_pixels), dependencies=guarded)
     _add_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics, access_log=access_log)  # outermost: counts 413s
     return app
-
-
-def _web_router():
-    """The web app's router factory, when this install has it (it is built beside the server)."""
-    if importlib.util.find_spec(f"{__package__}.webapp") is None:
-        return None
-    return importlib.import_module(f"{__package__}.webapp").web_router
 
 
 def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:

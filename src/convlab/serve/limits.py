@@ -43,9 +43,10 @@ def check_token(expected: str | None, authorization: str | None) -> None:
                            {"WWW-Authenticate": "Bearer"})
 
 
-def decode_upload(data: bytes, channels: int, size: tuple[int, int], max_pixels: int) -> np.ndarray:
-    """Encoded image bytes -> (channels, H, W) uint8, exactly as predict decodes a file (EXIF rotation, then
-    data.decode.load_image). The declared width x height is checked against `max_pixels` before decoding."""
+def open_upload(data: bytes, max_pixels: int) -> Image.Image:
+    """Encoded image bytes -> the decoded first frame, EXIF rotation applied, as predict opens a file. The
+    format must be one served, and the declared width x height is checked against `max_pixels` before
+    a single pixel is decoded (decompression bombs)."""
     if not data:
         raise RequestError(422, "empty image: the body or part holds no bytes")
     with warnings.catch_warnings():
@@ -66,10 +67,16 @@ def decode_upload(data: bytes, channels: int, size: tuple[int, int], max_pixels:
             try:
                 image = ImageOps.exif_transpose(opened)  # a decoded copy of the first frame
                 image.load()
-                return load_image(image, channels, size)
+                return image
             except Exception as err:  # noqa: BLE001 - truncated or corrupt data fails in many ways
                 raise RequestError(422, f"cannot decode the {opened.format} image ({type(err).__name__}: "
                                         f"{str(err)[:200]})") from None
+
+
+def decode_upload(data: bytes, channels: int, size: tuple[int, int], max_pixels: int) -> np.ndarray:
+    """Encoded image bytes -> (channels, H, W) uint8, exactly as predict decodes a file (open_upload, then
+    data.decode.load_image)."""
+    return load_image(open_upload(data, max_pixels), channels, size)
 
 
 class BodyLimit:
