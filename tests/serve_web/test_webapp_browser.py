@@ -95,7 +95,8 @@ def test_a_server_with_a_token_asks_for_it_once(browser_page, models):
     with live_server(make_app(models, token="s3cret")) as url:
         page.goto(url + "/", wait_until="load")
         page.wait_for_function("() => document.querySelector('#predict-error').textContent !== ''")
-        assert page.text_content("#predict-error").startswith("missing or wrong bearer token; enter the server's token")
+        assert page.text_content("#predict-error").startswith("missing or wrong token")
+        assert page.text_content("#predict-error").endswith("enter the server's token at the top of the page")
         assert page.is_visible("#token-form")
         assert problems[0] == f"401: {url}/api/models"
         problems.clear()
