@@ -25,7 +25,7 @@ from ..training.callbacks import Callback
 SEARCHES = ("grid", "random", "tpe")
 # Settings that define the problem or the machine, not the model: searching them makes no sense.
 NOT_TUNABLE = {"data", "data_dir", "val_fraction", "device", "out", "quiet", "tensorboard", "deterministic",
-               "strict"}
+               "strict", "checkpoint_every", "dist_timeout"}
 STUDY_NAME = "convlab"
 DB = "study.db"
 
