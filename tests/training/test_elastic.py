@@ -2,6 +2,7 @@
 the weights come out bit-identical to an uninterrupted job's; several nodes on 127.0.0.1; a failing rank."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -14,8 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from rich.console import Console
 from safetensors.torch import load_file
 
+import convlab
+from convlab.errors import ConvlabError
 from convlab.training.checkpoint import CHECKPOINTS, LAST, checkpoint_position
 
 pytestmark = [pytest.mark.slow,  # every test starts torchrun
@@ -163,6 +167,10 @@ def test_resume_by_hand_after_the_whole_job_was_killed_is_bit_identical(referenc
     assert not (tmp_path / "run" / "model.safetensors").exists()
     saved = checkpoint_position(tmp_path / "run" / CHECKPOINTS / LAST)
     assert saved["world_size"] == 2 and saved["epoch"] >= 1
+    # One process cannot continue it: the onecycle schedule was planned over the steps of two shards.
+    with pytest.raises(ConvlabError, match=r"was written by 2 processes and the run's learning-rate schedule is "
+                                           r"planned step by step over their shards; resume it with 2 processes"):
+        convlab.train(resume=str(tmp_path / "run"), console=Console(file=io.StringIO()))
     done = run(torchrun(TWO, ["train", "--resume", "run", "--quiet"]), tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"resuming run after epoch {saved['epoch']}\n" in done.stdout

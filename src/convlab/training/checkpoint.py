@@ -223,7 +223,7 @@ class Checkpointer(Callback):
                 and getattr(self.stateful.get("best"), "best_epoch", None) == state.epoch):
             from safetensors.torch import save
 
-            weights = {k: v.detach().cpu().contiguous() for k, v in state.model.state_dict().items()}
+            weights = {k: v.detach().cpu().contiguous() for k, v in bare(state.model).state_dict().items()}
             meta = {"epoch": str(state.epoch), "val_accuracy": repr(logs["val_accuracy"])}
             atomic_write(self.folder / BEST, save(weights, metadata=meta))
         self.save(state)
@@ -246,7 +246,7 @@ class Checkpointer(Callback):
                 "batch": batch,
                 "world_size": self.ranks.world_size,
                 "ranks": ranks,  # per rank: RNG states and the epoch's running sums
-                "model": state.model.state_dict(),
+                "model": bare(state.model).state_dict(),  # the same keys with or without DDP and compile
                 "optimizer": state.optimizer.state_dict(),
                 "scheduler": self.schedule.scheduler.state_dict() if self.schedule.scheduler is not None else None,
                 "epoch_start_generators": self._epoch_start_generators if batch else None,
@@ -260,8 +260,13 @@ class Checkpointer(Callback):
         self.save_seconds.append(time.perf_counter() - started)
 
     def _restore(self, state, record: dict) -> None:
+        written_by = int(record.get("world_size", 1))
+        if written_by != self.ranks.world_size and self.schedule.scheduler is not None and self.schedule.per_batch:
+            raise ConvlabError(f"checkpoint {self.folder / LAST} was written by {written_by} processes and the run's "
+                               f"learning-rate schedule is planned step by step over their shards; resume it with "
+                               f"{written_by} processes (torchrun --nproc_per_node), or train again")
         try:
-            state.model.load_state_dict(record["model"])
+            bare(state.model).load_state_dict(_without_wrappers(record["model"]))
             state.optimizer.load_state_dict(record["optimizer"])
             if self.schedule.scheduler is not None and record["scheduler"] is not None:
                 self.schedule.scheduler.load_state_dict(record["scheduler"])
@@ -320,6 +325,26 @@ class Checkpointer(Callback):
         self._uninstall_sigint()
         raise TrainingInterrupted(f"saved the training state in {self.folder / LAST} during epoch "
                                   f"{state.epoch}; continue with: {self.resume_hint}")
+
+
+WRAPPERS = ("module.", "_orig_mod.")  # the key prefixes of DistributedDataParallel and torch.compile
+
+
+def bare(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside DistributedDataParallel and torch.compile wrappers."""
+    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
+        model = getattr(model, "module", None) or model._orig_mod
+    return model
+
+
+def _without_wrappers(weights: dict) -> dict:
+    """Keys without wrapper prefixes: checkpoints of compiled runs written before `bare` have them."""
+    def strip(key: str) -> str:
+        while key.startswith(WRAPPERS):
+            key = key.split(".", 1)[1]
+        return key
+
+    return {strip(k): v for k, v in weights.items()}
 
 
 def _resume_point(batch: int, saved: list[dict], mine: dict, world_size: int) -> tuple[int, dict]:
