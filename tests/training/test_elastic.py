@@ -214,3 +214,22 @@ def test_a_rank_that_raises_ends_the_job_within_the_timeout_naming_the_rank(tmp_
     assert "convlab train: rank 1 of 2: failed with RuntimeError: injected fault in epoch 2" in done.stderr
     fault = float(next(line for line in done.stderr.splitlines() if line.startswith("fault at "))[9:])
     assert ended - fault < timeout, f"the job took {ended - fault:.1f}s to end after the fault"
+
+
+def test_a_rank_that_hangs_fails_the_job_after_the_dist_timeout_not_torchs_30_minutes(tmp_path):
+    """Rank 1 stops answering in epoch 2; rank 0's next collective gives up after --dist-timeout 5."""
+    script = fault_script(tmp_path, (
+        "import os, sys, time\n"
+        "from convlab.training import checkpoint\n"
+        "def on_epoch_begin(self, state):\n"
+        "    if os.environ['RANK'] == '1' and state.epoch == 2:\n"
+        "        print(f'hang at {time.time()}', file=sys.stderr, flush=True)\n"
+        "        time.sleep(600)\n"
+        "checkpoint.Checkpointer.on_epoch_begin = on_epoch_begin\n"))
+    done = run(torchrun(TWO, FLAGS + ["--out", "run", "--dist-timeout", "5"], script), tmp_path)
+    ended = time.time()
+    assert done.returncode != 0
+    assert "convlab train: rank 0 of 2: failed with RuntimeError:" in done.stderr
+    assert "Timed out waiting 5000ms" in done.stderr
+    hang = float(next(line for line in done.stderr.splitlines() if line.startswith("hang at "))[8:])
+    assert 5 <= ended - hang < 60, f"the job ended {ended - hang:.1f}s after rank 1 hung"
