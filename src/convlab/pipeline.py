@@ -347,7 +347,7 @@ def run_dir_path(conf: cfg.Config) -> Path:
         return Path(conf.train.out).expanduser()
     data = re.sub(r"[^A-Za-z0-9_.-]+", "-", conf.data.name.replace(":", "-")).strip("-")
     model = conf.model.name.replace(":", "-")  # timm:NAME
-    job_id = distributed.run_id() if distributed.launched_by_torchrun() else None
+    job_id = distributed.run_id()  # also under torchrun --nproc_per_node=1, which can restart too
     if job_id:
         return Path("runs") / f"{data}-{model}-{re.sub(r'[^A-Za-z0-9_.-]+', '-', job_id)}"
     if distributed.max_restarts():
