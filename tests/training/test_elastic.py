@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.slow,  # every test starts torchrun
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 # Tiny and short, yet drawing from every RNG (shuffling, augmentation, dropout, a per-batch schedule).
-FLAGS = ["train", "--data", "digits", "--model", "tiny-cnn", "--epochs", "6", "--batch-size", "32", "--augment",
+FLAGS = ["train", "--data", "digits", "--model", "tiny-cnn", "--epochs", "8", "--batch-size", "32", "--augment",
          "light", "--dropout", "0.2", "--schedule", "onecycle", "--seed", "3", "--quiet", "--deterministic",
          "--threads", "1", "--device", "cpu"]
 TWO = ["--standalone", "--nproc_per_node=2"]
@@ -125,7 +125,7 @@ def reference(tmp_path_factory) -> Path:
 def test_a_killed_rank_is_restarted_by_torchelastic_and_the_job_ends_bit_identical(reference, tmp_path):
     """No --out: the folder is named after the job id, so the restarted job finds it."""
     job = start(torchrun([*TWO, "--max-restarts=1"], FLAGS), tmp_path)
-    lines = wait_for_line(job, "epoch 2/6")
+    lines = wait_for_line(job, "epoch 2/8")
     os.kill(worker_pid(job.pid, rank=1), signal.SIGKILL)
     done = finish(job, lines)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -133,7 +133,7 @@ def test_a_killed_rank_is_restarted_by_torchelastic_and_the_job_ends_bit_identic
     assert len(folders) == 1, folders
     assert f"torchelastic restart 1: resuming runs/{folders[0].name} after epoch " in done.stdout
     assert_same_weights(reference, folders[0] / "model.safetensors")
-    assert json.loads((folders[0] / "metrics.json").read_text())["epochs_run"] == 6
+    assert json.loads((folders[0] / "metrics.json").read_text())["epochs_run"] == 8
 
 
 def test_a_kill_inside_an_epoch_resumes_from_the_step_checkpoint_bit_identical(reference, tmp_path):
@@ -159,7 +159,7 @@ def test_a_kill_inside_an_epoch_resumes_from_the_step_checkpoint_bit_identical(r
 
 def test_resume_by_hand_after_the_whole_job_was_killed_is_bit_identical(reference, tmp_path):
     job = start(torchrun(TWO, FLAGS + ["--out", "run"]), tmp_path)
-    wait_for_line(job, "epoch 2/6")
+    wait_for_line(job, "epoch 2/8")
     pids = workers(job.pid)
     for pid in [job.pid, *pids.values()]:  # the agent, then every worker: as a machine that dies
         os.kill(pid, signal.SIGKILL)
