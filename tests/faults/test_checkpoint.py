@@ -123,3 +123,23 @@ def test_a_mid_epoch_resume_on_another_world_size_skips_the_same_share_and_split
     assert partial["seen"] == 80
     batch, partial = _resume_point(5, saved, saved[0], 4)  # four ranks: 2 batches each, a quarter of the sums
     assert batch == 2 and float(partial["loss_sum"]) == 2.5 and int(partial["correct"]) == 4 and partial["seen"] == 20
+
+
+def test_a_checkpoint_of_two_processes_continues_in_one_and_says_so(short_run, tmp_path):
+    """As if two ranks had written it (each rank's states in `ranks`): one process picks rank 0's and notes the
+    changed world size."""
+    import io
+
+    from rich.console import Console
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(short_run, run_dir)
+    record = load_checkpoint(run_dir / CHECKPOINTS / LAST)
+    record.update(world_size=2, ranks=[record["ranks"][0], record["ranks"][0]])
+    save_checkpoint(run_dir / CHECKPOINTS / LAST, record)
+    console = Console(file=io.StringIO(), width=200)
+    longer = convlab.train(resume=str(run_dir), epochs=2, quiet=True, console=console)
+    assert "note: the checkpoint was written by 2 processes, this job has 1: training continues with the new " \
+           "shards" in console.file.getvalue()
+    assert longer.metrics["epochs_run"] == 2
+    assert load_checkpoint(run_dir / CHECKPOINTS / LAST)["world_size"] == 1
