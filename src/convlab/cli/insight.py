@@ -72,8 +72,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     rp.set_defaults(func=cmd_report)
 
     tu = sub.add_parser("tune", help="hyperparameter search with Optuna (resumable)",
-                        description="Search settings with an Optuna study stored in STUDY_DIR/study.db; rerunning "
-                                    "the same command continues it. Trials are scored by their best validation "
+                        description="Search settings with an Optuna study stored in STUDY_DIR/study.db (or the "
+                                    "--storage database, shared by workers); rerunning the same command continues it. Trials are scored by their best validation "
                                     "accuracy and pruned after any epoch that falls below the median of earlier "
                                     "trials. Writes STUDY_DIR/search.png and STUDY_DIR/best.yaml (use it with "
                                     "convlab train --config). Other flags are the fixed settings of every trial.")
@@ -85,6 +85,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     tu.add_argument("--search", choices=("grid", "random", "tpe"), default="tpe", help="sampler (default: tpe)")
     tu.add_argument("--out", metavar="STUDY_DIR", required=True, help="study folder (created, or continued)")
     tu.add_argument("--config", metavar="FILE.yaml", help="YAML settings applied before the flags")
+    tu.add_argument("--storage", metavar="URL", help="a database shared by workers on any machine, e.g. "
+                    "postgresql://USER:PASSWORD@HOST/DB (any Optuna RDB storage: postgresql, mysql, sqlite); "
+                    "start the same command N times to run N trials at once (default: STUDY_DIR/study.db)")
+    tu.add_argument("--study", metavar="NAME", default="convlab", help="the study's name in the database "
+                    "(default: convlab)")
+    tu.add_argument("--heartbeat", type=int, default=30, metavar="SECONDS",
+                    help="seconds between a running trial's heartbeats; a trial silent for twice as long (its "
+                         "worker died) is marked failed and run again (default: 30)")
     add_config_flags(tu, exclude={"out", "quiet", "tensorboard"})
     tu.set_defaults(func=cmd_tune)
 
@@ -184,5 +192,6 @@ def cmd_tune(args) -> int:
     from ..insight.tune import tune  # lazy: start-up time
 
     fixed = {key: getattr(args, key) for key in config_keys() if key not in ("out", "quiet", "tensorboard")}
-    tune(args.out, args.param, trials=args.trials, search=args.search, config=args.config, **fixed)
+    tune(args.out, args.param, trials=args.trials, search=args.search, config=args.config, storage=args.storage,
+         study_name=args.study, heartbeat=args.heartbeat, **fixed)
     return 0
