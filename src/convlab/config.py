@@ -80,6 +80,10 @@ class TrainConfig:
     deterministic: bool = _opt(False, "deterministic kernels and fixed threads: a rerun or a resumed run gives "
                                       "bit-identical weights (slower on GPU)")
     engine: Engine = _opt("torch", "torch, or scratch: the NumPy engine written by hand (presets, CPU only)")
+    checkpoint_every: int = _opt(0, "also save the training state every STEPS batches inside an epoch, so a failure "
+                                    "loses minutes, not an epoch (0: at the end of each epoch only)", min=0)
+    dist_timeout: int = _opt(300, "under torchrun: seconds a process waits for the others (joining, each "
+                                  "collective) before the job fails", min=1)
 
 
 @dataclass

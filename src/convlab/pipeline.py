@@ -100,7 +100,7 @@ class Job:
 def run_pipeline(job: Job) -> Run:
     """Train as `job` says and write its run folder; returns the Run (rank 0's under torchrun)."""
     conf = job.conf
-    ranks, device = distributed.setup(pick_device(conf.train.device))
+    ranks, device = distributed.setup(pick_device(conf.train.device), conf.train.dist_timeout)
     console = job.console or Console(highlight=False, soft_wrap=True)
     silent = None
     if not ranks.is_main:  # under torchrun only rank 0 prints and writes the run folder
@@ -140,10 +140,13 @@ def _run(job: Job, console: Console, ranks: distributed.Distributed, device: tor
 
     # 2. the model, and the run folder it will be written to
     model = start.build(channels, len(data.classes), (height, width), conf.model.dropout)
-    run_dir, created = make_run_dir(conf, job.resuming) if ranks.is_main else \
+    path = run_dir_path(conf) if ranks.is_main else None
+    restarted = distributed.broadcast(ranks.is_main and restarted_with_checkpoint(job, path), ranks)
+    job.resuming = job.resuming or restarted  # the same folder and flags as the attempt that failed
+    run_dir, created = make_run_dir(conf, job.resuming, path) if ranks.is_main else \
         (Path(tempfile.mkdtemp(prefix="convlab-rank")), True)  # other ranks: a private folder, removed at the end
     try:
-        return _train_in(job, console, ranks, device, plotter, data, norm, model, run_dir)
+        return _train_in(job, console, ranks, device, plotter, data, norm, model, run_dir, restarted)
     except BaseException:
         if created and ranks.is_main and not _resumable(run_dir):
             shutil.rmtree(run_dir, ignore_errors=True)  # a failed command leaves no half-made folder behind
@@ -155,7 +158,7 @@ def _run(job: Job, console: Console, ranks: distributed.Distributed, device: tor
 
 def _train_in(job: Job, console: Console, ranks: distributed.Distributed, device: torch.device,
               plotter: PlotProcess | None, data: RunData, norm: Normalization, model: nn.Module,
-              run_dir: Path) -> Run:
+              run_dir: Path, restarted: bool = False) -> Run:
     conf, start = job.conf, job.start
     channels, height, width = data.splits.shape
     report_data_issues(console, data, run_dir)
@@ -211,10 +214,8 @@ def _train_in(job: Job, console: Console, ranks: distributed.Distributed, device
 
     if features is not None:
         callbacks.insert(0, features)  # before the epoch begins: features or full passes
-    if job.resuming:
-        record = checkpoint_position(run_dir / CHECKPOINTS / LAST)
-        where = f"epoch {record['epoch']}" + (f", batch {record['batch']}" if record["batch"] else "")
-        console.print(f"resuming {run_dir} after {where}", markup=False)
+    if job.resuming and ranks.is_main:
+        print_resume(console, run_dir, ranks, restarted)
 
     # 7. fit, with the torch loop or the NumPy engine
     started = time.perf_counter()
@@ -225,6 +226,9 @@ def _train_in(job: Job, console: Console, ranks: distributed.Distributed, device
                     precision=precision)
     train_seconds = time.perf_counter() - started
     distributed.teardown(ranks)
+    cost = callbacks[-1].cost_line()  # the checkpointer is the last callback
+    if cost:
+        console.print(cost, markup=False)
     preprocess = Preprocess([height, width], channels, norm.mean, norm.std, start.normalization_from,
                             data.data_channels if data.data_channels != channels else None,
                             "channels_last" if channels_last else "contiguous")
@@ -316,7 +320,8 @@ def make_callbacks(job: Job, console: Console, run_dir: Path, ranks: distributed
     else:
         hint = f"convlab {job.command} cannot resume; run it again with another --out"
     callbacks.append(Checkpointer(run_dir / CHECKPOINTS, schedule, {"data_order": generator}, stateful,
-                                  resume=job.resuming, resume_hint=hint))  # last: saves what the others updated
+                                  resume=job.resuming, resume_hint=hint, ranks=ranks,
+                                  every=conf.train.checkpoint_every))  # last: saves what the others updated
     return callbacks, history
 
 
@@ -341,25 +346,48 @@ def make_loaders(data: RunData, conf: cfg.Config, norm: Normalization, device: t
     return train_loader, val_loader
 
 
-def make_run_dir(conf: cfg.Config, resuming: bool = False) -> tuple[Path, bool]:
+def run_dir_path(conf: cfg.Config) -> Path:
+    """--out, else runs/<data>-<model>-<timestamp>; under torchrun the job's id instead of the timestamp.
+
+    A job restarted by torchelastic runs the same command again: its folder must come out the same, and
+    a timestamp would not. The job id (torchrun --rdzv-id, or the uuid --standalone draws) stays the same
+    across restarts.
+    """
+    if conf.train.out:
+        return Path(conf.train.out).expanduser()
+    data = re.sub(r"[^A-Za-z0-9_.-]+", "-", conf.data.name.replace(":", "-")).strip("-")
+    model = conf.model.name.replace(":", "-")  # timm:NAME
+    job_id = distributed.run_id()  # also under torchrun --nproc_per_node=1, which can restart too
+    if job_id:
+        return Path("runs") / f"{data}-{model}-{re.sub(r'[^A-Za-z0-9_.-]+', '-', job_id)}"
+    if distributed.max_restarts():
+        raise ConvlabError("torchrun --max-restarts restarts the job in the same run folder, which a timestamp "
+                           "cannot name; pass --out DIR (or torchrun --rdzv-id JOB)")
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = Path("runs") / f"{data}-{model}-{stamp}"
+    suffix = 1
+    while path.exists():
+        suffix += 1
+        path = Path("runs") / f"{data}-{model}-{stamp}-{suffix}"
+    return path
+
+
+def restarted_with_checkpoint(job: Job, path: Path) -> bool:
+    """A torchelastic restart whose run folder has a checkpoint: it resumes on its own."""
+    return (not job.resuming and distributed.restart_count() > 0 and job.resumable
+            and (path / CHECKPOINTS / LAST).is_file())
+
+
+def make_run_dir(conf: cfg.Config, resuming: bool = False, path: Path | None = None) -> tuple[Path, bool]:
     """Create the run folder before training, so an unwritable place fails now, not after an hour.
 
     Returns the folder and whether this call created it (a failed run removes only a folder it made).
     """
-    if conf.train.out:
-        path = Path(conf.train.out).expanduser()
-        if not resuming and any((path / name).exists() for name in RUN_MARKERS):
-            raise ConvlabError(f"--out {path} already holds a run; choose another folder or remove it first "
-                               f"(to continue an interrupted run: convlab train --resume {path})")
-    else:
-        data = re.sub(r"[^A-Za-z0-9_.-]+", "-", conf.data.name.replace(":", "-")).strip("-")
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        model = conf.model.name.replace(":", "-")  # timm:NAME
-        path = Path("runs") / f"{data}-{model}-{stamp}"
-        suffix = 1
-        while path.exists():
-            suffix += 1
-            path = Path("runs") / f"{data}-{model}-{stamp}-{suffix}"
+    path = path or run_dir_path(conf)
+    if not resuming and any((path / name).exists() for name in RUN_MARKERS):
+        where = f"--out {path}" if conf.train.out else f"the run folder {path}"
+        raise ConvlabError(f"{where} already holds a run; choose another folder or remove it first "
+                           f"(to continue an interrupted run: convlab train --resume {path})")
     created = not path.exists()
     ensure_writable(path, "the run folder", "pass --out with a writable folder")
     return path, created
@@ -386,6 +414,19 @@ def _resumable(run_dir: Path) -> bool:
     except ConvlabError:
         return False
     return position["epoch"] > 0 or position["batch"] > 0
+
+
+def print_resume(console: Console, run_dir: Path, ranks: distributed.Distributed, restarted: bool) -> None:
+    """One line: where the run continues from (and that torchelastic restarted it); a note if the world size
+    changed."""
+    record = checkpoint_position(run_dir / CHECKPOINTS / LAST)
+    where = f"epoch {record['epoch']}" + (f", batch {record['batch']}" if record["batch"] else "")
+    why = f"torchelastic restart {distributed.restart_count()}: " if restarted else ""
+    console.print(f"{why}resuming {run_dir} after {where}", markup=False)
+    if record["world_size"] != ranks.world_size:
+        console.print(f"note: the checkpoint was written by {record['world_size']} processes, this job has "
+                      f"{ranks.world_size}: training continues with the new shards (close to, not bit-identical "
+                      f"with, an uninterrupted run)", markup=False)
 
 
 def report_data_issues(console: Console, data: RunData, run_dir: Path) -> None:

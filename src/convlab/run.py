@@ -23,8 +23,8 @@ from .data.run_data import load_test_data, map_labels
 from .errors import ConvlabError
 from .evaluate.metrics import classification_metrics
 from .layout import CONFIG, LABELS, METRICS, PREPROCESS, WEIGHTS
-from .models.inference import predict_proba
 from .models.heads import put_head
+from .models.inference import predict_logits, softmax
 from .models.registry import create_model
 from .models.weights import save_safetensors
 
@@ -119,9 +119,24 @@ class Run:
     # -- using the model -------------------------------------------------------------------------------
     def predict_arrays(self, images: np.ndarray) -> np.ndarray:
         """(N, C, H, W) uint8 already in the run's size and channels -> probabilities (N, classes)."""
+        return self.probabilities(self.predict_logits(images))
+
+    def predict_logits(self, images: np.ndarray) -> np.ndarray:
+        """(N, C, H, W) uint8 already in the run's size and channels -> logits (N, classes) float32."""
         if not _is_on(self.model, torch.device(self.device)):  # moving walks every module: 0.25 ms a call
             self.model.to(self.device)
-        return predict_proba(self.model, images, self.preprocess.norm, self.device)
+        return predict_logits(self.model, images, self.preprocess.norm, self.device)
+
+    def forward_inputs(self, inputs: np.ndarray) -> np.ndarray:
+        """(N, C, H, W) float32 already normalized -> logits (N, classes) float32 (a server's tensor input)."""
+        if not _is_on(self.model, torch.device(self.device)):
+            self.model.to(self.device)
+        with torch.inference_mode():
+            return self.model(torch.from_numpy(inputs).to(self.device)).float().cpu().numpy()
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Logits from predict_logits -> probabilities float64: predict_arrays is the two steps in a row."""
+        return softmax(logits)
 
     def test_data(self, data: str | None = None, data_dir: str | Path | None = None) -> ImageArrays:
         """The run's test split (as its config defines it: dataset, size, --classes), or `data`'s; labels in
@@ -152,13 +167,7 @@ class Run:
             raise ConvlabError("predict: no images given (folders given held no image files)")
         size = tuple(self.preprocess.size)
         images = np.stack([load_image(source, self.preprocess.channels, size) for _, source in items])
-        probs = self.predict_arrays(images)
-        k = max(1, min(top_k, len(self.classes)))
-        results = []
-        for (name, _), row in zip(items, probs):
-            order = np.argsort(-row)[:k]
-            results.append({"path": name, "top": [{"label": self.classes[i], "prob": float(row[i])} for i in order]})
-        return results
+        return top_predictions(self.predict_arrays(images), self.classes, [name for name, _ in items], top_k)
 
     def scratch_model(self):
         """The model in the NumPy engine (convlab.scratch), with the same weights; presets only."""
@@ -178,6 +187,16 @@ class Run:
         save_safetensors(state, self.path / WEIGHTS, metadata={"format": "pt", "model": self.config.model.name})
         (self.path / LABELS).write_text(json.dumps(self.classes, indent=1, ensure_ascii=False))
         (self.path / PREPROCESS).write_text(json.dumps(self.preprocess.to_json(), indent=1))
+
+
+def top_predictions(probs: np.ndarray, classes: list[str], names: list[str | None], top_k: int) -> list[dict]:
+    """Probabilities (N, classes) -> predict's result list: [{"path": name, "top": [{"label", "prob"}, ...]}]."""
+    k = max(1, min(top_k, len(classes)))
+    results = []
+    for name, row in zip(names, probs):
+        order = np.argsort(-row)[:k]
+        results.append({"path": name, "top": [{"label": classes[i], "prob": float(row[i])} for i in order]})
+    return results
 
 
 def _expand_inputs(inputs: Any, list_images) -> list[tuple[str | None, Any]]:

@@ -108,3 +108,38 @@ def test_resume_can_extend_a_run_without_schedule(short_run, tmp_path):
 def test_a_new_run_in_a_used_folder_points_to_resume(short_run):
     with pytest.raises(ConvlabError, match=f"convlab train --resume {short_run}"):
         convlab.train(data="digits", out=str(short_run))
+
+
+def test_a_mid_epoch_resume_on_another_world_size_skips_the_same_share_and_splits_the_sums():
+    from convlab.training.checkpoint import _resume_point
+
+    saved = [{"partial": {"loss_sum": torch.tensor(6.0), "correct": torch.tensor(9), "seen": 40}},
+             {"partial": {"loss_sum": torch.tensor(4.0), "correct": torch.tensor(7), "seen": 40}}]
+    # The same world size: this rank's own position and sums, untouched.
+    assert _resume_point(5, saved, saved[1], 2) == (5, saved[1]["partial"])
+    # Two ranks did 5 batches each; one rank now does the 10 of the same images, with the summed sums.
+    batch, partial = _resume_point(5, saved, saved[0], 1)
+    assert batch == 10 and float(partial["loss_sum"]) == 10.0 and int(partial["correct"]) == 16
+    assert partial["seen"] == 80
+    batch, partial = _resume_point(5, saved, saved[0], 4)  # four ranks: 2 batches each, a quarter of the sums
+    assert batch == 2 and float(partial["loss_sum"]) == 2.5 and int(partial["correct"]) == 4 and partial["seen"] == 20
+
+
+def test_a_checkpoint_of_two_processes_continues_in_one_and_says_so(short_run, tmp_path):
+    """As if two ranks had written it (each rank's states in `ranks`): one process picks rank 0's and notes the
+    changed world size."""
+    import io
+
+    from rich.console import Console
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(short_run, run_dir)
+    record = load_checkpoint(run_dir / CHECKPOINTS / LAST)
+    record.update(world_size=2, ranks=[record["ranks"][0], record["ranks"][0]])
+    save_checkpoint(run_dir / CHECKPOINTS / LAST, record)
+    console = Console(file=io.StringIO(), width=200)
+    longer = convlab.train(resume=str(run_dir), epochs=2, quiet=True, console=console)
+    assert "note: the checkpoint was written by 2 processes, this job has 1: training continues with the new " \
+           "shards" in console.file.getvalue()
+    assert longer.metrics["epochs_run"] == 2
+    assert load_checkpoint(run_dir / CHECKPOINTS / LAST)["world_size"] == 1

@@ -101,7 +101,7 @@ def test_sigkill_inside_a_checkpoint_write_then_resume_is_bit_identical(referenc
     stale = list((out / CHECKPOINTS).glob(".last.safetensors.*.tmp"))
     assert stale, "the killed write should leave its temp file behind"
     # Writes: before training, after epoch 1, after epoch 2 (killed before its rename).
-    assert checkpoint_position(out / CHECKPOINTS / LAST) == {"epoch": 1, "batch": 0}  # the old one, intact
+    assert checkpoint_position(out / CHECKPOINTS / LAST) == {"epoch": 1, "batch": 0, "world_size": 1}  # the old one, intact
     assert "after epoch 1\n" in _in_one_thread(resume=str(out), quiet=True)
     assert not list((out / CHECKPOINTS).glob(".*.tmp"))
     assert_same_weights(reference / "model.safetensors", out / "model.safetensors")
@@ -132,5 +132,28 @@ def test_ctrl_c_saves_mid_epoch_and_prints_the_resume_command(reference, run_chi
     resumed = run_child("train", "--resume", str(out), "--quiet")  # the command the hint gives
     assert resumed.returncode == 0, resumed.stderr
     assert f"after epoch 1, batch {position['batch']}" in resumed.stdout
+    assert_same_weights(reference / "model.safetensors", out / "model.safetensors")
+    assert _metrics_rows(out) == _metrics_rows(reference)
+
+
+def test_checkpoint_every_steps_then_sigkill_inside_an_epoch_resumes_bit_identical(reference, run_child, tmp_path):
+    """--checkpoint-every 5: the child SIGKILLs itself at epoch 2, batch 7 (of 21), two batches after a step
+    checkpoint; the resumed run starts from batch 5, and saving inside epochs changed nothing in the maths."""
+    prelude = (
+        "import os, signal\n"
+        "from convlab.training import checkpoint\n"
+        "_on_batch_end = checkpoint.Checkpointer.on_batch_end\n"
+        "def on_batch_end(self, state, logs):\n"
+        "    _on_batch_end(self, state, logs)\n"
+        "    if (state.epoch, logs['batch']) == (2, 7):\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "checkpoint.Checkpointer.on_batch_end = on_batch_end\n")
+    out = tmp_path / "run"
+    killed = run_child("train", *RUN_FLAGS, "--out", str(out), "--checkpoint-every", "5", prelude=prelude)
+    assert killed.returncode == -signal.SIGKILL
+    assert checkpoint_position(out / CHECKPOINTS / LAST) == {"epoch": 1, "batch": 5, "world_size": 1}
+    printed = _in_one_thread(resume=str(out), quiet=True)
+    assert f"resuming {out} after epoch 1, batch 5\n" in printed
+    assert "checkpoints: " in printed and "(every 5 steps and at each epoch's end)" in printed
     assert_same_weights(reference / "model.safetensors", out / "model.safetensors")
     assert _metrics_rows(out) == _metrics_rows(reference)

@@ -43,6 +43,10 @@ def test_report_command(digits_run, tmp_path, capsys):
     assert out.read_text().startswith("<!DOCTYPE html>")
     assert main(["report", str(tmp_path / "no-run")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert main(["report", str(digits_run.path), "--out", str(out), "--method", "none"]) == 0
+    assert ">Attribution" not in out.read_text() and ">Config" in out.read_text()
+    assert main(["report", str(digits_run.path), "--out", str(out), "--method", "gradcam,lpr"]) == 2
+    assert "--method 'lpr' is not an attribution method; did you mean lrp?" in capsys.readouterr().err
 
 
 def test_feature_maps_of_every_conv_layer_match_a_direct_forward():

@@ -9,6 +9,7 @@ from PIL import Image
 from convlab.errors import ConvlabError
 from convlab.insight.gradcam import conv_layers, find_layer, grad_cam, gradcam_files, overlay
 from convlab.models.registry import create_model
+from quadrants import bar_data
 
 
 @pytest.mark.parametrize("name, size", [("tiny-cnn", 16), ("small-cnn", 16), ("lenet", 32), ("resnet8", 16),
@@ -42,29 +43,11 @@ def test_matches_a_hand_written_reference_in_float64():
     assert list(result.classes) == [2, 2, 2]
 
 
-def _bar_data(n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    """16x16 noise with one bar in a random quadrant, horizontal for class 0 and vertical for class 1,
-    and a distractor dot in another quadrant for both classes: only the bar's quadrant decides."""
-    images = rng.normal(0.0, 0.3, (n, 1, 16, 16))
-    labels = rng.integers(0, 2, n)
-    quadrants = rng.integers(0, 4, n)
-    for i in range(n):
-        y, x = 8 * (quadrants[i] // 2) + rng.integers(0, 3), 8 * (quadrants[i] % 2) + rng.integers(0, 3)
-        if labels[i] == 0:
-            images[i, 0, y + 2, x:x + 5] += 2.0
-        else:
-            images[i, 0, y:y + 5, x + 2] += 2.0
-        other = (quadrants[i] + rng.integers(1, 4)) % 4
-        dy, dx = 8 * (other // 2) + rng.integers(1, 6), 8 * (other % 2) + rng.integers(1, 6)
-        images[i, 0, dy:dy + 2, dx:dx + 2] += 2.0
-    return torch.tensor(images, dtype=torch.float32), torch.tensor(labels), quadrants
-
-
 @pytest.mark.slow
 def test_peaks_on_the_region_that_decides_the_class():
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    x, y, _ = _bar_data(512, rng)
+    x, y, _ = bar_data(512, rng)
     model = create_model("small-cnn", 1, 2, (16, 16))
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(6):
@@ -73,7 +56,7 @@ def test_peaks_on_the_region_that_decides_the_class():
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-    x_test, y_test, quadrants = _bar_data(64, rng)
+    x_test, y_test, quadrants = bar_data(64, rng)
     assert (model.eval()(x_test).argmax(1) == y_test).float().mean() > 0.95  # it learned the rule
 
     result = grad_cam(model, x_test)  # for the predicted class

@@ -162,7 +162,7 @@ def test_a_rank_other_than_0_closes_its_silent_console(tmp_path, monkeypatch):
         opened.append(handle)
         return handle
 
-    monkeypatch.setattr(pipeline.distributed, "setup", lambda device: (Distributed(rank=1, world_size=1), device))
+    monkeypatch.setattr(pipeline.distributed, "setup", lambda device, timeout_s=300: (Distributed(rank=1, world_size=1), device))
     monkeypatch.setattr(pipeline, "open", tracking_open, raising=False)
     run = convlab.train(data="digits", model="tiny-cnn", epochs=1, out=str(tmp_path / "run"), quiet=True)
     assert [h.name for h in opened] == [os.devnull] and all(h.closed for h in opened)

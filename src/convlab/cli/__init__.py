@@ -8,10 +8,10 @@ import os
 import sys
 
 from ..errors import ConvlabError
-from . import compress, explain, finetune, insight, listing, train, use
+from . import compress, explain, finetune, insight, listing, serve, train, use
 from .common import Parser
 
-COMMAND_MODULES = [train, finetune, use, insight, compress, explain, listing]
+COMMAND_MODULES = [train, finetune, use, serve, insight, compress, explain, listing]
 
 
 def build_parser() -> Parser:
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ConvlabError as err:
-        print(f"convlab {args.command}: error: {err}", file=sys.stderr)
+        print(f"convlab {args.command}: error: {_rank()}{err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:  # training saves its state first and says how to resume
         print(f"convlab {args.command}: interrupted" + (f"; {err}" if str(err) else ""), file=sys.stderr)
@@ -39,6 +39,16 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `convlab models | head`: the reader left, nothing is wrong
         sys.stdout = open(os.devnull, "w")
         return 0
+    except Exception as err:
+        if _rank():  # under torchrun: say which process failed before the traceback and the agent's summary
+            print(f"convlab {args.command}: {_rank()}failed with {type(err).__name__}: {err}", file=sys.stderr)
+        raise
+
+
+def _rank() -> str:
+    """'rank R of N: ' in a process started by torchrun, else ''."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return f"rank {os.environ.get('RANK', '?')} of {world}: " if world > 1 else ""
 
 
 if __name__ == "__main__":

@@ -35,7 +35,8 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] 
         base = next((t for t in typing.get_args(kind) if t is not type(None)), kind) if options is None else str
         metavar = {"data": "NAME", "model": "NAME", "data_dir": "DIR", "out": "DIR", "early_stop": "PATIENCE",
                    "image_size": "SIZE", "classes": "NAMES", "source": "SOURCE",
-                   "weights": "WEIGHTS", "freeze": "GROUPS"}.get(key, {int: "N", float: "X"}.get(base))
+                   "weights": "WEIGHTS", "freeze": "GROUPS", "checkpoint_every": "STEPS",
+                   "dist_timeout": "SECONDS"}.get(key, {int: "N", float: "X"}.get(base))
         if "default" not in help_text:
             help_text += f" (default: {_default_text(key)})"
         flags = [(renamed or {}).get(key, cfg.flag(key))]

@@ -2,10 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..errors import ConvlabError
 from .common import add_config_flags, config_keys
+
+# the names of convlab.insight.attribution's registry, listed here so that --help needs no torch import
+ATTRIBUTION_METHODS = ("saliency", "gradcam", "gradcam++", "ig", "ig-blur", "smoothgrad", "occlusion", "lime",
+                       "kernelshap", "lrp", "guided-gradcam")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -21,6 +26,31 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     gc.add_argument("--out", metavar="DIR", required=True, help="folder for the PNG files")
     gc.set_defaults(func=cmd_gradcam)
 
+    at = sub.add_parser("attribute", help="attribution maps of several methods, and how faithful each is",
+                        description="Attribution maps for each image with each --method (one PNG per image: the "
+                                    "image and every map, one colour scale per method; the raw maps as .npy). "
+                                    "--evaluate scores each method on these images: deletion and insertion AUC "
+                                    "against a random map, and the model-randomization check. Needs the "
+                                    "attribution extra: pip install 'convlab[attribution]'.")
+    at.add_argument("run_dir", metavar="RUN_DIR")
+    at.add_argument("images", metavar="IMAGE_OR_FOLDER", nargs="*", help="image files or folders of images")
+    at.add_argument("--method", default="gradcam", metavar="NAME[,NAME...]",
+                    help="methods, comma-separated: " + ", ".join(ATTRIBUTION_METHODS) + " (default: gradcam)")
+    at.add_argument("--target", metavar="LABEL", help="explain this class (default: each image's predicted one)")
+    at.add_argument("--out", metavar="DIR", help="folder for the PNG, .npy and evaluation files (default: "
+                                                 "RUN_DIR/attribution)")
+    at.add_argument("--evaluate", action="store_true", help="score each method (printed, and written to "
+                                                            "OUT/evaluation.json and OUT/evaluation.md)")
+    at.add_argument("--samples", type=int, default=200, metavar="N",
+                    help="perturbed inputs per image for lime and kernelshap (default: 200)")
+    at.add_argument("--test-images", type=int, metavar="N",
+                    help="attribute the first N images of the run's test split instead of files")
+    at.add_argument("--layer", metavar="NAME", help="conv layer of gradcam, gradcam++ and guided-gradcam "
+                                                    "(default: the last one)")
+    at.add_argument("--mask", choices=("grid", "superpixel"), default="grid",
+                    help="features that lime and kernelshap switch on and off (default: grid)")
+    at.set_defaults(func=cmd_attribute)
+
     fe = sub.add_parser("features", help="feature maps of every conv layer for one image",
                         description="Write the feature maps of each conv layer for IMAGE as PNG grids "
                                     "(features-NN-LAYER.png) and the first layer's filters (filters.png).")
@@ -30,16 +60,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     fe.set_defaults(func=cmd_features)
 
     rp = sub.add_parser("report", help="one self-contained HTML report of a run",
-                        description="Write an HTML report of a run (config, dataset samples, curves, confusion "
-                                    "matrix, per-class table, most confident mistakes with Grad-CAM); images are "
+                        description="Write an HTML report of a run (test metrics, confusion matrix, per-class "
+                                    "table, curves, most confident mistakes with Grad-CAM, attribution maps with "
+                                    "their faithfulness scores, then the config and dataset samples); images are "
                                     "embedded, so the file opens anywhere without a server or network.")
     rp.add_argument("run_dir", metavar="RUN_DIR")
     rp.add_argument("--out", metavar="FILE", help="where to write it (default: RUN_DIR/report.html)")
+    rp.add_argument("--method", default="gradcam,saliency,ig", metavar="NAME[,NAME...]",
+                    help="attribution methods of the report's attribution section (default: gradcam,saliency,ig; "
+                         "'none' leaves the section out)")
     rp.set_defaults(func=cmd_report)
 
     tu = sub.add_parser("tune", help="hyperparameter search with Optuna (resumable)",
-                        description="Search settings with an Optuna study stored in STUDY_DIR/study.db; rerunning "
-                                    "the same command continues it. Trials are scored by their best validation "
+                        description="Search settings with an Optuna study stored in STUDY_DIR/study.db (or the "
+                                    "--storage database, shared by workers); rerunning the same command continues it. Trials are scored by their best validation "
                                     "accuracy and pruned after any epoch that falls below the median of earlier "
                                     "trials. Writes STUDY_DIR/search.png and STUDY_DIR/best.yaml (use it with "
                                     "convlab train --config). Other flags are the fixed settings of every trial.")
@@ -51,6 +85,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     tu.add_argument("--search", choices=("grid", "random", "tpe"), default="tpe", help="sampler (default: tpe)")
     tu.add_argument("--out", metavar="STUDY_DIR", required=True, help="study folder (created, or continued)")
     tu.add_argument("--config", metavar="FILE.yaml", help="YAML settings applied before the flags")
+    tu.add_argument("--storage", metavar="URL", help="a database shared by workers on any machine, e.g. "
+                    "postgresql://USER:PASSWORD@HOST/DB (any Optuna RDB storage: postgresql, mysql, sqlite); "
+                    "start the same command N times to run N trials at once (default: STUDY_DIR/study.db)")
+    tu.add_argument("--study", metavar="NAME", default="convlab", help="the study's name in the database "
+                    "(default: convlab)")
+    tu.add_argument("--heartbeat", type=int, default=30, metavar="SECONDS",
+                    help="seconds between a running trial's heartbeats; a trial silent for twice as long (its "
+                         "worker died) is marked failed and run again (default: 30)")
     add_config_flags(tu, exclude={"out", "quiet", "tensorboard"})
     tu.set_defaults(func=cmd_tune)
 
@@ -82,6 +124,49 @@ def cmd_gradcam(args) -> int:
     return 0
 
 
+def cmd_attribute(args) -> int:
+    from ..insight.attribution import Settings, attribute  # lazy: start-up time
+    from ..run import load_run  # lazy: start-up time
+
+    if args.samples < 1:
+        raise ConvlabError(f"--samples must be at least 1, got {args.samples}")
+    run = load_run(args.run_dir)
+    if args.test_images is not None:
+        if args.images:
+            raise ConvlabError("pass image files or --test-images N, not both")
+        if args.test_images < 1:
+            raise ConvlabError(f"--test-images must be at least 1, got {args.test_images}")
+        inputs = run.test_data().images[:args.test_images]
+    elif args.images:
+        inputs = _image_paths(args.images)
+    else:
+        raise ConvlabError("name at least one IMAGE_OR_FOLDER, or pass --test-images N")
+    settings = Settings(samples=args.samples, layer=args.layer, mask=args.mask)
+    out = Path(args.out) if args.out else run.path / "attribution"
+    result = attribute(run, inputs, args.method, args.target, out, args.evaluate, settings,
+                       log=lambda line: print(line, file=sys.stderr))
+    if result.evaluation is not None:
+        _print_evaluation(result.evaluation)
+    for path in result.files:
+        print(path)
+    return 0
+
+
+def _print_evaluation(rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..insight.attribution.evaluate import COLUMNS, table_cells  # lazy: start-up time
+
+    table = Table(title=f"faithfulness on {rows[0]['images']} images (randomization: the first "
+                        f"{rows[-1].get('randomization_images', 0)})")
+    for column in COLUMNS:
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for cells in table_cells(rows):
+        table.add_row(*cells)
+    Console(stderr=True, width=160).print(table)
+
+
 def cmd_features(args) -> int:
     from ..insight.features import write_feature_maps  # lazy: start-up time
     from ..run import load_run  # lazy: start-up time
@@ -96,7 +181,10 @@ def cmd_features(args) -> int:
 def cmd_report(args) -> int:
     from ..insight.report import build_report  # lazy: start-up time
 
-    print(build_report(args.run_dir, args.out))
+    from ..insight.attribution.registry import parse_methods  # lazy: start-up time
+
+    methods = [] if args.method == "none" else parse_methods(args.method)
+    print(build_report(args.run_dir, args.out, methods))
     return 0
 
 
@@ -104,5 +192,6 @@ def cmd_tune(args) -> int:
     from ..insight.tune import tune  # lazy: start-up time
 
     fixed = {key: getattr(args, key) for key in config_keys() if key not in ("out", "quiet", "tensorboard")}
-    tune(args.out, args.param, trials=args.trials, search=args.search, config=args.config, **fixed)
+    tune(args.out, args.param, trials=args.trials, search=args.search, config=args.config, storage=args.storage,
+         study_name=args.study, heartbeat=args.heartbeat, **fixed)
     return 0

@@ -165,12 +165,16 @@ class OnnxRun(Run):
         std = np.asarray(self.preprocess.std, dtype=np.float32).reshape(1, -1, 1, 1)
         return ((images.astype(np.float32) / 255.0 - mean) / std).astype(np.float32)
 
-    def predict_arrays(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        out = []
-        for start in range(0, len(images), batch_size):
-            logits = self.session.run([OUTPUT], {INPUT: self.normalize(images[start:start + batch_size])})[0]
-            out.append(torch.softmax(torch.from_numpy(logits).double(), dim=1).numpy())
-        return np.concatenate(out) if out else np.zeros((0, len(self.classes)))
+    def predict_logits(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        out = [self.session.run([OUTPUT], {INPUT: self.normalize(images[start:start + batch_size])})[0]
+               for start in range(0, len(images), batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), dtype=np.float32)
+
+    def forward_inputs(self, inputs: np.ndarray) -> np.ndarray:
+        return self.session.run([OUTPUT], {INPUT: np.ascontiguousarray(inputs, dtype=np.float32)})[0]
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        return torch.softmax(torch.from_numpy(logits).double(), dim=1).numpy()  # in float64, as before
 
     def session_call(self, images: np.ndarray, threads: int = 0):
         """A no-argument call running the model once on `images` (normalized beforehand), for timing.
@@ -182,8 +186,10 @@ class OnnxRun(Run):
         return lambda: session.run([OUTPUT], inputs)
 
 
-def load_onnx(path: str | Path) -> OnnxRun:
-    """Open a .onnx file written by `convlab export` (labels and preprocessing from its metadata)."""
+def load_onnx(path: str | Path, threads: int = 0) -> OnnxRun:
+    """Open a .onnx file written by `convlab export` (labels and preprocessing from its metadata).
+
+    threads: onnxruntime's intra-op threads (0: its default, every core)."""
     _require_onnx()
     import onnx
 
@@ -210,4 +216,4 @@ def load_onnx(path: str | Path) -> OnnxRun:
         if key in cfg.FLAT_KEYS:  # settings a later convlab added are ignored
             section, name = cfg.FLAT_KEYS[key]
             setattr(getattr(config, section), name, cfg.coerce(key, value, str(path)))
-    return OnnxRun(path, _session(path), config, classes, preprocess)
+    return OnnxRun(path, _session(path, threads), config, classes, preprocess)

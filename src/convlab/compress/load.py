@@ -9,11 +9,13 @@ from .export import load_onnx
 from .quantize import load_quantized
 
 
-def load_variant(path: str | Path) -> Run:
-    """Load a run folder, a variant folder or an exported .onnx file; variants other than float runs use the CPU."""
+def load_variant(path: str | Path, onnx_threads: int = 0) -> Run:
+    """Load a run folder, a variant folder or an exported .onnx file; variants other than float runs use the CPU.
+
+    onnx_threads: onnxruntime's intra-op threads for a .onnx file (0: every core)."""
     path = Path(path)
     if path.suffix == ONNX_SUFFIX:
-        return load_onnx(path)
+        return load_onnx(path, onnx_threads)
     if (path / QUANTIZED_WEIGHTS).is_file():
         return load_quantized(path)
     return load_run(path)

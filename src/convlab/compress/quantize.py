@@ -216,9 +216,13 @@ class QuantizedRun(Run):
         self.device = torch.device("cpu")
         self.engine = engine
 
-    def predict_arrays(self, images: np.ndarray) -> np.ndarray:
+    def predict_logits(self, images: np.ndarray) -> np.ndarray:
         with quiet_torch_ao(), quantized_engine(self.engine):
-            return super().predict_arrays(images)
+            return super().predict_logits(images)
+
+    def forward_inputs(self, inputs: np.ndarray) -> np.ndarray:
+        with quiet_torch_ao(), quantized_engine(self.engine):
+            return super().forward_inputs(inputs)
 
 
 def calibration_inputs(run: Run, conf, count: int) -> torch.Tensor:

@@ -67,12 +67,11 @@ class CamResult:
     layer: str
 
 
-def grad_cam(model: nn.Module, inputs: torch.Tensor, layer: str | None = None,
-             class_index: int | list[int] | None = None) -> CamResult:
-    """Grad-CAM of `inputs` (N, C, H, W, normalized float) for the predicted class or `class_index`.
+def layer_gradients(model: nn.Module, inputs: torch.Tensor, layer: str | None = None,
+                    class_index: int | list[int] | None = None):
+    """One forward and backward pass: (layer name, activations A (N, K, h, w), dy_c/dA, logits, targets).
 
-    With A (N, K, h, w) the layer's output and y_c the class logit: weights a_k = mean over h, w of
-    dy_c/dA_k; map = ReLU(sum_k a_k A_k), upsampled bilinearly to (H, W) and divided by its maximum.
+    y_c is the logit of the predicted class or of `class_index` (one per image, or one for all).
     """
     name, module = find_layer(model, layer)
     captured: list[torch.Tensor] = []
@@ -94,12 +93,28 @@ def grad_cam(model: nn.Module, inputs: torch.Tensor, layer: str | None = None,
     finally:
         handle.remove()
         model.train(was_training)
-    weights = grads.mean(dim=(2, 3), keepdim=True)  # (N, K, 1, 1)
-    cam = F.relu((weights * activations).sum(1, keepdim=True)).detach()  # (N, 1, h, w)
-    up = F.interpolate(cam, size=inputs.shape[2:], mode="bilinear", align_corners=False)[:, 0]  # (N, H, W)
+    return name, activations.detach(), grads, logits.detach(), targets
+
+
+def upsample_and_scale(cam: torch.Tensor, size) -> np.ndarray:
+    """(N, 1, h, w) non-negative maps -> (N, H, W) bilinearly upsampled to `size`, each divided by its maximum."""
+    up = F.interpolate(cam, size=size, mode="bilinear", align_corners=False)[:, 0]  # (N, H, W)
     peak = up.flatten(1).max(1).values.clamp_min(1e-12)[:, None, None]
-    heatmaps = (up / peak).cpu().numpy()
-    probs = torch.softmax(logits.detach().float(), 1).cpu().numpy()
+    return (up / peak).cpu().numpy()
+
+
+def grad_cam(model: nn.Module, inputs: torch.Tensor, layer: str | None = None,
+             class_index: int | list[int] | None = None) -> CamResult:
+    """Grad-CAM of `inputs` (N, C, H, W, normalized float) for the predicted class or `class_index`.
+
+    With A (N, K, h, w) the layer's output and y_c the class logit: weights a_k = mean over h, w of
+    dy_c/dA_k; map = ReLU(sum_k a_k A_k), upsampled bilinearly to (H, W) and divided by its maximum.
+    """
+    name, activations, grads, logits, targets = layer_gradients(model, inputs, layer, class_index)
+    weights = grads.mean(dim=(2, 3), keepdim=True)  # (N, K, 1, 1)
+    cam = F.relu((weights * activations).sum(1, keepdim=True))  # (N, 1, h, w)
+    heatmaps = upsample_and_scale(cam, inputs.shape[2:])
+    probs = torch.softmax(logits.float(), 1).cpu().numpy()
     return CamResult(heatmaps, cam[:, 0].cpu().numpy(), targets.cpu().numpy(), probs, name)
 
 
@@ -111,12 +126,13 @@ def run_grad_cam(run: Run, images: np.ndarray, layer: str | None = None,
     return grad_cam(run.model, run.preprocess.norm.apply(batch), layer, class_index)
 
 
-def class_index_of(run: Run, label: str | None) -> int | None:
+def class_index_of(run: Run, label: str | None, option: str = "--class") -> int | None:
+    """The index of class `label` of the run (None stays None); `option` names the flag in the error."""
     if label is None:
         return None
     if label not in run.classes:
         shown = ", ".join(run.classes[:12]) + (" ..." if len(run.classes) > 12 else "")
-        raise ConvlabError(f"--class {label!r} is not a class of run {run.path}; its classes are {shown}")
+        raise ConvlabError(f"{option} {label!r} is not a class of run {run.path}; its classes are {shown}")
     return run.classes.index(label)
 
 

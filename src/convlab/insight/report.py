@@ -21,6 +21,9 @@ from .gradcam import overlay, run_grad_cam
 SAMPLES_PER_CLASS = 8
 MAX_CLASSES_SHOWN = 20  # sample rows in the dataset picture
 MISTAKES = 12
+ATTRIBUTION_METHODS = ("gradcam", "saliency", "ig")  # the report's default: fast, and they pass the checks
+ATTRIBUTION_MISTAKES, ATTRIBUTION_CORRECT = 6, 3  # images shown with every method's map
+EVALUATED = 48  # test images the attribution table scores
 DISPLAY = 112  # pixels: small images are enlarged (nearest) so a person can see them
 
 CSS = """
@@ -38,7 +41,7 @@ def data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def _png_of_array(pixels: np.ndarray, size: int | None = None) -> bytes:
+def png_of_array(pixels: np.ndarray, size: int | None = None) -> bytes:
     """(H, W) or (H, W, 3) uint8 -> PNG bytes, enlarged with nearest neighbour to at least `size` px."""
     from PIL import Image
 
@@ -123,19 +126,32 @@ def _dataset_section(run: Run, splits) -> str:
             f"{more}")
 
 
-def _curves_section(run: Run) -> str:
+def curves_png(run: Run) -> bytes | None:
+    """The run's training curves as PNG: curves.png, else drawn from metrics.csv; None when it has neither."""
     path = run.path / CURVES
-    if not path.is_file() and (run.path / HISTORY).is_file():
+    if path.is_file():
+        return path.read_bytes()
+    if (run.path / HISTORY).is_file():
         with open(run.path / HISTORY) as handle:
             rows = [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()}
                     for row in csv.DictReader(handle)]
         if rows:
             buffer = io.BytesIO()
             plot_curves(rows, buffer)  # matplotlib writes PNG into a file object too
-            return "<h2>Training curves</h2>" + _img(buffer.getvalue(), "training curves")
-    if not path.is_file():
+            return buffer.getvalue()
+    return None
+
+
+def _curves_section(run: Run) -> str:
+    png = curves_png(run)
+    if png is None:
         return f"<h2>Training curves</h2><p class=note>the run has no {CURVES} or {HISTORY}</p>"
-    return "<h2>Training curves</h2>" + _img(path.read_bytes(), "training curves")
+    return "<h2>Training curves</h2>" + _img(png, "training curves")
+
+
+def confusion_png(metrics: dict, classes: list[str]) -> bytes:
+    """The confusion matrix of `metrics` (classification_metrics' dict) as PNG."""
+    return _png_of_figure(confusion_figure(metrics["confusion_matrix"], classes))
 
 
 def _metrics_sections(run: Run, metrics: dict) -> str:
@@ -143,8 +159,7 @@ def _metrics_sections(run: Run, metrics: dict) -> str:
             + (f", top-5 {metrics['top5_accuracy']:.4f}" if "top5_accuracy" in metrics else "")
             + f", macro precision/recall/F1 {metrics['macro_precision']:.4f} / {metrics['macro_recall']:.4f} / "
               f"{metrics['macro_f1']:.4f} on {metrics['num_samples']} images</p>")
-    confusion = _img(_png_of_figure(confusion_figure(metrics["confusion_matrix"], run.classes)),
-                     "confusion matrix")
+    confusion = _img(confusion_png(metrics, run.classes), "confusion matrix")
     worst = min((row["f1"] for row in metrics["per_class"].values() if row["support"]), default=None)
     rows = []
     for name, row in metrics["per_class"].items():
@@ -158,22 +173,34 @@ def _metrics_sections(run: Run, metrics: dict) -> str:
             f"<h2>Per class</h2>{table}")
 
 
+def most_confident_mistakes(probs: np.ndarray, labels: np.ndarray, limit: int = MISTAKES) -> np.ndarray:
+    """Indices of the misclassified rows of probs (N, K), the most confident first, at most `limit`."""
+    predicted = probs.argmax(1)
+    wrong = np.flatnonzero(predicted != labels)
+    return wrong[np.argsort(-probs[wrong, predicted[wrong]], kind="stable")][:limit]
+
+
+def enlarged(image: np.ndarray) -> np.ndarray:
+    """(C, H, W) uint8 -> (H, W[, 3]) enlarged by a whole factor (nearest) to about DISPLAY pixels."""
+    image = _hwc(image)
+    scale = int(np.ceil(DISPLAY / max(image.shape[:2]))) if max(image.shape[:2]) < DISPLAY else 1
+    return np.kron(image, np.ones((scale, scale) + (() if image.ndim == 2 else (1,)), np.uint8))
+
+
 def _mistakes_section(run: Run, test, probs: np.ndarray, labels: np.ndarray) -> str:
     predicted = probs.argmax(1)
     wrong = np.flatnonzero(predicted != labels)
     if len(wrong) == 0:
         return "<h2>Most confident mistakes</h2><p>none: every test image is classified correctly.</p>"
-    order = wrong[np.argsort(-probs[wrong, predicted[wrong]], kind="stable")][:MISTAKES]
+    order = most_confident_mistakes(probs, labels)
     cams = run_grad_cam(run, test.images[order])
     figures = []
     for k, i in enumerate(order):
-        image = _hwc(test.images[i])
-        scale = int(np.ceil(DISPLAY / max(image.shape[:2]))) if max(image.shape[:2]) < DISPLAY else 1
-        big = np.kron(image, np.ones((scale, scale) + (() if image.ndim == 2 else (1,)), np.uint8))
+        big = enlarged(test.images[i])
         caption = (f"#{i}: true <b>{html.escape(run.classes[labels[i]])}</b>, predicted "
                    f"<b>{html.escape(run.classes[predicted[i]])}</b> ({probs[i, predicted[i]]:.2f})")
-        figures.append(f"<figure>{_img(_png_of_array(big), f'test image {i}', pixel=True)} "
-                       f"{_img(_png_of_array(overlay(big, cams.heatmaps[k])), f'Grad-CAM of test image {i}')}"
+        figures.append(f"<figure>{_img(png_of_array(big), f'test image {i}', pixel=True)} "
+                       f"{_img(png_of_array(overlay(big, cams.heatmaps[k])), f'Grad-CAM of test image {i}')}"
                        f"<figcaption>{caption}</figcaption></figure>")
     return (f"<h2>Most confident mistakes</h2><p>{len(wrong)} of {len(labels)} test images are misclassified; "
             f"the {len(order)} the model was surest about, each with the Grad-CAM of the predicted class at "
@@ -181,34 +208,83 @@ def _mistakes_section(run: Run, test, probs: np.ndarray, labels: np.ndarray) -> 
             f"<div class=mistakes>{''.join(figures)}</div>")
 
 
-def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Write the report of a run folder to `out` (default RUN_DIR/report.html) and return its path."""
+def _attribution_section(run: Run, test, probs: np.ndarray, labels: np.ndarray, methods) -> str:
+    """Each chosen method's maps on the surest mistakes and correct images, and its faithfulness table."""
+    import importlib.util
+
+    if importlib.util.find_spec("captum") is None or importlib.util.find_spec("zennit") is None:
+        return ("<h2>Attribution</h2><p class=note>the attribution methods need captum and zennit: "
+                "pip install 'convlab[attribution]'</p>")
+    from .attribution import attribute  # lazy: start-up time
+    from .attribution.evaluate import COLUMNS, table_cells  # lazy: start-up time
+    from .attribution.figure import grid_figure, method_scales  # lazy: start-up time
+
+    predicted = probs.argmax(1)
+    surest = np.argsort(-probs.max(1), kind="stable")
+    wrong = [i for i in surest if predicted[i] != labels[i]][:ATTRIBUTION_MISTAKES]
+    right = [i for i in surest if predicted[i] == labels[i]][:ATTRIBUTION_CORRECT]
+    shown = np.array(wrong + right, dtype=int)
+    quiet = lambda _line: None  # noqa: E731  (the report prints nothing but its path)
+    maps = attribute(run, test.images[shown], list(methods), log=quiet)
+    scored = attribute(run, test.images[:EVALUATED], list(methods), evaluate=True, log=quiet)
+    captions = [f"#{i} {'wrong' if predicted[i] != labels[i] else 'right'}: {run.classes[labels[i]]} -> "
+                f"{run.classes[predicted[i]]}" for i in shown]
+    fig = grid_figure([_hwc(test.images[i]) for i in shown], maps.maps, method_scales(maps.maps, maps.signed),
+                      maps.signed, captions)
+    table = _html_table(COLUMNS, table_cells(scored.evaluation))
+    return (f"<h2>Attribution</h2><p>Why the model decided, by {len(methods)} methods, on the "
+            f"{len(wrong)} mistakes and {len(right)} correct test images it was surest about, for the predicted "
+            f"class (signed maps: red for it, blue against; the others: red highest; one colour scale per "
+            f"method).</p>{_img(_png_of_figure(fig), 'attribution maps')}"
+            f"<h3>How faithful each method is on this model</h3><p class=note>on the first "
+            f"{scored.evaluation[0]['images']} test images: deletion/insertion AUC of the predicted class's "
+            f"probability against a random map, and the Spearman correlation of the maps as layers are randomized "
+            f"from the logits down (passes below 0.5; docs/attribution.md explains the scores)</p>{table}")
+
+
+def _html_table(columns: list[str], rows: list[list[str]]) -> str:
+    """A table of strings; every column but the first right-aligned."""
+    header = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = []
+    for cells in rows:
+        first, rest = cells[0], cells[1:]
+        body.append(f"<tr><td>{html.escape(first)}</td>"
+                    + "".join(f"<td class=num>{html.escape(cell)}</td>" for cell in rest) + "</tr>")
+    return f"<table><tr>{header}</tr>{''.join(body)}</table>"
+
+
+def build_report(run_dir: str | Path, out: str | Path | None = None,
+                 methods: tuple[str, ...] | list[str] = ATTRIBUTION_METHODS) -> Path:
+    """Write the report of a run folder to `out` (default RUN_DIR/report.html) and return its path.
+
+    Results first (metrics, confusion, per class, curves, mistakes, attribution), then the config and the data.
+    """
     run = load_run(run_dir)
     out = Path(out) if out else run.path / REPORT
     conf = run.config
     parts = [f"<h1>convlab run report: {html.escape(run.path.name)}</h1>",
              f"<p class=note>{html.escape(str(run.path))}; model {html.escape(conf.model.name)} on "
-             f"{html.escape(conf.data.name)}; written {datetime.now():%Y-%m-%d %H:%M}</p>",
-             _config_section(run)]
+             f"{html.escape(conf.data.name)}; written {datetime.now():%Y-%m-%d %H:%M}</p>"]
     try:
         data = load_run_data(conf, run.preprocess.channels, tuple(run.preprocess.size), f"run {run.path}")
         splits = data.splits
     except ConvlabError as err:
         splits = None
-        parts.append(f"<h2>Dataset</h2><p class=note>the dataset could not be loaded here ({html.escape(str(err))}),"
-                     f" so the report has no samples and no mistakes.</p>")
-    if splits is not None:
-        parts.append(_dataset_section(run, splits))
-    parts.append(_curves_section(run))
+        missing = (f"<h2>Dataset</h2><p class=note>the dataset could not be loaded here ({html.escape(str(err))}),"
+                   f" so the report has no samples, no mistakes and no attribution.</p>")
     if splits is not None:
         test = test_split(data, run.classes, f"run {run.path}")
         labels = test.labels
         probs = run.predict_arrays(test.images)
         metrics = classification_metrics(labels, probs, run.classes)
-        parts.append(_metrics_sections(run, metrics))
-        parts.append(_mistakes_section(run, test, probs, labels))
-    elif run.metrics:
-        parts.append(_metrics_sections(run, run.metrics))
+        parts += [_metrics_sections(run, metrics), _curves_section(run), _mistakes_section(run, test, probs, labels)]
+        if methods:
+            parts.append(_attribution_section(run, test, probs, labels, methods))
+        parts += [_config_section(run), _dataset_section(run, splits)]
+    else:
+        if run.metrics:
+            parts.append(_metrics_sections(run, run.metrics))
+        parts += [_curves_section(run), _config_section(run), missing]
     page = (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>convlab report: "
             f"{html.escape(run.path.name)}</title><style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
     try:

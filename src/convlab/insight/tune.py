@@ -1,7 +1,13 @@
-"""Hyperparameter search with Optuna: a resumable SQLite study of training runs, pruned per epoch.
+"""Hyperparameter search with Optuna: a resumable study of training runs, pruned per epoch.
 
-STUDY_DIR holds study.db (the Optuna study), trials/trial-NNNN/ (each trial's run folder), search.png
-(the search at a glance) and best.yaml (the best trial's config, for `convlab train --config`).
+STUDY_DIR holds study.db (the Optuna study, unless --storage names another database), trials/trial-NNNN/
+(each trial's run folder), search.png (the search at a glance) and best.yaml (the best trial's config,
+for `convlab train --config`). With --storage URL (any Optuna RDB storage: postgresql://, mysql://,
+sqlite://) several workers, on one machine or many, share one study: each trial is asked from the
+database, so no two workers run the same trial. Every running trial beats a heartbeat into the
+database; a worker that dies stops beating, and the next worker to look marks its trial failed and
+queues a copy (Optuna's RetryHeartbeatStaleTrialCallback, formerly RetryFailedTrialCallback) that some
+worker then runs.
 """
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ import math
 import time
 import types
 import typing
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -25,9 +32,10 @@ from ..training.callbacks import Callback
 SEARCHES = ("grid", "random", "tpe")
 # Settings that define the problem or the machine, not the model: searching them makes no sense.
 NOT_TUNABLE = {"data", "data_dir", "val_fraction", "device", "out", "quiet", "tensorboard", "deterministic",
-               "strict"}
+               "strict", "checkpoint_every", "dist_timeout"}
 STUDY_NAME = "convlab"
 DB = "study.db"
+RETRIES = 2  # how often a trial whose worker died is run again
 
 
 def _require_optuna():
@@ -177,20 +185,62 @@ class TuneResult:
     new_trials: int
 
 
-def _sampler(optuna, search: str, space: list[Param], seed: int):
+def _sampler(optuna, search: str, space: list[Param], seed: int | None):
     if search == "grid":
         return optuna.samplers.GridSampler({p.key: list(p.values) for p in space}, seed=seed)
     if search == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
+    # constant_liar: trials other workers are running count as poor results, so workers spread out
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, constant_liar=True)
+
+
+def open_storage(optuna, url: str, heartbeat: int):
+    """An Optuna RDB storage with heartbeats: a trial whose worker stops beating for 2 x `heartbeat`
+    seconds is marked failed and queued again. Returns (storage, the URL to show, password hidden)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+
+    try:
+        shown = make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        raise ConvlabError(f"--storage {url!r} is not a database URL; use e.g. postgresql://USER@HOST/DB, "
+                           f"mysql://USER@HOST/DB or sqlite:///FILE.db") from None
+    with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna; they are what we need
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # Optuna 4.9 renamed the retry callback and its keyword; older releases have only the first names.
+        if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):
+            retry = {"heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(RETRIES)}
+        else:
+            retry = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(RETRIES)}
+    for attempt in range(3):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat, grace_period=2 * heartbeat,
+                                                  **retry), shown
+        except DBAPIError as err:
+            # Workers started at once on a new database race to create its tables; the loser finds them made.
+            if attempt < 2 and not err.connection_invalidated and "connect" not in str(err).lower():
+                time.sleep(0.5)
+                continue
+            error = err
+        except (SQLAlchemyError, ImportError, ValueError) as err:
+            error = err
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConvlabError(f"--storage {shown}: cannot open the database ({reason}); check the URL, that the "
+                           f"server runs and that its driver is installed (pip install 'convlab[tune]' has "
+                           f"PostgreSQL's)") from None
 
 
 def tune(study_dir: str | Path, params: list[str], trials: int = 20, search: str = "tpe",
-         config: str | Path | None = None, console: Console | None = None, **overrides) -> TuneResult:
-    """Run (or continue) the study in `study_dir`: train until it has `trials` finished trials.
+         config: str | Path | None = None, console: Console | None = None, storage: str | None = None,
+         study_name: str = STUDY_NAME, heartbeat: int = 30, **overrides) -> TuneResult:
+    """Run (or continue) the study: train until it has `trials` finished trials, counting every worker's.
 
     `params` are --param texts; `overrides` are fixed settings (the flags of `convlab train`), applied
-    after the YAML file `config`. Each trial's value is its best validation accuracy.
+    after the YAML file `config`. Each trial's value is its best validation accuracy. `storage` is a
+    database URL shared by several workers (default: STUDY_DIR/study.db, this process alone); `heartbeat`
+    is the seconds between a running trial's signs of life.
     """
     optuna = _require_optuna()
     console = console or Console(highlight=False, soft_wrap=True)
@@ -216,33 +266,42 @@ def tune(study_dir: str | Path, params: list[str], trials: int = 20, search: str
         raise ConvlabError(f"cannot create the study folder {study_dir} ({err.strerror}); pass --out with a "
                            f"writable folder") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = f"sqlite:///{(study_dir / DB).resolve()}"
+    if heartbeat < 1:
+        raise ConvlabError(f"--heartbeat must be at least 1 second, got {heartbeat}")
+    shared = storage is not None
+    rdb, where = open_storage(optuna, storage or f"sqlite:///{(study_dir / DB).resolve()}", heartbeat)
+    where = f"{where} (study {study_name})" if shared else str(study_dir / DB)
     setup = {"search": search, "space": [p.text() for p in space], "fixed": {k: base[k] for k in sorted(base)}}
-    seed = int(base.get("seed", 0))
-    study = optuna.load_study(study_name=STUDY_NAME, storage=storage) if _has_study(optuna, storage) else None
+    seed: int | None = int(base.get("seed", 0))
+    study = optuna.load_study(study_name=study_name, storage=rdb) if _has_study(optuna, rdb, study_name) else None
     if study is not None:
-        _check_same_setup(study, setup, study_dir)
-        for stale in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            study.tell(stale.number, state=optuna.trial.TrialState.FAIL)  # left by an interrupted run
-    if study is not None and search != "grid":  # a resumed sampler must not replay old draws; the grid
+        _check_same_setup(study, setup, where)
+        if not shared:  # the folder's own file has one worker: what is RUNNING was left by an interrupted run
+            for stale in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+                study.tell(stale.number, state=optuna.trial.TrialState.FAIL)
+    if shared and search != "grid":
+        seed = None  # workers started at once would draw the same values from the same seed
+    elif study is not None and search != "grid":  # a resumed sampler must not replay old draws; the grid
         seed += len(study.trials)  # sampler's seed fixes the order of grid points, so it must stay
     study = optuna.create_study(
-        study_name=STUDY_NAME, storage=storage, load_if_exists=True, direction="maximize",
+        study_name=study_name, storage=rdb, load_if_exists=True, direction="maximize",
         sampler=_sampler(optuna, search, space, seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
     if not study.user_attrs.get("setup"):
         study.set_user_attr("setup", setup)
 
-    finished = _finished(optuna, study)
     target = trials
     if search == "grid":
         target = min(trials, math.prod(len(p.values) for p in space))
-    todo = max(0, target - len(finished))
-    if finished:
-        console.print(f"study {study_dir / DB}: {len(finished)} finished trials; {todo} to go (target {target})",
+    finished, running = _progress(optuna, study)
+    todo = max(0, target - finished - running)
+    if finished or running:
+        elsewhere = f", {running} running in other workers" if running else ""
+        console.print(f"study {where}: {finished} finished trials{elsewhere}; {todo} to go (target {target})",
                       markup=False)
 
     def objective(trial):
+        _check_not_surplus(optuna, study, trial, target)
         settings = dict(base)
         settings.update({p.key: p.suggest(trial) for p in space})
         run_dir = study_dir / "trials" / f"trial-{trial.number:04d}"
@@ -259,7 +318,8 @@ def tune(study_dir: str | Path, params: list[str], trials: int = 20, search: str
         return reporter.best
 
     if todo:
-        _optimize(study, objective, todo, console, space)
+        _optimize(study, objective, target - finished, console, space,
+                  lambda: sum(_progress(optuna, study)) >= target)
     result = TuneResult(study, study_dir, None, None, todo)
     print_trials(console, study, space)
     if _finished(optuna, study, complete_only=True):
@@ -276,17 +336,46 @@ def tune(study_dir: str | Path, params: list[str], trials: int = 20, search: str
     return result
 
 
-def _has_study(optuna, storage: str) -> bool:
-    return any(s.study_name == STUDY_NAME for s in optuna.get_all_study_summaries(storage=storage))
+class SurplusTrial(Exception):
+    """Raised at the start of a trial the study no longer needs: it ends FAIL, untrained."""
 
 
-def _check_same_setup(study, setup: dict, study_dir: Path) -> None:
+def _check_not_surplus(optuna, study, trial, target: int) -> None:
+    """Trial numbers come from the database in order, so "finished trials plus running ones with a smaller
+    number reach the target" is a test every worker agrees on: of two workers that start a trial at the
+    same moment for the last place, the one with the larger number stands down."""
+    states = optuna.trial.TrialState
+    finished = len(study.get_trials(deepcopy=False, states=(states.COMPLETE, states.PRUNED)))
+    earlier = [t for t in study.get_trials(deepcopy=False, states=(states.RUNNING,)) if t.number < trial.number]
+    if finished + len(earlier) >= target:
+        trial.set_user_attr("surplus", True)
+        study.stop()
+        raise SurplusTrial(f"not run: the study has its {target} trials (finished or running in other workers)")
+
+
+def _has_study(optuna, storage, name: str) -> bool:
+    return any(s.study_name == name for s in optuna.get_all_study_summaries(storage=storage))
+
+
+def _check_same_setup(study, setup: dict, where: str) -> None:
     saved = study.user_attrs.get("setup")
     if saved and saved != setup:
         changed = [key for key in ("search", "space", "fixed") if saved.get(key) != setup[key]]
-        raise ConvlabError(f"--out {study_dir} holds a study with another {' and '.join(changed)} "
+        raise ConvlabError(f"{where} holds a study with another {' and '.join(changed)} "
                            f"(saved: {saved[changed[0]]}); rerun with the same settings to continue it, "
-                           f"or choose another --out")
+                           f"or choose another --out (or --study)")
+
+
+def _progress(optuna, study) -> tuple[int, int]:
+    """(finished trials, trials running in live workers), after failing (and queueing again) the trials of
+    workers whose heartbeat stopped."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    states = optuna.trial.TrialState
+    finished = study.get_trials(deepcopy=False, states=(states.COMPLETE, states.PRUNED))
+    running = study.get_trials(deepcopy=False, states=(states.RUNNING,))
+    return len(finished), len(running)
 
 
 def _finished(optuna, study, complete_only: bool = False) -> list:
@@ -295,7 +384,11 @@ def _finished(optuna, study, complete_only: bool = False) -> list:
     return study.get_trials(deepcopy=False, states=states)
 
 
-def _optimize(study, objective, todo: int, console: Console, space: list[Param]) -> None:
+def _optimize(study, objective, todo: int, console: Console, space: list[Param], enough) -> None:
+    """Run trials until `enough()` says the study, all workers together, has its trials (at most `todo` here).
+
+    Checked after each trial, counting the trials other workers are running: workers that finish at the
+    same moment may start one trial too many between them, never one too few."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     progress = Progress(TextColumn("trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -303,6 +396,8 @@ def _optimize(study, objective, todo: int, console: Console, space: list[Param])
     task = progress.add_task("tune", total=todo)
 
     def after_trial(study, trial):
+        if trial.user_attrs.get("surplus"):
+            return
         value = "-" if trial.value is None else f"{trial.value:.4f}"
         intermediate = trial.intermediate_values
         if trial.state.name == "PRUNED" and intermediate:
@@ -311,9 +406,11 @@ def _optimize(study, objective, todo: int, console: Console, space: list[Param])
         progress.console.print(f"trial {trial.number}: {params} -> val_acc {value} ({trial.state.name.lower()}, "
                                f"{trial.user_attrs.get('seconds', 0):.1f}s)", markup=False, highlight=False)
         progress.advance(task)
+        if enough():
+            study.stop()
 
     with progress:
-        study.optimize(objective, n_trials=todo, callbacks=[after_trial])
+        study.optimize(objective, n_trials=todo, callbacks=[after_trial], catch=(SurplusTrial,))
 
 
 def _fmt(value: Any) -> str:

@@ -11,6 +11,12 @@ from ..data.batches import Normalization
 def predict_proba(model: nn.Module, images: np.ndarray, norm: Normalization, device: torch.device | str = "cpu",
                   batch_size: int = 256) -> np.ndarray:
     """images: (N, C, H, W) uint8 -> probabilities (N, classes) float64."""
+    return softmax(predict_logits(model, images, norm, device, batch_size))
+
+
+def predict_logits(model: nn.Module, images: np.ndarray, norm: Normalization, device: torch.device | str = "cpu",
+                   batch_size: int = 256) -> np.ndarray:
+    """images: (N, C, H, W) uint8 -> logits (N, classes) float32 (the server returns them beside probabilities)."""
     device = torch.device(device)
     # eval() sets an attribute on every module; skip it when no module (not only the top one) is training.
     if any(m.training for m in model.modules()):
@@ -20,11 +26,17 @@ def predict_proba(model: nn.Module, images: np.ndarray, norm: Normalization, dev
         for start in range(0, len(images), batch_size):
             chunk = np.require(images[start:start + batch_size], requirements="W")  # copies read-only memmaps
             batch = torch.from_numpy(chunk).to(device)
-            logits = model(norm.apply(batch))
-            out.append(torch.softmax(logits.float(), dim=1).cpu().double().numpy())
+            out.append(model(norm.apply(batch)).float().cpu().numpy())
     if not out:
-        return np.zeros((0, 0))
+        return np.zeros((0, 0), dtype=np.float32)
     return np.concatenate(out)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """(N, classes) float32 logits -> probabilities float64 (softmax in float32, as predict has always done)."""
+    if logits.size == 0:
+        return np.zeros(logits.shape)
+    return torch.softmax(torch.from_numpy(logits), dim=1).double().numpy()
 
 
 def evaluate_loss_accuracy(model: nn.Module, loader, loss_fn) -> dict[str, float]:

@@ -6,6 +6,8 @@ Matrices print one row per line, numbers separated by spaces.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from . import functional as F
@@ -82,42 +84,84 @@ def _side_by_side(blocks: list[list[str]], joiners: list[str]) -> list[str]:
     return out
 
 
-def explain_conv(image: np.ndarray | None = None, kernel: np.ndarray | None = None, stride: int = 1,
-                 padding: int = 0, mode: str = "correlation") -> str:
-    """Every window, its element-wise products and their sum, then the output matrix."""
+@dataclass
+class ConvWindow:
+    """One output cell: where its window sits in the (padded) input, the products and their sum."""
+
+    row: int
+    col: int
+    top: int  # first row of the window in the padded input
+    left: int  # first column
+    window: np.ndarray  # (kh, kw) the part of the padded input under the kernel
+    products: np.ndarray  # (kh, kw) window * the kernel that slides
+    total: float  # the engine's output at (row, col): the sum of the products
+
+
+@dataclass
+class ConvTrace:
+    """Everything `explain conv` shows, as numbers: what the text prints and the web app steps through."""
+
+    image: np.ndarray  # (h, w)
+    kernel: np.ndarray  # (kh, kw) as given
+    slid: np.ndarray  # the kernel that slides: as given, or turned 180 degrees for true convolution
+    padded: np.ndarray  # (h + 2p, w + 2p)
+    stride: int
+    padding: int
+    mode: str
+    output: np.ndarray  # (ho, wo) from the engine's conv2d_forward
+    windows: list[ConvWindow]  # row by row
+
+
+def trace_conv(image: np.ndarray | None = None, kernel: np.ndarray | None = None, stride: int = 1,
+               padding: int = 0, mode: str = "correlation") -> ConvTrace:
+    """Every window of a 2-D convolution with its products; the sums are the engine's own output.
+
+    Without image/kernel: the texts' worked example. Raises ValueError naming what does not fit.
+    """
     image = parse_matrix(EXAMPLE_INPUT) if image is None else np.asarray(image, dtype=np.float64)
     kernel = parse_matrix(EXAMPLE_KERNEL) if kernel is None else np.asarray(kernel, dtype=np.float64)
+    if mode not in MODE_LINE:
+        raise ValueError(f"mode must be one of {', '.join(MODE_LINE)} (got {mode!r})")
     if stride < 1 or padding < 0:
         raise ValueError(f"stride must be >= 1 and padding >= 0 (got stride {stride}, padding {padding})")
     (h, w), (kh, kw) = image.shape, kernel.shape
     if h + 2 * padding < kh or w + 2 * padding < kw:
         raise ValueError(f"the {kh}x{kw} kernel is larger than the {h + 2 * padding}x{w + 2 * padding} "
                          f"(padded) input")
-    lines = [MODE_LINE[mode], f"input {h}x{w}:", *matrix_lines(image, "  "), f"kernel {kh}x{kw}:",
-             *matrix_lines(kernel, "  ")]
-    slid = kernel
-    if mode == "convolution":
-        slid = kernel[::-1, ::-1]
-        lines += ["kernel turned 180 degrees (what slides):", *matrix_lines(slid, "  ")]
+    slid = kernel[::-1, ::-1] if mode == "convolution" else kernel
     padded = np.pad(image, padding)
-    if padding:
-        lines += [f"input with {padding} ring(s) of zero padding, {padded.shape[0]}x{padded.shape[1]}:",
-                  *matrix_lines(padded, "  ")]
-    ho, wo = F.output_size(h, kh, stride, padding), F.output_size(w, kw, stride, padding)
-    lines.append(f"output size: ({h} + 2*{padding} - {kh}) // {stride} + 1 = {ho} rows, "
-                 f"({w} + 2*{padding} - {kw}) // {stride} + 1 = {wo} columns")
     out, _ = F.conv2d_forward(image[None, None], slid[None, None], stride=stride, padding=padding)
-    out = out[0, 0]
-    for i in range(ho):
-        for j in range(wo):
+    out = out[0, 0]  # (1, 1, ho, wo) -> (ho, wo)
+    windows = []
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
             top, left = i * stride, j * stride
             window = padded[top : top + kh, left : left + kw]
-            products = window * slid
-            lines.append(f"window ({i},{j}): rows {top}-{top + kh - 1}, columns {left}-{left + kw - 1} of the "
-                         f"{'padded ' if padding else ''}input")
-            lines += _side_by_side([matrix_lines(window), matrix_lines(slid), matrix_lines(products)], ["*", "="])
-            lines.append(f"  sum = {' + '.join(fmt(v) for v in products.ravel())} = {fmt(out[i, j])}")
-    lines += [f"output {ho}x{wo}:", *matrix_lines(out)]
+            windows.append(ConvWindow(i, j, top, left, window, window * slid, float(out[i, j])))
+    return ConvTrace(image, kernel, slid, padded, stride, padding, mode, out, windows)
+
+
+def explain_conv(image: np.ndarray | None = None, kernel: np.ndarray | None = None, stride: int = 1,
+                 padding: int = 0, mode: str = "correlation") -> str:
+    """Every window, its element-wise products and their sum, then the output matrix."""
+    t = trace_conv(image, kernel, stride, padding, mode)
+    (h, w), (kh, kw), (ho, wo) = t.image.shape, t.kernel.shape, t.output.shape
+    lines = [MODE_LINE[mode], f"input {h}x{w}:", *matrix_lines(t.image, "  "), f"kernel {kh}x{kw}:",
+             *matrix_lines(t.kernel, "  ")]
+    if mode == "convolution":
+        lines += ["kernel turned 180 degrees (what slides):", *matrix_lines(t.slid, "  ")]
+    if padding:
+        lines += [f"input with {padding} ring(s) of zero padding, {t.padded.shape[0]}x{t.padded.shape[1]}:",
+                  *matrix_lines(t.padded, "  ")]
+    lines.append(f"output size: ({h} + 2*{padding} - {kh}) // {stride} + 1 = {ho} rows, "
+                 f"({w} + 2*{padding} - {kw}) // {stride} + 1 = {wo} columns")
+    for win in t.windows:
+        lines.append(f"window ({win.row},{win.col}): rows {win.top}-{win.top + kh - 1}, columns "
+                     f"{win.left}-{win.left + kw - 1} of the {'padded ' if padding else ''}input")
+        lines += _side_by_side([matrix_lines(win.window), matrix_lines(t.slid), matrix_lines(win.products)],
+                               ["*", "="])
+        lines.append(f"  sum = {' + '.join(fmt(v) for v in win.products.ravel())} = {fmt(win.total)}")
+    lines += [f"output {ho}x{wo}:", *matrix_lines(t.output)]
     return "\n".join(lines)
 
 

@@ -5,6 +5,11 @@ named tensor, everything else (epoch, position, schedule, history, RNG state of 
 LoopState.extra) is one JSON document in the file's metadata. Nothing is pickled, so loading a
 checkpoint can never run code. Files are written to a temporary name in the same folder, fsynced and
 renamed over the old one, so a crash at any moment leaves either the old or the new checkpoint.
+
+Under torchrun the ranks' own states (RNG states, the running sums of an epoch) are gathered to rank 0
+and written into the same file: one file, one rename, so a checkpoint can never mix ranks saved at
+different steps (one file per rank could). Rank 0 writes while the others wait at a barrier; on resume
+rank 0 reads the file and sends it to the others, so ranks on other nodes need no copy of the folder.
 """
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import json
 import random
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +27,7 @@ import torch
 from ..errors import ConvlabError
 from ..files import atomic_write
 from ..layout import BEST, CHECKPOINTS, LAST
+from . import distributed
 from .callbacks import Callback
 
 FORMAT = "convlab-checkpoint/1"
@@ -117,13 +124,15 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def checkpoint_position(path: Path) -> dict:
-    """{'epoch': completed epochs, 'batch': batches of the next epoch done} from the metadata alone."""
+    """{'epoch': completed epochs, 'batch': batches of the next epoch done, 'world_size': processes that
+    wrote it} from the metadata alone."""
     from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="pt") as handle:
             state = json.loads((handle.metadata() or {})[_STATE_KEY])["state"]
-        return {"epoch": int(state["epoch"]), "batch": int(state["batch"])}
+        return {"epoch": int(state["epoch"]), "batch": int(state["batch"]),
+                "world_size": int(state.get("world_size", 1))}
     except (SafetensorError, OSError, KeyError, TypeError, ValueError) as err:
         raise ConvlabError(f"checkpoint {path} is damaged or not a convlab checkpoint ({type(err).__name__}: "
                            f"{err}); pickled .pt files are never loaded") from None
@@ -153,37 +162,47 @@ def restore_rng_states(states: dict, generators: dict[str, torch.Generator]) -> 
 # --- the callback -----------------------------------------------------------------------------------
 
 class Checkpointer(Callback):
-    """Saves `last` after every epoch and `best` when validation improves; restores them on resume.
+    """Saves `last` after every epoch (and every `every` batches) and `best` when validation improves;
+    restores them on resume.
 
     `stateful` maps names to the callbacks whose state belongs in a checkpoint (history, best model,
     early stopping): each has state_dict()/load_state_dict(). `generators` are the torch generators
     the data pipeline draws from (shuffling and augmentation). Ctrl-C sets a flag; at the next batch
     boundary the state is saved (with the position inside the epoch) and TrainingInterrupted is raised.
+    Under torchrun (`ranks`) every save is a collective: all ranks call it at the same step.
     """
 
     def __init__(self, folder: Path, schedule, generators: dict[str, torch.Generator],
-                 stateful: dict[str, Any] | None = None, resume: bool = False, resume_hint: str = ""):
+                 stateful: dict[str, Any] | None = None, resume: bool = False, resume_hint: str = "",
+                 ranks: distributed.Distributed | None = None, every: int = 0):
         self.folder = Path(folder)
         self.schedule = schedule
         self.generators = generators
         self.stateful = stateful or {}
         self.resume = resume
         self.resume_hint = resume_hint
+        self.ranks = ranks or distributed.Distributed()
+        self.every = every
         self.interrupt_requested = False
         self._previous_handler = None
         self._epoch_start_generators: dict = {}
         self.resumed_from: dict | None = None
+        self.save_seconds: list[float] = []  # the time of each save after the first, on rank 0
 
     # hooks
     def on_train_begin(self, state):
-        self.folder.mkdir(parents=True, exist_ok=True)
-        for stale in self.folder.glob(".*.tmp"):  # left by a process killed while writing
-            stale.unlink(missing_ok=True)
+        if self.ranks.is_main:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            for stale in self.folder.glob(".*.tmp"):  # left by a process killed while writing
+                stale.unlink(missing_ok=True)
         if self.resume:
-            self._restore(state, load_checkpoint(self.folder / LAST))
+            record = load_checkpoint(self.folder / LAST) if self.ranks.is_main else None
+            self._restore(state, distributed.broadcast(record, self.ranks))
         else:
             self.save(state)  # epoch 0: a run killed during its first epoch can be resumed too
-        self._install_sigint()
+            self.save_seconds.clear()  # the first save also warms up; the report counts the regular ones
+        if not self.ranks.enabled:  # under torchrun the ranks would see Ctrl-C at different steps
+            self._install_sigint()
 
     def on_epoch_begin(self, state):
         # The data order of an epoch is drawn at its first batch: keep the generators' state from
@@ -192,16 +211,19 @@ class Checkpointer(Callback):
             self._epoch_start_generators = {n: g.get_state() for n, g in self.generators.items()}
 
     def on_batch_end(self, state, logs):
-        if self.interrupt_requested:
+        periodic = self.every and logs["batch"] % self.every == 0 and logs["batch"] < state.steps_per_epoch
+        if self.interrupt_requested or periodic:
             self.save(state, batch=logs["batch"], partial={"loss_sum": logs["loss_sum"], "correct": logs["correct"],
                                                            "seen": logs["seen"]})
+        if self.interrupt_requested:
             self._interrupt(state)
 
     def on_epoch_end(self, state, logs):
-        if logs.get("val_accuracy") is not None and getattr(self.stateful.get("best"), "best_epoch", None) == state.epoch:
+        if (self.ranks.is_main and logs.get("val_accuracy") is not None
+                and getattr(self.stateful.get("best"), "best_epoch", None) == state.epoch):
             from safetensors.torch import save
 
-            weights = {k: v.detach().cpu().contiguous() for k, v in state.model.state_dict().items()}
+            weights = {k: v.detach().cpu().contiguous() for k, v in bare(state.model).state_dict().items()}
             meta = {"epoch": str(state.epoch), "val_accuracy": repr(logs["val_accuracy"])}
             atomic_write(self.folder / BEST, save(weights, metadata=meta))
         self.save(state)
@@ -214,31 +236,46 @@ class Checkpointer(Callback):
     # saving and restoring
     def save(self, state, batch: int = 0, partial: dict | None = None) -> None:
         """Write `last`: at an epoch boundary (batch 0) or after `batch` batches of epoch state.epoch."""
-        record = {
-            "epoch": state.epoch if batch == 0 else state.epoch - 1,  # completed epochs
-            "batch": batch,
-            "partial": partial,
-            "model": state.model.state_dict(),
-            "optimizer": state.optimizer.state_dict(),
-            "scheduler": self.schedule.scheduler.state_dict() if self.schedule.scheduler is not None else None,
-            "rng": rng_states(self.generators),
-            "epoch_start_generators": self._epoch_start_generators if batch else None,
-            "callbacks": {name: cb.state_dict() for name, cb in self.stateful.items()},
-            "extra": state.extra,
-            "best_epoch": state.best_epoch,
-            "threads": torch.get_num_threads(),
-        }
-        save_checkpoint(self.folder / LAST, record)
+        started = time.perf_counter()
+        if partial is not None:
+            partial = {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in partial.items()}
+        ranks = distributed.gather({"rng": rng_states(self.generators), "partial": partial}, self.ranks)
+        if self.ranks.is_main:
+            record = {
+                "epoch": state.epoch if batch == 0 else state.epoch - 1,  # completed epochs
+                "batch": batch,
+                "world_size": self.ranks.world_size,
+                "ranks": ranks,  # per rank: RNG states and the epoch's running sums
+                "model": bare(state.model).state_dict(),  # the same keys with or without DDP and compile
+                "optimizer": state.optimizer.state_dict(),
+                "scheduler": self.schedule.scheduler.state_dict() if self.schedule.scheduler is not None else None,
+                "epoch_start_generators": self._epoch_start_generators if batch else None,
+                "callbacks": {name: cb.state_dict() for name, cb in self.stateful.items()},
+                "extra": state.extra,
+                "best_epoch": state.best_epoch,
+                "threads": torch.get_num_threads(),
+            }
+            save_checkpoint(self.folder / LAST, record)
+        distributed.barrier(self.ranks)  # no rank runs ahead of a checkpoint that may still fail to write
+        self.save_seconds.append(time.perf_counter() - started)
 
     def _restore(self, state, record: dict) -> None:
+        written_by = int(record.get("world_size", 1))
+        if written_by != self.ranks.world_size and self.schedule.scheduler is not None and self.schedule.per_batch:
+            raise ConvlabError(f"checkpoint {self.folder / LAST} was written by {written_by} processes and the run's "
+                               f"learning-rate schedule is planned step by step over their shards; resume it with "
+                               f"{written_by} processes (torchrun --nproc_per_node), or train again")
         try:
-            state.model.load_state_dict(record["model"])
+            bare(state.model).load_state_dict(_without_wrappers(record["model"]))
             state.optimizer.load_state_dict(record["optimizer"])
             if self.schedule.scheduler is not None and record["scheduler"] is not None:
                 self.schedule.scheduler.load_state_dict(record["scheduler"])
             for name, cb in self.stateful.items():
                 cb.load_state_dict(record["callbacks"][name])
-            restore_rng_states(record["rng"], self.generators)
+            # Checkpoints from before per-rank states hold one process's "rng" and "partial".
+            saved = record.get("ranks") or [{"rng": record["rng"], "partial": record["partial"]}]
+            mine = saved[self.ranks.rank % len(saved)]
+            restore_rng_states(mine["rng"], self.generators)
             state.extra.update(record["extra"] or {})
             state.best_epoch = record["best_epoch"]
             state.epoch = record["epoch"]
@@ -249,14 +286,24 @@ class Checkpointer(Callback):
                 # and carry on with the running sums; the loop checks nothing else.
                 for name, generator in self.generators.items():
                     generator.set_state(record["epoch_start_generators"][name])
-                state.resume_batch = record["batch"]
-                state.resume_partial = record["partial"]
+                state.resume_batch, state.resume_partial = _resume_point(record["batch"], saved, mine,
+                                                                         self.ranks.world_size)
                 self._epoch_start_generators = record["epoch_start_generators"]
-        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
             raise ConvlabError(f"checkpoint {self.folder / LAST} does not fit this run "
                                f"({type(err).__name__}: {str(err).splitlines()[0]}); it is damaged or "
                                "belongs to another run") from None
         self.resumed_from = {"epoch": record["epoch"], "batch": record["batch"]}
+
+    def cost_line(self) -> str | None:
+        """How long the checkpoints of this run took, for the log (None before any regular one)."""
+        if not self.save_seconds:
+            return None
+        seconds = sorted(self.save_seconds)
+        size = (self.folder / LAST).stat().st_size if (self.folder / LAST).is_file() else 0
+        every = f"every {self.every} steps and " if self.every else ""
+        return (f"checkpoints: {len(seconds)} saved ({every}at each epoch's end), {seconds[len(seconds) // 2] * 1e3:.1f}"
+                f" ms each (median; max {seconds[-1] * 1e3:.1f} ms), {size / 1e6:.2f} MB")
 
     # Ctrl-C
     def _install_sigint(self) -> None:
@@ -278,6 +325,43 @@ class Checkpointer(Callback):
         self._uninstall_sigint()
         raise TrainingInterrupted(f"saved the training state in {self.folder / LAST} during epoch "
                                   f"{state.epoch}; continue with: {self.resume_hint}")
+
+
+WRAPPERS = ("module.", "_orig_mod.")  # the key prefixes of DistributedDataParallel and torch.compile
+
+
+def bare(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside DistributedDataParallel and torch.compile wrappers."""
+    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
+        model = getattr(model, "module", None) or model._orig_mod
+    return model
+
+
+def _without_wrappers(weights: dict) -> dict:
+    """Keys without wrapper prefixes: checkpoints of compiled runs written before `bare` have them."""
+    def strip(key: str) -> str:
+        while key.startswith(WRAPPERS):
+            key = key.split(".", 1)[1]
+        return key
+
+    return {strip(k): v for k, v in weights.items()}
+
+
+def _resume_point(batch: int, saved: list[dict], mine: dict, world_size: int) -> tuple[int, dict]:
+    """Batches of the epoch to skip and the running sums to carry on with, for this rank.
+
+    With the world size of the checkpoint: exactly this rank's own. With another world size the shards
+    differ, so the same share of the epoch is skipped and the sums of all old ranks are split evenly
+    (the continued run is close to, not the same as, the uninterrupted one).
+    """
+    if len(saved) == world_size:
+        return batch, mine["partial"]
+    partials = [rank["partial"] for rank in saved]
+    total = {"loss_sum": sum(p["loss_sum"] for p in partials), "correct": sum(p["correct"] for p in partials),
+             "seen": sum(p["seen"] for p in partials)}
+    return (batch * len(saved)) // world_size, {"loss_sum": total["loss_sum"] / world_size,
+                                                "correct": total["correct"] // world_size,
+                                                "seen": total["seen"] // world_size}
 
 
 def checkpoint_bytes(model: torch.nn.Module, optimizer_copies: int = 2) -> int:

@@ -6,11 +6,19 @@ tells the session which rank it is. Each rank trains on its own shard (BatchLoad
 with a DistributedDataParallel model whose gradients are averaged every step; the epoch's training
 metrics are all-reduced; validation runs on the whole validation split on every rank, so every rank
 takes the same best-epoch and early-stopping decisions. Only rank 0 prints and writes the run folder.
+
+Faults follow torchelastic's contract (torch/distributed/run.py): when a worker dies, the agent stops
+all of them and, with --max-restarts N, starts them again with the same arguments and
+TORCHELASTIC_RESTART_COUNT raised by one; the script must find and load its last checkpoint itself.
+`restart_count()` and `run_id()` give the pipeline what it needs for that; `broadcast` and `gather`
+move small Python objects (a decision, RNG states) between the ranks.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -39,10 +47,29 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def setup(device: torch.device) -> tuple[Distributed, torch.device]:
+def restart_count() -> int:
+    """How often torchelastic has restarted this job's workers (0: the first attempt, or no torchrun)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+
+
+def max_restarts() -> int:
+    return int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0"))
+
+
+def run_id() -> str | None:
+    """The job's id, the same on every node and across restarts: --rdzv-id, or a fresh uuid with --standalone.
+
+    None when there is none to rely on (no torchrun, or --rdzv-id left at its default "none").
+    """
+    value = os.environ.get("TORCHELASTIC_RUN_ID")
+    return None if not value or value == "none" else value
+
+
+def setup(device: torch.device, timeout_s: float = 300) -> tuple[Distributed, torch.device]:
     """Join the process group when started by torchrun; returns (ranks, this process's device).
 
-    Without torchrun (WORLD_SIZE unset or 1) nothing happens: a single process, rank 0.
+    Without torchrun (WORLD_SIZE unset or 1) nothing happens: a single process, rank 0. `timeout_s`
+    bounds every wait for the other ranks (the default of torch is 30 minutes on a dead peer).
     """
     if not launched_by_torchrun():
         return Distributed(), device
@@ -61,7 +88,12 @@ def setup(device: torch.device) -> tuple[Distributed, torch.device]:
         raise ConvlabError(f"distributed training runs on cuda or cpu, not {device.type}; pass --device cpu "
                            "or --device cuda")
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend)
+        timeout = timedelta(seconds=timeout_s)
+        store, _, _ = next(dist.rendezvous("env://", rank, world, timeout=timeout))
+        # The store outlives a torchelastic restart, and with it the addresses the dead workers published:
+        # keys of each attempt get their own prefix, or the new ranks would try to connect to the old ones.
+        store = dist.PrefixStore(f"convlab/attempt-{restart_count()}", store)
+        dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world, timeout=timeout)
     return Distributed(rank, world, local_rank), device
 
 
@@ -77,6 +109,29 @@ def wrap_model(model: nn.Module, ranks: Distributed, device: torch.device, find_
 
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                    find_unused_parameters=find_unused)
+
+
+def broadcast(value: Any, ranks: Distributed) -> Any:
+    """Rank 0's `value` on every rank (pickled in transit between this job's own processes, never stored)."""
+    if not ranks.enabled:
+        return value
+    holder = [value if ranks.is_main else None]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+def gather(value: Any, ranks: Distributed) -> list | None:
+    """Every rank's `value`, in rank order, on rank 0 (None on the others)."""
+    if not ranks.enabled:
+        return [value]
+    values = [None] * ranks.world_size if ranks.is_main else None
+    dist.gather_object(value, values, dst=0)
+    return values
+
+
+def barrier(ranks: Distributed) -> None:
+    if ranks.enabled:
+        dist.barrier()
 
 
 def teardown(ranks: Distributed) -> None:

@@ -8,9 +8,10 @@ from .. import config as cfg
 from ..errors import ConvlabError
 from ..layout import CHECKPOINTS, CONFIG, LAST, WEIGHTS
 
-# Flags that may differ from the saved run: they change neither the data nor the maths of a step.
+# Flags that may differ from the saved run: they change neither the data nor the maths of a step
+# (how often the state is saved, how long ranks wait for each other).
 # --epochs may only grow, and only without a schedule that was planned over the original epochs.
-CHANGEABLE = {"epochs", "quiet", "device", "out"}
+CHANGEABLE = {"epochs", "quiet", "device", "out", "checkpoint_every", "dist_timeout"}
 
 
 def resume_config(run_dir: str | Path, overrides: dict[str, Any], config_file=None) -> cfg.Config:

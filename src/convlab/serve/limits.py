@@ -1,0 +1,128 @@
+"""What the server refuses before working: a wrong token, too large bodies, unknown image formats, images
+whose declared size is over the pixel cap (checked before decoding), unknown model names."""
+from __future__ import annotations
+
+import hmac
+import io
+import json
+import warnings
+from typing import Mapping
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..data.decode import load_image
+
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")  # what Pillow may decode; GIF: first frame only
+
+
+class RequestError(Exception):
+    """A bad request: answered with `status` and {"error": message}, never a traceback."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+def lookup(models: Mapping, name: str):
+    """The model called `name`: a dictionary key, never a path, so '../x' is just an unknown name (404)."""
+    model = models.get(name)
+    if model is None:
+        served = ", ".join(sorted(models)) or "none"
+        raise RequestError(404, f"no model named {name[:80]!r}; served: {served}")
+    return model
+
+
+def check_token(expected: str | None, authorization: str | None) -> None:
+    """Bearer token check in constant time; nothing to check when the server has no token."""
+    if expected is None:
+        return
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
+        raise RequestError(401, "missing or wrong token: send the header 'Authorization: Bearer TOKEN'",
+                           {"WWW-Authenticate": "Bearer"})
+
+
+def open_upload(data: bytes, max_pixels: int) -> Image.Image:
+    """Encoded image bytes -> the decoded first frame, EXIF rotation applied, as predict opens a file. The
+    format must be one served, and the declared width x height is checked against `max_pixels` before
+    a single pixel is decoded (decompression bombs)."""
+    if not data:
+        raise RequestError(422, "empty image: the body or part holds no bytes")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own cap says it better
+        try:
+            opened = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+        except UnidentifiedImageError:
+            raise RequestError(415, f"not an image in a format served ({', '.join(IMAGE_FORMATS)})") from None
+        except Image.DecompressionBombError as err:
+            raise RequestError(413, f"image refused as a decompression bomb ({err})") from None
+        except Exception as err:  # noqa: BLE001 - header parsers raise SyntaxError, ValueError, struct.error, ...
+            raise RequestError(422, f"cannot read the image header ({type(err).__name__}: {err})") from None
+        with opened:
+            width, height = opened.size
+            if width * height > max_pixels:
+                raise RequestError(413, f"image of {width} x {height} = {width * height:,} pixels is over the "
+                                        f"server's cap of {max_pixels:,} pixels (refused before decoding)")
+            try:
+                image = ImageOps.exif_transpose(opened)  # a decoded copy of the first frame
+                image.load()
+                return image
+            except Exception as err:  # noqa: BLE001 - truncated or corrupt data fails in many ways
+                raise RequestError(422, f"cannot decode the {opened.format} image ({type(err).__name__}: "
+                                        f"{str(err)[:200]})") from None
+
+
+def decode_upload(data: bytes, channels: int, size: tuple[int, int], max_pixels: int) -> np.ndarray:
+    """Encoded image bytes -> (channels, H, W) uint8, exactly as predict decodes a file (open_upload, then
+    data.decode.load_image)."""
+    return load_image(open_upload(data, max_pixels), channels, size)
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over `max_bytes` gets 413 before any route reads it (declared or
+    chunked); the body is read once here and replayed to the route."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            return await _refuse(send, 413 if declared.isdigit() else 400,
+                                 f"request body of {declared.decode(errors='replace')[:20]} bytes is over the "
+                                 f"server's cap of {self.max_bytes:,} bytes (--max-upload-mb)"
+                                 if declared.isdigit() else "Content-Length is not a number")
+        chunks, total = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client left
+            total += len(message.get("body", b""))
+            if total > self.max_bytes:
+                return await _refuse(send, 413, f"request body over the server's cap of {self.max_bytes:,} bytes "
+                                                f"(--max-upload-mb)")
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _refuse(send, status: int, message: str) -> None:
+    body = json.dumps({"error": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,70 @@
+"""Prometheus metrics of one server (its own registry, so two apps in one process do not mix): requests
+and errors by route and status code, latency, batch sizes, queue depth; and one access-log line a request."""
+from __future__ import annotations
+
+import logging
+import time
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+ACCESS_LOG = logging.getLogger("convlab.serve.access")
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class ServerMetrics:
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        self.requests = Counter("convlab_requests", "HTTP requests by route and status code",
+                                ["method", "route", "code"], registry=self.registry)
+        self.errors = Counter("convlab_request_errors", "HTTP requests answered 4xx or 5xx, by route and code",
+                              ["method", "route", "code"], registry=self.registry)
+        self.latency = Histogram("convlab_request_seconds", "time from request to response, by route",
+                                 ["method", "route"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.batch_size = Histogram("convlab_batch_size", "images per forward pass, by model", ["model"],
+                                    buckets=BATCH_BUCKETS, registry=self.registry)
+        self.queue_depth = Gauge("convlab_queue_depth", "requests waiting for the model, by model", ["model"],
+                                 registry=self.registry)
+
+    def watch_queue(self, model: str, depth) -> None:
+        """Report `depth()` as the queue depth of `model` whenever metrics are scraped."""
+        self.queue_depth.labels(model).set_function(depth)
+
+    def batch_observer(self, model: str):
+        child = self.batch_size.labels(model)
+        return child.observe
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class MetricsMiddleware:
+    """ASGI middleware counting every request by its route template (not its URL: bounded label values)."""
+
+    def __init__(self, app, metrics: ServerMetrics, access_log: bool = True):
+        self.app, self.metrics, self.access_log = app, metrics, access_log
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        status = 500
+
+        async def send_counted(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_counted)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            method, seconds = scope["method"], time.perf_counter() - start
+            self.metrics.requests.labels(method, route, str(status)).inc()
+            if status >= 400:
+                self.metrics.errors.labels(method, route, str(status)).inc()
+            self.metrics.latency.labels(method, route).observe(seconds)
+            if self.access_log:
+                client = scope.get("client") or ("-", 0)
+                ACCESS_LOG.info('%s "%s %s" %d %.1f ms', client[0], method, scope["path"], status, seconds * 1e3)

@@ -1,0 +1,105 @@
+"""What the Runs and Predict pages show of a served model beyond predictions: its results and Grad-CAM.
+
+The pictures come from the report's own functions (insight/report.py), so the page and report.html agree.
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..compress.load import load_variant
+from ..data.decode import load_image
+from ..errors import ConvlabError
+from ..evaluate.metrics import classification_metrics
+from ..insight.gradcam import overlay, run_grad_cam
+from ..insight.report import confusion_png, curves_png, data_uri, enlarged, most_confident_mistakes, png_of_array
+from ..layout import ONNX_SUFFIX, QUANTIZED_WEIGHTS
+from ..run import Run
+
+
+class NoTorchGraph(ConvlabError):
+    """The model has no float torch graph to take gradients through (an .onnx file, an int8 variant)."""
+
+
+def torch_graph_missing(path: Path) -> str | None:
+    """Why Grad-CAM cannot run on the model at `path`, or None when it can."""
+    if path.suffix == ONNX_SUFFIX:
+        return "is an .onnx file: it has no torch graph to take Grad-CAM's gradients through; serve its run folder"
+    if (path / QUANTIZED_WEIGHTS).is_file():
+        return "is an int8 variant: its quantized layers have no gradients for Grad-CAM; serve the float run folder"
+    return None
+
+
+class ModelViews:
+    """One served model opened for the pages: loaded once, its Runs results computed once, one Grad-CAM at a
+    time (Grad-CAM hooks a layer of the shared model, so two at once would see each other's activations)."""
+
+    def __init__(self, name: str, path: Path, metrics: dict | None):
+        self.name, self.path, self.metrics = name, Path(path), metrics
+        self._run: Run | None = None
+        self._results: dict | None = None
+        self._lock = threading.Lock()
+
+    def run(self) -> Run:
+        with self._lock:
+            if self._run is None:
+                self._run = load_variant(self.path)
+            return self._run
+
+    def gradcam_png(self, image: Image.Image) -> tuple[bytes, int, str]:
+        """Grad-CAM of the predicted class over `image`, at the image's own size -> (PNG, class index, layer)."""
+        why = torch_graph_missing(self.path)
+        if why:
+            raise NoTorchGraph(f"model {self.name!r} {why}")
+        run = self.run()
+        channels, size = run.preprocess.channels, tuple(run.preprocess.size)
+        original = np.asarray(image.convert("L" if channels == 1 else "RGB"))  # (H, W[, 3]) as gradcam_files shows
+        batch = load_image(image, channels, size)[None]  # (1, C, h, w): what predict feeds the model
+        with self._lock:
+            result = run_grad_cam(run, batch)
+        return png_of_array(overlay(original, result.heatmaps[0])), int(result.classes[0]), result.layer
+
+    def results(self) -> dict:
+        """The Runs page: metrics first (metrics.json, else measured on the test split), then the pictures."""
+        with self._lock:
+            if self._results is None:
+                self._results = self._compute_results()
+            return self._results
+
+    def _compute_results(self) -> dict:
+        if self._run is None:
+            self._run = load_variant(self.path)
+        run, notes = self._run, []
+        curves = curves_png(run) if run.path.is_dir() else None
+        if curves is None:
+            notes.append("no training curves: the model has no curves.png or metrics.csv beside it")
+        try:
+            test = run.test_data()
+        except ConvlabError as err:
+            test = None
+            notes.append(f"the test data could not be loaded here, so there are no mistakes to show ({err})")
+        metrics, source = self.metrics, "metrics.json"
+        probs = run.predict_arrays(test.images) if test is not None else None
+        if metrics is None and probs is not None:
+            metrics, source = classification_metrics(test.labels, probs, run.classes), "measured on the test split"
+        mistakes = [] if probs is None else self._mistakes(run, test, probs)
+        return {"name": self.name, "model": run.config.model.name, "data": run.config.data.name,
+                "metrics": metrics, "metrics_source": source if metrics is not None else None,
+                "curves": data_uri(curves) if curves else None,
+                "confusion": data_uri(confusion_png(metrics, run.classes)) if metrics else None,
+                "mistakes": mistakes, "notes": notes}
+
+    def _mistakes(self, run: Run, test, probs: np.ndarray) -> list[dict]:
+        order = most_confident_mistakes(probs, test.labels)
+        cams = None if torch_graph_missing(self.path) or not len(order) else run_grad_cam(run, test.images[order])
+        found = []
+        for k, i in enumerate(order):
+            big = enlarged(test.images[i])
+            predicted = int(probs[i].argmax())
+            found.append({"index": int(i), "true": run.classes[test.labels[i]], "predicted": run.classes[predicted],
+                          "prob": float(probs[i, predicted]), "image": data_uri(png_of_array(big)),
+                          "gradcam": data_uri(png_of_array(overlay(big, cams.heatmaps[k]))) if cams else None})
+        return found

@@ -1,0 +1,90 @@
+"""A model as the server serves it: loaded as `convlab predict` loads it (run folder, variant folder or .onnx
+file), with the torch or onnx backend, and the attributes the routes and the web app read."""
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from ..compress.export import export_onnx
+from ..compress.load import load_variant
+from ..errors import ConvlabError
+from ..layout import ONNX, ONNX_SUFFIX
+from ..run import Run
+from .limits import decode_upload
+
+BACKENDS = ("torch", "onnx")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # usable in a URL path as it is
+
+
+@dataclass
+class ServedModel:
+    """What a route needs of a model: name, the path the user gave, labels, (C, H, W), test metrics."""
+
+    name: str
+    path: Path
+    run: Run
+    backend: str  # "torch" or "onnx": what runs the forward pass
+    _keep: list = field(default_factory=list, repr=False)  # e.g. the temporary folder of an ONNX export
+
+    @property
+    def labels(self) -> list[str]:
+        return self.run.classes
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.run.preprocess.channels, *self.run.preprocess.size)
+
+    @property
+    def metrics(self) -> dict | None:
+        return self.run.metrics
+
+    def decode(self, data: bytes, max_pixels: int) -> np.ndarray:
+        """Encoded image -> (C, H, W) uint8 in the model's size and channels: predict's preprocessing."""
+        return decode_upload(data, self.run.preprocess.channels, tuple(self.run.preprocess.size), max_pixels)
+
+    def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, C, H, W): uint8 images (normalized here, as predict does) or float32 model inputs already
+        normalized -> (logits float32, probabilities float64), both (N, classes)."""
+        logits = self.run.predict_logits(batch) if batch.dtype == np.uint8 else self.run.forward_inputs(batch)
+        return logits, self.run.probabilities(logits)
+
+
+def parse_spec(spec: str) -> tuple[str, Path]:
+    """'NAME=PATH' or 'PATH' (named by its folder, or an .onnx file by its stem) -> (name, path)."""
+    name, sep, path = spec.partition("=")
+    if not sep:
+        path = spec
+        stripped = Path(spec.rstrip("/"))
+        name = stripped.stem if stripped.suffix == ONNX_SUFFIX else stripped.name
+    if not NAME_PATTERN.fullmatch(name):
+        raise ConvlabError(f"model name {name!r} (from {spec!r}): use letters, digits, '.', '_' or '-' "
+                           f"(at most 64, not starting with '.' or '-'); name it with NAME=PATH")
+    return name, Path(path)
+
+
+def load_served(name: str, path: Path, backend: str = "torch", threads: int = 0) -> ServedModel:
+    """Load `path` as predict does; backend onnx uses the .onnx file given, the run's model.onnx, or an
+    export made now into a temporary folder. A .onnx file is always served through onnxruntime."""
+    if backend not in BACKENDS:
+        raise ConvlabError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if not path.exists():
+        raise ConvlabError(f"{path} does not exist: give a run folder, a compress variant folder or a .onnx file")
+    if path.suffix == ONNX_SUFFIX:
+        return ServedModel(name, path, load_variant(path, onnx_threads=threads), "onnx")
+    run = load_variant(path)
+    if backend == "torch":
+        return ServedModel(name, path, run, "torch")
+    keep = []
+    onnx_path = path / ONNX
+    if not onnx_path.is_file():
+        folder = tempfile.TemporaryDirectory(prefix="convlab-serve-")
+        keep.append(folder)
+        onnx_path = export_onnx(run, Path(folder.name) / ONNX, console=Console(quiet=True))
+    served = ServedModel(name, path, load_variant(onnx_path, onnx_threads=threads), "onnx", keep)
+    served.run.metrics = run.metrics  # the .onnx file has no metrics.json; the run folder does
+    return served

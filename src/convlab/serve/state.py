@@ -1,0 +1,45 @@
+"""What the routes share while the server runs: settings, one batcher per model, the decoding threads, metrics."""
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from typing import Mapping
+
+import numpy as np
+
+from .batching import Batcher
+from .metrics import ServerMetrics
+from .settings import Settings
+
+
+class ServerState:
+    def __init__(self, models: Mapping, settings: Settings, threads: int):
+        self.settings, self.metrics = settings, ServerMetrics()
+        self.batchers = {name: Batcher(model.infer, settings.max_batch, settings.max_delay_ms / 1000,
+                                       settings.max_queue, threads, self.metrics.batch_observer(name), name)
+                         for name, model in models.items()}
+        for name, batcher in self.batchers.items():
+            self.metrics.watch_queue(name, lambda batcher=batcher: batcher.depth)
+        self.decoder: ThreadPoolExecutor | None = None
+
+    def start(self) -> None:
+        self.decoder = ThreadPoolExecutor(max(1, self.settings.decode_threads), thread_name_prefix="convlab-decode")
+        for batcher in self.batchers.values():
+            batcher.start()
+
+    def stop(self) -> None:
+        for batcher in self.batchers.values():
+            batcher.stop()
+        if self.decoder is not None:
+            self.decoder.shutdown(wait=True, cancel_futures=True)
+
+    def ready(self) -> bool:
+        return all(batcher.running for batcher in self.batchers.values())
+
+    async def decode_all(self, model, images: list[bytes]) -> list[np.ndarray]:
+        """Decode and resize in the decoding threads, so it overlaps the model's forward passes."""
+        loop = asyncio.get_running_loop()
+        if len(images) == 1:  # the common case, without gather's overhead
+            return [await loop.run_in_executor(self.decoder, model.decode, images[0], self.settings.max_pixels)]
+        return list(await asyncio.gather(*(loop.run_in_executor(self.decoder, model.decode, data,
+                                                                 self.settings.max_pixels) for data in images)))

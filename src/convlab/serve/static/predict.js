@@ -1,0 +1,123 @@
+"use strict";
+// The Predict page: images -> POST predict/{model}?top_k=K (the server's predict API) -> top-k bars per
+// image; with the toggle on, POST api/gradcam/{model} per image -> the overlay beside it.
+(() => {
+  const $ = id => document.getElementById(id);
+  let modelList = [];
+  let files = [];     // the images last chosen
+  let cards = [];     // one per image: {file, overlay (img), camFor (model name of the overlay shown)}
+  let urls = [];      // object URLs to release when the images change
+
+  const currentModel = () => modelList.find(m => m.name === $("predict-model").value);
+
+  function showAccuracy() {
+    const metrics = currentModel() && currentModel().metrics;
+    const text = metrics && typeof metrics.accuracy === "number"
+      ? `test accuracy ${convlab.percent(metrics.accuracy)}` +
+        (typeof metrics.macro_f1 === "number" ? `, macro F1 ${metrics.macro_f1.toFixed(3)}` : "")
+      : "no test metrics for this model";
+    $("predict-accuracy").textContent = text;
+  }
+
+  function objectURL(blob) {
+    const url = URL.createObjectURL(blob);
+    urls.push(url);
+    return url;
+  }
+
+  function bars(top) {
+    return convlab.el("div", {className: "bars"}, top.map(entry => {
+      const fill = convlab.el("span");
+      fill.style.width = `${(100 * entry.prob).toFixed(1)}%`;
+      return convlab.el("div", {className: "bar-row"}, [
+        convlab.el("span", {className: "label", textContent: entry.label, title: entry.label}),
+        convlab.el("div", {className: "bar"}, [fill]),
+        convlab.el("span", {className: "prob", textContent: entry.prob.toFixed(3)}),
+      ]);
+    }));
+  }
+
+  function render(results) {
+    const list = $("predict-results");
+    cards = results.map((result, i) => {
+      const picture = convlab.el("img", {src: objectURL(files[i]), alt: `uploaded ${files[i].name}`});
+      const overlay = convlab.el("img", {alt: `Grad-CAM of ${files[i].name}`, hidden: true, className: "gradcam"});
+      const card = convlab.el("div", {className: "card prediction"}, [
+        convlab.el("p", {className: "name", textContent: files[i].name}),
+        convlab.el("div", {className: "pictures"}, [picture, overlay]),
+        bars(result.top),
+      ]);
+      return {file: files[i], card, overlay, camFor: null};
+    });
+    list.replaceChildren(...cards.map(c => c.card));
+  }
+
+  async function showGradcams() {
+    const on = $("predict-gradcam").checked;
+    const model = currentModel();
+    for (const entry of cards) {
+      entry.overlay.hidden = !on;
+      if (!on || !model || entry.camFor === model.name) continue;
+      const body = new FormData();
+      body.append("file", entry.file, entry.file.name);
+      const response = await convlab.request(`api/gradcam/${encodeURIComponent(model.name)}`,
+                                             {method: "POST", body});
+      entry.overlay.src = objectURL(await response.blob());
+      entry.camFor = model.name;
+    }
+  }
+
+  async function predict() {
+    convlab.showError("predict-error", null);
+    const model = currentModel();
+    if (!model || !files.length) return;
+    const k = Math.max(1, parseInt($("predict-topk").value, 10) || 3);
+    const body = new FormData();
+    for (const file of files) body.append("file", file, file.name);
+    try {
+      const results = await convlab.json(`predict/${encodeURIComponent(model.name)}?top_k=${k}`,
+                                         {method: "POST", body});
+      render(results);
+      await showGradcams();
+    } catch (err) {
+      convlab.showError("predict-error", err);
+    }
+  }
+
+  function choose(chosen) {
+    for (const url of urls) URL.revokeObjectURL(url);
+    urls = [];
+    files = Array.from(chosen);
+    predict();
+  }
+
+  async function start() {
+    try {
+      modelList = await convlab.models();
+    } catch (err) {
+      convlab.showError("predict-error", err);
+      return;
+    }
+    if (!modelList.length) {
+      convlab.showError("predict-error", "the server serves no model: start it with convlab serve RUN_DIR");
+      return;
+    }
+    convlab.fillModelSelect($("predict-model"), modelList);
+    showAccuracy();
+    $("predict-model").addEventListener("change", () => { showAccuracy(); predict(); });
+    $("predict-topk").addEventListener("change", predict);
+    $("predict-gradcam").addEventListener("change", () =>
+      showGradcams().catch(err => convlab.showError("predict-error", err)));
+    $("predict-files").addEventListener("change", event => choose(event.target.files));
+    const drop = $("predict-drop");
+    drop.addEventListener("dragover", event => { event.preventDefault(); drop.classList.add("over"); });
+    drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+    drop.addEventListener("drop", event => {
+      event.preventDefault();
+      drop.classList.remove("over");
+      choose(event.dataTransfer.files);
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", start);
+})();

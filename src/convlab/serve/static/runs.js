@@ -1,0 +1,77 @@
+"use strict";
+// The Runs page: GET api/runs/{model} -> results first (accuracy, macro F1, per-class table), then the
+// training curves, the confusion matrix and the most confident mistakes.
+(() => {
+  const $ = id => document.getElementById(id);
+  const el = convlab.el;
+  let started = false;
+
+  function summary(doc) {
+    const m = doc.metrics;
+    if (!m) return `${doc.name}: no test metrics (no metrics.json, and the test data could not be loaded)`;
+    const parts = [`test accuracy ${m.accuracy.toFixed(4)}`];
+    if (typeof m.top5_accuracy === "number") parts.push(`top-5 ${m.top5_accuracy.toFixed(4)}`);
+    parts.push(`macro F1 ${m.macro_f1.toFixed(4)}`);
+    return `${doc.name} (${doc.model} on ${doc.data}): ${parts.join(", ")} on ${m.num_samples} images ` +
+           `(${doc.metrics_source})`;
+  }
+
+  function classRows(metrics) {
+    if (!metrics) return [];
+    const rows = Object.entries(metrics.per_class);
+    const supported = rows.filter(([, r]) => r.support > 0).map(([, r]) => r.f1);
+    const worst = supported.length ? Math.min(...supported) : null;
+    return rows.map(([name, r]) => el("tr", {className: r.support > 0 && r.f1 === worst ? "low" : ""}, [
+      el("td", {textContent: name}),
+      ...[r.precision, r.recall, r.f1].map(v => el("td", {className: "num", textContent: v.toFixed(3)})),
+      el("td", {className: "num", textContent: String(r.support)}),
+    ]));
+  }
+
+  function picture(img, uri) {
+    img.hidden = !uri;
+    if (uri) img.src = uri;
+  }
+
+  function mistake(m) {
+    const pictures = [el("img", {src: m.image, alt: `test image ${m.index}`})];
+    if (m.gradcam) pictures.push(el("img", {src: m.gradcam, alt: `Grad-CAM of test image ${m.index}`}));
+    return el("figure", {className: "mistake"}, [
+      ...pictures,
+      el("figcaption", {textContent: `#${m.index}: true ${m.true}, predicted ${m.predicted} (${m.prob.toFixed(2)})`}),
+    ]);
+  }
+
+  async function show() {
+    convlab.showError("runs-error", null);
+    const name = $("runs-model").value;
+    $("runs-summary").textContent = `loading the results of ${name} ...`;
+    try {
+      const doc = await convlab.json(`api/runs/${encodeURIComponent(name)}`);
+      $("runs-summary").textContent = summary(doc);
+      $("runs-classes").tBodies[0].replaceChildren(...classRows(doc.metrics));
+      $("runs-notes").textContent = doc.notes.join("; ");
+      picture($("runs-curves"), doc.curves);
+      picture($("runs-confusion"), doc.confusion);
+      const found = doc.mistakes.map(mistake);
+      $("runs-mistakes").replaceChildren(...(found.length ? found
+        : [el("p", {textContent: doc.metrics_source ? "none to show" : ""})]));
+    } catch (err) {
+      $("runs-summary").textContent = "";
+      convlab.showError("runs-error", err);
+    }
+  }
+
+  document.addEventListener("convlab:page", async event => {
+    if (event.detail !== "runs" || started) return;
+    started = true;
+    try {
+      convlab.fillModelSelect($("runs-model"), await convlab.models());
+    } catch (err) {
+      convlab.showError("runs-error", err);
+      return;
+    }
+    $("runs-model").addEventListener("change", show);
+    show();
+  });
+})();

@@ -1,0 +1,157 @@
+"""The web app of `convlab serve`: the Predict, Runs and Learn pages and the routes only they call.
+
+The server includes `page_router()` (the page and its files, no token needed) and `web_router(models)`.
+The pages also call the server's own `GET /api/models` and `POST /predict/{name}`. Every error here is a
+4xx JSON `{"error": "..."}` built in this module, so it does not depend on the app's exception handlers.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Mapping
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from PIL import Image
+from starlette.concurrency import run_in_threadpool
+
+from ..errors import ConvlabError
+from .learn import FieldError, conv_steps
+from .limits import RequestError, lookup, open_upload
+from .results import ModelViews, NoTorchGraph
+
+STATIC = Path(__file__).parent / "static"
+MEDIA_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
+               ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png"}
+# The browser may load nothing from outside this server; data: and blob: are the pages' own images.
+CSP = ("default-src 'self'; img-src 'self' data: blob:; script-src 'self'; style-src 'self'; "
+       "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # the server passes --max-upload-mb and --max-megapixels
+MAX_PIXELS = 40_000_000
+MAX_EXPLAIN_BYTES = 64 * 1024
+
+
+# The request bodies in /openapi.json (the routes read them by hand, so every error is this module's JSON).
+MATRIX_SCHEMA = {"oneOf": [{"type": "string", "example": "1 0 1; 0 1 0; 1 0 1"},
+                           {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}]}
+EXPLAIN_BODY = {"requestBody": {"required": False, "content": {"application/json": {"schema": {
+    "type": "object", "additionalProperties": False, "properties": {
+        "input": MATRIX_SCHEMA, "kernel": MATRIX_SCHEMA,
+        "stride": {"type": "integer", "minimum": 1, "maximum": 8, "default": 1},
+        "padding": {"type": "integer", "minimum": 0, "maximum": 4, "default": 0},
+        "mode": {"type": "string", "enum": ["correlation", "convolution"], "default": "correlation"}}}}}}}
+IMAGE_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["file"], "properties": {"file": {"type": "string", "format": "binary"}}}}}},
+    "responses": {"200": {"description": "the overlay", "content": {"image/png": {}}}}}
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def page_router() -> APIRouter:
+    """The page and its files: they hold no data, so the server serves them without --token."""
+    router = APIRouter()
+    static = {path.name: path for path in sorted(STATIC.iterdir()) if path.suffix in MEDIA_TYPES}
+
+    @router.get("/", include_in_schema=False)
+    def index() -> Response:
+        return _static_response(static["index.html"])
+
+    @router.get("/static/{filename:path}", include_in_schema=False)
+    def static_file(filename: str) -> Response:
+        if filename not in static:
+            return error(404, f"no static file {filename[:80]!r}")
+        return _static_response(static[filename])
+
+    return router
+
+
+def web_router(models: Mapping[str, object], max_upload_bytes: int = MAX_UPLOAD_BYTES,
+               max_pixels: int = MAX_PIXELS) -> APIRouter:
+    """The routes only the pages call, for the served `models` (name -> object with .name, .path, .labels,
+    .input_shape, .metrics); names are looked up in this mapping, never read as paths."""
+    router = APIRouter()
+    views: dict[str, ModelViews] = {}  # made on first use: the server may fill `models` after building the router
+    views_lock = threading.Lock()
+
+    def view_of(name: str) -> ModelViews:
+        served = lookup(models, name)
+        with views_lock:
+            if name not in views:
+                views[name] = ModelViews(name, served.path, served.metrics)
+            return views[name]
+
+    @router.post("/api/gradcam/{name:path}", summary="Grad-CAM overlay (PNG) of one image for its predicted class",
+                 openapi_extra=IMAGE_BODY)
+    async def gradcam(name: str, request: Request) -> Response:
+        try:
+            view = view_of(name)
+            data = await _one_upload(request, max_upload_bytes)
+            # decoding and the model run in a worker thread, so the event loop keeps serving meanwhile
+            png, index, layer = await run_in_threadpool(lambda: view.gradcam_png(open_upload(data, max_pixels)))
+        except RequestError as err:
+            return error(err.status, err.message)
+        except NoTorchGraph as err:
+            return error(422, str(err))
+        except ConvlabError as err:
+            return error(422, f"model {name!r}: {err}")
+        return Response(png, media_type="image/png",
+                        headers={"X-Gradcam-Class-Index": str(index), "X-Gradcam-Layer": layer})
+
+    @router.get("/api/runs/{name:path}", summary="a served run's results: metrics, curves, confusion, mistakes")
+    def run_results(name: str) -> Response:
+        try:
+            return JSONResponse(view_of(name).results())
+        except RequestError as err:
+            return error(err.status, err.message)
+        except ConvlabError as err:
+            return error(422, f"model {name!r}: {err}")
+
+    @router.post("/api/explain/conv", summary="every window of a convolution with its products and sum",
+                 openapi_extra=EXPLAIN_BODY)
+    async def explain_conv(request: Request) -> Response:
+        raw = await request.body()
+        if len(raw) > MAX_EXPLAIN_BYTES:
+            return error(413, f"body: {len(raw):,} bytes, at most {MAX_EXPLAIN_BYTES:,} here")
+        try:
+            body = json.loads(raw) if raw.strip() else {}
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+            return error(400, f"body: not JSON ({err}); send e.g. {{\"input\": \"1 0; 0 1\", \"kernel\": \"1\"}}")
+        try:
+            return JSONResponse(conv_steps(body))
+        except FieldError as err:
+            return error(422, str(err))
+
+    return router
+
+
+def _static_response(path: Path) -> Response:
+    headers = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
+    if path.suffix == ".html":
+        headers["Content-Security-Policy"] = CSP
+    return Response(path.read_bytes(), media_type=MEDIA_TYPES[path.suffix], headers=headers)
+
+
+async def _one_upload(request: Request, max_bytes: int) -> bytes:
+    """The bytes of the one multipart part named `file`."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes + 64 * 1024:  # room for the multipart framing
+        raise RequestError(413, f"upload: {int(declared):,} bytes, at most {max_bytes:,}")
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise RequestError(415, "upload: send the image as multipart/form-data with one part named 'file'")
+    try:
+        form = await request.form(max_files=2, max_fields=8)
+    except Exception as err:  # noqa: BLE001 - multipart parsers raise their own error types
+        raise RequestError(400, f"upload: the multipart body cannot be read ({err})") from None
+    try:
+        files = [part for part in form.getlist("file") if hasattr(part, "read")]
+        if len(files) != 1:
+            raise RequestError(422, f"upload: expected one part named 'file' holding an image, got {len(files)}")
+        data = await files[0].read(max_bytes + 1)
+    finally:
+        await form.close()
+    if len(data) > max_bytes:
+        raise RequestError(413, f"upload: the image is over {max_bytes:,} bytes")
+    return data

@@ -1,0 +1,166 @@
+"""Deletion/insertion AUC against hand-computed curves, the randomization check, and `convlab attribute`."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from convlab.cli import main
+from convlab.insight.attribution import METHODS, Settings
+from convlab.insight.attribution.baselines import blurred
+from convlab.insight.attribution.evaluate import STEPS, deletion_insertion, randomization_check, spearman
+
+pytest.importorskip("captum")
+
+
+class PixelModel(nn.Module):
+    """Two classes whose logits are +/- (x . w): a known linear rule, so the most important pixels are known."""
+
+    def __init__(self, weight: torch.Tensor):
+        super().__init__()
+        self.weight = nn.Parameter(weight.double())
+
+    def forward(self, x):
+        score = (x.flatten(1) * self.weight.flatten()).sum(1)
+        return torch.stack([score, -score], 1)
+
+
+def test_deletion_and_insertion_areas_match_a_hand_computed_curve():
+    torch.manual_seed(0)
+    x = torch.rand(2, 1, 6, 6, dtype=torch.float64)
+    model = PixelModel(torch.randn(6, 6))
+    target = torch.tensor([0, 1])
+    maps = torch.rand(2, 6, 6, dtype=torch.float64)
+    deletion, insertion = deletion_insertion(model, x, target, maps)
+
+    blur = blurred(x)
+    fractions = np.ceil(np.linspace(0, 1, STEPS + 1) * 36) / 36  # the share of the pixels changed at each step
+    for i in range(2):
+        order = np.argsort(-maps[i].flatten().numpy())
+        removed, inserted = [], []
+        for f in fractions:
+            chosen = torch.zeros(36, dtype=torch.bool)
+            chosen[order[:round(f * 36)]] = True
+            chosen = chosen.reshape(1, 1, 6, 6)
+            for start, other, curve in ((x, blur, removed), (blur, x, inserted)):
+                image = torch.where(chosen, other[i:i + 1], start[i:i + 1])
+                curve.append(torch.softmax(model(image), 1)[0, target[i]].item())
+        assert deletion[i] == pytest.approx(np.trapezoid(removed, fractions), rel=1e-9)
+        assert insertion[i] == pytest.approx(np.trapezoid(inserted, fractions), rel=1e-9)
+
+
+def test_the_true_importance_beats_a_random_map_and_its_reverse_loses():
+    torch.manual_seed(1)
+    weight = torch.randn(8, 8)
+    model = PixelModel(weight)
+    x = torch.rand(16, 1, 8, 8, dtype=torch.float64)
+    target = torch.zeros(16, dtype=torch.long)
+    truth = ((x - blurred(x))[:, 0] * weight)  # each pixel's contribution to the score against the blurred copy
+    random = torch.rand(16, 8, 8, dtype=torch.float64)
+    (del_true, ins_true), (del_rand, ins_rand), (del_rev, ins_rev) = [
+        deletion_insertion(model, x, target, m) for m in (truth, random, -truth)]
+    assert del_true.mean() < del_rand.mean() < del_rev.mean()
+    assert ins_true.mean() > ins_rand.mean() > ins_rev.mean()
+
+
+def test_spearman_is_one_for_the_same_ranking_and_zero_for_a_constant_map():
+    a = torch.rand(3, 5, 5)
+    assert spearman(a, a * 2 + 1) == pytest.approx(1.0)
+    assert spearman(a, -a) == pytest.approx(-1.0)
+    assert spearman(a, torch.zeros_like(a)) == 0.0
+
+
+@pytest.mark.slow
+def test_randomization_changes_gradient_maps_of_every_layer():
+    torch.manual_seed(0)
+    from convlab.models.registry import create_model
+
+    model = create_model("mnist-cnn", 1, 3, (16, 16)).eval()
+    x = torch.randn(4, 1, 16, 16)
+    target = torch.tensor([0, 1, 2, 0])
+    method = METHODS["ig"](Settings(steps=16))
+    original = method.attribute(model, x, target).detach()
+    steps = randomization_check(method, model, x, target, None, original)
+    assert [s["layers"] for s in steps] == ["classifier.1", "classifier.1 .. features.3", "classifier.1 .. features.0"]
+    assert abs(steps[-1]["spearman"]) < 0.5
+    same = randomization_check(METHODS["ig"](Settings(steps=16)), model, x, target, None, original)
+    assert same == steps  # seeded: the same check twice gives the same numbers
+    assert torch.equal(method.attribute(model, x, target).detach(), original)  # the model itself is untouched
+
+
+@pytest.fixture
+def digit_pngs(tmp_path):
+    paths = []
+    for i, (top, left) in enumerate([(1, 3), (2, 1)]):
+        pixels = np.zeros((8, 8), np.uint8)
+        pixels[top:top + 5, left:left + 3] = 255
+        paths.append(tmp_path / f"digit{i}.png")
+        Image.fromarray(pixels).save(paths[-1])
+    return paths
+
+
+@pytest.mark.slow
+def test_attribute_command_writes_figures_maps_and_the_evaluation(digits_run, digit_pngs, tmp_path, capsys):
+    out = tmp_path / "attr"
+    code = main(["attribute", str(digits_run.path), *map(str, digit_pngs), "--method", "gradcam,saliency,occlusion",
+                 "--evaluate", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert captured.out.split() == [str(out / n) for n in ("digit0-attribution.png", "digit1-attribution.png",
+                                                           "evaluation.json", "evaluation.md")]
+    assert "gradcam:" in captured.err and "ms per image (2 images)" in captured.err
+    saliency = np.load(out / "digit0-saliency.npy")
+    assert saliency.shape == (8, 8) and saliency.min() >= 0 and saliency.max() > 0
+    rows = json.loads((out / "evaluation.json").read_text())
+    assert [r["method"] for r in rows] == ["random map", "gradcam", "saliency", "occlusion"]
+    assert all(0 <= r["deletion_auc"] <= 1 and 0 <= r["insertion_auc"] <= 1 for r in rows)
+    assert len(rows[1]["randomization"]) == 2  # tiny-cnn: the dense layer, then the conv
+    assert (out / "evaluation.md").read_text().startswith("| method | deletion AUC")
+    assert Image.open(out / "digit0-attribution.png").size[0] >= 4 * 150  # the image and three maps
+
+
+def test_attribute_command_errors_are_one_line(digits_run, digit_pngs, tmp_path, capsys):
+    run = str(digits_run.path)
+    cases = [
+        (["--method", "shap"], "--method 'shap' is not an attribution method"),
+        (["--target", "eleven"], "--target 'eleven' is not a class of run"),
+        (["--samples", "0"], "--samples must be at least 1, got 0"),
+    ]
+    for extra, message in cases:
+        assert main(["attribute", run, str(digit_pngs[0]), "--out", str(tmp_path), *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert main(["attribute", run, "--out", str(tmp_path)]) == 2
+    assert "name at least one IMAGE_OR_FOLDER, or pass --test-images N" in capsys.readouterr().err
+
+
+def test_attribute_command_takes_the_runs_test_images(digits_run, digit_pngs, tmp_path, capsys):
+    out = tmp_path / "test-split"
+    assert main(["attribute", str(digits_run.path), "--test-images", "3", "--out", str(out)]) == 0
+    assert capsys.readouterr().out.split() == [str(out / f"{i}-attribution.png") for i in range(3)]
+    from convlab.insight.gradcam import run_grad_cam
+
+    expected = run_grad_cam(digits_run, digits_run.test_data().images[:3]).heatmaps[2]
+    np.testing.assert_allclose(np.load(out / "2-gradcam.npy"), expected, rtol=1e-5, atol=1e-7)
+    assert main(["attribute", str(digits_run.path), str(digit_pngs[0]), "--test-images", "3",
+                 "--out", str(out)]) == 2
+    assert "pass image files or --test-images N, not both" in capsys.readouterr().err
+
+
+def test_guided_gradcam_prints_its_warning(digits_run, digit_pngs, tmp_path, capsys):
+    assert main(["attribute", str(digits_run.path), str(digit_pngs[0]), "--method", "guided-gradcam",
+                 "--out", str(tmp_path / "g")]) == 0
+    assert "warning: guided-gradcam failed the model-randomization check" in capsys.readouterr().err
+
+
+def test_a_missing_library_says_what_to_install(digits_run, digit_pngs, tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "captum.attr", None)  # an import of it now raises ImportError
+    assert main(["attribute", str(digits_run.path), str(digit_pngs[0]), "--method", "ig",
+                 "--out", str(tmp_path / "m")]) == 2
+    assert "ig needs captum.attr: pip install 'convlab[attribution]'" in capsys.readouterr().err

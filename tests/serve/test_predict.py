@@ -1,0 +1,44 @@
+"""/predict answers what `convlab predict --json` prints for the same images; /api/models lists the models."""
+from __future__ import annotations
+
+import json
+
+from convlab.cli import main
+
+
+def predict_json(capsys, run_dir, paths, *flags) -> list[dict]:
+    capsys.readouterr()
+    assert main(["predict", str(run_dir), *map(str, paths), "--json", *flags]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_predict_equals_the_cli(client, digits_run, digit_pngs, capsys):
+    expected = predict_json(capsys, digits_run.path, digit_pngs, "--top-k", "3")
+    files = [("file", (str(path), path.read_bytes(), "image/png")) for path in digit_pngs]
+    answer = client.post("/predict/digits?top_k=3", files=files)
+    assert answer.status_code == 200
+    assert answer.json() == expected  # the same paths, labels and probabilities, in order
+
+
+def test_raw_body_and_default_top_k(client, digits_run, digit_pngs, capsys):
+    expected = predict_json(capsys, digits_run.path, digit_pngs[:1])
+    answer = client.post("/predict/digits", content=digit_pngs[0].read_bytes(), headers={"Content-Type": "image/png"})
+    assert answer.json() == [{**expected[0], "path": None}]
+    assert len(answer.json()[0]["top"]) == 5
+
+
+def test_api_models(client, digits_run):
+    [entry] = client.get("/api/models").json()
+    assert entry["name"] == "digits" and entry["backend"] == "torch"
+    assert entry["labels"] == digits_run.classes and entry["input_shape"] == [1, 8, 8]
+    assert entry["metrics"]["accuracy"] == digits_run.metrics["accuracy"]
+
+
+def test_openapi_describes_every_route(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    for route in ("/v2", "/v2/health/live", "/v2/health/ready", "/v2/models/{name}", "/v2/models/{name}/ready",
+                  "/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer", "/predict/{name}",
+                  "/api/models", "/metrics"):
+        assert route in paths, route
+    assert "multipart/form-data" in paths["/predict/{name}"]["post"]["requestBody"]["content"]
+    assert client.get("/docs").status_code == 404  # its page would load scripts from a CDN

@@ -1,0 +1,107 @@
+"""The web app in headless Chromium against a real uvicorn server on 127.0.0.1: Predict, Runs and Learn as a
+person uses them, with no console error and no failed request."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+pytest.importorskip("fastapi", reason="the web app needs the serve extra (pip install -e '.[serve]')")
+from webapp_server import live_server, make_app  # noqa: E402
+
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--no-first-run"]
+
+
+def chromium_path() -> str | None:
+    return next((found for name in CHROMIUM_NAMES if (found := shutil.which(name))), None)
+
+
+@pytest.fixture
+def browser_page():
+    """A fresh page, and the problems it saw: console errors, page errors, failed requests, 4xx/5xx answers."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install "
+                                                                 "playwright; it drives the system chromium)")
+    path = chromium_path()
+    if path is None:
+        pytest.skip("no chromium binary found (apt-get install chromium); the browser test needs one")
+    problems: list[str] = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=path, args=BROWSER_ARGS)
+        try:
+            page = browser.new_page()
+            page.on("console", lambda msg: problems.append(f"console: {msg.text}") if msg.type == "error" else None)
+            page.on("pageerror", lambda err: problems.append(f"page error: {err}"))
+            page.on("requestfailed", lambda req: problems.append(f"request failed: {req.url}"))
+            page.on("response", lambda res: problems.append(f"{res.status}: {res.url}") if res.status >= 400 else None)
+            yield page, problems
+        finally:
+            browser.close()
+
+
+@pytest.mark.slow
+def test_predict_gradcam_runs_and_learn_in_a_browser(browser_page, models, right_digit, tmp_path):
+    page, problems = browser_page
+    png, label = right_digit
+    (tmp_path / "digit.png").write_bytes(png)
+    with live_server(make_app(models)) as url:
+        page.goto(url + "/", wait_until="load")
+        assert page.title() == "convlab serve"
+        page.wait_for_selector("#predict-model option[value=digits]", state="attached")
+        assert page.text_content("#predict-accuracy").startswith("test accuracy ")
+
+        # Predict: the right label on top, then the Grad-CAM overlay beside the image
+        page.set_input_files("#predict-files", str(tmp_path / "digit.png"))
+        top = page.wait_for_selector(".prediction .bar-row .label")
+        assert top.text_content() == label
+        assert page.text_content(".prediction .name") == "digit.png"
+        page.check("#predict-gradcam")
+        page.wait_for_function("() => { const img = document.querySelector('.prediction img.gradcam');"
+                               " return img && !img.hidden && img.complete && img.naturalWidth === 8; }")
+        assert page.is_visible(".prediction img.gradcam")
+
+        # Runs: results first, then the pictures
+        page.click("nav a[data-page=runs]")
+        page.wait_for_function("() => document.querySelector('#runs-summary').textContent.includes('accuracy')")
+        assert page.locator("#runs-classes tbody tr").count() == 10
+        page.wait_for_function("() => ['runs-curves', 'runs-confusion'].every(id => {"
+                               " const img = document.getElementById(id); return img.complete && img.naturalWidth > 0; })")
+        assert page.locator("#runs-mistakes figure").count() >= 1
+
+        # Learn: the worked example, stepped to its second window
+        page.click("nav a[data-page=learn]")
+        page.wait_for_function("() => document.querySelector('#learn-sum').textContent.endsWith('= 4')")
+        page.click("#learn-next")
+        assert page.text_content("#learn-position") == "window 2 of 9: output row 0, column 1"
+        assert page.text_content("#learn-sum") == "sum = 1 + 0 + 0 + 0 + 1 + 0 + 0 + 0 + 1 = 3"
+        highlighted = page.eval_on_selector_all("#learn-grid-input td.on", "cells => cells.map(c => c.textContent)")
+        assert highlighted == ["1", "1", "0", "1", "1", "1", "0", "1", "1"]  # rows 0-2, columns 1-3
+
+        assert problems == []
+
+        # an error from the server is shown as text on the page (and is the only problem the browser saw)
+        page.fill("#learn-kernel", "1 2; 3")
+        page.click("#learn-run")
+        page.wait_for_function("() => document.querySelector('#learn-error').textContent !== ''")
+        assert page.text_content("#learn-error").startswith("kernel: rows have different lengths")
+    assert problems[0] == f"422: {url}/api/explain/conv"
+    assert all("422" in problem for problem in problems[1:]), problems  # Chromium's console line of the same
+
+
+@pytest.mark.slow
+def test_a_server_with_a_token_asks_for_it_once(browser_page, models):
+    page, problems = browser_page
+    with live_server(make_app(models, token="s3cret")) as url:
+        page.goto(url + "/", wait_until="load")
+        page.wait_for_function("() => document.querySelector('#predict-error').textContent !== ''")
+        assert page.text_content("#predict-error").startswith("missing or wrong token")
+        assert page.text_content("#predict-error").endswith("enter the server's token at the top of the page")
+        assert page.is_visible("#token-form")
+        assert problems[0] == f"401: {url}/api/models"
+        problems.clear()
+        page.fill("#token", "s3cret")
+        page.click("#token-form button")
+        page.wait_for_selector("#predict-model option[value=digits]", state="attached")
+        assert page.text_content("#predict-error") == "" and not page.is_visible("#token-form")
+    assert problems == []
