@@ -164,3 +164,16 @@ def test_a_missing_library_says_what_to_install(digits_run, digit_pngs, tmp_path
     assert main(["attribute", str(digits_run.path), str(digit_pngs[0]), "--method", "ig",
                  "--out", str(tmp_path / "m")]) == 2
     assert "ig needs captum.attr: pip install 'convlab[attribution]'" in capsys.readouterr().err
+
+
+def test_the_package_root_attributes_a_loaded_run_as_the_command_does(digits_run, digit_pngs, tmp_path):
+    """convlab.attribute(run, ...) is the Python form of `convlab attribute` (the run layer sits below insight)."""
+    import convlab
+
+    assert "attribute" in convlab.__all__
+    result = convlab.attribute(convlab.load_run(digits_run.path), [str(p) for p in digit_pngs], "saliency",
+                               log=lambda line: None)
+    out = tmp_path / "cli"
+    assert main(["attribute", str(digits_run.path), *map(str, digit_pngs), "--method", "saliency",
+                 "--out", str(out)]) == 0
+    np.testing.assert_allclose(result.maps["saliency"][0], np.load(out / "digit0-saliency.npy"), rtol=1e-5, atol=1e-7)
