@@ -6,8 +6,8 @@ from .models.registry import create_model, list_models
 from .run import Run, load_run
 from .finetune import finetune  # bound now: the name is also its module's, which a later import must not shadow
 
-__all__ = ["ConvlabError", "Run", "attribute", "create_model", "finetune", "list_datasets", "list_models", "load_dataset",
-           "load_run", "train", "__version__"]
+__all__ = ["ConvlabError", "Run", "attribute", "create_model", "finetune", "list_datasets", "list_models",
+           "load_dataset", "load_run", "train", "__version__"]
 
 
 def __getattr__(name: str):

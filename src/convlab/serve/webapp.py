@@ -13,7 +13,6 @@ from typing import Mapping
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import ConvlabError
