@@ -75,7 +75,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         description="Search settings with an Optuna study stored in STUDY_DIR/study.db (or the "
                                     "--storage database, shared by workers); rerunning the same command "
                                     "continues it. Trials are scored by their best validation accuracy and "
-                                    "pruned after any epoch that falls below the median of earlier trials. Writes STUDY_DIR/search.png and STUDY_DIR/best.yaml (use it with "
+                                    "pruned after any epoch that falls below the median of earlier trials. "
+                                    "Writes STUDY_DIR/search.png and STUDY_DIR/best.yaml (use it with "
                                     "convlab train --config). Other flags are the fixed settings of every trial.")
     tu.add_argument("--param", metavar="NAME=SPEC", action="append", default=[],
                     help="a searched setting, repeatable: LOW:HIGH, LOW:HIGH:log or a list A,B,C "
