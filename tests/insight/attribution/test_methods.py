@@ -57,20 +57,20 @@ def test_peak_is_in_the_quadrant_that_decides(quadrant_model, name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["lime", "kernelshap"])
 def test_batched_surrogate_agrees_with_captums_own_sampling(quadrant_model, name):
-    """With its own random masks, captum (one perturbation per forward pass) ranks the features as the batched
-    method does: the Spearman correlation of the two maps' feature weights, averaged over images."""
-    from scipy.stats import spearmanr
-
+    """With its own random masks, captum (one perturbation per forward pass) gives the batched method's feature
+    weights: their correlation, averaged over images, is above 0.9 (measured: 0.94 to 0.99). Pearson,
+    not Spearman: most of the 64 features carry no evidence, and the ranks of their near-zero weights are
+    sampling noise in both (Spearman about 0.3 to 0.8 at these sample counts)."""
     model, x, target, _ = quadrant_model
-    x, target = x[:8], target[:8]
-    batched = METHODS[name](Settings(samples=1000))
-    captum = METHODS[name](Settings(samples=1000))
+    x, target = x[:4], target[:4]
+    batched = METHODS[name](Settings(samples=400))
+    captum = METHODS[name](Settings(samples=400))
     captum.batched = False
     ours, theirs = batched.attribute(model, x, target).numpy(), captum.attribute(model, x, target).numpy()
     cells = (slice(None), slice(None, None, 2), slice(None, None, 2))  # one pixel per 2x2 cell of the grid mask
-    rho = np.mean([spearmanr(a.ravel(), b.ravel())[0] for a, b in zip(ours[cells], theirs[cells])])
-    print(f"{name}: Spearman {rho:.3f} against captum's own sampling")
-    assert rho > 0.9, rho
+    r = np.mean([np.corrcoef(a.ravel(), b.ravel())[0, 1] for a, b in zip(ours[cells], theirs[cells])])
+    print(f"{name}: correlation {r:.3f} with captum's own sampling")
+    assert r > 0.9, r
 
 
 def test_integrated_gradients_are_complete_on_a_preset():
