@@ -47,6 +47,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=None, help="images per forward pass (default: convlab's)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(args.threads, user_api="blas")  # the surrogates' sklearn fits: both paths alike
 
     from convlab.insight.attribution import METHODS, Settings
     from convlab.insight.attribution.registry import library_notes_hidden
@@ -66,8 +69,8 @@ def main() -> None:
     with torch.no_grad():
         target = model(inputs).argmax(1)
     CaptumDefaultLime = _captum_default_lime()  # noqa: N806
-    print(f"{name}: {len(inputs)} images of {tuple(inputs.shape[1:])}, {torch.get_num_threads()} threads, "
-          f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    print(f"{name}: {len(inputs)} images of {tuple(inputs.shape[1:])}, {torch.get_num_threads()} threads "
+          f"(torch and BLAS), load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     print("\n| method | captum default (1 image per call, 1 perturbation per forward) s/image | batched s/image "
           "| speed-up |")
     print("| --- | ---: | ---: | ---: |")
