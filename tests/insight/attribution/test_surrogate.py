@@ -78,7 +78,7 @@ def test_kernelshap_is_complete():
     baselines = torch.zeros_like(x)
     target = torch.tensor([0, 1, 2, 0])
     mask = feature_mask(x, "grid")[:, 0]
-    coefs, _ = surrogate_coefficients("kernelshap", model, x, target, baselines, mask, samples=300, batch=64)
+    coefs = surrogate_coefficients("kernelshap", model, x, target, baselines, mask, samples=300, batch=64)
     with torch.no_grad():
         expected = (model(x) - model(baselines)).gather(1, target[:, None])[:, 0].numpy()
     got = np.array([c.sum() for c in coefs])

@@ -1,4 +1,4 @@
-"""LIME and KernelSHAP with all perturbations drawn and evaluated at once; captum's Lime and KernelShap are the reference.
+"""LIME and KernelSHAP with all perturbations drawn and evaluated at once; captum's classes are the reference.
 
 Why this hand-writes captum's sampling: captum draws each on/off mask, builds each perturbed input and
 computes each weight in a Python loop, one sample at a time, and fits one surrogate per image. On a small
@@ -100,8 +100,8 @@ def perturbed_outputs(model, inputs: torch.Tensor, baselines: torch.Tensor, mask
     on[n, s, mask[n, p]] else the baseline's; built and evaluated `batch` at a time."""
     n, samples, _ = on.shape
     pixels = mask.flatten(1)  # (N, H*W) feature id of each pixel, shared by the channels
-    image_of = torch.arange(n).repeat_interleave(samples)  # flat sample -> its image
-    flat_on = on.reshape(n * samples, -1)
+    image_of = torch.arange(n, device=inputs.device).repeat_interleave(samples)  # flat sample -> its image
+    flat_on = on.reshape(n * samples, -1).to(inputs.device)
     outputs = torch.empty(n * samples)
     with torch.inference_mode():
         for lo in range(0, n * samples, batch):
@@ -110,19 +110,16 @@ def perturbed_outputs(model, inputs: torch.Tensor, baselines: torch.Tensor, mask
             keep = keep.view(len(rows), 1, *inputs.shape[2:])
             perturbed = torch.where(keep, inputs[rows], baselines[rows])
             logits = model(perturbed)
-            outputs[lo:lo + batch] = logits.gather(1, target[rows, None])[:, 0].float()
+            outputs[lo:lo + batch] = logits.gather(1, target.to(inputs.device)[rows, None])[:, 0].float().cpu()
     return outputs.view(n, samples)
 
 
 def surrogate_coefficients(name: str, model, inputs: torch.Tensor, target: torch.Tensor, baselines: torch.Tensor,
-                           mask: torch.Tensor, samples: int, batch: int, seed: int = 0,
-                           on: torch.Tensor | None = None) -> tuple[list[np.ndarray], torch.Tensor]:
-    """Each image's surrogate weights, one per feature (mask ids 0..F-1 per image), and the masks `on`
-    (N, S, max F) they were fit on: drawn from `seed` unless given."""
+                           mask: torch.Tensor, samples: int, batch: int, seed: int = 0) -> list[np.ndarray]:
+    """Each image's surrogate weights, one per feature: mask (N, H, W) holds ids 0..F-1 per image."""
     surrogate = SURROGATES[name]
     features = [int(m.max()) + 1 for m in mask]
-    if on is None:
-        on = draw_masks(surrogate, features, samples, torch.Generator().manual_seed(seed))
+    on = draw_masks(surrogate, features, samples, torch.Generator().manual_seed(seed))
     outputs = perturbed_outputs(model, inputs, baselines, mask, on, target, batch).numpy()
     coefs = []
     # one BLAS thread: a (S, F) fit is too small to split, and on a busy CPU OpenBLAS's threads waiting for
@@ -132,14 +129,13 @@ def surrogate_coefficients(name: str, model, inputs: torch.Tensor, target: torch
             x = on[i, :, :count]
             w = surrogate.weigh(x).float().numpy()
             coefs.append(np.asarray(surrogate.fit(x.float().numpy(), outputs[i].astype(np.float32), w)))
-    return coefs, on
+    return coefs
 
 
 def surrogate_maps(name: str, model, inputs: torch.Tensor, target: torch.Tensor, baselines: torch.Tensor | None,
                    mask: torch.Tensor, samples: int, batch: int, seed: int = 0) -> torch.Tensor:
     """(N, H, W): each pixel gets its feature's weight, summed over the channels as captum's maps are."""
     baselines = torch.zeros_like(inputs) if baselines is None else baselines.expand_as(inputs)
-    coefs, _ = surrogate_coefficients(name, model, inputs, target, baselines, mask[:, 0].long(), samples, batch,
-                                      seed)
-    maps = [torch.from_numpy(c.astype(np.float32))[m[0].long()] for c, m in zip(coefs, mask)]
-    return torch.stack(maps) * inputs.shape[1]
+    coefs = surrogate_coefficients(name, model, inputs, target, baselines, mask[:, 0].long(), samples, batch, seed)
+    maps = [torch.from_numpy(c.astype(np.float32))[m[0].long().cpu()] for c, m in zip(coefs, mask)]
+    return (torch.stack(maps) * inputs.shape[1]).to(inputs.device)
