@@ -1,15 +1,16 @@
-"""Occlusion and LIME batched as convlab runs them, against captum called with its defaults.
+"""Occlusion, LIME and KernelSHAP batched as convlab runs them, against captum called with its defaults.
 
     python benchmarks/attribution_speed.py [RUN_DIR] [--images 8] [--repeats 5] [--threads 1] [--batch 64]
 
-Both paths call the same captum class on the same images with the same settings (the tests check that
-they give the same maps). The baseline is captum's default use: one image per call and one perturbation
-per forward pass (perturbations_per_eval=1). convlab passes the images together and packs about --batch
-perturbed images into each forward pass. A third row also gives the baseline captum's default LIME
-kernel (convlab's lime weighs samples by lime_image's on/off kernel, which is cheaper; the maps differ
-a little). The two paths are timed alternately (baseline, candidate, baseline,
-...) so that a change in the machine's load hits both; the table gives medians and the ratio. Without
-RUN_DIR: mnist-cnn with random weights on 28x28 inputs.
+The baseline is captum's default use: one image per call and one perturbation per forward pass
+(perturbations_per_eval=1). convlab passes the images together: occlusion calls the same captum class
+packing about --batch windows into each forward pass (the tests check it gives the same maps); lime and
+kernelshap draw all perturbations of all images at once and evaluate them --batch at a time
+(insight/attribution/surrogate.py; the tests check they give captum's maps for the same masks). A row
+also gives the baseline captum's default LIME kernel (convlab's lime weighs samples by lime_image's
+on/off kernel, which is cheaper; the maps differ a little). The two paths are timed alternately
+(baseline, candidate, baseline, ...) so that a change in the machine's load hits both; the table gives
+medians and the ratio. Without RUN_DIR: mnist-cnn with random weights on 28x28 inputs.
 """
 from __future__ import annotations
 
@@ -40,11 +41,15 @@ def main() -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR", nargs="?", help="a run folder (default: mnist-cnn, random)")
     parser.add_argument("--images", type=int, default=8, help="images attributed per call (default: 8)")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls of each path (default: 5)")
-    parser.add_argument("--samples", type=int, default=200, help="LIME's perturbed inputs per image (default: 200)")
+    parser.add_argument("--samples", type=int, default=200,
+                        help="LIME's and KernelSHAP's perturbed inputs per image (default: 200)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
     parser.add_argument("--batch", type=int, default=None, help="images per forward pass (default: convlab's)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(args.threads, user_api="blas")  # the surrogates' sklearn fits: both paths alike
 
     from convlab.insight.attribution import METHODS, Settings
     from convlab.insight.attribution.registry import library_notes_hidden
@@ -64,14 +69,15 @@ def main() -> None:
     with torch.no_grad():
         target = model(inputs).argmax(1)
     CaptumDefaultLime = _captum_default_lime()  # noqa: N806
-    print(f"{name}: {len(inputs)} images of {tuple(inputs.shape[1:])}, {torch.get_num_threads()} threads, "
-          f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    print(f"{name}: {len(inputs)} images of {tuple(inputs.shape[1:])}, {torch.get_num_threads()} threads "
+          f"(torch and BLAS), load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     print("\n| method | captum default (1 image per call, 1 perturbation per forward) s/image | batched s/image "
           "| speed-up |")
     print("| --- | ---: | ---: | ---: |")
     settings = Settings(samples=args.samples, **({} if args.batch is None else {"batch": args.batch}))
     rows = [("occlusion", "occlusion", METHODS["occlusion"]), ("lime", "lime", METHODS["lime"]),
-            ("lime", "lime, baseline also with captum's default kernel", CaptumDefaultLime)]
+            ("lime", "lime, baseline also with captum's default kernel", CaptumDefaultLime),
+            ("kernelshap", "kernelshap", METHODS["kernelshap"])]
     for method_name, label, baseline_class in rows:
         batched = METHODS[method_name](settings)
         single = baseline_class(settings)

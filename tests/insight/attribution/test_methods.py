@@ -54,6 +54,25 @@ def test_peak_is_in_the_quadrant_that_decides(quadrant_model, name):
     assert share >= LEAST_SHARE.get(name, 0.9), share
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["lime", "kernelshap"])
+def test_batched_surrogate_agrees_with_captums_own_sampling(quadrant_model, name):
+    """With its own random masks, captum (one perturbation per forward pass) gives the batched method's feature
+    weights: their correlation, averaged over images, is above 0.9 (measured: 0.94 to 0.99). Pearson,
+    not Spearman: most of the 64 features carry no evidence, and the ranks of their near-zero weights are
+    sampling noise in both (Spearman about 0.3 to 0.8 at these sample counts)."""
+    model, x, target, _ = quadrant_model
+    x, target = x[:4], target[:4]
+    batched = METHODS[name](Settings(samples=400))
+    captum = METHODS[name](Settings(samples=400))
+    captum.batched = False
+    ours, theirs = batched.attribute(model, x, target).numpy(), captum.attribute(model, x, target).numpy()
+    cells = (slice(None), slice(None, None, 2), slice(None, None, 2))  # one pixel per 2x2 cell of the grid mask
+    r = np.mean([np.corrcoef(a.ravel(), b.ravel())[0, 1] for a, b in zip(ours[cells], theirs[cells])])
+    print(f"{name}: correlation {r:.3f} with captum's own sampling")
+    assert r > 0.9, r
+
+
 def test_integrated_gradients_are_complete_on_a_preset():
     """Sum of the attributions = logit(x) - logit(baseline) (Sundararajan et al.'s completeness axiom).
 
@@ -90,14 +109,14 @@ def test_gradcam_matches_captum_layer_gradcam():
     np.testing.assert_allclose(ours, upsample_and_scale(theirs.detach(), (28, 28)), rtol=1e-6, atol=1e-9)
 
 
-@pytest.mark.parametrize("name", ["occlusion", "lime"])
-def test_batched_perturbations_give_the_maps_of_one_per_forward_pass(name):
+def test_batched_occlusion_gives_the_maps_of_one_window_per_forward_pass():
+    """(lime and kernelshap: test_surrogate.py checks them against captum given the same masks)"""
     torch.manual_seed(0)
     model = create_model("tiny-cnn", 1, 3, (12, 12)).eval()
     x = torch.randn(2, 1, 12, 12)
     target = torch.tensor([0, 2])
-    batched = METHODS[name](Settings(samples=40, batch=64))
-    single = METHODS[name](Settings(samples=40, batch=64))
+    batched = METHODS["occlusion"](Settings(batch=64))
+    single = METHODS["occlusion"](Settings(batch=64))
     single.batched = False
     np.testing.assert_allclose(batched.attribute(model, x, target).numpy(),
                                single.attribute(model, x, target).numpy(), rtol=1e-4, atol=1e-6)

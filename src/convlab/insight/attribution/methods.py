@@ -14,6 +14,7 @@ from .baselines import blurred
 from .canonize import canonize
 from .masks import feature_mask
 from .registry import METHODS, Method, register_method
+from .surrogate import lime_weigh, surrogate_maps
 
 
 def _per_eval(settings, inputs: torch.Tensor) -> int:
@@ -129,7 +130,12 @@ class Occlusion(Method):
 
 
 class _SurrogateMethod(Method):
-    """LIME and KernelSHAP: fit a linear model on feature masks switched on and off."""
+    """LIME and KernelSHAP: fit a linear model on feature masks switched on and off.
+
+    batched (the default): surrogate.py draws and evaluates all perturbations of all images at once;
+    False: captum's class called as its documentation does, one image per call and one perturbation per
+    forward pass (the benchmark's baseline and the tests' reference).
+    """
 
     signed = True
     batched = True
@@ -139,16 +145,18 @@ class _SurrogateMethod(Method):
 
     def attribute(self, model, inputs, target, baselines=None):
         mask = feature_mask(inputs, self.settings.mask)  # (N, 1, H, W) feature ids
-        maps = []
+        if self.batched:
+            return surrogate_maps(self.name, model, inputs, target, baselines, mask, self.settings.samples,
+                                  self.settings.batch, self.settings.seed)
         torch.manual_seed(self.settings.seed)
-        per_eval = min(self.settings.batch, self.settings.samples) if self.batched else 1
+        maps = []
         explainer = self.explainer(model)
         with torch.no_grad():
             for i in range(len(inputs)):  # captum fits one surrogate per image
                 maps.append(explainer.attribute(
                     inputs[i:i + 1], baselines=0.0 if baselines is None else baselines[i:i + 1],
                     target=target[i:i + 1], feature_mask=mask[i:i + 1], n_samples=self.settings.samples,
-                    perturbations_per_eval=per_eval).sum(1))
+                    perturbations_per_eval=1).sum(1))
         return torch.cat(maps)
 
 
@@ -163,14 +171,12 @@ class Lime(_SurrogateMethod):
 
 
 def on_off_kernel(_inputs, _perturbed, interpretable: torch.Tensor, **_kwargs) -> torch.Tensor:
-    """LIME's image kernel (lime_image): exp(-d^2 / 0.25^2), d the cosine distance of the on/off vector to all-on.
+    """LIME's image kernel (lime_image) in captum's similarity_func signature, for the captum path.
 
     captum's default measures the distance between whole images, which costs more than the forward pass of
     a small model for each sample; the reference implementation measures it in the features' on/off space.
     """
-    on = interpretable.float().flatten()
-    cosine = on.sum() / (on.norm() * on.numel() ** 0.5 + 1e-12)
-    return torch.exp(-((1 - cosine) ** 2) / 0.25 ** 2)
+    return lime_weigh(interpretable.flatten())
 
 
 @register_method("kernelshap")
