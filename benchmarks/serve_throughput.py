@@ -39,10 +39,15 @@ import numpy as np
 from fastapi import Request  # at module level: the route's annotation is resolved in this module's globals
 
 HERE = Path(__file__).resolve()
-SERVERS = ("naive", "batch1", "default", "onnx")
-LABELS = {"naive": "(a) naive FastAPI", "batch1": "(b) convlab serve --max-batch 1",
-          "default": "(c) convlab serve (defaults)", "onnx": "(d) convlab serve --backend onnx",
+SERVERS = ("naive", "naive-fast", "batch1", "default", "workers2", "onnx", "onnx-workers2")
+LABELS = {"naive": "(a) naive FastAPI, h11", "naive-fast": "(a') naive FastAPI, httptools + uvloop",
+          "batch1": "(b) convlab serve --max-batch 1", "default": "(c) convlab serve (defaults)",
+          "workers2": "(c') convlab serve --workers 2", "onnx": "(d) convlab serve --backend onnx",
+          "onnx-workers2": "(d') convlab serve --backend onnx --workers 2",
           "alone": "(e) model alone, batches of 32"}
+# the naive server's HTTP stack: (a) what `pip install fastapi uvicorn` gives (uvicorn's pure-Python h11 parser,
+# asyncio's loop); (a') the same app under httptools and uvloop (`pip install "uvicorn[standard]"`)
+NAIVE_STACKS = {"naive": ("h11", "asyncio"), "naive-fast": ("httptools", "uvloop")}
 SHAPES = {"mnist-cnn": (1, 28, 28), "resnet18": (3, 224, 224)}
 
 
@@ -80,10 +85,12 @@ def naive_app(run_dir: str, threads: int):
     return app
 
 
-def serve_naive(run_dir: str, port: int, threads: int) -> None:
+def serve_naive(run_dir: str, port: int, threads: int, stack: str) -> None:
     import uvicorn
 
-    uvicorn.run(naive_app(run_dir, threads), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    http, loop = NAIVE_STACKS[stack]
+    uvicorn.run(naive_app(run_dir, threads), host="127.0.0.1", port=port, log_level="warning", access_log=False,
+                http=http, loop=loop)
 
 
 # -- the client: closed loop, in its own process ---------------------------------------------------------
@@ -130,10 +137,16 @@ def run_client(port: int, path: str, pngs_file: str, concurrency: int, requests:
 
 
 # -- the driver ------------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports: all held open at once, or the kernel may hand out one port twice."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def make_run(folder: Path, name: str) -> Path:
@@ -189,11 +202,12 @@ def make_pngs(name: str, data_dir: str | None, out: Path, count: int = 64) -> Pa
 
 def start_server(kind: str, run_dir: Path, port: int, threads: int, log: Path) -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    if kind == "naive":
+    if kind in NAIVE_STACKS:
         command = [sys.executable, str(HERE), "--naive-server", str(run_dir), "--port", str(port),
-                   "--threads", str(threads)]
+                   "--threads", str(threads), "--stack", kind]
     else:
-        flags = {"batch1": ["--max-batch", "1"], "default": [], "onnx": ["--backend", "onnx"]}[kind]
+        flags = {"batch1": ["--max-batch", "1"], "default": [], "workers2": ["--workers", "2"],
+                 "onnx": ["--backend", "onnx"], "onnx-workers2": ["--backend", "onnx", "--workers", "2"]}[kind]
         command = [sys.executable, "-m", "convlab", "serve", f"model={run_dir}", "--port", str(port),
                    "--threads", str(threads), "--no-access-log", *flags]
     return subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
@@ -254,17 +268,17 @@ def benchmark(name: str, args, work: Path, threads: int) -> list[str]:
     run_dir = make_run(work / name, name)
     pngs = make_pngs(name, args.data_dir, work / f"{name}-pngs.npz")
     requests = args.requests_resnet18 if name == "resnet18" and args.requests_resnet18 else args.requests
-    ports, processes = {}, {}
+    servers = args.servers
+    ports, processes = dict(zip(servers, free_ports(len(servers)))), {}
     try:
-        for kind in SERVERS:
-            ports[kind] = free_port()
+        for kind in servers:
             processes[kind] = start_server(kind, run_dir, ports[kind], threads, work / f"{name}-{kind}.log")
-        for kind in SERVERS:
+        for kind in servers:
             wait_ready(ports[kind], processes[kind], work / f"{name}-{kind}.log")
         points: dict[tuple[str, int], list[dict]] = {}
         for round_ in range(args.rounds):
             for concurrency in args.concurrency:
-                for kind in SERVERS:
+                for kind in servers:
                     path = "/predict/model"
                     point = client_point(ports[kind], pngs, concurrency, requests)
                     assert set(point["statuses"]) == {"200"}, (kind, point["statuses"])
@@ -279,8 +293,8 @@ def benchmark(name: str, args, work: Path, threads: int) -> list[str]:
     alone = model_alone(run_dir, pngs, threads, max(requests, 320))
     rows = []
     for concurrency in args.concurrency:
-        naive_rps = statistics.median(p["rps"] for p in points[("naive", concurrency)])
-        for kind in SERVERS:
+        naive_rps = statistics.median(p["rps"] for p in points[(servers[0], concurrency)])
+        for kind in servers:
             runs = points[(kind, concurrency)]
             rps, p50, p99 = (statistics.median(p[key] for p in runs) for key in ("rps", "p50", "p99"))
             rows.append(f"| {name} | {LABELS[kind]} | {concurrency} | {requests} | {rps:,.0f} | {rps / naive_rps:.2f}x "
@@ -299,19 +313,26 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,8,32", help="clients in flight (default: 1,8,32)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds over every point (medians; default: 3)")
     parser.add_argument("--threads", type=int, default=0, help="model threads (0: the idle cores, once)")
+    parser.add_argument("--servers", default=",".join(SERVERS),
+                        help=f"comma-separated, the first is the 'vs' reference (default: {','.join(SERVERS)})")
     parser.add_argument("--naive-server", metavar="RUN_DIR", help=argparse.SUPPRESS)
+    parser.add_argument("--stack", default="naive", choices=sorted(NAIVE_STACKS), help=argparse.SUPPRESS)
     parser.add_argument("--client", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--pngs", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.naive_server:
-        return serve_naive(args.naive_server, args.port, args.threads)
+        return serve_naive(args.naive_server, args.port, args.threads, args.stack)
     if args.client:
         concurrency = int(args.concurrency)
         warmup = min(200, max(20, args.requests // 10))
         print(json.dumps(run_client(args.client, "/predict/model", args.pngs, concurrency, args.requests, warmup)))
         return
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    args.servers = args.servers.split(",")
+    unknown = sorted(set(args.servers) - set(SERVERS))
+    if unknown:
+        parser.error(f"--servers: unknown {', '.join(unknown)}; choose from {', '.join(SERVERS)}")
     import torch
 
     from convlab.training.performance import auto_threads

@@ -16,7 +16,8 @@ class ServerState:
     def __init__(self, models: Mapping, settings: Settings, threads: int):
         self.settings, self.metrics = settings, ServerMetrics()
         self.batchers = {name: Batcher(model.infer, settings.max_batch, settings.max_delay_ms / 1000,
-                                       settings.max_queue, threads, self.metrics.batch_observer(name), name)
+                                       settings.max_queue, threads, self.metrics.batch_observer(name), name,
+                                       self.metrics.depth_observer(name))
                          for name, model in models.items()}
         for name, batcher in self.batchers.items():
             self.metrics.watch_queue(name, lambda batcher=batcher: batcher.depth)
