@@ -42,3 +42,21 @@ def test_openapi_describes_every_route(client):
         assert route in paths, route
     assert "multipart/form-data" in paths["/predict/{name}"]["post"]["requestBody"]["content"]
     assert client.get("/docs").status_code == 404  # its page would load scripts from a CDN
+
+
+def test_small_and_large_images_decode_alike(client, digits_run, tmp_path, capsys):
+    """A small image is decoded in the event loop, a large one in the decoding threads: both as predict does."""
+    import numpy as np
+    from PIL import Image
+
+    from convlab.serve.state import INLINE_DECODE_BYTES
+
+    noise = np.random.default_rng(0).integers(0, 256, (200, 200, 3), dtype=np.uint8)
+    large, small = tmp_path / "large.png", tmp_path / "small.png"
+    Image.fromarray(noise).save(large)
+    Image.fromarray(noise[:8, :8, 0]).save(small)
+    assert large.stat().st_size > INLINE_DECODE_BYTES >= small.stat().st_size
+    expected = predict_json(capsys, digits_run.path, [large, small])
+    for path, want in zip((large, small), expected):
+        answer = client.post("/predict/digits", content=path.read_bytes(), headers={"Content-Type": "image/png"})
+        assert answer.status_code == 200 and answer.json() == [{**want, "path": None}]

@@ -119,8 +119,7 @@ def cmd_serve(args) -> int:
         if workers > 1:
             from ..serve.workers import serve_workers  # lazy: start-up time
 
-            del models  # each worker loads its own; these were loaded to fail here, in one line, on a bad model
-            serve_workers(sock, workers, specs, args.backend, settings, threads, args.access_log)
+            serve_workers(sock, workers, models, args.backend, settings, threads, args.access_log)
         else:
             from ..serve.app import create_app  # lazy: start-up time
 

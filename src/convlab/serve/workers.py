@@ -26,13 +26,16 @@ WORKER_ENV = "CONVLAB_SERVE_WORKER"  # JSON: models, backend, settings, threads,
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
-def serve_workers(sock: socket.socket, count: int, specs: list[tuple[str, Path]], backend: str, settings,
-                  threads: int, access_log: bool) -> None:
-    """Run `count` workers on `sock` until Ctrl-C (or SIGTERM) stops them all."""
+def serve_workers(sock: socket.socket, count: int, models: dict, backend: str, settings, threads: int,
+                  access_log: bool) -> None:
+    """Run `count` workers on `sock` until Ctrl-C (or SIGTERM) stops them all. models: {name: ServedModel}
+    loaded here once (a bad model fails before any worker starts); the workers load them again, from the
+    .onnx files exported here for backend onnx (one export, not one per worker)."""
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
-    job = {"models": [[name, str(path)] for name, path in specs], "backend": backend, "threads": threads,
+    job = {"models": [[name, str(model.path), model.onnx_file and str(model.onnx_file)]
+                      for name, model in models.items()], "backend": backend, "threads": threads,
            "settings": dataclasses.asdict(settings), "access_log": access_log}
     with tempfile.TemporaryDirectory(prefix="convlab-serve-metrics-") as metrics_dir:
         saved = {key: os.environ.get(key) for key in (WORKER_ENV, MULTIPROC_ENV)}
@@ -53,7 +56,8 @@ def worker_app():
     """The app of one worker process (uvicorn's factory): the models and settings of WORKER_ENV."""
     job = json.loads(os.environ[WORKER_ENV])
     threads = set_threads(job["threads"], torch.device("cpu"))
-    models = {name: load_served(name, Path(path), job["backend"], threads) for name, path in job["models"]}
+    models = {name: load_served(name, Path(path), job["backend"], threads, onnx_file and Path(onnx_file))
+              for name, path, onnx_file in job["models"]}
     if job["access_log"]:
         log_access_to_stdout()
     return create_app(models, Settings(**job["settings"]), threads=threads, access_log=job["access_log"])
