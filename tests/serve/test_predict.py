@@ -56,7 +56,7 @@ def test_small_and_large_images_decode_alike(client, digits_run, tmp_path, capsy
     Image.fromarray(noise).save(large)
     Image.fromarray(noise[:8, :8, 0]).save(small)
     assert large.stat().st_size > INLINE_DECODE_BYTES >= small.stat().st_size
-    expected = predict_json(capsys, digits_run.path, [large, small])
-    for path, want in zip((large, small), expected):
+    for path in (large, small):
+        [want] = predict_json(capsys, digits_run.path, [path])  # one image a batch, as the server runs it alone
         answer = client.post("/predict/digits", content=path.read_bytes(), headers={"Content-Type": "image/png"})
         assert answer.status_code == 200 and answer.json() == [{**want, "path": None}]
