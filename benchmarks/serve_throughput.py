@@ -2,14 +2,19 @@
 
     python benchmarks/serve_throughput.py [--data-dir MNIST_DIR] [--models mnist-cnn,resnet18]
                                           [--requests 2000] [--requests-resnet18 N] [--concurrency 1,8,32]
+                                          [--servers naive,naive-fast,batch1,default,workers2,onnx,...]
 
 For each model (random weights: only speed is measured) the same pre-encoded PNGs (MNIST test digits when
 --data-dir holds MNIST's IDX files, else random pixels; 224x224 RGB for resnet18) are posted by a
 closed-loop client in a separate process to:
-  (a) naive:    FastAPI, one endpoint that decodes the body and calls the model per request;
-  (b) batch 1:  convlab serve --max-batch 1;
+  (a) naive:    FastAPI, one endpoint that decodes the body and calls the model per request, under what
+                `pip install fastapi uvicorn` gives (uvicorn's h11 parser, asyncio's loop);
+  (a') naive-fast: the same app under httptools and uvloop (`pip install "uvicorn[standard]"`);
+  (b) batch1:   convlab serve --max-batch 1;
   (c) default:  convlab serve (dynamic batching, --max-batch 32 --max-delay-ms 2);
-  (d) onnx:     convlab serve --backend onnx;
+  (c') workers2: convlab serve --workers 2 (each worker with --threads model threads);
+  (d) onnx:     convlab serve --backend onnx; (d') onnx-workers2: with --workers 2;
+convlab serve runs under httptools and uvloop when they are installed (the serve extra has them).
 and (e) the model alone on batches of 32 decoded images (Run.predict_arrays in this process: the ceiling).
 Every server gets the same model thread count (torch.set_num_threads, as `train --threads 0` picks it
 once here) and the raw PNG as the body of POST /predict/NAME. The servers run side by side; the points are
