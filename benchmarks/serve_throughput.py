@@ -19,7 +19,8 @@ and (e) the model alone on batches of 32 decoded images (Run.predict_arrays in t
 Every server gets the same model thread count (torch.set_num_threads, as `train --threads 0` picks it
 once here) and the raw PNG as the body of POST /predict/NAME. The servers run side by side; the points are
 measured in rounds (each round: every concurrency, every server), and the table gives the medians over
-rounds of req/s, p50 and p99 latency.
+rounds of req/s, p50 and p99 latency, and the CPU time per request of the server (all its processes,
+from /proc) and of the client: on a machine where they share the cores, the sum bounds the rate.
 
 The client is a small asyncio HTTP/1.1 loop over keep-alive connections rather than httpx or requests: on
 a 2-core machine the client shares the CPU with the server, and those clients cost a millisecond of CPU
@@ -134,10 +135,13 @@ def run_client(port: int, path: str, pngs_file: str, concurrency: int, requests:
                                for _ in range(concurrency)))
         return time.perf_counter() - started, latencies, statuses
 
+    cpu = time.process_time()
     asyncio.run(phase(warmup))
     seconds, latencies, statuses = asyncio.run(phase(requests))
+    cpu = time.process_time() - cpu
     latencies.sort()
-    return {"rps": len(latencies) / seconds, "p50": 1e3 * latencies[len(latencies) // 2],
+    return {"rps": len(latencies) / seconds, "p50": 1e3 * latencies[len(latencies) // 2], "warmup": warmup,
+            "client_cpu_ms": 1e3 * cpu / (requests + warmup),
             "p99": 1e3 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], "statuses": statuses}
 
 
@@ -236,11 +240,29 @@ def wait_ready(port: int, process: subprocess.Popen, log: Path, timeout: float =
     raise SystemExit(f"a server did not get ready: {log.read_text()[-2000:]}")
 
 
-def client_point(port: int, pngs: Path, concurrency: int, requests: int) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` and of its children (a server's workers), from /proc (Linux;
+    0 elsewhere)."""
+    tick, total = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100, 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(stat.parent.name) == pid or int(fields[1]) == pid:  # fields[1]: the parent's pid
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
+def client_point(port: int, pngs: Path, concurrency: int, requests: int, server_pid: int) -> dict:
+    """One point; with the server's CPU time per request (both cores are shared with the client)."""
+    before = cpu_seconds(server_pid)
     done = subprocess.run([sys.executable, str(HERE), "--client", str(port), "--pngs", str(pngs),
                            "--concurrency", str(concurrency), "--requests", str(requests)],
                           capture_output=True, text=True, check=True)
-    return json.loads(done.stdout)
+    point = json.loads(done.stdout)
+    point["server_cpu_ms"] = 1e3 * (cpu_seconds(server_pid) - before) / (requests + point["warmup"])
+    return point
 
 
 def model_alone(run_dir: Path, pngs: Path, threads: int, requests: int) -> dict:
@@ -285,11 +307,13 @@ def benchmark(name: str, args, work: Path, threads: int) -> list[str]:
             for concurrency in args.concurrency:
                 for kind in servers:
                     path = "/predict/model"
-                    point = client_point(ports[kind], pngs, concurrency, requests)
+                    point = client_point(ports[kind], pngs, concurrency, requests, processes[kind].pid)
                     assert set(point["statuses"]) == {"200"}, (kind, point["statuses"])
                     points.setdefault((kind, concurrency), []).append(point)
                     print(f"  round {round_ + 1} {name} {kind} c={concurrency}: {point['rps']:.0f} req/s "
-                          f"p50 {point['p50']:.2f} ms p99 {point['p99']:.2f} ms", file=sys.stderr, flush=True)
+                          f"p50 {point['p50']:.2f} ms p99 {point['p99']:.2f} ms, CPU per request: server "
+                          f"{point['server_cpu_ms']:.2f} ms, client {point['client_cpu_ms']:.2f} ms",
+                          file=sys.stderr, flush=True)
     finally:
         for process in processes.values():
             process.terminate()
@@ -301,11 +325,12 @@ def benchmark(name: str, args, work: Path, threads: int) -> list[str]:
         naive_rps = statistics.median(p["rps"] for p in points[(servers[0], concurrency)])
         for kind in servers:
             runs = points[(kind, concurrency)]
-            rps, p50, p99 = (statistics.median(p[key] for p in runs) for key in ("rps", "p50", "p99"))
+            rps, p50, p99, server, client = (statistics.median(p[key] for p in runs) for key in
+                                             ("rps", "p50", "p99", "server_cpu_ms", "client_cpu_ms"))
             rows.append(f"| {name} | {LABELS[kind]} | {concurrency} | {requests} | {rps:,.0f} | {rps / naive_rps:.2f}x "
-                        f"| {p50:.2f} | {p99:.2f} |")
+                        f"| {p50:.2f} | {p99:.2f} | {server:.2f} | {client:.2f} |")
     rows.append(f"| {name} | {LABELS['alone']} | - | {32 * max(3, max(requests, 320) // 32)} images | "
-                f"{alone['rps']:,.0f} img/s | - | {alone['p50']:.2f} per batch | {alone['p99']:.2f} per batch |")
+                f"{alone['rps']:,.0f} img/s | - | {alone['p50']:.2f} per batch | {alone['p99']:.2f} per batch | - | - |")
     return rows
 
 
@@ -345,8 +370,9 @@ def main() -> None:
     threads = args.threads or auto_threads()
     print(f"torch {torch.__version__}, {os.cpu_count()} cores, {threads} model threads, load average "
           f"{os.getloadavg()[0]:.2f}, {args.rounds} rounds", flush=True)
-    print("\n| model | server | clients | requests | req/s | vs naive | p50 ms | p99 ms |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("\n| model | server | clients | requests | req/s | vs naive | p50 ms | p99 ms | server CPU ms/req "
+          "| client CPU ms/req |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as work:
         for name in args.models.split(","):
             for row in benchmark(name, args, Path(work), threads):
