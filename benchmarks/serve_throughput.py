@@ -330,7 +330,8 @@ def benchmark(name: str, args, work: Path, threads: int) -> list[str]:
             rows.append(f"| {name} | {LABELS[kind]} | {concurrency} | {requests} | {rps:,.0f} | {rps / naive_rps:.2f}x "
                         f"| {p50:.2f} | {p99:.2f} | {server:.2f} | {client:.2f} |")
     rows.append(f"| {name} | {LABELS['alone']} | - | {32 * max(3, max(requests, 320) // 32)} images | "
-                f"{alone['rps']:,.0f} img/s | - | {alone['p50']:.2f} per batch | {alone['p99']:.2f} per batch | - | - |")
+                f"{alone['rps']:,.0f} img/s | - | {alone['p50']:.2f} per batch | {alone['p99']:.2f} per batch "
+                f"| - | - |")
     return rows
 
 
