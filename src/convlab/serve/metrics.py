@@ -8,7 +8,7 @@ import sys
 import time
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 ACCESS_LOG = logging.getLogger("convlab.serve.access")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
@@ -50,6 +50,11 @@ class ServerMetrics:
     def batch_observer(self, model: str):
         child = self.batch_size.labels(model)
         return child.observe
+
+    def close(self) -> None:
+        """A worker stopping: its queue depth leaves the live workers' sum."""
+        if self.shared:
+            mark_process_dead(os.getpid())
 
     def render(self) -> tuple[bytes, str]:
         if not self.shared:

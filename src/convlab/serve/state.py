@@ -37,6 +37,7 @@ class ServerState:
             batcher.stop()
         if self.decoder is not None:
             self.decoder.shutdown(wait=True, cancel_futures=True)
+        self.metrics.close()
 
     def ready(self) -> bool:
         return all(batcher.running for batcher in self.batchers.values())
