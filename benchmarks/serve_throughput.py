@@ -2,19 +2,25 @@
 
     python benchmarks/serve_throughput.py [--data-dir MNIST_DIR] [--models mnist-cnn,resnet18]
                                           [--requests 2000] [--requests-resnet18 N] [--concurrency 1,8,32]
+                                          [--servers naive,naive-fast,batch1,default,workers2,onnx,...]
 
 For each model (random weights: only speed is measured) the same pre-encoded PNGs (MNIST test digits when
 --data-dir holds MNIST's IDX files, else random pixels; 224x224 RGB for resnet18) are posted by a
 closed-loop client in a separate process to:
-  (a) naive:    FastAPI, one endpoint that decodes the body and calls the model per request;
-  (b) batch 1:  convlab serve --max-batch 1;
+  (a) naive:    FastAPI, one endpoint that decodes the body and calls the model per request, under what
+                `pip install fastapi uvicorn` gives (uvicorn's h11 parser, asyncio's loop);
+  (a') naive-fast: the same app under httptools and uvloop (`pip install "uvicorn[standard]"`);
+  (b) batch1:   convlab serve --max-batch 1;
   (c) default:  convlab serve (dynamic batching, --max-batch 32 --max-delay-ms 2);
-  (d) onnx:     convlab serve --backend onnx;
+  (c') workers2: convlab serve --workers 2 (each worker with --threads model threads);
+  (d) onnx:     convlab serve --backend onnx; (d') onnx-workers2: with --workers 2;
+convlab serve runs under httptools and uvloop when they are installed (the serve extra has them).
 and (e) the model alone on batches of 32 decoded images (Run.predict_arrays in this process: the ceiling).
 Every server gets the same model thread count (torch.set_num_threads, as `train --threads 0` picks it
 once here) and the raw PNG as the body of POST /predict/NAME. The servers run side by side; the points are
 measured in rounds (each round: every concurrency, every server), and the table gives the medians over
-rounds of req/s, p50 and p99 latency.
+rounds of req/s, p50 and p99 latency, and the CPU time per request of the server (all its processes,
+from /proc) and of the client: on a machine where they share the cores, the sum bounds the rate.
 
 The client is a small asyncio HTTP/1.1 loop over keep-alive connections rather than httpx or requests: on
 a 2-core machine the client shares the CPU with the server, and those clients cost a millisecond of CPU
@@ -39,10 +45,15 @@ import numpy as np
 from fastapi import Request  # at module level: the route's annotation is resolved in this module's globals
 
 HERE = Path(__file__).resolve()
-SERVERS = ("naive", "batch1", "default", "onnx")
-LABELS = {"naive": "(a) naive FastAPI", "batch1": "(b) convlab serve --max-batch 1",
-          "default": "(c) convlab serve (defaults)", "onnx": "(d) convlab serve --backend onnx",
+SERVERS = ("naive", "naive-fast", "batch1", "default", "workers2", "onnx", "onnx-workers2")
+LABELS = {"naive": "(a) naive FastAPI, h11", "naive-fast": "(a') naive FastAPI, httptools + uvloop",
+          "batch1": "(b) convlab serve --max-batch 1", "default": "(c) convlab serve (defaults)",
+          "workers2": "(c') convlab serve --workers 2", "onnx": "(d) convlab serve --backend onnx",
+          "onnx-workers2": "(d') convlab serve --backend onnx --workers 2",
           "alone": "(e) model alone, batches of 32"}
+# the naive server's HTTP stack: (a) what `pip install fastapi uvicorn` gives (uvicorn's pure-Python h11 parser,
+# asyncio's loop); (a') the same app under httptools and uvloop (`pip install "uvicorn[standard]"`)
+NAIVE_STACKS = {"naive": ("h11", "asyncio"), "naive-fast": ("httptools", "uvloop")}
 SHAPES = {"mnist-cnn": (1, 28, 28), "resnet18": (3, 224, 224)}
 
 
@@ -80,10 +91,12 @@ def naive_app(run_dir: str, threads: int):
     return app
 
 
-def serve_naive(run_dir: str, port: int, threads: int) -> None:
+def serve_naive(run_dir: str, port: int, threads: int, stack: str) -> None:
     import uvicorn
 
-    uvicorn.run(naive_app(run_dir, threads), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    http, loop = NAIVE_STACKS[stack]
+    uvicorn.run(naive_app(run_dir, threads), host="127.0.0.1", port=port, log_level="warning", access_log=False,
+                http=http, loop=loop)
 
 
 # -- the client: closed loop, in its own process ---------------------------------------------------------
@@ -122,18 +135,27 @@ def run_client(port: int, path: str, pngs_file: str, concurrency: int, requests:
                                for _ in range(concurrency)))
         return time.perf_counter() - started, latencies, statuses
 
+    cpu = time.process_time()
     asyncio.run(phase(warmup))
     seconds, latencies, statuses = asyncio.run(phase(requests))
+    cpu = time.process_time() - cpu
     latencies.sort()
-    return {"rps": len(latencies) / seconds, "p50": 1e3 * latencies[len(latencies) // 2],
+    return {"rps": len(latencies) / seconds, "p50": 1e3 * latencies[len(latencies) // 2], "warmup": warmup,
+            "client_cpu_ms": 1e3 * cpu / (requests + warmup),
             "p99": 1e3 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], "statuses": statuses}
 
 
 # -- the driver ------------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports: all held open at once, or the kernel may hand out one port twice."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def make_run(folder: Path, name: str) -> Path:
@@ -189,11 +211,12 @@ def make_pngs(name: str, data_dir: str | None, out: Path, count: int = 64) -> Pa
 
 def start_server(kind: str, run_dir: Path, port: int, threads: int, log: Path) -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    if kind == "naive":
+    if kind in NAIVE_STACKS:
         command = [sys.executable, str(HERE), "--naive-server", str(run_dir), "--port", str(port),
-                   "--threads", str(threads)]
+                   "--threads", str(threads), "--stack", kind]
     else:
-        flags = {"batch1": ["--max-batch", "1"], "default": [], "onnx": ["--backend", "onnx"]}[kind]
+        flags = {"batch1": ["--max-batch", "1"], "default": [], "workers2": ["--workers", "2"],
+                 "onnx": ["--backend", "onnx"], "onnx-workers2": ["--backend", "onnx", "--workers", "2"]}[kind]
         command = [sys.executable, "-m", "convlab", "serve", f"model={run_dir}", "--port", str(port),
                    "--threads", str(threads), "--no-access-log", *flags]
     return subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
@@ -217,11 +240,29 @@ def wait_ready(port: int, process: subprocess.Popen, log: Path, timeout: float =
     raise SystemExit(f"a server did not get ready: {log.read_text()[-2000:]}")
 
 
-def client_point(port: int, pngs: Path, concurrency: int, requests: int) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` and of its children (a server's workers), from /proc (Linux;
+    0 elsewhere)."""
+    tick, total = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100, 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(stat.parent.name) == pid or int(fields[1]) == pid:  # fields[1]: the parent's pid
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
+def client_point(port: int, pngs: Path, concurrency: int, requests: int, server_pid: int) -> dict:
+    """One point; with the server's CPU time per request (both cores are shared with the client)."""
+    before = cpu_seconds(server_pid)
     done = subprocess.run([sys.executable, str(HERE), "--client", str(port), "--pngs", str(pngs),
                            "--concurrency", str(concurrency), "--requests", str(requests)],
                           capture_output=True, text=True, check=True)
-    return json.loads(done.stdout)
+    point = json.loads(done.stdout)
+    point["server_cpu_ms"] = 1e3 * (cpu_seconds(server_pid) - before) / (requests + point["warmup"])
+    return point
 
 
 def model_alone(run_dir: Path, pngs: Path, threads: int, requests: int) -> dict:
@@ -254,23 +295,25 @@ def benchmark(name: str, args, work: Path, threads: int) -> list[str]:
     run_dir = make_run(work / name, name)
     pngs = make_pngs(name, args.data_dir, work / f"{name}-pngs.npz")
     requests = args.requests_resnet18 if name == "resnet18" and args.requests_resnet18 else args.requests
-    ports, processes = {}, {}
+    servers = args.servers
+    ports, processes = dict(zip(servers, free_ports(len(servers)))), {}
     try:
-        for kind in SERVERS:
-            ports[kind] = free_port()
+        for kind in servers:
             processes[kind] = start_server(kind, run_dir, ports[kind], threads, work / f"{name}-{kind}.log")
-        for kind in SERVERS:
+        for kind in servers:
             wait_ready(ports[kind], processes[kind], work / f"{name}-{kind}.log")
         points: dict[tuple[str, int], list[dict]] = {}
         for round_ in range(args.rounds):
             for concurrency in args.concurrency:
-                for kind in SERVERS:
+                for kind in servers:
                     path = "/predict/model"
-                    point = client_point(ports[kind], pngs, concurrency, requests)
+                    point = client_point(ports[kind], pngs, concurrency, requests, processes[kind].pid)
                     assert set(point["statuses"]) == {"200"}, (kind, point["statuses"])
                     points.setdefault((kind, concurrency), []).append(point)
                     print(f"  round {round_ + 1} {name} {kind} c={concurrency}: {point['rps']:.0f} req/s "
-                          f"p50 {point['p50']:.2f} ms p99 {point['p99']:.2f} ms", file=sys.stderr, flush=True)
+                          f"p50 {point['p50']:.2f} ms p99 {point['p99']:.2f} ms, CPU per request: server "
+                          f"{point['server_cpu_ms']:.2f} ms, client {point['client_cpu_ms']:.2f} ms",
+                          file=sys.stderr, flush=True)
     finally:
         for process in processes.values():
             process.terminate()
@@ -279,14 +322,16 @@ def benchmark(name: str, args, work: Path, threads: int) -> list[str]:
     alone = model_alone(run_dir, pngs, threads, max(requests, 320))
     rows = []
     for concurrency in args.concurrency:
-        naive_rps = statistics.median(p["rps"] for p in points[("naive", concurrency)])
-        for kind in SERVERS:
+        naive_rps = statistics.median(p["rps"] for p in points[(servers[0], concurrency)])
+        for kind in servers:
             runs = points[(kind, concurrency)]
-            rps, p50, p99 = (statistics.median(p[key] for p in runs) for key in ("rps", "p50", "p99"))
+            rps, p50, p99, server, client = (statistics.median(p[key] for p in runs) for key in
+                                             ("rps", "p50", "p99", "server_cpu_ms", "client_cpu_ms"))
             rows.append(f"| {name} | {LABELS[kind]} | {concurrency} | {requests} | {rps:,.0f} | {rps / naive_rps:.2f}x "
-                        f"| {p50:.2f} | {p99:.2f} |")
+                        f"| {p50:.2f} | {p99:.2f} | {server:.2f} | {client:.2f} |")
     rows.append(f"| {name} | {LABELS['alone']} | - | {32 * max(3, max(requests, 320) // 32)} images | "
-                f"{alone['rps']:,.0f} img/s | - | {alone['p50']:.2f} per batch | {alone['p99']:.2f} per batch |")
+                f"{alone['rps']:,.0f} img/s | - | {alone['p50']:.2f} per batch | {alone['p99']:.2f} per batch "
+                f"| - | - |")
     return rows
 
 
@@ -299,19 +344,26 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,8,32", help="clients in flight (default: 1,8,32)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds over every point (medians; default: 3)")
     parser.add_argument("--threads", type=int, default=0, help="model threads (0: the idle cores, once)")
+    parser.add_argument("--servers", default=",".join(SERVERS),
+                        help=f"comma-separated, the first is the 'vs' reference (default: {','.join(SERVERS)})")
     parser.add_argument("--naive-server", metavar="RUN_DIR", help=argparse.SUPPRESS)
+    parser.add_argument("--stack", default="naive", choices=sorted(NAIVE_STACKS), help=argparse.SUPPRESS)
     parser.add_argument("--client", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--pngs", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.naive_server:
-        return serve_naive(args.naive_server, args.port, args.threads)
+        return serve_naive(args.naive_server, args.port, args.threads, args.stack)
     if args.client:
         concurrency = int(args.concurrency)
         warmup = min(200, max(20, args.requests // 10))
         print(json.dumps(run_client(args.client, "/predict/model", args.pngs, concurrency, args.requests, warmup)))
         return
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    args.servers = args.servers.split(",")
+    unknown = sorted(set(args.servers) - set(SERVERS))
+    if unknown:
+        parser.error(f"--servers: unknown {', '.join(unknown)}; choose from {', '.join(SERVERS)}")
     import torch
 
     from convlab.training.performance import auto_threads
@@ -319,8 +371,9 @@ def main() -> None:
     threads = args.threads or auto_threads()
     print(f"torch {torch.__version__}, {os.cpu_count()} cores, {threads} model threads, load average "
           f"{os.getloadavg()[0]:.2f}, {args.rounds} rounds", flush=True)
-    print("\n| model | server | clients | requests | req/s | vs naive | p50 ms | p99 ms |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("\n| model | server | clients | requests | req/s | vs naive | p50 ms | p99 ms | server CPU ms/req "
+          "| client CPU ms/req |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as work:
         for name in args.models.split(","):
             for row in benchmark(name, args, Path(work), threads):

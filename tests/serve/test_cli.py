@@ -25,6 +25,7 @@ def test_missing_extra_says_what_to_install(capsys, monkeypatch, digits_run):
     (["--timeout-s", "-1"], "--timeout-s must be positive"),
     (["--port", "70000"], "--port must be between"),
     (["--token", " "], "--token is empty"),
+    (["--workers", "-1"], "--workers must be between"),
 ])
 def test_bad_flags(capsys, digits_run, flags, fragment):
     code, err = run_cli(capsys, digits_run.path, *flags)

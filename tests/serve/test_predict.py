@@ -42,3 +42,43 @@ def test_openapi_describes_every_route(client):
         assert route in paths, route
     assert "multipart/form-data" in paths["/predict/{name}"]["post"]["requestBody"]["content"]
     assert client.get("/docs").status_code == 404  # its page would load scripts from a CDN
+
+
+def test_small_and_large_images_decode_alike(client, digits_run, tmp_path, capsys):
+    """A small image is decoded in the event loop, a large one in the decoding threads: both as predict does."""
+    import numpy as np
+    from PIL import Image
+
+    from convlab.serve.state import INLINE_DECODE_BYTES
+
+    noise = np.random.default_rng(0).integers(0, 256, (200, 200, 3), dtype=np.uint8)
+    large, small = tmp_path / "large.png", tmp_path / "small.png"
+    Image.fromarray(noise).save(large)
+    Image.fromarray(noise[:8, :8, 0]).save(small)
+    assert large.stat().st_size > INLINE_DECODE_BYTES >= small.stat().st_size
+    for path in (large, small):
+        [want] = predict_json(capsys, digits_run.path, [path])  # one image a batch, as the server runs it alone
+        answer = client.post("/predict/digits", content=path.read_bytes(), headers={"Content-Type": "image/png"})
+        assert answer.status_code == 200 and answer.json() == [{**want, "path": None}]
+
+
+def test_hot_path_answers_as_the_route(make_client, digit_pngs):
+    """A raw image with ?top_k=K takes the hot path; an extra parameter sends the same request through FastAPI's
+    route: the same answers, errors and metrics either way, and the token is checked on both."""
+    import re
+
+    client = make_client(token="s3cret")
+    good, bad = digit_pngs[0].read_bytes(), b"\x89PNG\r\n\x1a\n not really"
+    headers = {"Content-Type": "image/png", "Authorization": "Bearer s3cret"}
+    for body in (good, bad):
+        fast = client.post("/predict/digits?top_k=3", content=body, headers=headers)
+        routed = client.post("/predict/digits?top_k=3&via=route", content=body, headers=headers)
+        assert (fast.status_code, fast.json()) == (routed.status_code, routed.json())
+    assert fast.status_code == 415 and "not an image" in fast.json()["error"]
+    wrong = client.post("/predict/digits", content=good, headers={**headers, "Authorization": "Bearer nope"})
+    assert wrong.status_code == 401 and "wrong token" in wrong.json()["error"]
+    assert client.post("/predict/digits?top_k=0", content=good, headers=headers).status_code == 422
+    text = client.get("/metrics", headers=headers).text
+    counts = dict(re.findall(r'convlab_requests_total\{code="(\d+)",method="POST",route="/predict/\{name\}"\} '
+                             r'([0-9.]+)', text))
+    assert counts == {"200": "2.0", "415": "2.0", "422": "1.0", "401": "1.0"}

@@ -37,6 +37,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                          "start); .onnx files always use onnxruntime (default: torch)")
     sv.add_argument("--threads", type=int, default=0, metavar="N",
                     help="the model's CPU threads; 0 picks the idle cores as 'train --threads 0' does (default: 0)")
+    sv.add_argument("--workers", type=int, default=1, metavar="N",
+                    help="worker processes on one port, each loading the models and batching its own requests "
+                         "(HTTP parsing and decoding then use N cores); --threads 0 splits the idle cores "
+                         "between them; 0: one per core (default: 1)")
     sv.add_argument("--token", default=os.environ.get("CONVLAB_SERVE_TOKEN"),
                     help="require 'Authorization: Bearer TOKEN' on every route but the health checks "
                          "(default: $CONVLAB_SERVE_TOKEN, else none)")
@@ -72,6 +76,7 @@ def settings_from(args):
               ("--max-delay-ms", args.max_delay_ms, 0 <= args.max_delay_ms <= 10_000, "between 0 and 10000"),
               ("--max-queue", args.max_queue, args.max_queue >= 1, "at least 1"),
               ("--threads", args.threads, args.threads >= 0, "0 (auto) or more"),
+              ("--workers", args.workers, 0 <= args.workers <= 64, "between 0 (one per core) and 64"),
               ("--max-upload-mb", args.max_upload_mb, args.max_upload_mb > 0, "positive"),
               ("--max-megapixels", args.max_megapixels, args.max_megapixels > 0, "positive"),
               ("--timeout-s", args.timeout_s, args.timeout_s > 0, "positive"),
@@ -100,17 +105,29 @@ def cmd_serve(args) -> int:
         raise ConvlabError(f"two models are named {', '.join(twice)}; name them with NAME=PATH")
     sock = _listen(args.host, args.port)  # before loading: a port in use fails at once
     try:
-        app, threads, names = _load_app(specs, settings, args)
+        workers = args.workers or os.cpu_count() or 1
+        models, threads = _load_models(specs, settings, args, workers)
+        names = list(models)
         host, port = sock.getsockname()[:2]
         url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
         if args.host not in LOOPBACK and settings.token is None:
             print(f"warning: listening on {args.host} without --token: anyone who can reach this machine can use "
                   f"the models", flush=True)
+        each = f" in each of {workers} worker processes" if workers > 1 else ""
         print(f"serving {', '.join(names)} at {url} (OIP v2 at {url}/v2, API at {url}/openapi.json; "
-              f"{threads} model thread{'s' * (threads > 1)}; Ctrl-C stops)", flush=True)
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                                               timeout_graceful_shutdown=5))
-        server.run(sockets=[sock])
+              f"{threads} model thread{'s' * (threads > 1)}{each}; Ctrl-C stops)", flush=True)
+        if workers > 1:
+            from ..serve.workers import serve_workers  # lazy: start-up time
+
+            serve_workers(sock, workers, models, args.backend, settings, threads, args.access_log)
+        else:
+            from ..serve.app import create_app  # lazy: start-up time
+
+            _log_access(args.access_log)
+            app = create_app(models, settings, threads=threads, access_log=args.access_log)
+            server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
+                                                   timeout_graceful_shutdown=5))
+            server.run(sockets=[sock])
     except KeyboardInterrupt:
         pass
     finally:
@@ -119,15 +136,14 @@ def cmd_serve(args) -> int:
     return 0
 
 
-def _load_app(specs, settings, args):
-    """Load every model (a progress line each) and build the app; (app, model threads, names)."""
+def _load_models(specs, settings, args, workers: int):
+    """Load every model (a progress line each); ({name: ServedModel}, model threads of each worker)."""
     import torch
 
-    from ..serve.app import create_app  # lazy: start-up time
     from ..serve.served import load_served  # lazy: start-up time
-    from ..training.performance import set_threads  # lazy: start-up time
+    from ..training.performance import auto_threads, set_threads  # lazy: start-up time
 
-    threads = set_threads(settings.threads, torch.device("cpu"))
+    threads = set_threads(settings.threads or max(1, auto_threads() // workers), torch.device("cpu"))
     models = {}
     for name, path in specs:
         start = time.perf_counter()
@@ -136,8 +152,7 @@ def _load_app(specs, settings, args):
         channels, height, width = model.input_shape
         print(f"loaded {name} from {path} ({model.backend}, {len(model.labels)} classes, "
               f"{channels}x{height}x{width}) in {time.perf_counter() - start:.1f}s", flush=True)
-    _log_access(args.access_log)
-    return create_app(models, settings, threads=threads, access_log=args.access_log), threads, list(models)
+    return models, threads
 
 
 def _listen(host: str, port: int) -> "socket.socket":
@@ -161,13 +176,7 @@ def _listen(host: str, port: int) -> "socket.socket":
 
 
 def _log_access(enabled: bool) -> None:
-    import logging
-    import sys
+    if enabled:
+        from ..serve.metrics import log_access_to_stdout  # lazy: start-up time
 
-    logger = logging.getLogger("convlab.serve.access")
-    if enabled and not logger.handlers:
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
+        log_access_to_stdout()

@@ -1,18 +1,18 @@
 """create_app: the FastAPI application serving models (OIP v2, the simple API, metrics, the web app)."""
 from __future__ import annotations
 
-import logging
 from contextlib import asynccontextmanager
 from typing import Mapping
 
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException
 
 from ..version import __version__
 from .batching import DeadlineExceeded, QueueFull
+from .errors import error, error_response, internal_error
+from .fastpath import FastPredict
 from .limits import BodyLimit, RequestError, check_token
 from .metrics import MetricsMiddleware
 from .oip import oip_router
@@ -21,8 +21,6 @@ from .simple import simple_router
 from .webapp import page_router, web_router
 from .state import ServerState
 
-LOG = logging.getLogger("convlab.serve")
-RETRY_AFTER_S = 1
 
 
 def create_app(models: Mapping, settings: Settings | None = None, threads: int = 1,
@@ -54,11 +52,12 @@ def create_app(models: Mapping, settings: Settings | None = None, threads: int =
         check_token(settings.token, None if credentials is None
                     else f"{credentials.scheme} {credentials.credentials}")
 
-    guarded = [Depends(authorized)]
+    guarded = [Depends(authorized)] if settings.token is not None else []  # no dependency to solve per request
     health, oip = oip_router(models, state)
     app.include_router(health)
     app.include_router(oip, dependencies=guarded)
-    app.include_router(simple_router(models, state), dependencies=guarded)
+    simple = simple_router(models, state)
+    app.include_router(simple, dependencies=guarded)
 
     @app.get("/metrics", summary="Prometheus metrics (text format)", dependencies=guarded,
              response_class=Response, responses={200: {"content": {"text/plain": {}}}})
@@ -69,41 +68,32 @@ def create_app(models: Mapping, settings: Settings | None = None, threads: int =
     app.include_router(page_router())  # the page holds no data; it asks for the token when the API wants one
     app.include_router(web_router(models, settings.max_body_bytes, settings.max_pixels), dependencies=guarded)
     _add_error_handlers(app)
+    predict_route = next(route for route in simple.routes if route.path == "/predict/{name}")
+    app.add_middleware(FastPredict, models=models, state=state, route=predict_route)  # innermost: inside the limits
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics, access_log=access_log)  # outermost: counts 413s
     return app
-
-
-def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 def _add_error_handlers(app: FastAPI) -> None:
     """Every failure is {"error": "..."} with a status that fits; nothing answers with a traceback."""
 
     @app.exception_handler(RequestError)
-    async def request_error(_request: Request, err: RequestError):
-        return _error(err.status, err.message, err.headers)
-
     @app.exception_handler(QueueFull)
-    async def queue_full(_request: Request, err: QueueFull):
-        return _error(503, str(err), {"Retry-After": str(RETRY_AFTER_S)})
-
     @app.exception_handler(DeadlineExceeded)
-    async def deadline(_request: Request, err: DeadlineExceeded):
-        return _error(504, str(err))
+    async def refused(_request: Request, err: Exception):
+        return error_response(err)
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, err: HTTPException):
-        return _error(err.status_code, str(err.detail), getattr(err, "headers", None))
+        return error(err.status_code, str(err.detail), getattr(err, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, err: RequestValidationError):
         first = err.errors()[0] if err.errors() else {}
         where = ".".join(str(part) for part in first.get("loc", ()))
-        return _error(422, f"{where}: {first.get('msg', 'invalid request')}")
+        return error(422, f"{where}: {first.get('msg', 'invalid request')}")
 
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, err: Exception):
-        LOG.exception("internal error")
-        return _error(500, f"internal error ({type(err).__name__}); the server keeps serving")
+        return internal_error(err)

@@ -47,9 +47,10 @@ class Batcher:
 
     def __init__(self, infer: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], max_batch: int = 32,
                  max_delay_s: float = 0.002, max_queue: int = 256, threads: int = 1,
-                 on_batch: Callable[[int], None] | None = None, name: str = "model"):
+                 on_batch: Callable[[int], None] | None = None, name: str = "model",
+                 on_depth: Callable[[int], None] | None = None):
         self.infer, self.max_batch, self.max_delay_s, self.max_queue = infer, max_batch, max_delay_s, max_queue
-        self.threads, self.on_batch, self.name = threads, on_batch, name
+        self.threads, self.on_batch, self.name, self.on_depth = threads, on_batch, name, on_depth
         self._queue: deque[Job] = deque()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -72,6 +73,8 @@ class Batcher:
                                 f"{self.max_queue}); retry shortly")
             self._queue.append(job)
             self._cond.notify()
+            if self.on_depth is not None:
+                self.on_depth(len(self._queue))
         return job
 
     async def run(self, batch: np.ndarray, timeout_s: float) -> tuple[np.ndarray, np.ndarray]:
@@ -167,6 +170,8 @@ class Batcher:
                 if job.future.set_running_or_notify_cancel():
                     jobs.append(job)
                     images += len(job.batch)
+            if self.on_depth is not None:
+                self.on_depth(len(self._queue))
             return jobs
 
     def _count_fitting(self) -> int:

@@ -3,18 +3,30 @@ and errors by route and status code, latency, batch sizes, queue depth; and one 
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import time
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 ACCESS_LOG = logging.getLogger("convlab.serve.access")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
+def multiprocess() -> bool:
+    """Whether this process is one of several workers (prometheus_client's multiprocess mode is on)."""
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
 class ServerMetrics:
+    """With several workers every value lives in a file of PROMETHEUS_MULTIPROC_DIR and render() sums the
+    workers' files; the queue depth is then set as it changes (a gauge of the live workers, summed)."""
+
     def __init__(self):
         self.registry = CollectorRegistry()
+        self.shared = multiprocess()
         self.requests = Counter("convlab_requests", "HTTP requests by route and status code",
                                 ["method", "route", "code"], registry=self.registry)
         self.errors = Counter("convlab_request_errors", "HTTP requests answered 4xx or 5xx, by route and code",
@@ -24,18 +36,45 @@ class ServerMetrics:
         self.batch_size = Histogram("convlab_batch_size", "images per forward pass, by model", ["model"],
                                     buckets=BATCH_BUCKETS, registry=self.registry)
         self.queue_depth = Gauge("convlab_queue_depth", "requests waiting for the model, by model", ["model"],
-                                 registry=self.registry)
+                                 registry=self.registry, multiprocess_mode="livesum")
 
     def watch_queue(self, model: str, depth) -> None:
-        """Report `depth()` as the queue depth of `model` whenever metrics are scraped."""
-        self.queue_depth.labels(model).set_function(depth)
+        """Report `depth()` as the queue depth of `model` whenever metrics are scraped (one process)."""
+        if not self.shared:
+            self.queue_depth.labels(model).set_function(depth)
+
+    def depth_observer(self, model: str):
+        """With several workers: a callback the batcher calls with its queue depth as it changes, else None."""
+        return self.queue_depth.labels(model).set if self.shared else None
 
     def batch_observer(self, model: str):
         child = self.batch_size.labels(model)
         return child.observe
 
+    def close(self) -> None:
+        """A worker stopping: its queue depth leaves the live workers' sum."""
+        if self.shared:
+            mark_process_dead(os.getpid())
+
     def render(self) -> tuple[bytes, str]:
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        if not self.shared:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        every = CollectorRegistry()
+        MultiProcessCollector(every)
+        return generate_latest(every), CONTENT_TYPE_LATEST
+
+
+def log_access_to_stdout() -> None:
+    """Print the access log's lines on stdout (once per process)."""
+    logger = logging.getLogger(ACCESS_LOG.name)
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        # with several workers, the process id says which one answered
+        handler.setFormatter(logging.Formatter("%(asctime)s [%(process)d] %(message)s" if multiprocess()
+                                               else "%(asctime)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
 
 
 class MetricsMiddleware:

@@ -182,8 +182,7 @@ async def _input_batch(model, inputs: list[tuple[dict, bytes | None]], state: Se
             raise RequestError(400, f"input {IMAGE!r} must be BYTES of shape [N], got {datatype} {shape}")
         images = _bytes_elements(tensor, binary, shape[0])
         _check_count(len(images), state)
-        decoded = await state.decode_all(model, images)
-        return np.stack(decoded)
+        return await state.decode_all(model, images)
     raise RequestError(400, f"unknown input {str(name)[:40]!r}: model {model.name!r} takes {INPUT!r} (FP32 "
                             f"[-1, {', '.join(map(str, model.input_shape))}]) or {IMAGE!r} (BYTES [-1])")
 

@@ -29,6 +29,7 @@ class ServedModel:
     path: Path
     run: Run
     backend: str  # "torch" or "onnx": what runs the forward pass
+    onnx_file: Path | None = None  # the .onnx file onnxruntime runs (backend onnx)
     _keep: list = field(default_factory=list, repr=False)  # e.g. the temporary folder of an ONNX export
 
     @property
@@ -67,24 +68,28 @@ def parse_spec(spec: str) -> tuple[str, Path]:
     return name, Path(path)
 
 
-def load_served(name: str, path: Path, backend: str = "torch", threads: int = 0) -> ServedModel:
-    """Load `path` as predict does; backend onnx uses the .onnx file given, the run's model.onnx, or an
-    export made now into a temporary folder. A .onnx file is always served through onnxruntime."""
+def load_served(name: str, path: Path, backend: str = "torch", threads: int = 0,
+                exported: Path | None = None) -> ServedModel:
+    """Load `path` as predict does; backend onnx uses the .onnx file given, the run's model.onnx, `exported`
+    (an export of the run made before, e.g. by the parent of several workers) or an export made now into a
+    temporary folder. A .onnx file is always served through onnxruntime."""
     if backend not in BACKENDS:
         raise ConvlabError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if not path.exists():
         raise ConvlabError(f"{path} does not exist: give a run folder, a compress variant folder or a .onnx file")
     if path.suffix == ONNX_SUFFIX:
-        return ServedModel(name, path, load_variant(path, onnx_threads=threads), "onnx")
+        return ServedModel(name, path, load_variant(path, onnx_threads=threads), "onnx", path)
     run = load_variant(path)
     if backend == "torch":
         return ServedModel(name, path, run, "torch")
     keep = []
     onnx_path = path / ONNX
+    if not onnx_path.is_file() and exported is not None:
+        onnx_path = exported
     if not onnx_path.is_file():
         folder = tempfile.TemporaryDirectory(prefix="convlab-serve-")
         keep.append(folder)
         onnx_path = export_onnx(run, Path(folder.name) / ONNX, console=Console(quiet=True))
-    served = ServedModel(name, path, load_variant(onnx_path, onnx_threads=threads), "onnx", keep)
+    served = ServedModel(name, path, load_variant(onnx_path, onnx_threads=threads), "onnx", onnx_path, keep)
     served.run.metrics = run.metrics  # the .onnx file has no metrics.json; the run folder does
     return served

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Mapping
 
-import numpy as np
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
@@ -31,8 +30,8 @@ def simple_router(models: Mapping, state: ServerState) -> APIRouter:
         batcher = state.batchers[model.name]
         with batcher.coming():
             names, images = await _uploads(request, state.settings.max_images)
-            decoded = await state.decode_all(model, images)
-        _, probs = await batcher.run(np.stack(decoded), state.settings.timeout_s)
+            batch = await state.decode_all(model, images)
+        _, probs = await batcher.run(batch, state.settings.timeout_s)
         return JSONResponse(top_predictions(probs, model.labels, names, top_k))  # as it is: no re-validation
 
     @router.get("/api/models", summary="the served models: labels, input shape (C, H, W), test metrics")
