@@ -8,7 +8,8 @@ command's own work). Each column is a median over the runs, so the columns need 
 
     python benchmarks/startup.py [--baseline OTHER_CHECKOUT/src] [--repeats 5]
 
-The run that predict and eval read is a tiny-cnn digits run trained once by this checkout; train is
+The run that predict and eval read is a tiny-cnn digits run trained once by each checkout (a run folder
+of newer code may hold settings older code does not know); train is
 `convlab train --data digits --model tiny-cnn --epochs 1`.
 """
 from __future__ import annotations
@@ -63,24 +64,26 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         train = ["train", "--data", "digits", "--model", "tiny-cnn", "--epochs", "1", "--quiet"]
-        timed(HERE, [*train, "--out", str(tmp / "run")], tmp, False)
+        runs = {tree: f"run-{k}" for k, tree in enumerate(trees)}  # each code reads a run folder it wrote itself
+        for tree, src in trees.items():
+            timed(src, [*train, "--out", str(tmp / runs[tree])], tmp, False)
         sys.path.insert(0, str(HERE))
         from PIL import Image
 
         from convlab import load_run
 
-        Image.fromarray(load_run(tmp / "run").test_data().images[0, 0]).save(tmp / "one.png")
-        commands = {"train": lambda i: [*train, "--out", str(tmp / f"t{i}")],
-                    "predict RUN one.png": lambda i: ["predict", "run", "one.png"],
-                    "eval RUN": lambda i: ["eval", "run"]}
+        Image.fromarray(load_run(tmp / runs["this checkout"]).test_data().images[0, 0]).save(tmp / "one.png")
+        commands = {"train": lambda i, run: [*train, "--out", str(tmp / f"t{i}")],
+                    "predict RUN one.png": lambda i, run: ["predict", run, "one.png"],
+                    "eval RUN": lambda i, run: ["eval", run]}
         rows: dict[tuple[str, str], list[dict]] = {(c, t): [] for c in commands for t in trees}
         count = 0
         for _ in range(args.repeats):
             for command, make in commands.items():
                 for tree, src in trees.items():  # interleaved: tree after tree, command after command
                     count += 1
-                    wall, _ = timed(src, make(count), tmp, False)
-                    traced, stderr = timed(src, make(count + 10_000), tmp, True)
+                    wall, _ = timed(src, make(count, runs[tree]), tmp, False)
+                    traced, stderr = timed(src, make(count + 10_000, runs[tree]), tmp, True)
                     parts = imports(stderr)
                     rows[(command, tree)].append({"wall": wall, **parts, "other": parts["imports"] - parts["torch"]
                                                   - parts["dynamo"], "rest": traced - parts["imports"],

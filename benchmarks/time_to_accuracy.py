@@ -145,8 +145,8 @@ def median(values):
     return statistics.median(values) if values else None
 
 
-def fmt(value, spec=".1f"):
-    return "never" if value is None else format(value, spec)
+def fmt(value, spec=".1f", unit=""):
+    return "never" if value is None else format(value, spec) + unit
 
 
 def main() -> None:
@@ -182,7 +182,7 @@ def main() -> None:
         for name, run in contenders.items():
             results[name].append(run(seed))
             r = results[name][-1]
-            print(f"  seed {seed} {name}: whole {r['whole_s']:.1f}s, to {TARGET:.0%} {fmt(r['to_target_s'])}s, "
+            print(f"  seed {seed} {name}: whole {r['whole_s']:.1f}s, to {TARGET:.0%} {fmt(r['to_target_s'], unit='s')}, "
                   f"accuracy {r['accuracy']:.4f}", flush=True)
 
     base = results["plain PyTorch loop"]
