@@ -244,6 +244,9 @@ def test_a_model_without_a_float_graph_has_no_gradcam_but_has_results(variants_c
     response = variants_client.post(f"/api/gradcam/{name}", **upload(png_bytes(np.zeros((8, 8), np.uint8))))
     assert response.status_code == 422
     assert response.json()["error"].startswith(f"model '{name}' {why}")
+    response = variants_client.post(f"/api/attribute/{name}?method=ig", **upload(png_bytes(np.zeros((8, 8), np.uint8))))
+    assert response.status_code == 422 and response.json()["error"].startswith(f"model '{name}' is an ")
+    assert "ig" in response.json()["error"]
     doc = variants_client.get(f"/api/runs/{name}").json()
     assert doc["metrics"]["accuracy"] == pytest.approx(digits_run.metrics["accuracy"], abs=0.03)
     assert doc["mistakes"] and all(m["gradcam"] is None for m in doc["mistakes"])

@@ -136,7 +136,7 @@ def class_index_of(run: Run, label: str | None, option: str = "--class") -> int 
     return run.classes.index(label)
 
 
-def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45, cmap: str = "jet") -> np.ndarray:
     """image: (H, W, 3) or (H, W) uint8; heatmap: (h, w) in [0, 1], resized to the image -> (H, W, 3) uint8."""
     import matplotlib
 
@@ -146,7 +146,7 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.n
     if heatmap.shape != (height, width):
         heat = torch.from_numpy(np.ascontiguousarray(heatmap, dtype=np.float32))[None, None]
         heatmap = F.interpolate(heat, size=(height, width), mode="bilinear", align_corners=False)[0, 0].numpy()
-    colour = matplotlib.colormaps["jet"](np.clip(heatmap, 0, 1))[:, :, :3] * 255.0
+    colour = matplotlib.colormaps[cmap](np.clip(heatmap, 0, 1))[:, :, :3] * 255.0
     return np.clip((1 - alpha) * image + alpha * colour, 0, 255).astype(np.uint8)
 
 

@@ -1,10 +1,12 @@
-"""What the Runs and Predict pages show of a served model beyond predictions: its results and Grad-CAM.
+"""What the Runs and Predict pages show of a served model beyond predictions: its results, Grad-CAM and the
+attribution methods' overlays.
 
 The pictures come from the report's own functions (insight/report.py), so the page and report.html agree.
 """
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,8 @@ from ..compress.load import load_variant
 from ..data.decode import load_image
 from ..errors import ConvlabError
 from ..evaluate.metrics import classification_metrics
+from ..insight.attribution import attribute
+from ..insight.attribution.figure import method_scales, overlay_map
 from ..insight.gradcam import overlay, run_grad_cam
 from ..insight.report import confusion_png, curves_png, data_uri, enlarged, most_confident_mistakes, png_of_array
 from ..layout import ONNX_SUFFIX, QUANTIZED_WEIGHTS
@@ -24,18 +28,18 @@ class NoTorchGraph(ConvlabError):
     """The model has no float torch graph to take gradients through (an .onnx file, an int8 variant)."""
 
 
-def torch_graph_missing(path: Path) -> str | None:
-    """Why Grad-CAM cannot run on the model at `path`, or None when it can."""
+def torch_graph_missing(path: Path, method: str = "Grad-CAM") -> str | None:
+    """Why Grad-CAM (or attribution `method`) cannot run on the model at `path`, or None when it can."""
     if path.suffix == ONNX_SUFFIX:
-        return "is an .onnx file: it has no torch graph to take Grad-CAM's gradients through; serve its run folder"
+        return f"is an .onnx file: it has no torch graph to take {method}'s gradients through; serve its run folder"
     if (path / QUANTIZED_WEIGHTS).is_file():
-        return "is an int8 variant: its quantized layers have no gradients for Grad-CAM; serve the float run folder"
+        return f"is an int8 variant: its quantized layers have no gradients for {method}; serve the float run folder"
     return None
 
 
 class ModelViews:
-    """One served model opened for the pages: loaded once, its Runs results computed once, one Grad-CAM at a
-    time (Grad-CAM hooks a layer of the shared model, so two at once would see each other's activations)."""
+    """One served model opened for the pages: loaded once, its Runs results computed once, one Grad-CAM or
+    attribution at a time (they hook or perturb the shared model, so two at once would see each other's)."""
 
     def __init__(self, name: str, path: Path, metrics: dict | None):
         self.name, self.path, self.metrics = name, Path(path), metrics
@@ -51,16 +55,34 @@ class ModelViews:
 
     def gradcam_png(self, image: Image.Image) -> tuple[bytes, int, str]:
         """Grad-CAM of the predicted class over `image`, at the image's own size -> (PNG, class index, layer)."""
-        why = torch_graph_missing(self.path)
+        original, batch = self._inputs(image, "Grad-CAM")
+        run = self.run()  # takes the lock itself
+        with self._lock:
+            result = run_grad_cam(run, batch)
+        return png_of_array(overlay(original, result.heatmaps[0])), int(result.classes[0]), result.layer
+
+    def attribution_png(self, image: Image.Image, method: str) -> tuple[bytes, int, float]:
+        """Attribution `method`'s map of the predicted class over `image`, at its own size, coloured as
+        `convlab attribute`'s figures -> (PNG, class index, milliseconds the method took)."""
+        original, batch = self._inputs(image, method)
+        run = self.run()  # takes the lock itself
+        with self._lock:
+            start = time.perf_counter()
+            result = attribute(run, batch, method, log=lambda _line: None)  # the page shows the warning
+            ms = (time.perf_counter() - start) * 1000
+        heat, signed = result.maps[method][0], result.signed[method]
+        scale = method_scales({method: heat[None]}, result.signed)[method]
+        return png_of_array(overlay_map(original, heat, scale, signed)), int(result.targets[0]), ms
+
+    def _inputs(self, image: Image.Image, method: str) -> tuple[np.ndarray, np.ndarray]:
+        """(the image as shown (H, W[, 3]) uint8, the model's input (1, C, h, w) uint8), or NoTorchGraph."""
+        why = torch_graph_missing(self.path, method)
         if why:
             raise NoTorchGraph(f"model {self.name!r} {why}")
         run = self.run()
         channels, size = run.preprocess.channels, tuple(run.preprocess.size)
         original = np.asarray(image.convert("L" if channels == 1 else "RGB"))  # (H, W[, 3]) as gradcam_files shows
-        batch = load_image(image, channels, size)[None]  # (1, C, h, w): what predict feeds the model
-        with self._lock:
-            result = run_grad_cam(run, batch)
-        return png_of_array(overlay(original, result.heatmaps[0])), int(result.classes[0]), result.layer
+        return original, load_image(image, channels, size)[None]  # what predict feeds the model
 
     def results(self) -> dict:
         """The Runs page: metrics first (metrics.json, else measured on the test split), then the pictures."""

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import ConvlabError
+from ..insight.attribution import METHODS
 from .learn import FieldError, conv_steps
 from .limits import RequestError, lookup, open_upload
 from .results import ModelViews, NoTorchGraph
@@ -98,6 +99,32 @@ def web_router(models: Mapping[str, object], max_upload_bytes: int = MAX_UPLOAD_
             return error(422, f"model {name!r}: {err}")
         return Response(png, media_type="image/png",
                         headers={"X-Gradcam-Class-Index": str(index), "X-Gradcam-Layer": layer})
+
+    @router.get("/api/attribute-methods", summary="the attribution methods of the Predict page's menu")
+    def attribute_methods() -> Response:
+        return JSONResponse({"default": "gradcam", "methods": [
+            {"name": key, "summary": cls.summary, "signed": cls.signed, "warning": cls.warning}
+            for key, cls in METHODS.items()]})
+
+    @router.post("/api/attribute/{name:path}", summary="an attribution method's map (PNG overlay) of one image "
+                 "for its predicted class", openapi_extra=IMAGE_BODY)
+    async def attribution(name: str, request: Request, method: str = "gradcam") -> Response:
+        try:
+            view = view_of(name)
+            if method not in METHODS:
+                raise RequestError(422, f"method {method[:40]!r}: not an attribution method; choose one of "
+                                        f"{', '.join(METHODS)}")
+            data = await _one_upload(request, max_upload_bytes)
+            png, index, ms = await run_in_threadpool(
+                lambda: view.attribution_png(open_upload(data, max_pixels), method))
+        except RequestError as err:
+            return error(err.status, err.message)
+        except NoTorchGraph as err:
+            return error(422, str(err))
+        except ConvlabError as err:
+            return error(422, f"model {name!r}: {err}")
+        return Response(png, media_type="image/png", headers={
+            "X-Attribution-Method": method, "X-Attribution-Class-Index": str(index), "X-Attribution-Ms": f"{ms:.1f}"})
 
     @router.get("/api/runs/{name:path}", summary="a served run's results: metrics, curves, confusion, mistakes")
     def run_results(name: str) -> Response:

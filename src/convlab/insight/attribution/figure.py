@@ -5,6 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..gradcam import overlay
+
 
 def method_scales(maps: dict[str, np.ndarray], signed: dict[str, bool]) -> dict[str, tuple[float, float]]:
     """(vmin, vmax) per method over all its maps (N, H, W), so one method's maps compare across images.
@@ -17,6 +19,15 @@ def method_scales(maps: dict[str, np.ndarray], signed: dict[str, bool]) -> dict[
         top = float(np.percentile(np.abs(values), 99)) or float(np.abs(values).max()) or 1.0
         scales[name] = (-top, top) if signed[name] else (0.0, top)
     return scales
+
+
+def overlay_map(original: np.ndarray, heat: np.ndarray, scale: tuple[float, float], signed: bool) -> np.ndarray:
+    """One map (h, w) drawn over `original` (H, W[, 3]) uint8 at the image's size, with the figures' colours
+    and `scale` (method_scales): jet from 0 to vmax, or for signed maps bwr symmetric around 0 (red: for)."""
+    low, high = scale
+    if signed:
+        return overlay(original, (heat / high + 1) / 2, cmap="bwr")
+    return overlay(original, heat / high, cmap="jet")
 
 
 def draw_row(axes, original: np.ndarray, maps: dict[str, np.ndarray], scales, signed, titles: bool = True):
