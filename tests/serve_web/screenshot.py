@@ -1,7 +1,7 @@
 """The Predict page's picture in docs/serving.md: python tests/serve_web/screenshot.py docs/images/serve-predict.png
 
 Trains the small digits run, serves it with the test app on 127.0.0.1, uploads four test digits (enlarged so the
-overlay is visible), turns Grad-CAM on and takes the page with headless Chromium.
+overlay is visible), turns the explain overlay on (Grad-CAM, the default method) and takes the page with headless Chromium.
 """
 from __future__ import annotations
 

@@ -60,6 +60,16 @@ def test_predict_gradcam_runs_and_learn_in_a_browser(browser_page, models, right
         page.wait_for_function("() => { const img = document.querySelector('.prediction img.gradcam');"
                                " return img && !img.hidden && img.complete && img.naturalWidth === 8; }")
         assert page.is_visible(".prediction img.gradcam")
+        assert page.get_attribute(".prediction img.gradcam", "title").startswith("gradcam for ")
+
+        # another method of the menu: integrated gradients' overlay replaces Grad-CAM's
+        assert page.input_value("#predict-method") == "gradcam"
+        page.select_option("#predict-method", "ig")
+        page.wait_for_function("() => { const img = document.querySelector('.prediction img.gradcam');"
+                               " return img.title.startsWith('ig for ') && img.complete && img.naturalWidth === 8; }")
+        assert page.text_content("#predict-method-note").startswith("(x - x')")
+        page.select_option("#predict-method", "guided-gradcam")
+        assert page.text_content("#predict-method-note").startswith("warning: guided-gradcam failed")
 
         # Runs: results first, then the pictures
         page.click("nav a[data-page=runs]")

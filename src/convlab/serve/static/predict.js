@@ -1,9 +1,11 @@
 "use strict";
 // The Predict page: images -> POST predict/{model}?top_k=K (the server's predict API) -> top-k bars per
-// image; with the toggle on, POST api/gradcam/{model} per image -> the overlay beside it.
+// image; with the toggle on, POST api/attribute/{model}?method=M per image -> the overlay beside it (the
+// methods of the menu come from GET api/attribute-methods, Grad-CAM first).
 (() => {
   const $ = id => document.getElementById(id);
   let modelList = [];
+  let methodList = [];  // [{name, summary, signed, warning}] from the server
   let files = [];     // the images last chosen
   let cards = [];     // one per image: {file, overlay (img), camFor (model name of the overlay shown)}
   let urls = [];      // object URLs to release when the images change
@@ -41,7 +43,7 @@
     const list = $("predict-results");
     cards = results.map((result, i) => {
       const picture = convlab.el("img", {src: objectURL(files[i]), alt: `uploaded ${files[i].name}`});
-      const overlay = convlab.el("img", {alt: `Grad-CAM of ${files[i].name}`, hidden: true, className: "gradcam"});
+      const overlay = convlab.el("img", {alt: `attribution of ${files[i].name}`, hidden: true, className: "gradcam"});
       const card = convlab.el("div", {className: "card prediction"}, [
         convlab.el("p", {className: "name", textContent: files[i].name}),
         convlab.el("div", {className: "pictures"}, [picture, overlay]),
@@ -52,18 +54,27 @@
     list.replaceChildren(...cards.map(c => c.card));
   }
 
+  function showMethodNote() {
+    const method = methodList.find(m => m.name === $("predict-method").value);
+    $("predict-method-note").textContent = method ? (method.warning ? `warning: ${method.warning}` : method.summary) : "";
+  }
+
   async function showGradcams() {
     const on = $("predict-gradcam").checked;
     const model = currentModel();
+    const method = $("predict-method").value || "gradcam";
     for (const entry of cards) {
       entry.overlay.hidden = !on;
-      if (!on || !model || entry.camFor === model.name) continue;
+      if (!on || !model || entry.camFor === `${model.name}/${method}`) continue;
       const body = new FormData();
       body.append("file", entry.file, entry.file.name);
-      const response = await convlab.request(`api/gradcam/${encodeURIComponent(model.name)}`,
-                                             {method: "POST", body});
+      const response = await convlab.request(
+        `api/attribute/${encodeURIComponent(model.name)}?method=${encodeURIComponent(method)}`, {method: "POST", body});
       entry.overlay.src = objectURL(await response.blob());
-      entry.camFor = model.name;
+      const index = parseInt(response.headers.get("X-Attribution-Class-Index"), 10);
+      const label = (model.labels && model.labels[index]) || `class ${index}`;
+      entry.overlay.title = `${method} for '${label}', ${response.headers.get("X-Attribution-Ms")} ms`;
+      entry.camFor = `${model.name}/${method}`;
     }
   }
 
@@ -103,11 +114,25 @@
       return;
     }
     convlab.fillModelSelect($("predict-model"), modelList);
+    try {
+      const methods = await convlab.json("api/attribute-methods");
+      methodList = methods.methods;
+      $("predict-method").replaceChildren(...methodList.map(m => convlab.el("option", {value: m.name, textContent: m.name,
+                                                                                         title: m.summary})));
+      $("predict-method").value = methods.default;
+      showMethodNote();
+    } catch (err) {
+      convlab.showError("predict-error", err);
+    }
     showAccuracy();
     $("predict-model").addEventListener("change", () => { showAccuracy(); predict(); });
     $("predict-topk").addEventListener("change", predict);
     $("predict-gradcam").addEventListener("change", () =>
       showGradcams().catch(err => convlab.showError("predict-error", err)));
+    $("predict-method").addEventListener("change", () => {
+      showMethodNote();
+      showGradcams().catch(err => convlab.showError("predict-error", err));
+    });
     $("predict-files").addEventListener("change", event => choose(event.target.files));
     const drop = $("predict-drop");
     drop.addEventListener("dragover", event => { event.preventDefault(); drop.classList.add("over"); });
