@@ -21,3 +21,20 @@ def bar_data(n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tens
         dy, dx = 8 * (other // 2) + rng.integers(1, 6), 8 * (other % 2) + rng.integers(1, 6)
         images[i, 0, dy:dy + 2, dx:dx + 2] += 2.0
     return torch.tensor(images, dtype=torch.float32), torch.tensor(labels), quadrants
+
+
+def train_bar_model(rng: np.random.Generator, n: int = 512, epochs: int = 6) -> torch.nn.Module:
+    """small-cnn trained on `n` images of bar_data (seeded by torch.manual_seed(0) and `rng`), in eval mode."""
+    from convlab.models.registry import create_model
+
+    torch.manual_seed(0)
+    x, y, _ = bar_data(n, rng)
+    model = create_model("small-cnn", 1, 2, (16, 16))
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(epochs):
+        for start in range(0, n, 32):
+            loss = torch.nn.functional.cross_entropy(model(x[start:start + 32]), y[start:start + 32])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return model.eval()

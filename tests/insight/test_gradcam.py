@@ -9,7 +9,7 @@ from PIL import Image
 from convlab.errors import ConvlabError
 from convlab.insight.gradcam import conv_layers, find_layer, grad_cam, gradcam_files, overlay
 from convlab.models.registry import create_model
-from quadrants import bar_data
+from quadrants import bar_data, train_bar_model
 
 
 @pytest.mark.parametrize("name, size", [("tiny-cnn", 16), ("small-cnn", 16), ("lenet", 32), ("resnet8", 16),
@@ -45,17 +45,8 @@ def test_matches_a_hand_written_reference_in_float64():
 
 @pytest.mark.slow
 def test_peaks_on_the_region_that_decides_the_class():
-    torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    x, y, _ = bar_data(512, rng)
-    model = create_model("small-cnn", 1, 2, (16, 16))
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(6):
-        for start in range(0, 512, 32):
-            loss = torch.nn.functional.cross_entropy(model(x[start:start + 32]), y[start:start + 32])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+    model = train_bar_model(rng)
     x_test, y_test, quadrants = bar_data(64, rng)
     assert (model.eval()(x_test).argmax(1) == y_test).float().mean() > 0.95  # it learned the rule
 

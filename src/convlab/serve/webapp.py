@@ -83,22 +83,28 @@ def web_router(models: Mapping[str, object], max_upload_bytes: int = MAX_UPLOAD_
                 views[name] = ModelViews(name, served.path, served.metrics)
             return views[name]
 
-    @router.post("/api/gradcam/{name:path}", summary="Grad-CAM overlay (PNG) of one image for its predicted class",
-                 openapi_extra=IMAGE_BODY)
-    async def gradcam(name: str, request: Request) -> Response:
+    async def overlay(name: str, request: Request, draw, headers) -> Response:
+        """One uploaded image -> draw(view, image) = (PNG, a, b) -> the PNG with headers(a, b); errors as 4xx JSON.
+        Decoding and the model run in a worker thread, so the event loop keeps serving meanwhile."""
         try:
             view = view_of(name)
             data = await _one_upload(request, max_upload_bytes)
-            # decoding and the model run in a worker thread, so the event loop keeps serving meanwhile
-            png, index, layer = await run_in_threadpool(lambda: view.gradcam_png(open_upload(data, max_pixels)))
+            png, first, second = await run_in_threadpool(lambda: draw(view, open_upload(data, max_pixels)))
         except RequestError as err:
             return error(err.status, err.message)
         except NoTorchGraph as err:
             return error(422, str(err))
         except ConvlabError as err:
             return error(422, f"model {name!r}: {err}")
-        return Response(png, media_type="image/png",
-                        headers={"X-Gradcam-Class-Index": str(index), "X-Gradcam-Layer": layer})
+        return Response(png, media_type="image/png", headers=headers(first, second))
+
+    @router.post("/api/gradcam/{name:path}", summary="Grad-CAM overlay (PNG) of one image for its predicted class",
+                 openapi_extra=IMAGE_BODY)
+    async def gradcam(name: str, request: Request) -> Response:
+        def headers(index, layer):
+            return {"X-Gradcam-Class-Index": str(index), "X-Gradcam-Layer": layer}
+
+        return await overlay(name, request, lambda view, image: view.gradcam_png(image), headers)
 
     @router.get("/api/attribute-methods", summary="the attribution methods of the Predict page's menu")
     def attribute_methods() -> Response:
@@ -109,22 +115,14 @@ def web_router(models: Mapping[str, object], max_upload_bytes: int = MAX_UPLOAD_
     @router.post("/api/attribute/{name:path}", summary="an attribution method's map (PNG overlay) of one image "
                  "for its predicted class", openapi_extra=IMAGE_BODY)
     async def attribution(name: str, request: Request, method: str = "gradcam") -> Response:
-        try:
-            view = view_of(name)
-            if method not in METHODS:
-                raise RequestError(422, f"method {method[:40]!r}: not an attribution method; choose one of "
-                                        f"{', '.join(METHODS)}")
-            data = await _one_upload(request, max_upload_bytes)
-            png, index, ms = await run_in_threadpool(
-                lambda: view.attribution_png(open_upload(data, max_pixels), method))
-        except RequestError as err:
-            return error(err.status, err.message)
-        except NoTorchGraph as err:
-            return error(422, str(err))
-        except ConvlabError as err:
-            return error(422, f"model {name!r}: {err}")
-        return Response(png, media_type="image/png", headers={
-            "X-Attribution-Method": method, "X-Attribution-Class-Index": str(index), "X-Attribution-Ms": f"{ms:.1f}"})
+        if method not in METHODS and name in models:  # an unknown model is the 404 overlay() gives
+            return error(422, f"method {method[:40]!r}: not an attribution method; choose one of {', '.join(METHODS)}")
+
+        def headers(index, ms):
+            return {"X-Attribution-Method": method, "X-Attribution-Class-Index": str(index),
+                    "X-Attribution-Ms": f"{ms:.1f}"}
+
+        return await overlay(name, request, lambda view, image: view.attribution_png(image, method), headers)
 
     @router.get("/api/runs/{name:path}", summary="a served run's results: metrics, curves, confusion, mistakes")
     def run_results(name: str) -> Response:

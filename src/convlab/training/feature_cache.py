@@ -176,14 +176,10 @@ def available_memory() -> int | None:
 
 # --- training on them ---------------------------------------------------------------------------------
 
-class FeatureBatches:
-    """Batches of cached features in the training loader's order: same length, same draws from `generator`."""
+class _StandsInFor:
+    """A loader the training loop takes for `self.full`: same device, sample count and number of batches."""
 
-    def __init__(self, full, features: torch.Tensor, labels: torch.Tensor, shuffle: bool,
-                 generator: torch.Generator | None, streamed: bool):
-        self.full, self.features, self.labels = full, features, labels
-        self.shuffle, self.generator, self.streamed = shuffle, generator, streamed
-        self.batch_size = full.batch_size
+    full: object
 
     @property
     def device(self) -> torch.device:
@@ -195,6 +191,16 @@ class FeatureBatches:
 
     def __len__(self) -> int:
         return len(self.full)
+
+
+class FeatureBatches(_StandsInFor):
+    """Batches of cached features in the training loader's order: same length, same draws from `generator`."""
+
+    def __init__(self, full, features: torch.Tensor, labels: torch.Tensor, shuffle: bool,
+                 generator: torch.Generator | None, streamed: bool):
+        self.full, self.features, self.labels = full, features, labels
+        self.shuffle, self.generator, self.streamed = shuffle, generator, streamed
+        self.batch_size = full.batch_size
 
     def __iter__(self):
         n = len(self.labels)
@@ -210,7 +216,7 @@ class FeatureBatches:
             yield rows, self.labels[index]
 
 
-class SwitchLoader:
+class SwitchLoader(_StandsInFor):
     """The feature batches in a cached stage, the ordinary loader otherwise."""
 
     def __init__(self, stage: "FeatureStage", full, which: str):
@@ -219,16 +225,6 @@ class SwitchLoader:
     def _active(self):
         return self.stage.loader(self.which) if self.stage.cached else self.full
 
-    @property
-    def device(self) -> torch.device:
-        return self.full.device
-
-    @property
-    def num_samples(self) -> int:
-        return self.full.num_samples
-
-    def __len__(self) -> int:
-        return len(self.full)
 
     def __iter__(self):
         return iter(self._active())

@@ -8,7 +8,7 @@ import torch
 from convlab.errors import ConvlabError
 from convlab.insight.attribution import METHODS, Settings, parse_methods
 from convlab.models.registry import create_model
-from quadrants import bar_data
+from quadrants import bar_data, train_bar_model
 
 pytest.importorskip("captum")
 pytest.importorskip("zennit")
@@ -23,17 +23,8 @@ CHECKED = [name for name in METHODS if name != "guided-gradcam"]
 @pytest.fixture(scope="module")
 def quadrant_model():
     """small-cnn trained to tell a horizontal from a vertical bar in one random quadrant of 16x16 noise."""
-    torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    x, y, _ = bar_data(512, rng)
-    model = create_model("small-cnn", 1, 2, (16, 16))
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(6):
-        for start in range(0, 512, 32):
-            loss = torch.nn.functional.cross_entropy(model(x[start:start + 32]), y[start:start + 32])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+    model = train_bar_model(rng)
     x_test, y_test, quadrants = bar_data(48, rng)
     model.eval()
     with torch.no_grad():
