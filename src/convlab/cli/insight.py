@@ -10,7 +10,7 @@ from .common import add_config_flags, config_keys
 
 # the names of convlab.insight.attribution's registry, listed here so that --help needs no torch import
 ATTRIBUTION_METHODS = ("saliency", "gradcam", "gradcam++", "ig", "ig-blur", "smoothgrad", "occlusion", "lime",
-                       "kernelshap", "lrp", "guided-gradcam")
+                       "kernelshap", "lrp", "guided-backprop", "guided-gradcam")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:

@@ -13,35 +13,50 @@ from quadrants import bar_data, train_bar_model
 pytest.importorskip("captum")
 pytest.importorskip("zennit")
 
-# The share of images whose map peaks in the bar's quadrant must reach 0.9, except for the raw-gradient maps:
-# a map's peak is one pixel of a noisy derivative, and the distractor dot (which the model must look at to
-# rule it out) draws it often. Measured on this data: saliency 0.71, smoothgrad 0.90 (docs/attribution.md).
-LEAST_SHARE = {"saliency": 0.6, "smoothgrad": 0.75}
+# The share of images whose map peaks in the bar's quadrant, over 3 models (seeds 0, 1, 2) and 96 new images
+# each, must reach 0.9, except for the |gradient| maps: a map's peak is one pixel of a noisy derivative, and the
+# model is most sensitive around the distractor dot (growing it into a bar would change the class), so the
+# largest |gradient| is often there. Measured: saliency 0.82, smoothgrad 0.85 (docs/attribution.md).
+# guided-backprop (0.91), like guided-gradcam, is not held to the target: it fails the randomization check.
+LEAST_SHARE = {"saliency": 0.75, "smoothgrad": 0.8, "guided-backprop": 0.85}
 CHECKED = [name for name in METHODS if name != "guided-gradcam"]
+SEEDS, IMAGES = (0, 1, 2), 96
 
 
 @pytest.fixture(scope="module")
-def quadrant_model():
-    """small-cnn trained to tell a horizontal from a vertical bar in one random quadrant of 16x16 noise."""
-    rng = np.random.default_rng(0)
-    model = train_bar_model(rng)
-    x_test, y_test, quadrants = bar_data(48, rng)
-    model.eval()
-    with torch.no_grad():
-        predicted = model(x_test).argmax(1)
-    assert (predicted == y_test).float().mean() > 0.95  # it learned the rule
-    return model, x_test, predicted, quadrants
+def quadrant_models():
+    """small-cnn trained to tell a horizontal from a vertical bar in one random quadrant of 16x16 noise; per
+    seed: (model, new images, its predictions, the bar's quadrants)."""
+    cases = []
+    for seed in SEEDS:
+        rng = np.random.default_rng(seed)
+        model = train_bar_model(rng)
+        x_test, y_test, quadrants = bar_data(IMAGES, rng)
+        with torch.no_grad():
+            predicted = model(x_test).argmax(1)
+        assert (predicted == y_test).float().mean() > 0.95  # it learned the rule
+        cases.append((model, x_test, predicted, quadrants))
+    return cases
+
+
+@pytest.fixture(scope="module")
+def quadrant_model(quadrant_models):
+    """The first 48 images of the seed-0 model, for the slower comparisons."""
+    model, x, predicted, quadrants = quadrant_models[0]
+    return model, x[:48], predicted[:48], quadrants[:48]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", CHECKED)
-def test_peak_is_in_the_quadrant_that_decides(quadrant_model, name):
-    model, x, target, quadrants = quadrant_model
-    maps = METHODS[name](Settings(samples=150)).attribute(model, x, target).detach().numpy()
-    assert maps.shape == (48, 16, 16) and np.isfinite(maps).all()
-    peaks = [np.unravel_index(m.argmax(), m.shape) for m in maps]
-    share = np.mean([(py // 8) * 2 + (px // 8) == q for (py, px), q in zip(peaks, quadrants)])
-    print(f"{name}: peak in the bar's quadrant for {share:.1%} of the images")  # docs/attribution.md quotes it
+def test_peak_is_in_the_quadrant_that_decides(quadrant_models, name):
+    hits = []
+    for model, x, target, quadrants in quadrant_models:
+        maps = METHODS[name](Settings(samples=150)).attribute(model, x, target).detach().numpy()
+        assert maps.shape == (IMAGES, 16, 16) and np.isfinite(maps).all()
+        peaks = [np.unravel_index(m.argmax(), m.shape) for m in maps]
+        hits += [(py // 8) * 2 + (px // 8) == q for (py, px), q in zip(peaks, quadrants)]
+    share = np.mean(hits)
+    print(f"{name}: peak in the bar's quadrant for {share:.1%} of {len(hits)} images")  # docs/attribution.md
     assert share >= LEAST_SHARE.get(name, 0.9), share
 
 

@@ -31,6 +31,11 @@ class Saliency(Method):
 
         return CaptumSaliency(model).attribute(inputs, target=target, abs=True).amax(1)
 
+    def signed_attribute(self, model, inputs, target, baselines=None):
+        from captum.attr import Saliency as CaptumSaliency
+
+        return CaptumSaliency(model).attribute(inputs, target=target, abs=False).sum(1)
+
 
 @register_method("gradcam")
 class GradCam(Method):
@@ -50,7 +55,13 @@ class GradCamPlusPlus(Method):
     def attribute(self, model, inputs, target, baselines=None):
         # captum and zennit have no Grad-CAM++; it is the closed form below on Grad-CAM's activations and
         # gradients. With y = exp(S): alpha = g^2 / (2 g^2 + sum_ab A g^3), weights = sum_ij alpha ReLU(g).
+        # The form is derived for feature maps after their ReLU (A >= 0): a conv layer's own output is not
+        # (convlab's presets pool before the ReLU), and its negative values shrink or flip the denominator
+        # (quadrant test: 85% of peaks right, against 99-100% with the ReLU applied). So A is ReLU(A),
+        # and g is kept where A > 0, as the chain rule through that ReLU gives.
         _, activations, grads, _, _ = layer_gradients(model, inputs, self.settings.layer, target.tolist())
+        active = activations > 0
+        activations, grads = activations * active, grads * active
         g2, g3 = grads ** 2, grads ** 3
         denominator = 2 * g2 + (activations.sum(dim=(2, 3), keepdim=True) * g3)
         alpha = g2 / torch.where(denominator != 0, denominator, torch.ones_like(denominator))
@@ -96,13 +107,19 @@ class SmoothGrad(Method):
     noise_samples = 24
 
     def attribute(self, model, inputs, target, baselines=None):
+        return self._smoothed(model, inputs, target, magnitude=True).amax(1)
+
+    def signed_attribute(self, model, inputs, target, baselines=None):
+        return self._smoothed(model, inputs, target, magnitude=False).sum(1)
+
+    def _smoothed(self, model, inputs, target, magnitude: bool) -> torch.Tensor:
         from captum.attr import NoiseTunnel, Saliency as CaptumSaliency
 
         spread = 0.15 * (inputs.amax() - inputs.amin()).item()
         torch.manual_seed(self.settings.seed)
         return NoiseTunnel(CaptumSaliency(model)).attribute(
-            inputs, nt_type="smoothgrad", nt_samples=self.noise_samples, stdevs=spread, target=target, abs=True,
-            nt_samples_batch_size=max(1, self.settings.batch // len(inputs))).amax(1)
+            inputs, nt_type="smoothgrad", nt_samples=self.noise_samples, stdevs=spread, target=target,
+            abs=magnitude, nt_samples_batch_size=max(1, self.settings.batch // len(inputs)))
 
 
 def window_size(inputs: torch.Tensor) -> tuple[int, int]:
@@ -218,6 +235,21 @@ class Lrp(Method):
         with Gradient(model=canonical, composite=EpsilonPlusFlat()) as attributor:
             _, relevance = attributor(inputs, start)
         return relevance.sum(1)
+
+
+@register_method("guided-backprop")
+class GuidedBackprop(Method):
+    summary = "the gradient with only positive gradients let back through each ReLU (Springenberg et al. 2015)"
+    signed = True
+    warning = ("guided-backprop failed the model-randomization check of Adebayo et al. (2018): its maps looked much "
+               "the same for models with random weights, showing the image's edges more than the model's reasons; "
+               "--evaluate measures it on this model")
+
+    def attribute(self, model, inputs, target, baselines=None):
+        from captum.attr import GuidedBackprop as CaptumGuidedBackprop
+
+        canonical = canonize(model, inputs, merge_batchnorm=False, method="guided-backprop")
+        return CaptumGuidedBackprop(canonical).attribute(inputs, target=target).sum(1)
 
 
 @register_method("guided-gradcam")

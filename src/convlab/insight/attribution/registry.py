@@ -44,6 +44,15 @@ class Method:
                   baselines: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
+    def signed_attribute(self, model: nn.Module, inputs: torch.Tensor, target: torch.Tensor,
+                         baselines: torch.Tensor | None = None) -> torch.Tensor:
+        """The map before any absolute value is taken for display: what the randomization check compares.
+
+        The |gradient| maps override it with the signed gradient; a magnitude's ranks follow where the
+        image is (which units its pixels switch on) whatever the weights, so they cannot tell the models apart.
+        """
+        return self.attribute(model, inputs, target, baselines)
+
 
 METHODS: dict[str, type[Method]] = {}
 
