@@ -107,3 +107,27 @@ def test_a_method_that_fails_on_the_model_is_its_one_line_422(client, monkeypatc
     assert message.startswith("model 'digits': lrp: layer ") and "has no LRP rule" in message
     assert "\n" not in message
 
+
+
+def test_samples_and_steps_set_the_methods_work_as_in_the_library(client, digits_run):
+    """?samples= and ?steps= are Settings.samples and .steps: the overlay is the map `convlab.attribute` gives
+    with them (lime with 20 samples, not its default 200), and values out of range are a 422 naming them."""
+    pytest.importorskip("captum", reason="the attribution methods need the attribution extra")
+    from convlab.insight.attribution import Settings
+
+    pixels = digits_run.test_data().images[5, 0]
+    few = client.post("/api/attribute/digits?method=lime&samples=20", **upload(png_bytes(pixels)))
+    default = client.post("/api/attribute/digits?method=lime", **upload(png_bytes(pixels)))
+    assert few.status_code == default.status_code == 200
+    assert few.content != default.content
+    heat = attribute(digits_run, pixels[None, None], "lime", settings=Settings(samples=20),
+                     log=lambda _line: None).maps["lime"][0]
+    redder = np.asarray(Image.open(io.BytesIO(few.content)), dtype=int)[..., 0] - \
+        np.asarray(Image.open(io.BytesIO(few.content)), dtype=int)[..., 2]
+    top = np.abs(heat).max()
+    assert (redder[heat > 0.3 * top] > 0).all() and (redder[heat < -0.3 * top] < 0).all()
+    assert client.post("/api/attribute/digits?method=ig&steps=4", **upload(png_bytes(pixels))).status_code == 200
+    for query, field in [("samples=0", "query.samples"), ("samples=100000", "query.samples"),
+                         ("steps=0", "query.steps"), ("steps=x", "query.steps")]:
+        response = client.post(f"/api/attribute/digits?method=lime&{query}", **upload(png_bytes(pixels)))
+        assert response.status_code == 422 and response.json()["error"].startswith(field), response.text

@@ -68,6 +68,8 @@ def test_predict_gradcam_runs_and_learn_in_a_browser(browser_page, models, right
         page.wait_for_function("() => { const img = document.querySelector('.prediction img.gradcam');"
                                " return img.title.startsWith('ig for ') && img.complete && img.naturalWidth === 8; }")
         assert page.text_content("#predict-method-note").startswith("(x - x')")
+        page.wait_for_function("() => /^ig: \\d+ ms for 1 image$/.test("
+                               "document.querySelector('#predict-method-status').textContent)")
         page.select_option("#predict-method", "guided-gradcam")
         assert page.text_content("#predict-method-note").startswith("warning: guided-gradcam failed")
 

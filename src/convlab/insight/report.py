@@ -238,8 +238,8 @@ def _attribution_section(run: Run, test, probs: np.ndarray, labels: np.ndarray, 
             f"method).</p>{_img(_png_of_figure(fig), 'attribution maps')}"
             f"<h3>How faithful each method is on this model</h3><p class=note>on the first "
             f"{scored.evaluation[0]['images']} test images: deletion/insertion AUC of the predicted class's "
-            f"probability against a random map, and the Spearman correlation of the maps as layers are randomized "
-            f"from the logits down (passes below 0.5; docs/attribution.md explains the scores)</p>{table}")
+            f"probability against a random map, and the Spearman correlation of the signed maps as layers are "
+            f"randomized from the logits down (passes below 0.5; docs/attribution.md explains the scores)</p>{table}")
 
 
 def _html_table(columns: list[str], rows: list[list[str]]) -> str:

@@ -16,7 +16,7 @@ from ..compress.load import load_variant
 from ..data.decode import load_image
 from ..errors import ConvlabError
 from ..evaluate.metrics import classification_metrics
-from ..insight.attribution import attribute
+from ..insight.attribution import Settings, attribute
 from ..insight.attribution.figure import method_scales, overlay_map
 from ..insight.gradcam import overlay, run_grad_cam
 from ..insight.report import confusion_png, curves_png, data_uri, enlarged, most_confident_mistakes, png_of_array
@@ -61,14 +61,15 @@ class ModelViews:
             result = run_grad_cam(run, batch)
         return png_of_array(overlay(original, result.heatmaps[0])), int(result.classes[0]), result.layer
 
-    def attribution_png(self, image: Image.Image, method: str) -> tuple[bytes, int, float]:
+    def attribution_png(self, image: Image.Image, method: str,
+                        settings: Settings | None = None) -> tuple[bytes, int, float]:
         """Attribution `method`'s map of the predicted class over `image`, at its own size, coloured as
         `convlab attribute`'s figures -> (PNG, class index, milliseconds the method took)."""
         original, batch = self._inputs(image, method)
         run = self.run()  # takes the lock itself
         with self._lock:
             start = time.perf_counter()
-            result = attribute(run, batch, method, log=lambda _line: None)  # the page shows the warning
+            result = attribute(run, batch, method, settings=settings, log=lambda _line: None)  # the page warns
             ms = (time.perf_counter() - start) * 1000
         heat, signed = result.maps[method][0], result.signed[method]
         scale = method_scales({method: heat[None]}, result.signed)[method]

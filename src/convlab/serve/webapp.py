@@ -11,12 +11,12 @@ import threading
 from pathlib import Path
 from typing import Mapping
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import ConvlabError
-from ..insight.attribution import METHODS
+from ..insight.attribution import METHODS, Settings
 from .learn import FieldError, conv_steps
 from .limits import RequestError, lookup, open_upload
 from .results import ModelViews, NoTorchGraph
@@ -30,6 +30,8 @@ CSP = ("default-src 'self'; img-src 'self' data: blob:; script-src 'self'; style
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # the server passes --max-upload-mb and --max-megapixels
 MAX_PIXELS = 40_000_000
 MAX_EXPLAIN_BYTES = 64 * 1024
+DEFAULTS = Settings()  # the attribution settings of `convlab attribute`; a request may lower or raise them
+MAX_SAMPLES, MAX_STEPS = 2000, 256  # one request must not hold the model for minutes
 
 
 # The request bodies in /openapi.json (the routes read them by hand, so every error is this module's JSON).
@@ -114,15 +116,21 @@ def web_router(models: Mapping[str, object], max_upload_bytes: int = MAX_UPLOAD_
 
     @router.post("/api/attribute/{name:path}", summary="an attribution method's map (PNG overlay) of one image "
                  "for its predicted class", openapi_extra=IMAGE_BODY)
-    async def attribution(name: str, request: Request, method: str = "gradcam") -> Response:
+    async def attribution(name: str, request: Request, method: str = "gradcam",
+                          samples: int = Query(DEFAULTS.samples, ge=1, le=MAX_SAMPLES,
+                                               description="perturbed inputs for lime and kernelshap"),
+                          steps: int = Query(DEFAULTS.steps, ge=1, le=MAX_STEPS,
+                                             description="integral steps of ig and ig-blur")) -> Response:
         if method not in METHODS and name in models:  # an unknown model is the 404 overlay() gives
             return error(422, f"method {method[:40]!r}: not an attribution method; choose one of {', '.join(METHODS)}")
+        settings = Settings(samples=samples, steps=steps)
 
         def headers(index, ms):
             return {"X-Attribution-Method": method, "X-Attribution-Class-Index": str(index),
                     "X-Attribution-Ms": f"{ms:.1f}"}
 
-        return await overlay(name, request, lambda view, image: view.attribution_png(image, method), headers)
+        return await overlay(name, request, lambda view, image: view.attribution_png(image, method, settings),
+                             headers)
 
     @router.get("/api/runs/{name:path}", summary="a served run's results: metrics, curves, confusion, mistakes")
     def run_results(name: str) -> Response:

@@ -59,23 +59,47 @@
     $("predict-method-note").textContent = method ? (method.warning ? `warning: ${method.warning}` : method.summary) : "";
   }
 
+  let overlayRound = 0;  // each menu/toggle/model change starts a round; an older round's answers are dropped
+
   async function showGradcams() {
+    const round = ++overlayRound;
     const on = $("predict-gradcam").checked;
     const model = currentModel();
     const method = $("predict-method").value || "gradcam";
-    for (const entry of cards) {
-      entry.overlay.hidden = !on;
-      if (!on || !model || entry.camFor === `${model.name}/${method}`) continue;
+    const status = $("predict-method-status");
+    const todo = cards.filter(entry => on && model && entry.camFor !== `${model.name}/${method}`);
+    for (const entry of cards) entry.overlay.hidden = !on;
+    status.textContent = todo.length ? `computing ${method} for ${todo.length} image${todo.length > 1 ? "s" : ""}…` : "";
+    let ms;
+    try {
+      ms = await fetchOverlays(todo, model, method, round);
+    } catch (err) {
+      if (round === overlayRound) status.textContent = "";
+      throw err;
+    }
+    if (ms !== null && todo.length) {
+      status.textContent = `${method}: ${ms.toFixed(0)} ms for ${todo.length} image${todo.length > 1 ? "s" : ""}`;
+    }
+  }
+
+  // The overlays of `todo`, one request each -> the milliseconds the server spent, or null when superseded.
+  async function fetchOverlays(todo, model, method, round) {
+    let ms = 0;
+    for (const entry of todo) {
       const body = new FormData();
       body.append("file", entry.file, entry.file.name);
       const response = await convlab.request(
         `api/attribute/${encodeURIComponent(model.name)}?method=${encodeURIComponent(method)}`, {method: "POST", body});
-      entry.overlay.src = objectURL(await response.blob());
+      const blob = await response.blob();
+      if (round !== overlayRound) return null;  // a newer choice owns the overlays now
+      entry.overlay.src = objectURL(blob);
       const index = parseInt(response.headers.get("X-Attribution-Class-Index"), 10);
       const label = (model.labels && model.labels[index]) || `class ${index}`;
       entry.overlay.title = `${method} for '${label}', ${response.headers.get("X-Attribution-Ms")} ms`;
       entry.camFor = `${model.name}/${method}`;
+      ms += parseFloat(response.headers.get("X-Attribution-Ms")) || 0;
     }
+    return ms;
   }
 
   async function predict() {
