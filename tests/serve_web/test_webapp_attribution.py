@@ -2,6 +2,7 @@
 the menu's list from the server, and 4xx JSON errors (unknown method, no torch graph, missing libraries)."""
 from __future__ import annotations
 
+import base64
 import io
 import sys
 
@@ -131,3 +132,38 @@ def test_samples_and_steps_set_the_methods_work_as_in_the_library(client, digits
                          ("steps=0", "query.steps"), ("steps=x", "query.steps")]:
         response = client.post(f"/api/attribute/digits?method=lime&{query}", **upload(png_bytes(pixels)))
         assert response.status_code == 422 and response.json()["error"].startswith(field), response.text
+
+
+def test_the_runs_mistakes_drawn_with_a_method_are_its_maps_on_those_test_images(client, digits_run):
+    """GET /api/mistakes/{name}?method= : the mistakes of /api/runs, in its order, each an overlay of the
+    image the page shows; ig's overlay is red where `convlab.attribute` gives the image's map positive."""
+    pytest.importorskip("captum", reason="the attribution methods need the attribution extra")
+    from convlab.insight.report import enlarged
+
+    shown = client.get("/api/runs/digits").json()["mistakes"]
+    response = client.get("/api/mistakes/digits?method=ig")
+    assert response.status_code == 200, response.text
+    doc = response.json()
+    assert doc["method"] == "ig" and doc["ms"] > 0
+    assert [m["index"] for m in doc["mistakes"]] == [m["index"] for m in shown]
+    images = digits_run.test_data().images[[m["index"] for m in shown]]
+    maps = attribute(digits_run, images, "ig", log=lambda _line: None).maps["ig"]
+    for m, image, heat in zip(doc["mistakes"], images, maps):
+        colour = np.asarray(Image.open(io.BytesIO(base64.b64decode(m["overlay"].split(",", 1)[1]))), dtype=int)
+        assert colour.shape[:2] == enlarged(image).shape[:2]
+        scale = colour.shape[0] // heat.shape[0]
+        middle = slice(scale // 2, None, scale)  # each map pixel's block centre: the bilinear resize keeps it
+        redder = (colour[..., 0] - colour[..., 2])[middle, middle]
+        top = np.abs(maps).max()  # one colour scale over the mistakes
+        assert (redder[heat > 0.3 * top] > 0).all() and (redder[heat < -0.3 * top] < 0).all()
+    assert client.get("/api/mistakes/digits?method=ig").json() == doc  # computed once per method
+
+
+@pytest.mark.parametrize("path, status, words", [
+    ("/api/mistakes/digits?method=nope", 422, "method 'nope': not an attribution method; choose one of saliency"),
+    ("/api/mistakes/digits?method=lime&samples=0", 422, "query.samples"),
+    ("/api/mistakes/..%2Fdigits?method=ig", 404, "no model named '../digits'"),
+])
+def test_the_mistakes_route_refuses_with_4xx_json(client, path, status, words):
+    response = client.get(path)
+    assert response.status_code == status and words in response.json()["error"], response.text

@@ -80,6 +80,16 @@ def test_predict_gradcam_runs_and_learn_in_a_browser(browser_page, models, right
         page.wait_for_function("() => ['runs-curves', 'runs-confusion'].every(id => {"
                                " const img = document.getElementById(id); return img.complete && img.naturalWidth > 0; })")
         assert page.locator("#runs-mistakes figure").count() >= 1
+        assert page.get_attribute("#runs-mistakes img.explain", "alt").startswith("gradcam of test image ")
+        page.select_option("#runs-method", "lrp")  # the mistakes explained by another method of the menu
+        page.wait_for_function("() => /^lrp: \\d+ ms for \\d+ images?$/.test("
+                               "document.querySelector('#runs-method-status').textContent)")
+        assert page.get_attribute("#runs-mistakes img.explain", "alt").startswith("lrp of test image ")
+        assert page.text_content("#runs-method-note") == ""
+        page.select_option("#runs-method", "guided-backprop")
+        assert page.text_content("#runs-method-note").startswith("warning: guided-backprop failed")
+        page.wait_for_function("() => /^guided-backprop: /.test("
+                               "document.querySelector('#runs-method-status').textContent)")
 
         # Learn: the worked example, stepped to its second window
         page.click("nav a[data-page=learn]")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import astuple
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,7 @@ class ModelViews:
         self.name, self.path, self.metrics = name, Path(path), metrics
         self._run: Run | None = None
         self._results: dict | None = None
+        self._overlays: dict[tuple, dict] = {}  # the mistakes drawn, per (method, *settings)
         self._lock = threading.Lock()
 
     def run(self) -> Run:
@@ -74,6 +76,35 @@ class ModelViews:
         heat, signed = result.maps[method][0], result.signed[method]
         scale = method_scales({method: heat[None]}, result.signed)[method]
         return png_of_array(overlay_map(original, heat, scale, signed)), int(result.targets[0]), ms
+
+    def mistake_overlays(self, method: str, settings: Settings | None = None) -> dict:
+        """The Runs page's mistakes drawn with attribution `method` (one colour scale over them, as in the
+        report) -> {"method", "mistakes": [{"index", "overlay"}], "ms"}; computed once per method and settings."""
+        why = torch_graph_missing(self.path, method)
+        if why:
+            raise NoTorchGraph(f"model {self.name!r} {why}")
+        settings = settings or Settings()
+        key = (method, *astuple(settings))
+        shown = [m["index"] for m in self.results()["mistakes"]]
+        run = self.run()
+        with self._lock:
+            if key not in self._overlays:
+                self._overlays[key] = self._draw_mistakes(run, shown, method, settings)
+            return self._overlays[key]
+
+    @staticmethod
+    def _draw_mistakes(run: Run, shown: list[int], method: str, settings: Settings) -> dict:
+        if not shown:
+            return {"method": method, "mistakes": [], "ms": 0.0}
+        images = run.test_data().images[shown]
+        start = time.perf_counter()
+        result = attribute(run, images, method, settings=settings, log=lambda _line: None)
+        ms = (time.perf_counter() - start) * 1000
+        maps, signed = result.maps[method], result.signed[method]
+        scale = method_scales({method: maps}, result.signed)[method]
+        return {"method": method, "ms": ms, "mistakes": [
+            {"index": i, "overlay": data_uri(png_of_array(overlay_map(enlarged(image), heat, scale, signed)))}
+            for i, image, heat in zip(shown, images, maps)]}
 
     def _inputs(self, image: Image.Image, method: str) -> tuple[np.ndarray, np.ndarray]:
         """(the image as shown (H, W[, 3]) uint8, the model's input (1, C, h, w) uint8), or NoTorchGraph."""

@@ -70,6 +70,14 @@ def page_router() -> APIRouter:
     return router
 
 
+def samples_query():
+    return Query(DEFAULTS.samples, ge=1, le=MAX_SAMPLES, description="perturbed inputs for lime and kernelshap")
+
+
+def steps_query():
+    return Query(DEFAULTS.steps, ge=1, le=MAX_STEPS, description="integral steps of ig and ig-blur")
+
+
 def web_router(models: Mapping[str, object], max_upload_bytes: int = MAX_UPLOAD_BYTES,
                max_pixels: int = MAX_PIXELS) -> APIRouter:
     """The routes only the pages call, for the served `models` (name -> object with .name, .path, .labels,
@@ -117,10 +125,7 @@ def web_router(models: Mapping[str, object], max_upload_bytes: int = MAX_UPLOAD_
     @router.post("/api/attribute/{name:path}", summary="an attribution method's map (PNG overlay) of one image "
                  "for its predicted class", openapi_extra=IMAGE_BODY)
     async def attribution(name: str, request: Request, method: str = "gradcam",
-                          samples: int = Query(DEFAULTS.samples, ge=1, le=MAX_SAMPLES,
-                                               description="perturbed inputs for lime and kernelshap"),
-                          steps: int = Query(DEFAULTS.steps, ge=1, le=MAX_STEPS,
-                                             description="integral steps of ig and ig-blur")) -> Response:
+                          samples: int = samples_query(), steps: int = steps_query()) -> Response:
         if method not in METHODS and name in models:  # an unknown model is the 404 overlay() gives
             return error(422, f"method {method[:40]!r}: not an attribution method; choose one of {', '.join(METHODS)}")
         settings = Settings(samples=samples, steps=steps)
@@ -131,6 +136,22 @@ def web_router(models: Mapping[str, object], max_upload_bytes: int = MAX_UPLOAD_
 
         return await overlay(name, request, lambda view, image: view.attribution_png(image, method, settings),
                              headers)
+
+    @router.get("/api/mistakes/{name:path}", summary="the Runs page's mistakes drawn with an attribution method")
+    def mistakes(name: str, method: str = "gradcam",
+                 samples: int = samples_query(), steps: int = steps_query()) -> Response:
+        try:
+            view = view_of(name)
+            if method not in METHODS:
+                return error(422, f"method {method[:40]!r}: not an attribution method; "
+                                  f"choose one of {', '.join(METHODS)}")
+            return JSONResponse(view.mistake_overlays(method, Settings(samples=samples, steps=steps)))
+        except RequestError as err:
+            return error(err.status, err.message)
+        except NoTorchGraph as err:
+            return error(422, str(err))
+        except ConvlabError as err:
+            return error(422, f"model {name!r}: {err}")
 
     @router.get("/api/runs/{name:path}", summary="a served run's results: metrics, curves, confusion, mistakes")
     def run_results(name: str) -> Response:

@@ -49,6 +49,21 @@ const convlab = (() => {
     return modelsRequest;
   }
 
+  // The attribution methods of the registry, for the method menus: {default, methods: [{name, summary, signed, warning}]}.
+  let methodsRequest = null;
+  async function attributionMethods(select) {
+    if (!methodsRequest) methodsRequest = json("api/attribute-methods");
+    const doc = await methodsRequest;
+    select.replaceChildren(...doc.methods.map(m => el("option", {value: m.name, textContent: m.name, title: m.summary})));
+    select.value = doc.default;
+    return doc.methods;
+  }
+
+  // "3 images", "1 image"
+  function count(n, noun) {
+    return `${n} ${noun}${n === 1 ? "" : "s"}`;
+  }
+
   function fillModelSelect(select, list) {
     select.replaceChildren(...list.map(m => el("option", {value: m.name, textContent: m.name})));
   }
@@ -82,5 +97,5 @@ const convlab = (() => {
   window.addEventListener("hashchange", showPage);
   document.addEventListener("DOMContentLoaded", showPage);
 
-  return {request, json, showError, el, models, fillModelSelect, fmt, percent};
+  return {request, json, showError, el, models, attributionMethods, count, fillModelSelect, fmt, percent};
 })();

@@ -69,7 +69,7 @@
     const status = $("predict-method-status");
     const todo = cards.filter(entry => on && model && entry.camFor !== `${model.name}/${method}`);
     for (const entry of cards) entry.overlay.hidden = !on;
-    status.textContent = todo.length ? `computing ${method} for ${todo.length} image${todo.length > 1 ? "s" : ""}…` : "";
+    status.textContent = todo.length ? `computing ${method} for ${convlab.count(todo.length, "image")}…` : "";
     let ms;
     try {
       ms = await fetchOverlays(todo, model, method, round);
@@ -78,7 +78,7 @@
       throw err;
     }
     if (ms !== null && todo.length) {
-      status.textContent = `${method}: ${ms.toFixed(0)} ms for ${todo.length} image${todo.length > 1 ? "s" : ""}`;
+      status.textContent = `${method}: ${ms.toFixed(0)} ms for ${convlab.count(todo.length, "image")}`;
     }
   }
 
@@ -139,11 +139,7 @@
     }
     convlab.fillModelSelect($("predict-model"), modelList);
     try {
-      const methods = await convlab.json("api/attribute-methods");
-      methodList = methods.methods;
-      $("predict-method").replaceChildren(...methodList.map(m => convlab.el("option", {value: m.name, textContent: m.name,
-                                                                                         title: m.summary})));
-      $("predict-method").value = methods.default;
+      methodList = await convlab.attributionMethods($("predict-method"));
       showMethodNote();
     } catch (err) {
       convlab.showError("predict-error", err);

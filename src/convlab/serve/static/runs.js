@@ -1,6 +1,7 @@
 "use strict";
 // The Runs page: GET api/runs/{model} -> results first (accuracy, macro F1, per-class table), then the
-// training curves, the confusion matrix and the most confident mistakes.
+// training curves, the confusion matrix and the most confident mistakes, explained by Grad-CAM or by the
+// method of the menu (GET api/mistakes/{model}?method=M).
 (() => {
   const $ = id => document.getElementById(id);
   const el = convlab.el;
@@ -33,13 +34,44 @@
     if (uri) img.src = uri;
   }
 
+  let current = null;  // the results shown: {name, doc}
+  let methodList = [];  // the method menu's entries, for their warnings
+  let overlayRound = 0;  // as on the Predict page: a newer method choice drops an older one's answer
+
   function mistake(m) {
     const pictures = [el("img", {src: m.image, alt: `test image ${m.index}`})];
-    if (m.gradcam) pictures.push(el("img", {src: m.gradcam, alt: `Grad-CAM of test image ${m.index}`}));
+    if (m.gradcam) pictures.push(el("img", {src: m.gradcam, alt: `gradcam of test image ${m.index}`, className: "explain"}));
     return el("figure", {className: "mistake"}, [
       ...pictures,
       el("figcaption", {textContent: `#${m.index}: true ${m.true}, predicted ${m.predicted} (${m.prob.toFixed(2)})`}),
     ]);
+  }
+
+  // The mistakes' second pictures, drawn with the chosen method (gradcam: the ones the results came with).
+  async function explainMistakes() {
+    const round = ++overlayRound;
+    const status = $("runs-method-status");
+    const method = $("runs-method").value || "gradcam";
+    if (!current || !current.doc.mistakes.some(m => m.gradcam)) return;
+    const pictures = Array.from(document.querySelectorAll("#runs-mistakes img.explain"));
+    let overlays = current.doc.mistakes.map(m => m.gradcam);
+    status.textContent = "";
+    if (method !== "gradcam") {
+      status.textContent = `computing ${method} for ${convlab.count(pictures.length, "image")}…`;
+      try {
+        const answer = await convlab.json(`api/mistakes/${encodeURIComponent(current.name)}?method=${encodeURIComponent(method)}`);
+        if (round !== overlayRound) return;
+        overlays = answer.mistakes.map(m => m.overlay);
+        status.textContent = `${method}: ${answer.ms.toFixed(0)} ms for ${convlab.count(pictures.length, "image")}`;
+      } catch (err) {
+        if (round === overlayRound) status.textContent = "";
+        throw err;
+      }
+    }
+    pictures.forEach((img, i) => {
+      img.src = overlays[i];
+      img.alt = `${method} of test image ${current.doc.mistakes[i].index}`;
+    });
   }
 
   async function show() {
@@ -48,6 +80,7 @@
     $("runs-summary").textContent = `loading the results of ${name} ...`;
     try {
       const doc = await convlab.json(`api/runs/${encodeURIComponent(name)}`);
+      current = {name, doc};
       $("runs-summary").textContent = summary(doc);
       $("runs-classes").tBodies[0].replaceChildren(...classRows(doc.metrics));
       $("runs-notes").textContent = doc.notes.join("; ");
@@ -59,7 +92,9 @@
     } catch (err) {
       $("runs-summary").textContent = "";
       convlab.showError("runs-error", err);
+      return;
     }
+    await explainMistakes().catch(err => convlab.showError("runs-error", err));
   }
 
   document.addEventListener("convlab:page", async event => {
@@ -71,7 +106,17 @@
       convlab.showError("runs-error", err);
       return;
     }
+    try {
+      methodList = await convlab.attributionMethods($("runs-method"));
+    } catch (err) {
+      convlab.showError("runs-error", err);
+    }
     $("runs-model").addEventListener("change", show);
+    $("runs-method").addEventListener("change", () => {
+      const chosen = methodList.find(m => m.name === $("runs-method").value);
+      $("runs-method-note").textContent = chosen && chosen.warning ? `warning: ${chosen.warning}` : "";
+      explainMistakes().catch(err => convlab.showError("runs-error", err));
+    });
     show();
   });
 })();
