@@ -100,12 +100,8 @@ def web_router(models: Mapping[str, object], max_upload_bytes: int = MAX_UPLOAD_
             view = view_of(name)
             data = await _one_upload(request, max_upload_bytes)
             png, first, second = await run_in_threadpool(lambda: draw(view, open_upload(data, max_pixels)))
-        except RequestError as err:
-            return error(err.status, err.message)
-        except NoTorchGraph as err:
-            return error(422, str(err))
-        except ConvlabError as err:
-            return error(422, f"model {name!r}: {err}")
+        except (RequestError, ConvlabError) as err:  # NoTorchGraph is a ConvlabError
+            return _refusal(name, err)
         return Response(png, media_type="image/png", headers=headers(first, second))
 
     @router.post("/api/gradcam/{name:path}", summary="Grad-CAM overlay (PNG) of one image for its predicted class",
@@ -127,7 +123,7 @@ def web_router(models: Mapping[str, object], max_upload_bytes: int = MAX_UPLOAD_
     async def attribution(name: str, request: Request, method: str = "gradcam",
                           samples: int = samples_query(), steps: int = steps_query()) -> Response:
         if method not in METHODS and name in models:  # an unknown model is the 404 overlay() gives
-            return error(422, f"method {method[:40]!r}: not an attribution method; choose one of {', '.join(METHODS)}")
+            return _unknown_method(method)
         settings = Settings(samples=samples, steps=steps)
 
         def headers(index, ms):
@@ -143,24 +139,17 @@ def web_router(models: Mapping[str, object], max_upload_bytes: int = MAX_UPLOAD_
         try:
             view = view_of(name)
             if method not in METHODS:
-                return error(422, f"method {method[:40]!r}: not an attribution method; "
-                                  f"choose one of {', '.join(METHODS)}")
+                return _unknown_method(method)
             return JSONResponse(view.mistake_overlays(method, Settings(samples=samples, steps=steps)))
-        except RequestError as err:
-            return error(err.status, err.message)
-        except NoTorchGraph as err:
-            return error(422, str(err))
-        except ConvlabError as err:
-            return error(422, f"model {name!r}: {err}")
+        except (RequestError, ConvlabError) as err:
+            return _refusal(name, err)
 
     @router.get("/api/runs/{name:path}", summary="a served run's results: metrics, curves, confusion, mistakes")
     def run_results(name: str) -> Response:
         try:
             return JSONResponse(view_of(name).results())
-        except RequestError as err:
-            return error(err.status, err.message)
-        except ConvlabError as err:
-            return error(422, f"model {name!r}: {err}")
+        except (RequestError, ConvlabError) as err:
+            return _refusal(name, err)
 
     @router.post("/api/explain/conv", summary="every window of a convolution with its products and sum",
                  openapi_extra=EXPLAIN_BODY)
@@ -178,6 +167,19 @@ def web_router(models: Mapping[str, object], max_upload_bytes: int = MAX_UPLOAD_
             return error(422, str(err))
 
     return router
+
+
+def _refusal(name: str, err: RequestError | ConvlabError) -> Response:
+    """The 4xx JSON answer of a page route for model `name` that raised `err`."""
+    if isinstance(err, RequestError):
+        return error(err.status, err.message)
+    if isinstance(err, NoTorchGraph):  # its message names the model already
+        return error(422, str(err))
+    return error(422, f"model {name!r}: {err}")
+
+
+def _unknown_method(method: str) -> Response:
+    return error(422, f"method {method[:40]!r}: not an attribution method; choose one of {', '.join(METHODS)}")
 
 
 def _static_response(path: Path) -> Response:

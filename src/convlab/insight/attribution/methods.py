@@ -237,13 +237,17 @@ class Lrp(Method):
         return relevance.sum(1)
 
 
+def failed_randomization(name: str) -> str:
+    return (f"{name} failed the model-randomization check of Adebayo et al. (2018): its maps looked much the same "
+            "for models with random weights, showing the image's edges more than the model's reasons; --evaluate "
+            "measures it on this model")
+
+
 @register_method("guided-backprop")
 class GuidedBackprop(Method):
     summary = "the gradient with only positive gradients let back through each ReLU (Springenberg et al. 2015)"
     signed = True
-    warning = ("guided-backprop failed the model-randomization check of Adebayo et al. (2018): its maps looked much "
-               "the same for models with random weights, showing the image's edges more than the model's reasons; "
-               "--evaluate measures it on this model")
+    warning = failed_randomization("guided-backprop")
 
     def attribute(self, model, inputs, target, baselines=None):
         from captum.attr import GuidedBackprop as CaptumGuidedBackprop
@@ -257,9 +261,7 @@ class GuidedGradCam(Method):
     summary = "Guided Backprop (only positive gradients through ReLUs) times the Grad-CAM map"
     signed = True
     needs_conv = True
-    warning = ("guided-gradcam failed the model-randomization check of Adebayo et al. (2018): its maps looked much "
-               "the same for models with random weights, showing the image's edges more than the model's reasons; "
-               "--evaluate measures it on this model")
+    warning = failed_randomization("guided-gradcam")
 
     def attribute(self, model, inputs, target, baselines=None):
         from captum.attr import GuidedGradCam as CaptumGuidedGradCam
