@@ -1,7 +1,10 @@
-"""The Predict page's picture in docs/serving.md: python tests/serve_web/screenshot.py docs/images/serve-predict.png
+"""The web app's pictures in docs/serving.md:
+
+    python tests/serve_web/screenshot.py docs/images/serve-predict.png [docs/images/serve-runs.png]
 
 Trains the small digits run, serves it with the test app on 127.0.0.1, uploads four test digits (enlarged so the
-overlay is visible), turns the explain overlay on (Grad-CAM, the default method) and takes the page with headless Chromium.
+overlay is visible), turns the explain overlay on (Grad-CAM, the default method) and takes the page with headless
+Chromium; with a second path, also the Runs page's most confident mistakes explained by integrated gradients.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from test_webapp_browser import BROWSER_ARGS, chromium_path
 from webapp_server import live_server, make_app, png_bytes, served
 
 
-def main(out: Path) -> None:
+def main(out: Path, runs_out: Path | None = None) -> None:
     from convlab import train
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -38,9 +41,20 @@ def main(out: Path) -> None:
             page.check("#predict-gradcam")
             page.wait_for_function("() => [...document.querySelectorAll('img.gradcam')].every(i => i.naturalWidth)")
             page.screenshot(path=str(out))
+            print(f"wrote {out}")
+            if runs_out is not None:
+                page.goto(url + "/#runs", wait_until="load")
+                page.wait_for_selector("#runs-mistakes figure")
+                page.select_option("#runs-method", "ig")
+                page.wait_for_function("() => document.querySelector('#runs-method-status').textContent"
+                                       ".startsWith('ig:')")
+                top = page.locator("#runs-body h2", has_text="Most confident mistakes").bounding_box()
+                grid = page.locator("#runs-mistakes").bounding_box()  # page coordinates: nothing is scrolled
+                page.screenshot(path=str(runs_out), full_page=True, clip={
+                    "x": 0, "y": top["y"] - 8, "width": 1000, "height": grid["y"] + grid["height"] - top["y"] + 16})
+                print(f"wrote {runs_out}")
             browser.close()
-    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), Path(sys.argv[2]) if len(sys.argv) > 2 else None)
