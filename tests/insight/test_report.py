@@ -2,14 +2,11 @@
 from __future__ import annotations
 
 import re
-import shutil
 
 import pytest
 
+from browser import open_page
 from convlab.insight.report import build_report
-
-CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-
 
 @pytest.fixture(scope="module")
 def report(digits_run, tmp_path_factory):
@@ -53,33 +50,13 @@ def test_attribution_section_has_the_maps_and_the_scores(report):
     assert "on the first 48 test images" in section
 
 
-def _chromium() -> str | None:
-    return next((found for name in CHROMIUM_NAMES if (found := shutil.which(name))), None)
-
-
 @pytest.mark.slow
 def test_report_renders_in_headless_chromium(report):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install "
-                                                                 "playwright; it drives the system chromium)")
-    browser_path = _chromium()
-    if browser_path is None:
-        pytest.skip("no chromium binary found (apt-get install chromium); the browser check needs one")
-    errors: list[str] = []
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=browser_path, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--no-first-run"])
-        try:
-            page = browser.new_page()
-            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-            page.on("pageerror", lambda err: errors.append(str(err)))
-            page.on("requestfailed", lambda req: errors.append(f"request failed: {req.url}"))
-            page.goto(report.as_uri(), wait_until="load")
-            images = page.evaluate("""() => Array.from(document.images).map(img => ({
-                alt: img.alt, complete: img.complete, width: img.naturalWidth, height: img.naturalHeight}))""")
-            title = page.title()
-        finally:
-            browser.close()
+    with open_page() as (page, errors):
+        page.goto(report.as_uri(), wait_until="load")
+        images = page.evaluate("""() => Array.from(document.images).map(img => ({
+            alt: img.alt, complete: img.complete, width: img.naturalWidth, height: img.naturalHeight}))""")
+        title = page.title()
     assert errors == []
     assert title.startswith("convlab report")
     assert len(images) >= 5 and "attribution maps" in [img["alt"] for img in images]

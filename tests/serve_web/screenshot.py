@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 from playwright.sync_api import sync_playwright
 
-from test_webapp_browser import BROWSER_ARGS, chromium_path
-from webapp_server import live_server, make_app, png_bytes, served
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for browser.py when run as a script
+from browser import BROWSER_ARGS, chromium_path  # noqa: E402
+from webapp_server import live_server, make_app, png_bytes, served  # noqa: E402
 
 
 def main(out: Path, runs_out: Path | None = None) -> None:
