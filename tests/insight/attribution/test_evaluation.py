@@ -122,6 +122,26 @@ def test_guided_backprop_fails_the_randomization_check_and_the_gradients_pass():
     assert all(abs(last[name]) < 0.3 for name in ("saliency", "gradcam", "ig")), last
 
 
+def test_the_check_compares_the_signed_maps_not_the_pictures():
+    """A method whose picture is blank but whose signed map is the image itself (the same for any weights):
+    the check must see the signed map, so the correlation stays 1 with every layer random."""
+    from convlab.insight.attribution.registry import Method
+    from convlab.models.registry import create_model
+
+    class ImageItself(Method):
+        def attribute(self, model, inputs, target, baselines=None):
+            return torch.zeros(inputs.shape[0], *inputs.shape[2:])
+
+        def signed_attribute(self, model, inputs, target, baselines=None):
+            return inputs.sum(1)
+
+    torch.manual_seed(0)
+    model = create_model("tiny-cnn", 1, 2, (8, 8)).eval()
+    steps = randomization_check(ImageItself(), model, torch.randn(3, 1, 8, 8), torch.tensor([0, 1, 0]), None)
+    assert [s["spearman"] for s in steps] == pytest.approx([1.0] * len(steps))
+    assert [s["spearman_abs"] for s in steps] == pytest.approx([1.0] * len(steps))
+
+
 def test_saliency_is_checked_on_the_signed_gradient():
     from captum.attr import Saliency
 
