@@ -67,7 +67,7 @@ def parse_head(spec: str) -> HeadSpec:
     usage = "use linear, mlp:WIDTH or mlp:WIDTH,dropout=P (e.g. mlp:1024,dropout=0.5)"
     if spec == "linear":
         return HeadSpec("linear")
-    match = re.fullmatch(r"mlp:(\d+)(?:,dropout=([0-9.]+))?", spec.replace(" ", ""))
+    match = re.fullmatch(r"mlp:(\d+)(?:,dropout=(\d+(?:\.\d*)?|\.\d+))?", spec.replace(" ", ""))
     if not match:
         raise ConvlabError(f"--head {spec!r}: not a head convlab knows; {usage}")
     width, dropout = int(match.group(1)), float(match.group(2) or 0.0)
