@@ -128,7 +128,6 @@ class Config:
         return {key: getattr(getattr(self, section), name) for key, (section, name) in FLAT_KEYS.items()}
 
 
-SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
 _SECTION_CLASSES = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig,
                     "finetune": FinetuneConfig}
 TRAIN_SECTIONS = ("data", "model", "optim", "train")  # what `convlab train` takes; finetune adds "finetune"

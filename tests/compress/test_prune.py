@@ -81,3 +81,25 @@ def test_prune_refuses_an_output_folder_that_holds_a_run(capsys, digits_run_copy
     assert code == 2
     assert "already holds a run" in capsys.readouterr().err
     assert (run_dir / "model.safetensors").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_prune_fine_tunes_a_run_trained_with_compile(tmp_path, monkeypatch):
+    """torch.compile names parameters `_orig_mod.NAME`; the masks, the best weights and the saved files use the
+    plain names. Compiled with dynamo's eager backend: the same wrapper and names as inductor's, without its
+    minute of C++ builds on a small CPU."""
+    from safetensors.torch import load_file
+
+    from convlab import train
+    from convlab.compress import prune_run
+    from convlab.training import performance
+
+    monkeypatch.setattr(performance, "maybe_compile",
+                        lambda model, enabled: torch.compile(model, backend="eager") if enabled else model)
+    source = train(data="digits", model="tiny-cnn", epochs=1, compile=True, threads=1, quiet=True,
+                   out=str(tmp_path / "compiled"))
+    pruned = prune_run(source.path, tmp_path / "pruned", amount=0.5, finetune_epochs=1, quiet=True,
+                       latency_seconds=0.01)
+    expected = set(create_model("tiny-cnn", 1, 10, (8, 8)).state_dict())
+    assert set(load_file(str(pruned.path / "model.safetensors"))) == expected
+    assert weight_sparsity(load_run(pruned.path).model) == pytest.approx(0.5, abs=0.01)

@@ -79,7 +79,7 @@ class KeepPruned(Callback):
         self.params: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def on_train_begin(self, state):
-        params = dict(state.model.named_parameters())
+        params = dict(state.plain_model.named_parameters())
         self.params = [(params[name], mask.to(params[name].device)) for name, mask in self.masks.items()]
 
     @torch.no_grad()

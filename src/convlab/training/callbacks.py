@@ -150,11 +150,11 @@ class BestModel(Callback):
             return
         if self.best is None or value > self.best:
             self.best, self.best_epoch = value, state.epoch
-            self.best_state = {k: v.detach().cpu().clone() for k, v in state.model.state_dict().items()}
+            self.best_state = {k: v.detach().cpu().clone() for k, v in state.plain_model.state_dict().items()}
 
     def on_train_end(self, state):
         if self.best_state is not None:
-            state.model.load_state_dict(self.best_state)
+            state.plain_model.load_state_dict(self.best_state)
             state.best_epoch = self.best_epoch
 
     def state_dict(self) -> dict:

@@ -186,7 +186,6 @@ class Checkpointer(Callback):
         self.interrupt_requested = False
         self._previous_handler = None
         self._epoch_start_generators: dict = {}
-        self.resumed_from: dict | None = None
         self.save_seconds: list[float] = []  # the time of each save after the first, on rank 0
 
     # hooks
@@ -223,7 +222,7 @@ class Checkpointer(Callback):
                 and getattr(self.stateful.get("best"), "best_epoch", None) == state.epoch):
             from safetensors.torch import save
 
-            weights = {k: v.detach().cpu().contiguous() for k, v in bare(state.model).state_dict().items()}
+            weights = {k: v.detach().cpu().contiguous() for k, v in state.plain_model.state_dict().items()}
             meta = {"epoch": str(state.epoch), "val_accuracy": repr(logs["val_accuracy"])}
             atomic_write(self.folder / BEST, save(weights, metadata=meta))
         self.save(state)
@@ -246,7 +245,7 @@ class Checkpointer(Callback):
                 "batch": batch,
                 "world_size": self.ranks.world_size,
                 "ranks": ranks,  # per rank: RNG states and the epoch's running sums
-                "model": bare(state.model).state_dict(),  # the same keys with or without DDP and compile
+                "model": state.plain_model.state_dict(),  # the same keys with or without DDP and compile
                 "optimizer": state.optimizer.state_dict(),
                 "scheduler": self.schedule.scheduler.state_dict() if self.schedule.scheduler is not None else None,
                 "epoch_start_generators": self._epoch_start_generators if batch else None,
@@ -266,7 +265,7 @@ class Checkpointer(Callback):
                                f"learning-rate schedule is planned step by step over their shards; resume it with "
                                f"{written_by} processes (torchrun --nproc_per_node), or train again")
         try:
-            bare(state.model).load_state_dict(_without_wrappers(record["model"]))
+            state.plain_model.load_state_dict(_without_wrappers(record["model"]))
             state.optimizer.load_state_dict(record["optimizer"])
             if self.schedule.scheduler is not None and record["scheduler"] is not None:
                 self.schedule.scheduler.load_state_dict(record["scheduler"])
@@ -293,7 +292,6 @@ class Checkpointer(Callback):
             raise ConvlabError(f"checkpoint {self.folder / LAST} does not fit this run "
                                f"({type(err).__name__}: {str(err).splitlines()[0]}); it is damaged or "
                                "belongs to another run") from None
-        self.resumed_from = {"epoch": record["epoch"], "batch": record["batch"]}
 
     def cost_line(self) -> str | None:
         """How long the checkpoints of this run took, for the log (None before any regular one)."""
@@ -330,15 +328,8 @@ class Checkpointer(Callback):
 WRAPPERS = ("module.", "_orig_mod.")  # the key prefixes of DistributedDataParallel and torch.compile
 
 
-def bare(model: torch.nn.Module) -> torch.nn.Module:
-    """The model inside DistributedDataParallel and torch.compile wrappers."""
-    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
-        model = getattr(model, "module", None) or model._orig_mod
-    return model
-
-
 def _without_wrappers(weights: dict) -> dict:
-    """Keys without wrapper prefixes: checkpoints of compiled runs written before `bare` have them."""
+    """Keys without wrapper prefixes: checkpoints of compiled runs written before LoopState.plain_model have them."""
     def strip(key: str) -> str:
         while key.startswith(WRAPPERS):
             key = key.split(".", 1)[1]

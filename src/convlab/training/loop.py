@@ -17,7 +17,7 @@ from .performance import Precision
 class LoopState:
     """What callbacks can see (and `stop` is what they can change)."""
 
-    model: nn.Module
+    model: nn.Module  # what runs the batches: the model, or its DistributedDataParallel / torch.compile wrapper
     optimizer: torch.optim.Optimizer
     epochs: int
     steps_per_epoch: int
@@ -28,6 +28,19 @@ class LoopState:
     extra: dict = field(default_factory=dict)
     resume_batch: int = 0  # set by a resumed checkpoint: batches of the next epoch already done
     resume_partial: dict | None = None  # their running loss_sum, correct and seen
+
+    @property
+    def plain_model(self) -> nn.Module:
+        """The model inside the wrappers: its parameter and state-dict names are the run's saved ones
+        ("features.0.weight", never "_orig_mod.features.0.weight" or "module.features.0.weight")."""
+        return bare(self.model)
+
+
+def bare(model: nn.Module) -> nn.Module:
+    """The model inside DistributedDataParallel and torch.compile wrappers."""
+    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
+        model = getattr(model, "module", None) or model._orig_mod
+    return model
 
 
 def fit(model: nn.Module, train_loader, val_loader, optimizer: torch.optim.Optimizer, schedule: Schedule,

@@ -76,11 +76,6 @@ def use_channels_last(setting: str, model: nn.Module, device: torch.device) -> b
     return setting == "on" or (has_conv and device.type in ("cpu", "cuda"))
 
 
-def to_memory_format(images: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    """(N, C, H, W) -> the same values in the run's memory format."""
-    return images.contiguous(memory_format=torch.channels_last) if channels_last else images
-
-
 def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for --amp, or None for full float32.
 
