@@ -42,7 +42,7 @@ from .layout import (CHECKPOINTS, CONFIG, CONFUSION, CURVES, DATA_ISSUES, HISTOR
 from .models.registry import count_parameters, create_model, find_model
 from .run import Preprocess, Run
 from .training import distributed, performance
-from .training.callbacks import BestModel, EarlyStopping, History, PlainLogger, ProgressBar
+from .training.callbacks import BestModel, EarlyStopping, History, PlainLogger, ProgressBar, find_callback
 from .training.checkpoint import Checkpointer, check_free_space, checkpoint_bytes, checkpoint_position
 from .training.determinism import deterministic_mode
 from .training.feature_cache import feature_stage
@@ -226,7 +226,7 @@ def _train_in(job: Job, console: Console, ranks: distributed.Distributed, device
                     precision=precision)
     train_seconds = time.perf_counter() - started
     distributed.teardown(ranks)
-    cost = callbacks[-1].cost_line()  # the checkpointer is the last callback
+    cost = find_callback(callbacks, Checkpointer).cost_line()
     if cost:
         console.print(cost, markup=False)
     preprocess = Preprocess([height, width], channels, norm.mean, norm.std, start.normalization_from,
@@ -235,9 +235,10 @@ def _train_in(job: Job, console: Console, ranks: distributed.Distributed, device
     run = Run(run_dir, model, conf, data.classes, preprocess, device=device)
     if not ranks.is_main:
         return run
-    if state.stopped_early:
-        console.print(f"stopped early after epoch {state.epoch}: no better validation accuracy in "
-                      f"{conf.train.early_stop} epochs")
+    stopper = find_callback(callbacks, EarlyStopping)
+    if state.stopped_early and stopper is not None:
+        console.print(f"stopped early after epoch {state.epoch}: no better {stopper.monitor} in "
+                      f"{stopper.patience} epochs", markup=False)
 
     # 8. test metrics and the run folder
     metrics = run.evaluate(arrays=data.test, classes=data.classes)
@@ -290,7 +291,8 @@ def check_engine(job: Job, ranks: distributed.Distributed) -> None:
 def make_callbacks(job: Job, console: Console, run_dir: Path, ranks: distributed.Distributed, device: torch.device,
                    plan: FreezePlan | None, val_loader, classes: list[str], schedule, generator: torch.Generator):
     """Everything around the loop, in order: the job's own, the freeze schedule, the NaN guard, progress, history,
-    best model, early stopping, TensorBoard and, last, the checkpointer (it saves what the others updated)."""
+    best model, early stopping, TensorBoard and, last, the checkpointer (it saves what the others updated).
+    Callers find one by its type (find_callback), not by its place in the list."""
     conf = job.conf
     history = History(run_dir / HISTORY)
     best = BestModel()

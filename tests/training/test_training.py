@@ -74,3 +74,60 @@ def test_optimizers_and_schedules_train(tmp_path, optimizer, schedule):
     assert run.metrics["accuracy"] > 0.5
     saved = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert saved["accuracy"] == run.metrics["accuracy"]
+
+
+@pytest.mark.parametrize("mode, values, best_epoch", [("max", [0.2, 0.9, 0.5], 2), ("min", [0.9, 0.2, 0.5], 2),
+                                                      ("min", [0.3, 0.4, 0.1], 3)])
+def test_best_model_follows_the_monitor_and_its_direction(mode, values, best_epoch):
+    model = torch.nn.Linear(2, 2)
+    state = LoopState(model=model, optimizer=None, epochs=3, steps_per_epoch=1)
+    best = BestModel(monitor="val_loss", mode=mode)
+    for epoch, value in enumerate(values, start=1):
+        state.epoch = epoch
+        with torch.no_grad():
+            model.weight.fill_(epoch)
+        best.on_epoch_end(state, {"val_loss": value, "val_accuracy": 1.0 - epoch})  # val_accuracy is not watched
+    best.on_train_end(state)
+    assert state.best_epoch == best_epoch and torch.all(model.weight == best_epoch)
+
+
+def test_early_stopping_on_a_loss_stops_when_it_stops_falling():
+    stopper = EarlyStopping(patience=2, monitor="val_loss", mode="min")
+    state = LoopState(model=None, optimizer=None, epochs=10, steps_per_epoch=1)
+    for epoch, loss in enumerate([1.0, 0.8, 0.7, 0.75, 0.72], start=1):
+        assert not state.stop
+        state.epoch = epoch
+        stopper.on_epoch_end(state, {"val_loss": loss})
+    assert state.stop and stopper.best == 0.7
+
+
+def test_monitor_refuses_an_unknown_direction():
+    from convlab.training.callbacks import MonitorCallback
+
+    with pytest.raises(ValueError, match="mode must be one of max, min, got 'up'"):
+        MonitorCallback("val_loss", "up")
+
+
+def test_best_weights_of_a_compiled_model_keep_their_plain_names():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    state = LoopState(model=torch.compile(model), optimizer=None, epochs=1, steps_per_epoch=1)  # not called: no build
+    state.epoch = 1
+    best = BestModel()
+    best.on_epoch_end(state, {"val_accuracy": 0.5})
+    assert set(best.best_state) == {"0.weight", "0.bias"}
+
+
+def test_the_pipeline_finds_its_callbacks_by_type_not_by_place(tmp_path, monkeypatch):
+    """A callback appended after the checkpointer must not be taken for it."""
+    from convlab import pipeline
+    from convlab.training.callbacks import Callback
+
+    made = pipeline.make_callbacks
+
+    def with_one_more(*args, **kwargs):
+        callbacks, history = made(*args, **kwargs)
+        return [*callbacks, Callback()], history
+
+    monkeypatch.setattr(pipeline, "make_callbacks", with_one_more)
+    run = train(data="digits", model="tiny-cnn", epochs=1, threads=1, out=str(tmp_path / "r"), quiet=True)
+    assert run.metrics["epochs_run"] == 1

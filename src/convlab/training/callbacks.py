@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import time
 from pathlib import Path
+from typing import TypeVar
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -26,6 +27,9 @@ class Callback:
     def on_epoch_end(self, state, logs: dict) -> None: ...
 
     def on_train_end(self, state) -> None: ...
+
+
+C = TypeVar("C", bound=Callback)
 
 
 class CallbackList(Callback):
@@ -132,25 +136,46 @@ class History(Callback):
         self.rows = [dict(row) for row in state["rows"]]
 
 
-class BestModel(Callback):
-    """Remembers the weights of the epoch with the best validation accuracy and restores them at the end.
+class MonitorCallback(Callback):
+    """Watches one metric of the epoch's logs and remembers its best value (as Keras's MonitorCallback).
 
-    Without a validation split the last epoch's weights are kept.
+    `mode` says which way is better: "max" for accuracies (mAP, mIoU), "min" for losses. BestModel and
+    EarlyStopping share it, so a task that picks its best epoch by another metric names it once.
     """
 
-    def __init__(self, monitor: str = "val_accuracy"):
+    MODES = ("max", "min")
+
+    def __init__(self, monitor: str = "val_accuracy", mode: str = "max"):
+        if mode not in self.MODES:
+            raise ValueError(f"mode must be one of {', '.join(self.MODES)}, got {mode!r}")
         self.monitor = monitor
+        self.mode = mode
         self.best: float | None = None
+
+    def improved(self, value: float) -> bool:
+        """Whether `value` is strictly better than the best so far (the first value always is)."""
+        if self.best is None:
+            return True
+        return value > self.best if self.mode == "max" else value < self.best
+
+
+class BestModel(MonitorCallback):
+    """Remembers the weights of the epoch with the best monitored metric and restores them at the end.
+
+    Without a validation split (the metric is never logged) the last epoch's weights are kept.
+    """
+
+    def __init__(self, monitor: str = "val_accuracy", mode: str = "max"):
+        super().__init__(monitor, mode)
         self.best_epoch = 0
         self.best_state: dict | None = None
 
     def on_epoch_end(self, state, logs):
         value = logs.get(self.monitor)
-        if value is None:
+        if value is None or not self.improved(value):
             return
-        if self.best is None or value > self.best:
-            self.best, self.best_epoch = value, state.epoch
-            self.best_state = {k: v.detach().cpu().clone() for k, v in state.plain_model.state_dict().items()}
+        self.best, self.best_epoch = value, state.epoch
+        self.best_state = {k: v.detach().cpu().clone() for k, v in state.plain_model.state_dict().items()}
 
     def on_train_end(self, state):
         if self.best_state is not None:
@@ -164,20 +189,19 @@ class BestModel(Callback):
         self.best, self.best_epoch, self.best_state = state["best"], state["best_epoch"], state["best_state"]
 
 
-class EarlyStopping(Callback):
-    """Stops training after `patience` epochs without a better validation accuracy."""
+class EarlyStopping(MonitorCallback):
+    """Stops training after `patience` epochs without a better monitored metric."""
 
-    def __init__(self, patience: int, monitor: str = "val_accuracy"):
+    def __init__(self, patience: int, monitor: str = "val_accuracy", mode: str = "max"):
+        super().__init__(monitor, mode)
         self.patience = patience
-        self.monitor = monitor
-        self.best: float | None = None
         self.waited = 0
 
     def on_epoch_end(self, state, logs):
         value = logs.get(self.monitor)
         if value is None:
             return
-        if self.best is None or value > self.best:
+        if self.improved(value):
             self.best, self.waited = value, 0
             return
         self.waited += 1
@@ -192,5 +216,10 @@ class EarlyStopping(Callback):
         self.best, self.waited = state["best"], state["waited"]
 
 
-__all__ = ["Callback", "CallbackList", "PlainLogger", "ProgressBar", "History", "BestModel", "EarlyStopping",
-           "epoch_line"]
+def find_callback(callbacks: list[Callback], kind: type[C]) -> C | None:
+    """The first callback of type `kind`: callbacks are looked up by what they are, never by position."""
+    return next((cb for cb in callbacks if isinstance(cb, kind)), None)
+
+
+__all__ = ["Callback", "CallbackList", "PlainLogger", "ProgressBar", "History", "MonitorCallback", "BestModel",
+           "EarlyStopping", "find_callback", "epoch_line"]
