@@ -2,8 +2,8 @@
 
 load_dataset -> --classes and --train-per-class -> the model's channels and size -> the validation rows.
 Training reads the training and validation rows of `load_run_data`; eval, report, prune, quantize, compare,
-distill and export read the test split of `load_test_data`, so a run trained on `--classes 5,6,7,8,9` is
-evaluated on those five classes everywhere.
+distill and export read the test split of `load_test_data` (which converts only that split), so a run trained
+on `--classes 5,6,7,8,9` is evaluated on those five classes everywhere.
 """
 from __future__ import annotations
 
@@ -59,9 +59,7 @@ def load_run_data(conf: Config, channels: int | None = None, size: tuple[int, in
                   who: str = "the model") -> RunData:
     """The run's splits as its config defines them; `channels`/`size` convert them to what a pretrained model
     takes (None: the data's own)."""
-    splits = load_dataset(conf.data.name, conf.data.data_dir, conf.data.image_size, strict=conf.data.strict,
-                          loader=conf.data.loader)
-    splits = select_subset(splits, conf.data.classes, conf.data.train_per_class, conf.train.seed)
+    splits = run_splits(conf)
     data_channels = splits.shape[0]
     if channels is not None or size is not None:
         target_channels = channels or data_channels
@@ -74,6 +72,13 @@ def load_run_data(conf: Config, channels: int | None = None, size: tuple[int, in
         splits.test = conform_arrays(splits.test, target_channels, target_size, who)
     train_rows, val_rows = validation_rows(splits.train.labels, conf.data.val_fraction, conf.train.seed)
     return RunData(splits, train_rows, val_rows, data_channels)
+
+
+def run_splits(conf: Config) -> Splits:
+    """The dataset as the run's config loads it, with its --classes and --train-per-class; not yet converted."""
+    splits = load_dataset(conf.data.name, conf.data.data_dir, conf.data.image_size, strict=conf.data.strict,
+                          loader=conf.data.loader)
+    return select_subset(splits, conf.data.classes, conf.data.train_per_class, conf.train.seed)
 
 
 def validation_rows(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -98,10 +103,12 @@ def load_test_data(conf: Config, classes: list[str], channels: int, size: tuple[
     if data is None:
         if data_dir is not None:
             conf = dataclasses.replace(conf, data=dataclasses.replace(conf.data, data_dir=data_dir))
-        return test_split(load_run_data(conf, channels, tuple(size), who), classes, who)
-    splits = load_dataset(data, data_dir, conf.data.image_size)
+        splits = run_splits(conf)  # only the test split is converted: the training split is not read
+    else:
+        splits = load_dataset(data, data_dir, conf.data.image_size)
     test = conform_arrays(splits.test, channels, size, who)
-    return ImageArrays(test.images, map_labels(test.labels, splits.classes, classes, f"--data {data}", who))
+    return ImageArrays(test.images, map_labels(test.labels, splits.classes, classes, f"--data {data or splits.name}",
+                                               who))
 
 
 def test_split(data: RunData, classes: list[str], who: str = "the run") -> ImageArrays:
