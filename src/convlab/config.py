@@ -11,6 +11,7 @@ from typing import Any, Literal
 import yaml
 
 from .errors import ConvlabError
+from .files import atomic_write_text
 
 Optimizer = Literal["sgd", "adam", "adamw"]
 Schedule = Literal["none", "step", "cosine", "onecycle"]
@@ -271,7 +272,7 @@ def save_config(config: Config, path: Path, extra: dict | None = None) -> None:
         del document["finetune"]  # a run trained from scratch: nothing to say
     if extra:
         document.update(extra)
-    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(document, sort_keys=False))
 
 
 def load_saved_config(path: Path) -> Config:

@@ -2,6 +2,7 @@
 permissions any other file the process writes gets (0666 narrowed by the umask)."""
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from pathlib import Path
@@ -33,6 +34,16 @@ def atomic_write(path: str | Path, data: bytes) -> None:
         temp.unlink(missing_ok=True)
         raise
     _fsync_folder(path.parent)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """atomic_write for text, as UTF-8: every file of a run folder is written through here or atomic_write."""
+    atomic_write(path, text.encode("utf-8"))
+
+
+def write_json(path: str | Path, document) -> None:
+    """A JSON document (metrics.json, labels.json, ...), indented, names kept as they are (not \\u-escaped)."""
+    atomic_write_text(path, json.dumps(document, indent=1, ensure_ascii=False))
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -11,7 +11,6 @@ a callback, prune a mask-keeping callback, a tune trial a pruning callback.
 """
 from __future__ import annotations
 
-import json
 import os
 import random
 import re
@@ -37,7 +36,8 @@ from .data.run_data import RunData, load_run_data
 from .data.streaming import StreamingLoader
 from .errors import ConvlabError
 from .evaluate.plots import PlotProcess, draw_run_plots, start_plot_process
-from .layout import (CHECKPOINTS, CONFIG, CONFUSION, CURVES, DATA_ISSUES, HISTORY, LAST, METRICS, RUN_MARKERS,
+from .files import write_json
+from .layout import (CHECKPOINTS, CONFIG, CONFUSION, CURVES, DATA_ISSUES, HISTORY, LAST, RUN_MARKERS,
                      TENSORBOARD, version_block)
 from .models.registry import count_parameters, create_model, find_model
 from .run import Preprocess, Run
@@ -442,15 +442,14 @@ def report_data_issues(console: Console, data: RunData, run_dir: Path) -> None:
         console.print(f"warning: ... and {len(issues) - MAX_ISSUE_LINES} more", markup=False)
     console.print(f"warning: {len(issues)} unreadable images skipped (listed in {run_dir / DATA_ISSUES}; "
                   "--strict makes them an error)", markup=False)
-    (run_dir / DATA_ISSUES).write_text(json.dumps({"skipped": len(issues), "files": issues}, indent=1,
-                                                  ensure_ascii=False))
+    write_json(run_dir / DATA_ISSUES, {"skipped": len(issues), "files": issues})
 
 
 def write_run(run: Run, history: list[dict], plotter: PlotProcess | None = None) -> None:
     """Config, weights, metrics and plots; the plots by `plotter`'s child process when there is one."""
     cfg.save_config(run.config, run.path / CONFIG, extra=version_block())
     run.save_model()
-    (run.path / METRICS).write_text(json.dumps(run.metrics, indent=1, ensure_ascii=False))
+    run.save_metrics()
     matrix, curves, confusion = run.metrics["confusion_matrix"], run.path / CURVES, run.path / CONFUSION
     if plotter is not None:
         plotter.draw(history, matrix, run.classes, curves, confusion)

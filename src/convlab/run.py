@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -22,6 +23,7 @@ from .data.decode import list_images, load_image
 from .data.run_data import load_test_data, map_labels
 from .errors import ConvlabError
 from .evaluate.metrics import classification_metrics
+from .files import write_json
 from .layout import CONFIG, LABELS, METRICS, PREPROCESS, WEIGHTS
 from .models.heads import put_head
 from .models.inference import predict_logits, softmax
@@ -185,8 +187,12 @@ class Run:
         """model.safetensors, labels.json and preprocess.json (readable by others: the usual file mode)."""
         state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
         save_safetensors(state, self.path / WEIGHTS, metadata={"format": "pt", "model": self.config.model.name})
-        (self.path / LABELS).write_text(json.dumps(self.classes, indent=1, ensure_ascii=False))
-        (self.path / PREPROCESS).write_text(json.dumps(self.preprocess.to_json(), indent=1))
+        write_json(self.path / LABELS, self.classes)
+        write_json(self.path / PREPROCESS, self.preprocess.to_json())
+
+    def save_metrics(self) -> None:
+        """metrics.json: the test metrics (and a variant's cost), written atomically."""
+        write_json(self.path / METRICS, self.metrics)
 
 
 def top_predictions(probs: np.ndarray, classes: list[str], names: list[str | None], top_k: int) -> list[dict]:
@@ -262,8 +268,25 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
     model.eval()
     if trained_channels_last(preprocess, config, model):
         model.to(memory_format=torch.channels_last)  # as in training: the same kernels, the same numbers
-    metrics = json.loads((path / METRICS).read_text()) if (path / METRICS).is_file() else None
-    return Run(path, model, config, classes, preprocess, metrics, device)
+    return Run(path, model, config, classes, preprocess, read_metrics(path), device)
+
+
+def read_metrics(folder: Path) -> dict | None:
+    """A run folder's metrics.json; None when it has none. A damaged one is a one-line warning, not an error:
+    nothing needs the stored metrics to use the model, and `convlab eval` computes them again."""
+    path = Path(folder) / METRICS
+    if not path.is_file():
+        return None
+    try:
+        document = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, OSError) as err:
+        document = err
+    if isinstance(document, dict):
+        return document
+    why = f"{type(document).__name__}: {document}" if isinstance(document, Exception) else "not a JSON object"
+    print(f"warning: {path} is damaged ({why}); its stored metrics are ignored (convlab eval {folder} computes "
+          f"the test metrics again)", file=sys.stderr)
+    return None
 
 
 def run_architecture(config: Config, preprocess: Preprocess, num_classes: int) -> nn.Module:

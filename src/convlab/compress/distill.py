@@ -9,7 +9,6 @@ batches: a forward pre-hook on the student hands each batch to the loss. The KL 
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -21,7 +20,7 @@ from .. import config as cfg
 from ..data.batches import Normalization
 from ..data.run_data import RunData
 from ..errors import ConvlabError
-from ..layout import CONFIG, METRICS, WEIGHTS, version_block
+from ..layout import CONFIG, WEIGHTS, version_block
 from ..run import Run, load_run
 from ..training.callbacks import Callback
 from .measure import cost_metrics
@@ -169,7 +168,7 @@ def distill(teacher: str | Path | Run, *, student: str | None = None, temperatur
         "kl_measured_on": "validation split, T=1" if distiller.history and distiller.history[0]["val_kl"]
         is not None else "training batches, T=1"}
     run.metrics.update(cost_metrics(run, run.path / WEIGHTS, latency_seconds))
-    (run.path / METRICS).write_text(json.dumps(run.metrics, indent=1, ensure_ascii=False))
+    run.save_metrics()
     cfg.save_config(run.config, run.path / CONFIG, extra={
         **version_block(),
         "provenance": {"variant": "distilled", "teacher": str(teacher_run.path),

@@ -31,9 +31,9 @@ from torch import nn
 from ..config import load_saved_config
 from ..data.run_data import load_run_data
 from ..errors import ConvlabError
-from ..layout import CONFIG, LABELS, METRICS, PREPROCESS, QUANTIZED_WEIGHTS, WEIGHTS
+from ..layout import CONFIG, LABELS, PREPROCESS, QUANTIZED_WEIGHTS, WEIGHTS
 from ..models.weights import save_safetensors
-from ..run import Preprocess, Run, load_run, run_architecture
+from ..run import Preprocess, Run, load_run, read_metrics, run_architecture
 from .measure import cost_metrics
 from .variant import variant_folder, write_variant_files
 
@@ -204,8 +204,7 @@ def load_quantized(path: str | Path) -> Run:
             raise ConvlabError(f"{weights} does not fit model {config.model.name} quantized {recipe['mode']}: "
                                f"{str(err).splitlines()[0]}") from None
     model.eval()
-    metrics = json.loads((path / METRICS).read_text()) if (path / METRICS).is_file() else None
-    return QuantizedRun(path, model, config, classes, preprocess, metrics, engine=recipe["engine"])
+    return QuantizedRun(path, model, config, classes, preprocess, read_metrics(path), engine=recipe["engine"])
 
 
 class QuantizedRun(Run):

@@ -8,7 +8,6 @@ models store their quantized tensors in model.int8.safetensors (compress/load.py
 """
 from __future__ import annotations
 
-import json
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +18,7 @@ from .. import config as cfg
 from ..errors import ConvlabError
 from ..layout import CONFIG, LABELS, METRICS, ONNX_SUFFIX, PREPROCESS, QUANTIZED_WEIGHTS, RUN_MARKERS, WEIGHTS, \
     version_block
+from ..files import write_json
 from ..run import Run
 
 
@@ -49,9 +49,9 @@ def variant_folder(out: str | Path, option: str = "--out"):
 def write_variant_files(run: Run, provenance: dict) -> None:
     """config.yaml (with provenance), labels.json, preprocess.json and metrics.json; not the weights."""
     cfg.save_config(run.config, run.path / CONFIG, extra={**version_block(), "provenance": provenance})
-    (run.path / LABELS).write_text(json.dumps(run.classes, indent=1, ensure_ascii=False))
-    (run.path / PREPROCESS).write_text(json.dumps(run.preprocess.to_json(), indent=1))
-    (run.path / METRICS).write_text(json.dumps(run.metrics, indent=1, ensure_ascii=False))
+    write_json(run.path / LABELS, run.classes)
+    write_json(run.path / PREPROCESS, run.preprocess.to_json())
+    run.save_metrics()
 
 
 def provenance_of(path: Path) -> dict:

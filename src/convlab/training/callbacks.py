@@ -7,12 +7,15 @@ on_epoch_end(state, logs), on_train_end(state). `state` is the loop's LoopState;
 from __future__ import annotations
 
 import csv
+import io
 import time
 from pathlib import Path
 from typing import TypeVar
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ..files import atomic_write_text
 
 
 class Callback:
@@ -124,10 +127,11 @@ class History(Callback):
     def on_epoch_end(self, state, logs):
         self.rows.append({"epoch": state.epoch, **{k: logs.get(k) for k in self.FIELDS if k != "epoch"}})
         if self.csv_path is not None:
-            with open(self.csv_path, "w", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=self.FIELDS)
-                writer.writeheader()
-                writer.writerows(self.rows)
+            table = io.StringIO(newline="")
+            writer = csv.DictWriter(table, fieldnames=self.FIELDS)
+            writer.writeheader()
+            writer.writerows(self.rows)
+            atomic_write_text(self.csv_path, table.getvalue())
 
     def state_dict(self) -> dict:
         return {"rows": self.rows}
