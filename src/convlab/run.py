@@ -24,7 +24,7 @@ from .data.run_data import load_test_data, map_labels
 from .errors import ConvlabError
 from .evaluate.metrics import classification_metrics
 from .files import write_json
-from .layout import CONFIG, LABELS, METRICS, PREPROCESS, WEIGHTS
+from .layout import CONFIG, LABELS, METRICS, ONNX_SUFFIX, PREPROCESS, QUANTIZED_WEIGHTS, WEIGHTS
 from .models.heads import put_head
 from .models.inference import predict_logits, softmax
 from .models.registry import create_model
@@ -232,12 +232,16 @@ def _is_on(model: torch.nn.Module, device: torch.device) -> bool:
     return first.device.type == device.type and device.index in (None, first.device.index)
 
 
-def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
-    """Load a run folder written by `convlab train`; needs nothing but the folder."""
+def load_run(path: str | Path, device: str | torch.device = "cpu", command: str = "this command") -> Run:
+    """Load a run folder written by `convlab train`; needs nothing but the folder.
+
+    `command` names who needs the float run in the message for an ONNX file or an int8 variant (which
+    compress.load_variant opens for the commands that only predict)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     path = Path(path)
+    check_float_run(path, command)
     if not path.is_dir():
         raise ConvlabError(f"run folder {path} does not exist")
     for required in (CONFIG, LABELS, PREPROCESS, WEIGHTS):
@@ -269,6 +273,16 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
     if trained_channels_last(preprocess, config, model):
         model.to(memory_format=torch.channels_last)  # as in training: the same kernels, the same numbers
     return Run(path, model, config, classes, preprocess, read_metrics(path), device)
+
+
+def check_float_run(path: Path, command: str) -> None:
+    """Refuse the model files that are not float runs by what they are, and say what `command` needs."""
+    needs = f"{command} needs a run folder with float weights"
+    if path.suffix == ONNX_SUFFIX and path.is_file():
+        raise ConvlabError(f"{path} is an ONNX file: {needs} (the run it was exported from)")
+    if (path / QUANTIZED_WEIGHTS).is_file():
+        raise ConvlabError(f"{path} is an int8 variant ({QUANTIZED_WEIGHTS}): {needs} (the run it was quantized "
+                           f"from, named as source in its {CONFIG})")
 
 
 def read_metrics(folder: Path) -> dict | None:

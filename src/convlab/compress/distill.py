@@ -140,7 +140,7 @@ def distill(teacher: str | Path | Run, *, student: str | None = None, temperatur
     if not 0.0 <= alpha <= 1.0:
         raise ConvlabError(f"--alpha must be in [0, 1], got {alpha}")
     console = console or Console(highlight=False, soft_wrap=True)
-    teacher_run = teacher if isinstance(teacher, Run) else load_run(teacher)
+    teacher_run = teacher if isinstance(teacher, Run) else load_run(teacher, command="distill --teacher")
     if student is not None:
         overrides["model"] = student
     if overrides.get("data") is None and config is None:  # the teacher's data unless told otherwise

@@ -108,7 +108,7 @@ def prune_run(source: str | Path | Run, out: str | Path, amount: float = 0.5, st
         raise ConvlabError(f"--lr must be > 0, got {lr}")
     if not 0.0 <= amount < 1.0:
         raise ConvlabError(f"--amount must be in [0, 1), got {amount}")
-    run = source if isinstance(source, Run) else load_run(source)
+    run = source if isinstance(source, Run) else load_run(source, command="prune")
     conf = copy.deepcopy(run.config)
     if data_dir is not None:
         conf.data.data_dir = data_dir

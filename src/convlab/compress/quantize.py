@@ -241,7 +241,7 @@ def quantize_run(source: str | Path | Run, out: str | Path, mode: str = "dynamic
         raise ConvlabError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
     if calibration_images < 1:
         raise ConvlabError(f"--calibration-images must be >= 1, got {calibration_images}")
-    run = source if isinstance(source, Run) else load_run(source)
+    run = source if isinstance(source, Run) else load_run(source, command="quantize")
     engine = engine or default_engine()
     conf = copy.deepcopy(run.config)
     if data_dir is not None:

@@ -259,7 +259,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None,
 
     Results first (metrics, confusion, per class, curves, mistakes, attribution), then the config and the data.
     """
-    run = load_run(run_dir)
+    run = load_run(run_dir, command="report")
     out = Path(out) if out else run.path / REPORT
     conf = run.config
     parts = [f"<h1>convlab run report: {html.escape(run.path.name)}</h1>",
