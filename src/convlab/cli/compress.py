@@ -72,10 +72,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ex.set_defaults(func=cmd_export)
 
     co = sub.add_parser("compare", help="size, accuracy and latency of runs and their variants",
-                        description="Evaluate runs, variant folders and .onnx files on the same test split and time "
-                                    "them here (batch 1 and 64); print one table and save a bar chart.")
+                        description="Evaluate runs, variant folders and .onnx files, each on its run's test split "
+                                    "(or all on --data's), and time them here (batch 1 and 64); print one table "
+                                    "and save a bar chart.")
     co.add_argument("paths", metavar="RUN_DIR", nargs="+", help="run folders, variant folders or .onnx files")
-    co.add_argument("--data", metavar="NAME", help="evaluate on this dataset's test split (default: the first's)")
+    co.add_argument("--data", metavar="NAME", help="evaluate every model on this dataset's test split (default: each run's own)")
     co.add_argument("--data-dir", metavar="DIR", help="folder with that dataset's files")
     co.add_argument("--chart", default="compare.png", metavar="FILE.png", help="bar chart (default: compare.png)")
     co.add_argument("--json", metavar="FILE", help="also write the rows as JSON")

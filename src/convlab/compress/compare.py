@@ -1,12 +1,15 @@
 """One table of model variants: size, accuracy and latency per image at batch 1 and 64, plus a bar chart.
 
-Every variant is evaluated on the same test split and timed in this process, one after another, on
-this machine's CPU: the numbers compare variants with each other, not with other machines.
+Every variant is evaluated on its run's own test split (variants of one run share it; `data` puts every
+variant on that dataset's split) and timed in this process, one after another, on this machine's CPU: the
+numbers compare variants with each other, not with other machines. When the rows were scored on different
+splits, the table says per row which.
 """
 from __future__ import annotations
 
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Callable
 
 import torch
 from rich.table import Table
@@ -49,37 +52,60 @@ def compare(paths: list[str | Path], data: str | None = None, data_dir: str | No
             not isinstance(run, QuantizedRun) else None
         rows.append({"variant": variant_label(path), "kind": variant_kind(run), "model": run.config.model.name,
                      "path": str(path), "size_mb": file_size(weights) / MB, "gzip_mb": gzip_size(weights) / MB,
-                     "sparsity": sparsity, "accuracy": metrics["accuracy"], "test_images": metrics["num_samples"],
+                     "sparsity": sparsity, "accuracy": metrics["accuracy"], "test_data": data or conf.name,
+                     "test_images": metrics["num_samples"],
                      "threads": threads or torch.get_num_threads(),
                      **{f"ms_per_image_batch_{b}": latency[f"batch_{b}"] for b in BATCH_SIZES}})
     return rows
 
 
-def comparison_table(rows: list[dict]) -> Table:
-    images = rows[0]["test_images"] if rows else 0
+def shared_test_split(rows: list[dict]) -> str | None:
+    """"360 test images of digits" when every row was scored on one split; None when they differ."""
+    splits = {(row["test_data"], row["test_images"]) for row in rows}
+    if len(splits) != 1:
+        return None
+    data, images = splits.pop()
+    return f"{images:,} test images of {data}"
+
+
+def _columns(rows: list[dict]) -> list[tuple[str, str, Callable[[dict], str]]]:
+    """(header, justify, cell) per column; a "test data" column when the rows were scored on different splits."""
+    columns = [("variant", "left", lambda r: r["variant"]), ("kind", "left", lambda r: r["kind"]),
+               ("model", "left", lambda r: r["model"])]
+    if shared_test_split(rows) is None:
+        columns.append(("test data", "left", lambda r: f"{r['test_data']} ({r['test_images']:,})"))
+    return columns + [
+        ("size MB", "right", lambda r: f"{r['size_mb']:.3f}"), ("gzip MB", "right", lambda r: f"{r['gzip_mb']:.3f}"),
+        ("sparsity", "right", lambda r: "-" if r["sparsity"] is None else f"{r['sparsity']:.2f}"),
+        ("accuracy", "right", lambda r: f"{r['accuracy']:.4f}"),
+        ("ms/img b=1", "right", lambda r: f"{r['ms_per_image_batch_1']:.4f}"),
+        ("ms/img b=64", "right", lambda r: f"{r['ms_per_image_batch_64']:.4f}")]
+
+
+def table_title(rows: list[dict]) -> str:
+    """What the accuracies were scored on and how latency was timed."""
     threads = rows[0]["threads"] if rows else 0
-    table = Table(title=f"{images} test images; latency: ms per image (fastest of repeated calls), {threads} CPU thread"
-                  f"{'s' if threads != 1 else ''}")
-    for name, justify in (("variant", "left"), ("kind", "left"), ("model", "left"), ("size MB", "right"),
-                          ("gzip MB", "right"), ("sparsity", "right"), ("accuracy", "right"),
-                          ("ms/img b=1", "right"), ("ms/img b=64", "right")):
-        table.add_column(name, justify=justify)
+    scored = shared_test_split(rows) or "accuracy on each row's own test split (test data: dataset and images)"
+    return (f"{scored}; latency: ms per image (fastest of repeated calls), {threads} CPU thread"
+            f"{'s' if threads != 1 else ''}")
+
+
+def comparison_table(rows: list[dict]) -> Table:
+    table = Table(title=table_title(rows))
+    columns = _columns(rows)
+    for header, justify, _ in columns:
+        table.add_column(header, justify=justify)
     for row in rows:
-        table.add_row(row["variant"], row["kind"], row["model"], f"{row['size_mb']:.3f}", f"{row['gzip_mb']:.3f}",
-                      "-" if row["sparsity"] is None else f"{row['sparsity']:.2f}", f"{row['accuracy']:.4f}",
-                      f"{row['ms_per_image_batch_1']:.4f}", f"{row['ms_per_image_batch_64']:.4f}")
+        table.add_row(*(cell(row) for _, _, cell in columns))
     return table
 
 
 def markdown_table(rows: list[dict]) -> str:
-    """The same table in Markdown, for notes and docs."""
-    lines = ["| variant | kind | model | size MB | gzip MB | sparsity | accuracy | ms/img b=1 | ms/img b=64 |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for row in rows:
-        sparsity = "-" if row["sparsity"] is None else f"{row['sparsity']:.2f}"
-        lines.append(f"| {row['variant']} | {row['kind']} | {row['model']} | {row['size_mb']:.3f} | "
-                     f"{row['gzip_mb']:.3f} | {sparsity} | {row['accuracy']:.4f} | "
-                     f"{row['ms_per_image_batch_1']:.4f} | {row['ms_per_image_batch_64']:.4f} |")
+    """The same table in Markdown, for notes and docs, under its title."""
+    columns = _columns(rows)
+    lines = [table_title(rows), "", "| " + " | ".join(header for header, _, _ in columns) + " |",
+             "| " + " | ".join("---" if justify == "left" else "---:" for _, justify, _ in columns) + " |"]
+    lines += ["| " + " | ".join(cell(row) for _, _, cell in columns) + " |" for row in rows]
     return "\n".join(lines)
 
 
