@@ -478,6 +478,8 @@ def _shown(value) -> str:
 
 def print_summary(console: Console, run: Run) -> None:
     m = run.metrics
+    for warning in m.get("warnings", []):
+        console.print(f"warning: {warning}", markup=False)
     parts = [f"accuracy {m['accuracy']:.4f}"]
     if "top5_accuracy" in m:
         parts.append(f"top-5 {m['top5_accuracy']:.4f}")

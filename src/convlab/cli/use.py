@@ -47,6 +47,8 @@ def cmd_eval(args) -> int:
         print(json.dumps(metrics, indent=1, ensure_ascii=False))
         return 0
     console = Console(highlight=False, soft_wrap=True)
+    for warning in metrics.get("warnings", []):
+        console.print(f"warning: {warning}", markup=False)
     head = f"accuracy {metrics['accuracy']:.4f}"
     if "top5_accuracy" in metrics:
         head += f"  top-5 {metrics['top5_accuracy']:.4f}"

@@ -46,4 +46,31 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, classes: list[
     }
     metrics["confusion_matrix"] = matrix.tolist()
     metrics["num_samples"] = int(len(labels))
+    constant = constant_output_warning(probs, classes)
+    if constant:
+        metrics["warnings"] = [constant]
     return metrics
+
+
+CONSTANT_SPREAD = 1e-3  # probabilities that differ less than this between all images: the input is ignored
+
+
+def constant_output_warning(probs: np.ndarray, classes: list[str]) -> str | None:
+    """A warning when the model answers the same for every image (one class, near-identical probabilities).
+
+    Such a model evaluates to the share of one class and a loss near ln(classes) and says nothing else; the
+    usual cause is BatchNorm running statistics that training did not move far enough from their start
+    (docs/quickstart.md, "A model that answers the same for every image").
+    """
+    if len(probs) < 2:
+        return None
+    spread = float(np.abs(probs - probs.mean(axis=0)).max())
+    predicted = np.unique(probs.argmax(axis=1))
+    if len(predicted) > 1 or spread >= CONSTANT_SPREAD:
+        return None
+    return (f"the model gives the same output for every one of the {len(probs)} test images (all predicted as "
+            f"{classes[int(predicted[0])]!r}, probabilities within {spread:.1e} of each other): it does not use "
+            f"its input in evaluation. If training accuracy rose, BatchNorm running statistics are the usual "
+            f"cause (torchvision's mobilenet_v3 updates them with momentum 0.01): train more "
+            f"steps (more --epochs or a smaller --batch-size), or fine-tune pretrained weights (convlab "
+            f"finetune --from torchvision:NAME); see docs/quickstart.md")
