@@ -293,12 +293,12 @@ def read_metrics(folder: Path) -> dict | None:
         return None
     try:
         document = json.loads(path.read_text())
+        problem = None if isinstance(document, dict) else "not a JSON object"
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, OSError) as err:
-        document = err
-    if isinstance(document, dict):
+        problem = f"{type(err).__name__}: {err}"
+    if problem is None:
         return document
-    why = f"{type(document).__name__}: {document}" if isinstance(document, Exception) else "not a JSON object"
-    print(f"warning: {path} is damaged ({why}); its stored metrics are ignored (convlab eval {folder} computes "
+    print(f"warning: {path} is damaged ({problem}); its stored metrics are ignored (convlab eval {folder} computes "
           f"the test metrics again)", file=sys.stderr)
     return None
 
