@@ -216,3 +216,44 @@ def test_quick_start_train_runs_as_written(command, tmp_path, monkeypatch):
     metrics = json.loads((tmp_path / "run" / METRICS).read_text())
     assert metrics["epochs_run"] == 20 and metrics["accuracy"] > 0.9  # the recipe's 20 epochs, as documented
     assert not (tmp_path / "runs").exists()
+
+
+# -- install commands ---------------------------------------------------------------------------------
+# A package named `convlab` on the public index is another project: every install of this one names the
+# project folder (`pip install -e .`, `pip install -e ".[serve]"`), never the bare name.
+INSTALL_TEXTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "src").rglob("*.py"))]
+
+
+def pip_install_targets(text: str) -> list[list[str]]:
+    """The arguments of each `pip install` in a text (Markdown or a message in Python source)."""
+    found = []
+    for args in re.findall(r"pip install ([^`\n#|()&<]*)", text):
+        args = args.split(" in the ")[0].replace('\\"', '"').strip().rstrip(",;:")
+        found.append([token for token in shlex.split(args) if not token.startswith("-")])
+    return found
+
+
+def test_pip_install_targets_are_read_from_markdown_and_messages():
+    text = 'run `pip install -e ".[serve]"` or: pip install -e \\".[tune]\\" in the convlab folder (or pip install x)'
+    assert pip_install_targets(text) == [[".[serve]"], [".[tune]"], ["x"]]
+    assert pip_install_targets('pip install "convlab[serve]"  # FastAPI') == [["convlab[serve]"]]
+
+
+@pytest.mark.parametrize("path", INSTALL_TEXTS, ids=lambda path: str(path.relative_to(ROOT)))
+def test_every_pip_install_installs_this_project_from_its_folder(path):
+    import tomllib
+
+    extras = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+    for targets in pip_install_targets(path.read_text()):
+        assert targets, f"{path.name}: a pip install without a target"
+        for target in targets:
+            name = re.split(r"[\[@<>=!~;\s]", target)[0]
+            assert name.lower() != "convlab", f"{path.name}: pip install {target} installs another project"
+            if target.startswith("."):
+                match = re.fullmatch(r"\.(?:\[([\w,]+)\])?", target)
+                assert match, f"{path.name}: pip install {target}: write . or .[EXTRA]"
+                assert set(filter(None, (match.group(1) or "").split(","))) <= extras, f"{path.name}: {target}"
+
+
+def test_the_readme_installs_from_the_project_folder():
+    assert [".[test]"] in pip_install_targets((ROOT / "README.md").read_text())

@@ -14,8 +14,8 @@ import pytest
 from convlab.errors import ConvlabError
 from postgres import postgres_server
 
-optuna = pytest.importorskip("optuna", reason="convlab tune needs optuna (pip install 'convlab[tune]')")
-pytest.importorskip("psycopg2", reason="PostgreSQL storage needs psycopg2 (pip install 'convlab[tune]')")
+optuna = pytest.importorskip("optuna", reason="convlab tune needs optuna (pip install -e '.[tune]')")
+pytest.importorskip("psycopg2", reason="PostgreSQL storage needs psycopg2 (pip install -e '.[tune]')")
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 TRIAL = ["--search", "random", "--param", "lr=1e-3:1e-2:log", "--data", "digits", "--model", "tiny-cnn",

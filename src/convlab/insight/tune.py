@@ -42,8 +42,8 @@ def _require_optuna():
     try:
         import optuna
     except ImportError:
-        raise ConvlabError("convlab tune needs Optuna, which is not installed; run pip install 'convlab[tune]' "
-                           "(or pip install optuna)") from None
+        raise ConvlabError("convlab tune needs Optuna, which is not installed; run pip install -e '.[tune]' in the "
+                           "convlab folder (or pip install optuna)") from None
     return optuna
 
 
@@ -228,8 +228,8 @@ def open_storage(optuna, url: str, heartbeat: int):
             error = err
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ConvlabError(f"--storage {shown}: cannot open the database ({reason}); check the URL, that the "
-                           f"server runs and that its driver is installed (pip install 'convlab[tune]' has "
-                           f"PostgreSQL's)") from None
+                           f"server runs and that its driver is installed (the tune extra has PostgreSQL's: "
+                           f"pip install -e '.[tune]' in the convlab folder)") from None
 
 
 def tune(study_dir: str | Path, params: list[str], trials: int = 20, search: str = "tpe",
