@@ -257,3 +257,45 @@ def test_every_pip_install_installs_this_project_from_its_folder(path):
 
 def test_the_readme_installs_from_the_project_folder():
     assert [".[test]"] in pip_install_targets((ROOT / "README.md").read_text())
+
+
+# -- printed config samples ---------------------------------------------------------------------------
+MARKS = "ʳᶠ*ˢ"
+
+
+def config_samples() -> list[tuple[str, list[str]]]:
+    """Each `config  (...)` printout quoted in README.md and docs/*.md: (file name, its section lines)."""
+    samples = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for match in re.finditer(r"^config  \(.*\)\n((?:  \w+ .*\n)+)", path.read_text(), flags=re.M):
+            samples.append((path.name, match.group(1).splitlines()))
+    return samples
+
+
+def test_the_docs_quote_config_samples():
+    assert {name for name, _ in config_samples()} >= {"quickstart.md", "fine-tuning.md"}
+
+
+@pytest.mark.parametrize("name, lines", config_samples(), ids=[name for name, _ in config_samples()])
+def test_every_config_sample_lists_every_key_as_the_config_prints_it(name, lines):
+    """Every section line names its section's keys in the config's order, and an unmarked value (a default)
+    is written as `convlab train` prints that default."""
+    import io
+
+    from rich.console import Console
+
+    from convlab import config as cfg
+    from convlab.pipeline import print_config
+
+    sections = [line.split()[0] for line in lines]
+    out = io.StringIO()
+    print_config(Console(file=out, width=10_000), cfg.Config(), {key: "default" for key in cfg.FLAT_KEYS},
+                 tuple(sections))
+    defaults = dict(part.split("=", 1) for line in out.getvalue().splitlines()[1:] for part in line.split()[1:])
+    for line in lines:
+        section, *parts = line.split()
+        keys = [part.split("=", 1)[0] for part in parts]
+        assert keys == [key for key, (s, _) in cfg.FLAT_KEYS.items() if s == section], f"{name}: {section}"
+        for key, value in (part.split("=", 1) for part in parts):
+            if value[-1] not in MARKS:
+                assert value == defaults[key], f"{name}: {section} {key}={value} is not the default"
