@@ -317,9 +317,7 @@ def tune(study_dir: str | Path, params: list[str], trials: int = 20, search: str
         trial.set_user_attr("test_accuracy", run.metrics["accuracy"])
         return reporter.best
 
-    if todo:
-        _optimize(study, objective, target - finished, console, space,
-                  lambda: sum(_progress(optuna, study)) >= target)
+    _run_until_target(optuna, study, objective, target, console, space, heartbeat)
     result = TuneResult(study, study_dir, None, None, todo)
     print_trials(console, study, space)
     if _finished(optuna, study, complete_only=True):
@@ -344,9 +342,9 @@ def _check_not_surplus(optuna, study, trial, target: int) -> None:
     """Trial numbers come from the database in order, so "finished trials plus running ones with a smaller
     number reach the target" is a test every worker agrees on: of two workers that start a trial at the
     same moment for the last place, the one with the larger number stands down."""
-    states = optuna.trial.TrialState
-    finished = len(study.get_trials(deepcopy=False, states=(states.COMPLETE, states.PRUNED)))
-    earlier = [t for t in study.get_trials(deepcopy=False, states=(states.RUNNING,)) if t.number < trial.number]
+    finished, _ = _progress(optuna, study)  # a dead worker's trial is failed first: it no longer counts
+    earlier = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+               if t.number < trial.number]
     if finished + len(earlier) >= target:
         trial.set_user_attr("surplus", True)
         study.stop()
@@ -382,6 +380,30 @@ def _finished(optuna, study, complete_only: bool = False) -> list:
     states = (optuna.trial.TrialState.COMPLETE,) if complete_only else (
         optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     return study.get_trials(deepcopy=False, states=states)
+
+
+def _run_until_target(optuna, study, objective, target: int, console: Console, space: list[Param],
+                      heartbeat: int) -> None:
+    """Run trials until the study has `target` finished ones, all workers together.
+
+    Trials other workers are running count as on their way, so this worker starts no more than the target
+    needs; but it leaves only once they have finished. Until then it looks every `heartbeat` seconds: a
+    worker that died stops beating, its trial is failed and a copy queued (`_progress`), and this worker
+    runs the copy instead of leaving the study one trial short."""
+    waiting = False
+    while True:
+        finished, running = _progress(optuna, study)
+        if finished >= target:
+            return
+        todo = target - finished - running
+        if todo > 0:
+            _optimize(study, objective, todo, console, space, lambda: sum(_progress(optuna, study)) >= target)
+            continue
+        if not waiting:
+            console.print(f"waiting for the {running} trials running in other workers (a trial whose worker "
+                          f"stopped is run here)", markup=False)
+            waiting = True
+        time.sleep(heartbeat)
 
 
 def _optimize(study, objective, todo: int, console: Console, space: list[Param], enough) -> None:
