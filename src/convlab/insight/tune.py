@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import io
+import logging
 import math
 import time
 import types
@@ -300,7 +301,16 @@ def tune(study_dir: str | Path, params: list[str], trials: int = 20, search: str
         console.print(f"study {where}: {finished} finished trials{elsewhere}; {todo} to go (target {target})",
                       markup=False)
 
+    quiet = _QuietStops()
+
     def objective(trial):
+        try:
+            return run_trial(trial)
+        except (KeyboardInterrupt, SurplusTrial):
+            quiet.numbers.add(trial.number)
+            raise
+
+    def run_trial(trial):
         _check_not_surplus(optuna, study, trial, target)
         settings = dict(base)
         settings.update({p.key: p.suggest(trial) for p in space})
@@ -317,7 +327,14 @@ def tune(study_dir: str | Path, params: list[str], trials: int = 20, search: str
         trial.set_user_attr("test_accuracy", run.metrics["accuracy"])
         return reporter.best
 
-    _run_until_target(optuna, study, objective, target, console, space, heartbeat)
+    logging.getLogger(_QuietStops.LOGGER).addFilter(quiet)
+    try:
+        _run_until_target(optuna, study, objective, target, console, space, heartbeat)
+    except KeyboardInterrupt:  # the trial in progress is failed; the study continues from its finished ones
+        raise KeyboardInterrupt(f"the study in {where} keeps the trials finished so far "
+                                f"({len(_finished(optuna, study))}); run the same command again to continue it") from None
+    finally:
+        logging.getLogger(_QuietStops.LOGGER).removeFilter(quiet)
     result = TuneResult(study, study_dir, None, None, todo)
     print_trials(console, study, space)
     if _finished(optuna, study, complete_only=True):
@@ -332,6 +349,20 @@ def tune(study_dir: str | Path, params: list[str], trials: int = 20, search: str
     else:
         console.print("no trial has completed yet: no best config", markup=False)
     return result
+
+
+class _QuietStops(logging.Filter):
+    """Optuna logs each failed trial with its traceback. A trial stopped by Ctrl-C or standing down is no
+    error (convlab says what happened in its own words), so its two lines are left out."""
+
+    LOGGER = "optuna.study._optimize"  # the logger of Optuna's "Trial N failed ..." lines
+
+    def __init__(self):
+        super().__init__()
+        self.numbers: set[int] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(record.getMessage().startswith(f"Trial {n} failed") for n in self.numbers)
 
 
 class SurplusTrial(Exception):
