@@ -15,7 +15,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                     "everything with a lower backbone lr). Takes train's flags too; the run "
                                     "folder is the same as train's.")
     ft.add_argument("--config", metavar="FILE.yaml", help="YAML settings applied before the flags")
-    ft.add_argument("--resume", metavar="RUN_DIR", help=resume_help("an interrupted fine-tune, in the freeze state of its stage,"))
+    ft.add_argument("--resume", metavar="RUN_DIR",
+                    help=resume_help("an interrupted fine-tune, in the freeze state of its stage,"))
     add_config_flags(ft, SECTIONS, renamed={"source": "--from"})
     ft.set_defaults(func=cmd_finetune)
 

@@ -331,8 +331,9 @@ def tune(study_dir: str | Path, params: list[str], trials: int = 20, search: str
     try:
         _run_until_target(optuna, study, objective, target, console, space, heartbeat)
     except KeyboardInterrupt:  # the trial in progress is failed; the study continues from its finished ones
-        raise KeyboardInterrupt(f"the study in {where} keeps the trials finished so far "
-                                f"({len(_finished(optuna, study))}); run the same command again to continue it") from None
+        done = len(_finished(optuna, study))
+        raise KeyboardInterrupt(f"the study in {where} keeps the trials finished so far ({done}); run the same "
+                                f"command again to continue it") from None
     finally:
         logging.getLogger(_QuietStops.LOGGER).removeFilter(quiet)
     result = TuneResult(study, study_dir, None, None, todo)
