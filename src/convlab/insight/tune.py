@@ -11,6 +11,7 @@ worker then runs.
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import io
 import logging
@@ -327,15 +328,8 @@ def tune(study_dir: str | Path, params: list[str], trials: int = 20, search: str
         trial.set_user_attr("test_accuracy", run.metrics["accuracy"])
         return reporter.best
 
-    logging.getLogger(_QuietStops.LOGGER).addFilter(quiet)
-    try:
+    with _interrupt_says_rerun(optuna, study, where, quiet):
         _run_until_target(optuna, study, objective, target, console, space, heartbeat)
-    except KeyboardInterrupt:  # the trial in progress is failed; the study continues from its finished ones
-        done = len(_finished(optuna, study))
-        raise KeyboardInterrupt(f"the study in {where} keeps the trials finished so far ({done}); run the same "
-                                f"command again to continue it") from None
-    finally:
-        logging.getLogger(_QuietStops.LOGGER).removeFilter(quiet)
     result = TuneResult(study, study_dir, None, None, todo)
     print_trials(console, study, space)
     if _finished(optuna, study, complete_only=True):
@@ -364,6 +358,21 @@ class _QuietStops(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not any(record.getMessage().startswith(f"Trial {n} failed") for n in self.numbers)
+
+
+@contextlib.contextmanager
+def _interrupt_says_rerun(optuna, study, where: str, quiet: _QuietStops):
+    """Ctrl-C fails the trial in progress (Optuna's lines about it left out); what continues the study is
+    the same command, which the message says (not the trial's own `train --resume`)."""
+    logging.getLogger(_QuietStops.LOGGER).addFilter(quiet)
+    try:
+        yield
+    except KeyboardInterrupt:
+        done = len(_finished(optuna, study))
+        raise KeyboardInterrupt(f"the study in {where} keeps the trials finished so far ({done}); run the same "
+                                f"command again to continue it") from None
+    finally:
+        logging.getLogger(_QuietStops.LOGGER).removeFilter(quiet)
 
 
 class SurplusTrial(Exception):
