@@ -68,7 +68,7 @@ def postgres_server(database: str = "convlab"):
             "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
         try:
             run(str(folder / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", database)
-            yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/{database}"
+            yield f"postgresql://postgres@127.0.0.1:{port}/{database}"  # as docs/insight.md writes it
         finally:
             run(str(folder / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
     finally:

@@ -216,3 +216,86 @@ def test_quick_start_train_runs_as_written(command, tmp_path, monkeypatch):
     metrics = json.loads((tmp_path / "run" / METRICS).read_text())
     assert metrics["epochs_run"] == 20 and metrics["accuracy"] > 0.9  # the recipe's 20 epochs, as documented
     assert not (tmp_path / "runs").exists()
+
+
+# -- install commands ---------------------------------------------------------------------------------
+# A package named `convlab` on the public index is another project: every install of this one names the
+# project folder (`pip install -e .`, `pip install -e ".[serve]"`), never the bare name.
+INSTALL_TEXTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "src").rglob("*.py"))]
+
+
+def pip_install_targets(text: str) -> list[list[str]]:
+    """The arguments of each `pip install` in a text (Markdown or a message in Python source)."""
+    found = []
+    for args in re.findall(r"pip install ([^`\n#|()&<]*)", text):
+        args = args.split(" in the ")[0].replace('\\"', '"').strip().rstrip(",;:")
+        found.append([token for token in shlex.split(args) if not token.startswith("-")])
+    return found
+
+
+def test_pip_install_targets_are_read_from_markdown_and_messages():
+    text = 'run `pip install -e ".[serve]"` or: pip install -e \\".[tune]\\" in the convlab folder (or pip install x)'
+    assert pip_install_targets(text) == [[".[serve]"], [".[tune]"], ["x"]]
+    assert pip_install_targets('pip install "convlab[serve]"  # FastAPI') == [["convlab[serve]"]]
+
+
+@pytest.mark.parametrize("path", INSTALL_TEXTS, ids=lambda path: str(path.relative_to(ROOT)))
+def test_every_pip_install_installs_this_project_from_its_folder(path):
+    import tomllib
+
+    extras = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+    for targets in pip_install_targets(path.read_text()):
+        assert targets, f"{path.name}: a pip install without a target"
+        for target in targets:
+            name = re.split(r"[\[@<>=!~;\s]", target)[0]
+            assert name.lower() != "convlab", f"{path.name}: pip install {target} installs another project"
+            if target.startswith("."):
+                match = re.fullmatch(r"\.(?:\[([\w,]+)\])?", target)
+                assert match, f"{path.name}: pip install {target}: write . or .[EXTRA]"
+                assert set(filter(None, (match.group(1) or "").split(","))) <= extras, f"{path.name}: {target}"
+
+
+def test_the_readme_installs_from_the_project_folder():
+    assert [".[test]"] in pip_install_targets((ROOT / "README.md").read_text())
+
+
+# -- printed config samples ---------------------------------------------------------------------------
+MARKS = "ʳᶠ*ˢ"
+
+
+def config_samples() -> list[tuple[str, list[str]]]:
+    """Each `config  (...)` printout quoted in README.md and docs/*.md: (file name, its section lines)."""
+    samples = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for match in re.finditer(r"^config  \(.*\)\n((?:  \w+ .*\n)+)", path.read_text(), flags=re.M):
+            samples.append((path.name, match.group(1).splitlines()))
+    return samples
+
+
+def test_the_docs_quote_config_samples():
+    assert {name for name, _ in config_samples()} >= {"quickstart.md", "fine-tuning.md"}
+
+
+@pytest.mark.parametrize("name, lines", config_samples(), ids=[name for name, _ in config_samples()])
+def test_every_config_sample_lists_every_key_as_the_config_prints_it(name, lines):
+    """Every section line names its section's keys in the config's order, and an unmarked value (a default)
+    is written as `convlab train` prints that default."""
+    import io
+
+    from rich.console import Console
+
+    from convlab import config as cfg
+    from convlab.pipeline import print_config
+
+    sections = [line.split()[0] for line in lines]
+    out = io.StringIO()
+    print_config(Console(file=out, width=10_000), cfg.Config(), {key: "default" for key in cfg.FLAT_KEYS},
+                 tuple(sections))
+    defaults = dict(part.split("=", 1) for line in out.getvalue().splitlines()[1:] for part in line.split()[1:])
+    for line in lines:
+        section, *parts = line.split()
+        keys = [part.split("=", 1)[0] for part in parts]
+        assert keys == [key for key, (s, _) in cfg.FLAT_KEYS.items() if s == section], f"{name}: {section}"
+        for key, value in (part.split("=", 1) for part in parts):
+            if value[-1] not in MARKS:
+                assert value == defaults[key], f"{name}: {section} {key}={value} is not the default"

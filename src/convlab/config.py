@@ -73,7 +73,7 @@ class TrainConfig:
     out: str | None = _opt(None, "run folder (default: runs/<data>-<model>-<timestamp>)")
     quiet: bool = _opt(False, "plain one-line-per-epoch output instead of progress bars")
     tensorboard: bool = _opt(False, "log loss, accuracy, lr and the validation confusion matrix to "
-                                    "RUN_DIR/tensorboard (needs the tensorboard package: convlab[tensorboard])")
+                                    "RUN_DIR/tensorboard (needs the tensorboard package: the tensorboard extra)")
     threads: int = _opt(0, "CPU threads for torch (0: the cores other processes leave idle)", min=0)
     channels_last: Switch = _opt("auto", "NHWC memory format (auto: on for conv nets on CPU and CUDA)")
     amp: Amp = _opt("auto", "mixed precision (auto: bf16 on CUDA where supported, else fp16; off on CPU)")

@@ -9,21 +9,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rich.console import Console
-
 from . import config as cfg
-from .data.batches import Normalization
 from .errors import ConvlabError
 from .layout import WEIGHTS
-from .models.heads import parse_head, put_head
-from .models.pretrained import Pretrained, load_backbone, parse_source, read_weights_file, timm_source, \
-    torchvision_source
-from .models.registry import create_model
-from .models.weights import WEIGHT_SUFFIXES
-from .run import Run, load_run
 
-if TYPE_CHECKING:  # the pipeline itself is imported when a fine-tune runs
+# What a fine-tune uses is imported when one runs: `import convlab` binds `finetune` without torch.
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from .models.pretrained import Pretrained
     from .pipeline import Start
+    from .run import Run
 
 SECTIONS = cfg.TRAIN_SECTIONS + ("finetune",)
 
@@ -36,7 +32,8 @@ def finetune(source: str | Path | None = None, config: str | Path | None = None,
     fine-tune run folder whose last checkpoint is continued, in the freeze state of its stage; `callbacks` run
     before the built-in ones, as for `convlab.train`.
     """
-    from .pipeline import Job, resolve_job_config, run_pipeline  # lazy: start-up time (`import convlab` needs no pipeline)
+    from .models.heads import parse_head  # lazy: start-up time (`import convlab` needs no torch)
+    from .pipeline import Job, resolve_job_config, run_pipeline  # lazy: start-up time
 
     if source is not None:
         overrides["source"] = str(source)
@@ -53,6 +50,10 @@ def finetune(source: str | Path | None = None, config: str | Path | None = None,
 
 def pretrained_start(conf: cfg.Config, pretrained: Pretrained) -> Start:
     """The source's architecture with its weights, the head left as built for the new classes."""
+    from .data.batches import Normalization  # lazy: start-up time
+    from .models.heads import put_head  # lazy: start-up time
+    from .models.pretrained import load_backbone  # lazy: start-up time
+    from .models.registry import create_model  # lazy: start-up time
     from .pipeline import Start  # lazy: start-up time
 
     size = (conf.data.image_size,) * 2 if conf.data.image_size else None
@@ -73,6 +74,9 @@ def pretrained_start(conf: cfg.Config, pretrained: Pretrained) -> Start:
 
 def load_source(source: str, weights: str | None) -> Pretrained:
     """A run folder, torchvision:NAME or timm:NAME -> the model name, weights and expected input."""
+    from .models.pretrained import (Pretrained, parse_source, read_weights_file, timm_source,  # lazy: start-up
+                                    torchvision_source)
+    from .run import load_run  # lazy: start-up time
     kind, name = parse_source(source)
     if kind == "torchvision":
         return torchvision_source(name, weights)
@@ -105,6 +109,7 @@ def take_from_source(conf: cfg.Config, origin: dict[str, str], pretrained: Pretr
 
 
 def weights_place(pretrained: Pretrained) -> str:
+    from .models.weights import WEIGHT_SUFFIXES  # lazy: start-up time
     if Path(str(pretrained.weights)).suffix in WEIGHT_SUFFIXES:
         return f"weights file {pretrained.weights}"
     return f"the weights of {pretrained.source} ({pretrained.weights})"

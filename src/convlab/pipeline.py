@@ -52,7 +52,7 @@ from .training.loop import fit
 from .training.numerics import NonFiniteLossGuard
 from .training.optim import build_optimizer, build_schedule
 from .training.resume import resume_config
-from .training.scratch_engine import check_options as check_scratch_options, fit_scratch
+from .training.scratch_engine import check_options as check_scratch_options, fit_scratch, scratch_retrain_hint
 
 MAX_ISSUE_LINES = 20  # warnings printed one per file; the rest are in data_issues.json
 VAL_BATCH = 512
@@ -315,14 +315,14 @@ def make_callbacks(job: Job, console: Console, run_dir: Path, ranks: distributed
 
         callbacks.append(TensorBoardLogger(run_dir / TENSORBOARD, val_loader, classes))
     if conf.train.engine == "scratch":
-        hint = (f"the scratch engine cannot resume; train again (convlab {job.command} --config "
-                f"{run_dir / CONFIG} --out NEW_DIR)")
+        hint = scratch_retrain_hint(job.command, run_dir / CONFIG)
     elif job.resumable:
         hint = f"convlab {job.command} --resume {run_dir}"
     else:
         hint = f"convlab {job.command} cannot resume; run it again with another --out"
     callbacks.append(Checkpointer(run_dir / CHECKPOINTS, schedule, {"data_order": generator}, stateful,
                                   resume=job.resuming, resume_hint=hint, ranks=ranks,
+                                  resumable=job.resumable and conf.train.engine != "scratch",
                                   every=conf.train.checkpoint_every))  # last: saves what the others updated
     return callbacks, history
 

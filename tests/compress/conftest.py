@@ -36,8 +36,8 @@ def quantized_runs(digits_run, variants_dir):
 @pytest.fixture(scope="session")
 def onnx_file(digits_run, tmp_path_factory):
     """digits_run exported to its own folder (not into the shared run folder)."""
-    pytest.importorskip("onnxruntime", reason="ONNX export is checked with onnxruntime: pip install 'convlab[onnx]'")
-    pytest.importorskip("onnxscript", reason="torch.onnx's exporter needs onnxscript: pip install 'convlab[onnx]'")
+    pytest.importorskip("onnxruntime", reason="ONNX export is checked with onnxruntime: pip install -e '.[onnx]'")
+    pytest.importorskip("onnxscript", reason="torch.onnx's exporter needs onnxscript: pip install -e '.[onnx]'")
     from convlab.compress import export_onnx
 
     return export_onnx(digits_run, tmp_path_factory.mktemp("onnx") / "model.onnx")

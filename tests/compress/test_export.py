@@ -12,8 +12,8 @@ from convlab.compress import export
 from convlab.compress.export import export_onnx, load_onnx
 from convlab.run import Run
 
-onnx = pytest.importorskip("onnx", reason="ONNX export needs onnx: pip install 'convlab[onnx]'")
-onnxruntime = pytest.importorskip("onnxruntime", reason="ONNX export needs onnxruntime: pip install 'convlab[onnx]'")
+onnx = pytest.importorskip("onnx", reason="ONNX export needs onnx: pip install -e '.[onnx]'")
+onnxruntime = pytest.importorskip("onnxruntime", reason="ONNX export needs onnxruntime: pip install -e '.[onnx]'")
 
 
 def test_export_writes_metadata_and_a_free_batch_axis(onnx_file, digits_run):

@@ -164,7 +164,7 @@ def test_bad_batch_contents(tmp_path, write_cifar, changes, message):
 def test_missing_batch_file(tmp_path, write_cifar):
     data = write_cifar(tmp_path)
     (data["batches"] / "data_batch_4").unlink()
-    with pytest.raises(ConvlabError, match="lacks data_batch_4"):
+    with pytest.raises(ConvlabError, match="is missing data_batch_4"):
         read_cifar10(data["batches"])
 
 

@@ -11,7 +11,7 @@ from convlab.cli import main
 
 @pytest.mark.slow
 def test_train_logs_scalars_and_the_confusion_matrix(tmp_path):
-    pytest.importorskip("tensorboard", reason="--tensorboard needs tensorboard (pip install 'convlab[tensorboard]')")
+    pytest.importorskip("tensorboard", reason="--tensorboard needs tensorboard (pip install -e '.[tensorboard]')")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run = train(data="digits", model="tiny-cnn", epochs=2, out=str(tmp_path / "run"), quiet=True, tensorboard=True)
@@ -33,5 +33,5 @@ def test_missing_tensorboard_is_a_clear_error(tmp_path, monkeypatch, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "--tensorboard needs the tensorboard package, which is not installed" in err
-    assert "pip install 'convlab[tensorboard]'" in err
+    assert "pip install -e '.[tensorboard]'" in err
     assert not (tmp_path / "r").exists()  # failed before making the run folder

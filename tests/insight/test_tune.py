@@ -8,7 +8,7 @@ from convlab.cli import main
 from convlab.errors import ConvlabError
 from convlab.insight.tune import Param, ReportToTrial, parse_param, parse_space
 
-optuna = pytest.importorskip("optuna", reason="convlab tune needs optuna (pip install 'convlab[tune]')")
+optuna = pytest.importorskip("optuna", reason="convlab tune needs optuna (pip install -e '.[tune]')")
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -11,13 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from convlab.cli import main
 from convlab.errors import ConvlabError
 from postgres import postgres_server
 
-optuna = pytest.importorskip("optuna", reason="convlab tune needs optuna (pip install 'convlab[tune]')")
-pytest.importorskip("psycopg2", reason="PostgreSQL storage needs psycopg2 (pip install 'convlab[tune]')")
+optuna = pytest.importorskip("optuna", reason="convlab tune needs optuna (pip install -e '.[tune]')")
+pytest.importorskip("psycopg", reason="PostgreSQL storage needs psycopg (pip install -e '.[tune]')")
 
-SRC = Path(__file__).resolve().parents[2] / "src"
+ROOT = Path(__file__).resolve().parents[2]
+SRC = ROOT / "src"
 TRIAL = ["--search", "random", "--param", "lr=1e-3:1e-2:log", "--data", "digits", "--model", "tiny-cnn",
          "--threads", "1", "--device", "cpu"]
 
@@ -95,6 +97,35 @@ def test_a_bad_storage_url_is_named(tmp_path):
 
     with pytest.raises(ConvlabError, match=r"--storage 'no-such-scheme' is not a database URL"):
         tune(tmp_path / "s", ["lr=1e-3,1e-2"], trials=1, storage="no-such-scheme")
-    with pytest.raises(ConvlabError, match=r"--storage postgresql\+psycopg2://u:\*\*\*@127\.0\.0\.1:1/db: cannot "
+    with pytest.raises(ConvlabError, match=r"--storage postgresql://u:\*\*\*@127\.0\.0\.1:1/db: cannot "
                                            r"open the database"):
-        tune(tmp_path / "s", ["lr=1e-3,1e-2"], trials=1, storage="postgresql+psycopg2://u:secret@127.0.0.1:1/db")
+        tune(tmp_path / "s", ["lr=1e-3,1e-2"], trials=1, storage="postgresql://u:secret@127.0.0.1:1/db")
+
+
+def documented_url() -> str:
+    """The --storage URL of docs/insight.md's multi-machine command."""
+    return re.search(r"--storage (postgresql://\S+)", (ROOT / "docs" / "insight.md").read_text()).group(1)
+
+
+def test_the_tune_extra_installs_the_driver_sqlalchemy_picks_for_the_documented_url():
+    import tomllib
+    from importlib.metadata import packages_distributions
+
+    from packaging.requirements import Requirement
+    from sqlalchemy.engine import make_url
+
+    driver = make_url(documented_url()).get_dialect().import_dbapi().__name__  # what `postgresql://` loads
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["tune"]
+    installed_by_extra = {Requirement(text).name.lower() for text in extra}
+    assert {name.lower() for name in packages_distributions()[driver]} & installed_by_extra, (driver, extra)
+
+
+@pytest.mark.slow
+def test_tune_runs_with_the_storage_url_as_documented(database, tmp_path, capsys):
+    """The URL the server fixture gives is written as docs/insight.md writes it: postgresql://USER@HOST/DB."""
+    assert database.startswith("postgresql://") and documented_url().startswith("postgresql://")
+    code = main(["tune", "--out", str(tmp_path / "study"), "--storage", database, "--study", "as-documented",
+                 "--trials", "1", "--epochs", "1", *TRIAL])
+    assert code == 0, capsys.readouterr().err
+    study = optuna.load_study(study_name="as-documented", storage=database)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"]

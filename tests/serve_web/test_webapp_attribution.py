@@ -93,7 +93,7 @@ def test_without_captum_the_error_says_what_to_install(client, monkeypatch):
     monkeypatch.setitem(sys.modules, "captum.attr", None)
     response = client.post("/api/attribute/digits?method=saliency", **upload(png_bytes(np.zeros((8, 8), np.uint8))))
     assert response.status_code == 422
-    assert "pip install 'convlab[attribution]'" in response.json()["error"]
+    assert "pip install -e '.[attribution]'" in response.json()["error"]
     assert response.json()["error"].startswith("model 'digits': saliency needs captum")
 
 

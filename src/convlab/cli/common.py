@@ -5,6 +5,7 @@ import argparse
 import typing
 
 from .. import config as cfg
+from ..training.resume import CHANGEABLE
 
 
 class Parser(argparse.ArgumentParser):
@@ -43,6 +44,13 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] 
         flags += [cfg.flag(key)] if flags[0] != cfg.flag(key) else []
         parser.add_argument(*flags, dest=key, type=base, choices=options, default=None, metavar=metavar,
                             help=help_text)
+
+
+def resume_help(what: str) -> str:
+    """--resume's help, naming the flags training/resume.py lets a resumed run change."""
+    flags = [cfg.flag(key) for key in cfg.FLAT_KEYS if key in CHANGEABLE and key != "out"]
+    return (f"continue {what} from its last checkpoint; only {', '.join(flags[:-1])} and {flags[-1]} may change "
+            f"(--epochs only up, with --schedule none; --out, if given, must be RUN_DIR)")
 
 
 def config_keys(sections: tuple[str, ...] = cfg.TRAIN_SECTIONS) -> list[str]:

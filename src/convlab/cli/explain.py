@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 
 from ..errors import ConvlabError
-from ..scratch import explain
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -17,8 +16,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     conv = topics.add_parser("conv", help="each window, its products and sum, then the output matrix",
                              description="Convolution step by step. Without --input/--kernel: the texts' 5x5 "
                                          "example with a 3x3 kernel.")
-    conv.add_argument("--input", metavar="ROWS", help=f"input matrix (default: \"{explain.EXAMPLE_INPUT}\")")
-    conv.add_argument("--kernel", metavar="ROWS", help=f"kernel matrix (default: \"{explain.EXAMPLE_KERNEL}\")")
+    conv.add_argument("--input", metavar="ROWS", help="input matrix (default: the texts' 5x5 example)")
+    conv.add_argument("--kernel", metavar="ROWS", help="kernel matrix (default: the texts' 3x3 example)")
     conv.add_argument("--stride", type=int, default=1, metavar="N", help="step between windows (default: 1)")
     conv.add_argument("--padding", type=int, default=0, metavar="N", help="rings of zeros around the input "
                                                                            "(default: 0)")
@@ -30,7 +29,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     pool = topics.add_parser("pool", help="max and average pooling of each window",
                              description="Pooling step by step. Without --input: a 4x4 example, 2x2 windows, "
                                          "stride 2.")
-    pool.add_argument("--input", metavar="ROWS", help=f"input matrix (default: \"{explain.POOL_INPUT}\")")
+    pool.add_argument("--input", metavar="ROWS", help="input matrix (default: a 4x4 example)")
     pool.add_argument("--size", type=int, default=2, metavar="N", help="window size (default: 2)")
     pool.add_argument("--stride", type=int, default=None, metavar="N", help="step between windows "
                                                                              "(default: the window size)")
@@ -58,6 +57,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _matrix(option: str, text: str | None):
+    from ..scratch import explain  # lazy: start-up time (NumPy)
+
     if text is None:
         return None
     try:
@@ -76,25 +77,35 @@ def _show(build, what: str) -> int:
 
 
 def cmd_conv(args) -> int:
+    from ..scratch import explain  # lazy: start-up time (NumPy)
+
     image, kernel = _matrix("--input", args.input), _matrix("--kernel", args.kernel)
     return _show(lambda: explain.explain_conv(image, kernel, args.stride, args.padding, args.mode),
                  "--input/--kernel/--stride/--padding")
 
 
 def cmd_pool(args) -> int:
+    from ..scratch import explain  # lazy: start-up time (NumPy)
+
     image = _matrix("--input", args.input)
     return _show(lambda: explain.explain_pool(image, args.size, args.stride), f"--size {args.size}")
 
 
 def cmd_linear(args) -> int:
+    from ..scratch import explain  # lazy: start-up time (NumPy)
+
     x, weight, bias = _matrix("--x", args.x), _matrix("--weight", args.weight), _matrix("--bias", args.bias)
     return _show(lambda: explain.explain_linear(x, weight, bias), "--x/--weight/--bias")
 
 
 def cmd_residual(args) -> int:
+    from ..scratch import explain  # lazy: start-up time (NumPy)
+
     image, kernel = _matrix("--input", args.input), _matrix("--kernel", args.kernel)
     return _show(lambda: explain.explain_residual(image, kernel), "--kernel")
 
 
 def cmd_backprop(args) -> int:
+    from ..scratch import explain  # lazy: start-up time (NumPy)
+
     return _show(lambda: explain.explain_backprop(args.x, args.w, args.b, args.target), "backprop")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_config_flags, config_keys
+from .common import add_config_flags, config_keys, resume_help
 
 SECTIONS = ("data", "model", "optim", "train", "finetune")
 
@@ -15,8 +15,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                     "everything with a lower backbone lr). Takes train's flags too; the run "
                                     "folder is the same as train's.")
     ft.add_argument("--config", metavar="FILE.yaml", help="YAML settings applied before the flags")
-    ft.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted fine-tune from its last "
-                    "checkpoint, in the freeze state of its stage (only --epochs, --device and --quiet may change)")
+    ft.add_argument("--resume", metavar="RUN_DIR",
+                    help=resume_help("an interrupted fine-tune, in the freeze state of its stage,"))
     add_config_flags(ft, SECTIONS, renamed={"source": "--from"})
     ft.set_defaults(func=cmd_finetune)
 

@@ -31,7 +31,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                     "image and every map, one colour scale per method; the raw maps as .npy). "
                                     "--evaluate scores each method on these images: deletion and insertion AUC "
                                     "against a random map, and the model-randomization check. Needs the "
-                                    "attribution extra: pip install 'convlab[attribution]'.")
+                                    "attribution extra: pip install -e '.[attribution]' in the convlab folder.")
     at.add_argument("run_dir", metavar="RUN_DIR")
     at.add_argument("images", metavar="IMAGE_OR_FOLDER", nargs="*", help="image files or folders of images")
     at.add_argument("--method", default="gradcam", metavar="NAME[,NAME...]",

@@ -19,7 +19,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         description="Serve run folders, compress variant folders or .onnx files over HTTP: the "
                                     "KServe/Triton Open Inference Protocol (v2) at /v2, /predict/NAME answering as "
                                     "'convlab predict --json', /metrics for Prometheus. Requests are batched per "
-                                    "model. Needs the serve extra: pip install \"convlab[serve]\".")
+                                    "model. Needs the serve extra: pip install -e \".[serve]\" in the convlab "
+                                    "folder.")
     sv.add_argument("models", metavar="[NAME=]PATH", nargs="+",
                     help="a run folder, a variant folder or a .onnx file; named by its folder (or file stem) "
                          "unless NAME= is given")
@@ -58,7 +59,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def check_serve_installed() -> None:
     missing = [package for package, modules in SERVE_MODULES.items() if not any(map(_importable, modules))]
     if missing:
-        raise ConvlabError(f"convlab serve needs {', '.join(missing)}: pip install \"convlab[serve]\"")
+        raise ConvlabError(f"convlab serve needs {', '.join(missing)}: pip install -e \".[serve]\" in the "
+                           f"convlab folder")
 
 
 def _importable(module: str) -> bool:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_config_flags, config_keys
+from .common import add_config_flags, config_keys, resume_help
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -11,8 +11,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                            description="Train a CNN. Settings come from the dataset's recipe, then --config FILE, "
                                        "then flags; the resolved config is printed and saved in the run folder.")
     train.add_argument("--config", metavar="FILE.yaml", help="YAML settings applied before the flags")
-    train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint, "
-                       "with its saved settings (only --epochs, --device and --quiet may change)")
+    train.add_argument("--resume", metavar="RUN_DIR", help=resume_help("an interrupted run, with its saved settings,"))
     add_config_flags(train)
     train.set_defaults(func=cmd_train)
 

@@ -34,7 +34,8 @@ def _require_onnx() -> None:
 
     missing = [name for name in ("onnx", "onnxruntime", "onnxscript") if importlib.util.find_spec(name) is None]
     if missing:
-        raise ConvlabError(f"ONNX needs the packages {', '.join(missing)}: pip install 'convlab[onnx]'")
+        raise ConvlabError(f"ONNX needs the packages {', '.join(missing)}: pip install -e '.[onnx]' in the "
+                           f"convlab folder")
 
 
 def export_onnx(run: Run, out: str | Path | None = None, opset: int = DEFAULT_OPSET,

@@ -51,8 +51,8 @@ def _read_folder(folder: Path) -> dict[str, tuple[str, bytes]]:
     wanted = [META_FILE, *TRAIN_BATCHES, TEST_BATCH]
     missing = [name for name in wanted if not (folder / name).is_file()]
     if missing:
-        raise ConvlabError(f"CIFAR-10 folder {folder} lacks {', '.join(missing)}; it should hold the "
-                           f"unpacked {BATCHES_FOLDER} from {ARCHIVE_NAME}")
+        raise ConvlabError(f"CIFAR-10 folder {folder} is missing {', '.join(missing)}; pass the complete "
+                           f"{BATCHES_FOLDER} folder unpacked from {ARCHIVE_NAME}, or the archive itself")
     files = {}
     for name in wanted:
         try:

@@ -20,8 +20,8 @@ def summary_writer_class():
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         raise ConvlabError("--tensorboard needs the tensorboard package, which is not installed; run "
-                           "pip install 'convlab[tensorboard]' (or pip install tensorboard), or drop --tensorboard"
-                           ) from None
+                           "pip install -e '.[tensorboard]' in the convlab folder (or pip install tensorboard), "
+                           "or drop --tensorboard") from None
     return SummaryWriter
 
 

@@ -214,7 +214,7 @@ def _attribution_section(run: Run, test, probs: np.ndarray, labels: np.ndarray, 
 
     if importlib.util.find_spec("captum") is None or importlib.util.find_spec("zennit") is None:
         return ("<h2>Attribution</h2><p class=note>the attribution methods need captum and zennit: "
-                "pip install 'convlab[attribution]'</p>")
+                "pip install -e '.[attribution]' in the convlab folder</p>")
     from .attribution import attribute  # lazy: start-up time
     from .attribution.evaluate import COLUMNS, table_cells  # lazy: start-up time
     from .attribution.figure import grid_figure, method_scales  # lazy: start-up time

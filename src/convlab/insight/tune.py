@@ -11,8 +11,10 @@ worker then runs.
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import io
+import logging
 import math
 import time
 import types
@@ -42,8 +44,8 @@ def _require_optuna():
     try:
         import optuna
     except ImportError:
-        raise ConvlabError("convlab tune needs Optuna, which is not installed; run pip install 'convlab[tune]' "
-                           "(or pip install optuna)") from None
+        raise ConvlabError("convlab tune needs Optuna, which is not installed; run pip install -e '.[tune]' in the "
+                           "convlab folder (or pip install optuna)") from None
     return optuna
 
 
@@ -228,8 +230,8 @@ def open_storage(optuna, url: str, heartbeat: int):
             error = err
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ConvlabError(f"--storage {shown}: cannot open the database ({reason}); check the URL, that the "
-                           f"server runs and that its driver is installed (pip install 'convlab[tune]' has "
-                           f"PostgreSQL's)") from None
+                           f"server runs and that its driver is installed (the tune extra has PostgreSQL's: "
+                           f"pip install -e '.[tune]' in the convlab folder)") from None
 
 
 def tune(study_dir: str | Path, params: list[str], trials: int = 20, search: str = "tpe",
@@ -300,7 +302,16 @@ def tune(study_dir: str | Path, params: list[str], trials: int = 20, search: str
         console.print(f"study {where}: {finished} finished trials{elsewhere}; {todo} to go (target {target})",
                       markup=False)
 
+    quiet = _QuietStops()
+
     def objective(trial):
+        try:
+            return run_trial(trial)
+        except (KeyboardInterrupt, SurplusTrial):
+            quiet.numbers.add(trial.number)
+            raise
+
+    def run_trial(trial):
         _check_not_surplus(optuna, study, trial, target)
         settings = dict(base)
         settings.update({p.key: p.suggest(trial) for p in space})
@@ -317,9 +328,8 @@ def tune(study_dir: str | Path, params: list[str], trials: int = 20, search: str
         trial.set_user_attr("test_accuracy", run.metrics["accuracy"])
         return reporter.best
 
-    if todo:
-        _optimize(study, objective, target - finished, console, space,
-                  lambda: sum(_progress(optuna, study)) >= target)
+    with _interrupt_says_rerun(optuna, study, where, quiet):
+        _run_until_target(optuna, study, objective, target, console, space, heartbeat)
     result = TuneResult(study, study_dir, None, None, todo)
     print_trials(console, study, space)
     if _finished(optuna, study, complete_only=True):
@@ -336,6 +346,35 @@ def tune(study_dir: str | Path, params: list[str], trials: int = 20, search: str
     return result
 
 
+class _QuietStops(logging.Filter):
+    """Optuna logs each failed trial with its traceback. A trial stopped by Ctrl-C or standing down is no
+    error (convlab says what happened in its own words), so its two lines are left out."""
+
+    LOGGER = "optuna.study._optimize"  # the logger of Optuna's "Trial N failed ..." lines
+
+    def __init__(self):
+        super().__init__()
+        self.numbers: set[int] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(record.getMessage().startswith(f"Trial {n} failed") for n in self.numbers)
+
+
+@contextlib.contextmanager
+def _interrupt_says_rerun(optuna, study, where: str, quiet: _QuietStops):
+    """Ctrl-C fails the trial in progress (Optuna's lines about it left out); what continues the study is
+    the same command, which the message says (not the trial's own `train --resume`)."""
+    logging.getLogger(_QuietStops.LOGGER).addFilter(quiet)
+    try:
+        yield
+    except KeyboardInterrupt:
+        done = len(_finished(optuna, study))
+        raise KeyboardInterrupt(f"the study in {where} keeps the trials finished so far ({done}); run the same "
+                                f"command again to continue it") from None
+    finally:
+        logging.getLogger(_QuietStops.LOGGER).removeFilter(quiet)
+
+
 class SurplusTrial(Exception):
     """Raised at the start of a trial the study no longer needs: it ends FAIL, untrained."""
 
@@ -344,9 +383,9 @@ def _check_not_surplus(optuna, study, trial, target: int) -> None:
     """Trial numbers come from the database in order, so "finished trials plus running ones with a smaller
     number reach the target" is a test every worker agrees on: of two workers that start a trial at the
     same moment for the last place, the one with the larger number stands down."""
-    states = optuna.trial.TrialState
-    finished = len(study.get_trials(deepcopy=False, states=(states.COMPLETE, states.PRUNED)))
-    earlier = [t for t in study.get_trials(deepcopy=False, states=(states.RUNNING,)) if t.number < trial.number]
+    finished, _ = _progress(optuna, study)  # a dead worker's trial is failed first: it no longer counts
+    earlier = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+               if t.number < trial.number]
     if finished + len(earlier) >= target:
         trial.set_user_attr("surplus", True)
         study.stop()
@@ -382,6 +421,30 @@ def _finished(optuna, study, complete_only: bool = False) -> list:
     states = (optuna.trial.TrialState.COMPLETE,) if complete_only else (
         optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     return study.get_trials(deepcopy=False, states=states)
+
+
+def _run_until_target(optuna, study, objective, target: int, console: Console, space: list[Param],
+                      heartbeat: int) -> None:
+    """Run trials until the study has `target` finished ones, all workers together.
+
+    Trials other workers are running count as on their way, so this worker starts no more than the target
+    needs; but it leaves only once they have finished. Until then it looks every `heartbeat` seconds: a
+    worker that died stops beating, its trial is failed and a copy queued (`_progress`), and this worker
+    runs the copy instead of leaving the study one trial short."""
+    waiting = False
+    while True:
+        finished, running = _progress(optuna, study)
+        if finished >= target:
+            return
+        todo = target - finished - running
+        if todo > 0:
+            _optimize(study, objective, todo, console, space, lambda: sum(_progress(optuna, study)) >= target)
+            continue
+        if not waiting:
+            console.print(f"waiting for the {running} trials running in other workers (a trial whose worker "
+                          f"stopped is run here)", markup=False)
+            waiting = True
+        time.sleep(heartbeat)
 
 
 def _optimize(study, objective, todo: int, console: Console, space: list[Param], enough) -> None:

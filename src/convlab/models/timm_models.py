@@ -1,4 +1,4 @@
-"""timm models by name (timm:NAME), when the optional timm package is installed (pip install 'convlab[timm]')."""
+"""timm models by name (timm:NAME), when the optional timm package is installed (the timm extra)."""
 from __future__ import annotations
 
 import inspect
@@ -17,7 +17,8 @@ def require_timm(what: str):
     try:
         import timm
     except ImportError:
-        raise ConvlabError(f"{what} needs the timm package: pip install 'convlab[timm]'") from None
+        raise ConvlabError(f"{what} needs the timm package: pip install -e '.[timm]' in the convlab "
+                           f"folder") from None
     return timm
 
 

@@ -3,6 +3,7 @@ them, and writing .safetensors files atomically with the usual permissions."""
 from __future__ import annotations
 
 import pickle
+import re
 import warnings
 import zipfile
 from pathlib import Path
@@ -36,15 +37,21 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
             warnings.simplefilter("ignore", UserWarning)
             loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else "it names code to run"
-        raise ConvlabError(f"refusing to load {path}: it is not plain tensors ({reason[:300]}); a weights file "
-                           "could run code when unpickled, so only tensors are accepted. Convert it to "
-                           ".safetensors where you trust it, or use a file from a trusted source") from None
+        raise ConvlabError(f"{path} was not loaded: besides tensors it holds {_unpickled_object(err)}, which could "
+                           "run code when unpickled; pass a state dict of tensors instead (a .safetensors file, or "
+                           "torch.save(model.state_dict(), ...) from a source you trust)") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, AttributeError, KeyError,
             TypeError, IndexError) as err:
         raise ConvlabError(f"cannot read weights file {path} ({type(err).__name__}: {str(err)[:200]}); it is damaged "
                            "or not a torch/safetensors weights file") from None
     return _as_state_dict(loaded, path)
+
+
+def _unpickled_object(err: pickle.UnpicklingError) -> str:
+    """What torch's weights-only unpickler refused, from its long message: 'a Python object (NAME)'."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(err))
+    name = found.group(1) if found else None
+    return f"a Python object ({name})" if name else "Python objects"
 
 
 def _looks_like_safetensors(path: Path) -> bool:

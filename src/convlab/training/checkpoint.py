@@ -174,13 +174,14 @@ class Checkpointer(Callback):
 
     def __init__(self, folder: Path, schedule, generators: dict[str, torch.Generator],
                  stateful: dict[str, Any] | None = None, resume: bool = False, resume_hint: str = "",
-                 ranks: distributed.Distributed | None = None, every: int = 0):
+                 ranks: distributed.Distributed | None = None, every: int = 0, resumable: bool = True):
         self.folder = Path(folder)
         self.schedule = schedule
         self.generators = generators
         self.stateful = stateful or {}
         self.resume = resume
-        self.resume_hint = resume_hint
+        self.resume_hint = resume_hint  # the command that continues the run, or what to do when it cannot
+        self.resumable = resumable
         self.ranks = ranks or distributed.Distributed()
         self.every = every
         self.interrupt_requested = False
@@ -321,6 +322,8 @@ class Checkpointer(Callback):
 
     def _interrupt(self, state) -> None:
         self._uninstall_sigint()
+        if not self.resumable:
+            raise TrainingInterrupted(f"stopped during epoch {state.epoch}; {self.resume_hint}")
         raise TrainingInterrupted(f"saved the training state in {self.folder / LAST} during epoch "
                                   f"{state.epoch}; continue with: {self.resume_hint}")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -38,6 +39,12 @@ def check_options(conf: Config, resuming: bool = False) -> None:
     if find_model(conf.model.name).family != "preset":
         raise ConvlabError(f"--model {conf.model.name}: the scratch engine trains the presets only (tiny-cnn, "
                            f"mnist-cnn, lenet, small-cnn, resnet8); use --engine torch for torchvision models")
+
+
+def scratch_retrain_hint(command: str, config_file: Path) -> str:
+    """What Ctrl-C says: the checkpoints lack the scratch optimizer's state, so the run starts again."""
+    return (f"the scratch engine cannot resume a run, so train it again with: convlab {command} --config "
+            f"{config_file} --out NEW_DIR")
 
 
 SCRATCH_OPTIMIZERS: dict[str, Callable[[list, OptimConfig], scratch.optim.Optimizer]] = {

@@ -229,7 +229,7 @@ def test_a_missing_library_says_what_to_install(digits_run, digit_pngs, tmp_path
     monkeypatch.setitem(sys.modules, "captum.attr", None)  # an import of it now raises ImportError
     assert main(["attribute", str(digits_run.path), str(digit_pngs[0]), "--method", "ig",
                  "--out", str(tmp_path / "m")]) == 2
-    assert "ig needs captum.attr: pip install 'convlab[attribution]'" in capsys.readouterr().err
+    assert "ig needs captum.attr: pip install -e '.[attribution]'" in capsys.readouterr().err
 
 
 def test_the_package_root_attributes_a_loaded_run_as_the_command_does(digits_run, digit_pngs, tmp_path):

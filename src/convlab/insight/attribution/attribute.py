@@ -69,7 +69,7 @@ def _attribute_one(method: Method, model, inputs, targets, baselines) -> torch.T
         raise
     except ImportError as err:
         raise ConvlabError(f"{method.name} needs {err.name or 'captum and zennit'}: "
-                           f"pip install 'convlab[attribution]'") from None
+                           f"pip install -e '.[attribution]' in the convlab folder") from None
     except LIBRARY_ERRORS as err:
         text = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         raise ConvlabError(f"{method.name} cannot attribute {type(model).__name__}: {text}; methods that work on "
