@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from convlab.serve.app import create_app
-from convlab.serve.settings import Settings
+from convlab.serve.settings import ServerSettings
 
 
 def crafted_png(width: int, height: int) -> bytes:
@@ -110,7 +110,7 @@ def test_formats(client):
 def test_queue_full_503_and_deadline_504(served):
     """The inference thread is not started (as when it is busy with a long batch), so requests wait: the first
     two fill the queue and time out unrun (504), the rest find it full (503 with Retry-After)."""
-    app = create_app({"digits": served}, Settings(max_queue=2, timeout_s=0.3), access_log=False)
+    app = create_app({"digits": served}, ServerSettings(max_queue=2, timeout_s=0.3), access_log=False)
     state = app.state.serve
     state.decoder = ThreadPoolExecutor(1)
     body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 1, 8, 8], "data": [0.0] * 64}]}

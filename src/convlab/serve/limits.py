@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hmac
 import io
-import json
 import warnings
 from typing import Mapping
 
@@ -12,16 +11,9 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..data.decode import load_image
+from .errors import RequestError, error
 
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")  # what Pillow may decode; GIF: first frame only
-
-
-class RequestError(Exception):
-    """A bad request: answered with `status` and {"error": message}, never a traceback."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers or {}
 
 
 def lookup(models: Mapping, name: str):
@@ -91,7 +83,7 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            return await _refuse(send, 413 if declared.isdigit() else 400,
+            return await _refuse(scope, receive, send, 413 if declared.isdigit() else 400,
                                  f"request body of {declared.decode(errors='replace')[:20]} bytes is over the "
                                  f"server's cap of {self.max_bytes:,} bytes (--max-upload-mb)"
                                  if declared.isdigit() else "Content-Length is not a number")
@@ -102,7 +94,7 @@ class BodyLimit:
                 return  # the client left
             total += len(message.get("body", b""))
             if total > self.max_bytes:
-                return await _refuse(send, 413, f"request body over the server's cap of {self.max_bytes:,} bytes "
+                return await _refuse(scope, receive, send, 413, f"request body over the server's cap of {self.max_bytes:,} bytes "
                                                 f"(--max-upload-mb)")
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
@@ -120,9 +112,6 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
-async def _refuse(send, status: int, message: str) -> None:
-    body = json.dumps({"error": message}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": body})
+async def _refuse(scope, receive, send, status: int, message: str) -> None:
+    """The JSON error, closing the connection: the rest of the body is left unread."""
+    await error(status, message, {"Connection": "close"})(scope, receive, send)
