@@ -71,9 +71,18 @@ def decode_upload(data: bytes, channels: int, size: tuple[int, int], max_pixels:
     return load_image(open_upload(data, max_pixels), channels, size)
 
 
+class BodyTooLarge(RequestError):
+    """Raised from the body's stream once it passes the cap; the route stops reading and the client gets 413."""
+
+    def __init__(self, max_bytes: int):
+        super().__init__(413, f"request body over the server's cap of {max_bytes:,} bytes (--max-upload-mb)",
+                         {"Connection": "close"})  # the rest of the body is left unread
+
+
 class BodyLimit:
-    """ASGI middleware: a request body over `max_bytes` gets 413 before any route reads it (declared or
-    chunked); the body is read once here and replayed to the route."""
+    """ASGI middleware: a request body over `max_bytes` gets 413, refused on its Content-Length before the
+    route runs, or counted chunk by chunk as the route reads it (the chunks pass through, nothing is
+    buffered here): the chunk that passes the cap raises BodyTooLarge in the route's read."""
 
     def __init__(self, app, max_bytes: int):
         self.app, self.max_bytes = app, max_bytes
@@ -87,29 +96,28 @@ class BodyLimit:
                                  f"request body of {declared.decode(errors='replace')[:20]} bytes is over the "
                                  f"server's cap of {self.max_bytes:,} bytes (--max-upload-mb)"
                                  if declared.isdigit() else "Content-Length is not a number")
-        chunks, total = [], 0
-        while True:
+        received, started = 0, False
+
+        async def counted():
+            nonlocal received
             message = await receive()
-            if message["type"] != "http.request":
-                return  # the client left
-            total += len(message.get("body", b""))
-            if total > self.max_bytes:
-                return await _refuse(scope, receive, send, 413, f"request body over the server's cap of {self.max_bytes:,} bytes "
-                                                f"(--max-upload-mb)")
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        replayed = False
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
 
-        async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
+        async def tracked(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
 
-        await self.app(scope, replay, send)
+        try:
+            await self.app(scope, counted, tracked)
+        except BodyTooLarge as err:  # a route that let it through (the app's exception handlers answer it)
+            if started:
+                raise
+            await _refuse(scope, receive, send, err.status, err.message)
 
 
 async def _refuse(scope, receive, send, status: int, message: str) -> None:

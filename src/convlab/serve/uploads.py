@@ -16,6 +16,8 @@ async def read_images(request: Request, max_images: int) -> tuple[list[str | Non
                                 f"image/*, not {kind[:60] or 'no Content-Type'}")
     try:
         form = await request.form(max_files=max_images, max_fields=max_images)
+    except RequestError:  # BodyLimit's 413
+        raise
     except Exception as err:  # noqa: BLE001 - the multipart parser's errors (MultiPartException, ...)
         reason = str(getattr(err, "detail", err))  # starlette wraps the parser's error in an HTTPException
         if reason.startswith("Too many"):  # its words for max_files / max_fields

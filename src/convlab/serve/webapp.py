@@ -165,7 +165,7 @@ async def explain_conv(request: Request) -> Response:
 def _refusal(name: str, err: RequestError | ConvlabError) -> Response:
     """The 4xx JSON answer of a page route for model `name` that raised `err`."""
     if isinstance(err, RequestError):
-        return error(err.status, err.message)
+        return error(err.status, err.message, err.headers)
     if isinstance(err, NoTorchGraph):  # its message names the model already
         return error(422, str(err))
     return error(422, f"model {name!r}: {err}")
