@@ -73,7 +73,8 @@ class Batcher:
                 raise QueueFull(f"model {self.name}: {len(self._queue)} requests are waiting (--max-queue "
                                 f"{self.max_queue}); retry shortly")
             self._queue.append(job)
-            self._cond.notify()
+            if len(self._queue) == 1 or self._count_fitting() >= self.max_batch:
+                self._cond.notify()  # only what can end the thread's wait: every wake-up costs a GIL hand-off
             if self.on_depth is not None:
                 self.on_depth(len(self._queue))
         return job
@@ -231,4 +232,5 @@ class _Coming:
     def __exit__(self, *exc):
         with self.batcher._cond:
             self.batcher._coming -= 1
-            self.batcher._cond.notify()
+            if self.batcher._coming == 0:  # a forming batch waits while requests are on their way
+                self.batcher._cond.notify()
