@@ -4,24 +4,18 @@ from __future__ import annotations
 
 import hmac
 import io
-import json
 import warnings
 from typing import Mapping
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from ..data.decode import load_image
+from .errors import RequestError, error
 
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")  # the Host names of a loopback bind, any port
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")  # what Pillow may decode; GIF: first frame only
-
-
-class RequestError(Exception):
-    """A bad request: answered with `status` and {"error": message}, never a traceback."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers or {}
 
 
 def lookup(models: Mapping, name: str):
@@ -79,9 +73,18 @@ def decode_upload(data: bytes, channels: int, size: tuple[int, int], max_pixels:
     return load_image(open_upload(data, max_pixels), channels, size)
 
 
+class BodyTooLarge(RequestError):
+    """Raised from the body's stream once it passes the cap; the route stops reading and the client gets 413."""
+
+    def __init__(self, max_bytes: int):
+        super().__init__(413, f"request body over the server's cap of {max_bytes:,} bytes (--max-upload-mb)",
+                         {"Connection": "close"})  # the rest of the body is left unread
+
+
 class BodyLimit:
-    """ASGI middleware: a request body over `max_bytes` gets 413 before any route reads it (declared or
-    chunked); the body is read once here and replayed to the route."""
+    """ASGI middleware: a request body over `max_bytes` gets 413, refused on its Content-Length before the
+    route runs, or counted chunk by chunk as the route reads it (the chunks pass through, nothing is
+    buffered here): the chunk that passes the cap raises BodyTooLarge in the route's read."""
 
     def __init__(self, app, max_bytes: int):
         self.app, self.max_bytes = app, max_bytes
@@ -91,38 +94,66 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            return await _refuse(send, 413 if declared.isdigit() else 400,
+            return await _refuse(scope, receive, send, 413 if declared.isdigit() else 400,
                                  f"request body of {declared.decode(errors='replace')[:20]} bytes is over the "
                                  f"server's cap of {self.max_bytes:,} bytes (--max-upload-mb)"
                                  if declared.isdigit() else "Content-Length is not a number")
-        chunks, total = [], 0
-        while True:
+        received, started = 0, False
+
+        async def counted():
+            nonlocal received
             message = await receive()
-            if message["type"] != "http.request":
-                return  # the client left
-            total += len(message.get("body", b""))
-            if total > self.max_bytes:
-                return await _refuse(send, 413, f"request body over the server's cap of {self.max_bytes:,} bytes "
-                                                f"(--max-upload-mb)")
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        replayed = False
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
 
-        async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
+        async def tracked(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
 
-        await self.app(scope, replay, send)
+        try:
+            await self.app(scope, counted, tracked)
+        except BodyTooLarge as err:  # a route that let it through (the app's exception handlers answer it)
+            if started:
+                raise
+            await _refuse(scope, receive, send, err.status, err.message)
 
 
-async def _refuse(send, status: int, message: str) -> None:
-    body = json.dumps({"error": message}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": body})
+async def _refuse(scope, receive, send, status: int, message: str) -> None:
+    """The JSON error, closing the connection: the rest of the body is left unread."""
+    await error(status, message, {"Connection": "close"})(scope, receive, send)
+
+
+class HostCheck:
+    """ASGI middleware: only a request whose Host header names one of `allowed_hosts` (any port) reaches the
+    app. On a loopback bind this stops DNS rebinding: a web page the user visits can point its own host name
+    at 127.0.0.1, but its requests still carry that name. Starlette's TrustedHostMiddleware decides; the
+    refusal is the server's JSON 400."""
+
+    def __init__(self, app, allowed_hosts: list[str]):
+        self.app, self.allowed_hosts = app, allowed_hosts
+        self.trusted = TrustedHostMiddleware(_accept, allowed_hosts, www_redirect=False)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        await self.trusted(scope, receive, _discard)
+        if scope.pop(ACCEPTED, False):
+            return await self.app(scope, receive, send)
+        host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+        await error(400, f"Host {host[:80]!r} is not a name of this server; it answers "
+                         f"{', '.join(self.allowed_hosts)} (any port); --allow-host NAME adds one")(scope, receive, send)
+
+
+ACCEPTED = "convlab.host_accepted"
+
+
+async def _accept(scope, _receive, _send) -> None:
+    scope[ACCEPTED] = True
+
+
+async def _discard(_message) -> None:
+    """TrustedHostMiddleware's own plain-text refusal goes nowhere; HostCheck answers in JSON."""

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 
 @dataclass
-class Settings:
+class ServerSettings:
     max_batch: int = 32  # images per forward pass at most
     max_delay_ms: float = 2.0  # how long a batch waits for more requests after its first one
     max_queue: int = 256  # requests waiting per model before new ones get 503
@@ -15,6 +15,7 @@ class Settings:
     max_pixels: int = 40_000_000  # width x height an image may declare, checked before decoding (413)
     max_images: int = 256  # images in one request at most (413)
     decode_threads: int = 2  # threads decoding and resizing images, beside the model's thread
+    allowed_hosts: list[str] | None = None  # Host names answered (any port), others get 400; None: any
     threads: int = 0  # the model's intra-op threads; 0: the idle cores, as `train --threads 0` picks them
 
     @property
