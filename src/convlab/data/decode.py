@@ -147,11 +147,12 @@ def _reduced(image: Image.Image, at_least: tuple[int, int]) -> Image.Image:
     return image.reduce(factor) if factor >= 2 else image
 
 
-def fit(image: Image.Image, channels: int, size: tuple[int, int]) -> np.ndarray:
-    """A decoded image -> (channels, H, W) uint8 of size (H, W): squashed, bilinear with antialiasing."""
+def fit(image: Image.Image, channels: int, size: int | tuple[int, int]) -> np.ndarray:
+    """A decoded image -> (channels, H, W) uint8 of size (H, W) (an int: a square): squashed, bilinear with
+    antialiasing."""
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
-    height, width = size
+    height, width = (size, size) if isinstance(size, int) else size
     image = _to_l_or_rgb(image)
     if channels == 1 and image.mode == "RGB":
         image = image.convert("L")
