@@ -69,7 +69,7 @@ def main() -> None:
 
     from convlab.serve.app import create_app
     from convlab.serve.served import load_served
-    from convlab.serve.settings import Settings
+    from convlab.serve.settings import ServerSettings
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="serve-profile-") as work:
@@ -77,7 +77,7 @@ def main() -> None:
         stored = np.load(bench.make_pngs(args.model, args.data_dir, Path(work) / "pngs.npz"))
         body = bytes(stored["data"][0][:stored["lengths"][0]])
         naive = bench.naive_app(str(run_dir), 1)
-        app = create_app({"model": load_served("model", run_dir)}, Settings(), threads=1, access_log=False)
+        app = create_app({"model": load_served("model", run_dir)}, ServerSettings(), threads=1, access_log=False)
 
         async def measure():
             async with app.router.lifespan_context(app):  # starts the batcher, as uvicorn would

@@ -54,12 +54,12 @@ def make_client(served):
     from fastapi.testclient import TestClient
 
     from convlab.serve.app import create_app
-    from convlab.serve.settings import Settings
+    from convlab.serve.settings import ServerSettings
 
     clients = []
 
     def make(models=None, **settings):
-        client = TestClient(create_app(models or {"digits": served}, Settings(**settings), access_log=False))
+        client = TestClient(create_app(models or {"digits": served}, ServerSettings(**settings), access_log=False))
         clients.append(client.__enter__())
         return client
 

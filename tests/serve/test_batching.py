@@ -44,24 +44,44 @@ def test_max_batch_splits_and_dtypes_do_not_mix(served, digits_run):
     np.testing.assert_allclose(jobs[3].future.result()[0], digits_run.forward_inputs(floats), atol=1e-6)
 
 
-def test_waits_up_to_max_delay_for_requests_on_their_way(served, digits_run):
+def test_waits_for_requests_on_their_way_and_never_for_none(served, digits_run):
+    """A forming batch waits for a request being decoded; with nothing on its way a lone request runs at
+    once: with a 10-minute max delay, it could not be answered otherwise."""
     sizes = []
-    batcher = Batcher(served.infer, max_batch=8, max_delay_s=0.5, on_batch=sizes.append)
+    batcher = Batcher(served.infer, max_batch=8, max_delay_s=600, on_batch=sizes.append)
     batcher.start()
     image = digits_run.test_data().images[:1]
     try:
         with batcher.coming():  # a second request is being decoded
-            first = batcher.submit(image, time.monotonic() + 10)
+            first = batcher.submit(image, time.monotonic() + 600)
             time.sleep(0.05)
-            second = batcher.submit(image, time.monotonic() + 10)
-        first.future.result(timeout=10), second.future.result(timeout=10)
-        started = time.monotonic()
-        batcher.submit(image, time.monotonic() + 10).future.result(timeout=10)
-        alone = time.monotonic() - started
+            second = batcher.submit(image, time.monotonic() + 600)
+        first.future.result(timeout=60), second.future.result(timeout=60)
+        batcher.submit(image, time.monotonic() + 600).future.result(timeout=60)
     finally:
         batcher.stop()
     assert sizes == [2, 1]
-    assert alone < 0.4  # nothing on its way: the lone request did not wait out the 0.5 s delay
+
+
+def test_max_batch_is_a_cap_on_one_large_request(served, digits_run):
+    """One job of 70 images with max_batch 32 runs as passes of 32, 32 and 6, and gets all its rows back."""
+    passes = []
+
+    def infer(batch):
+        passes.append(len(batch))
+        return served.infer(batch)
+
+    batcher = Batcher(infer, max_batch=32, max_delay_s=0.0)
+    images = np.concatenate([digits_run.test_data().images] * 2)[:70]
+    job = batcher.submit(images, time.monotonic() + 60)
+    batcher.start()
+    try:
+        logits, probs = job.future.result(timeout=60)
+    finally:
+        batcher.stop()
+    assert passes == [32, 32, 6]
+    assert logits.shape[0] == probs.shape[0] == 70
+    np.testing.assert_allclose(probs, digits_run.predict_arrays(images), atol=1e-6)
 
 
 def test_queue_full_and_expired_jobs(served, digits_run):
@@ -88,3 +108,17 @@ def test_async_wait_gives_up_at_the_deadline(served, digits_run):
     with pytest.raises(DeadlineExceeded):
         asyncio.run(batcher.run(digits_run.test_data().images[:1], 0.05))
     assert batcher.submit(digits_run.test_data().images[:1], time.monotonic() + 1).future.cancel()
+
+
+def test_a_request_over_max_batch_is_served_in_several_passes(make_client, digit_pngs, digits_run):
+    """--max-batch 4 and one /predict of 12 images: three forward passes of 4 (the batch-size histogram),
+    and the 12 answers are predict's."""
+    client = make_client(max_batch=4)
+    files = [("file", (path.name, path.read_bytes(), "image/png")) for path in digit_pngs]
+    answer = client.post("/predict/digits", files=files)
+    assert answer.status_code == 200 and len(answer.json()) == len(digit_pngs)
+    text = client.get("/metrics").text
+    assert 'convlab_batch_size_count{model="digits"} 3.0' in text
+    assert 'convlab_batch_size_bucket{le="4.0",model="digits"} 3.0' in text
+    expected = digits_run.predict_arrays(digits_run.test_data().images[:len(digit_pngs)]).argmax(1)
+    assert [row["top"][0]["label"] for row in answer.json()] == [digits_run.classes[i] for i in expected]

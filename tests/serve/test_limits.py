@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from convlab.serve.app import create_app
-from convlab.serve.settings import Settings
+from convlab.serve.settings import ServerSettings
 
 
 def crafted_png(width: int, height: int) -> bytes:
@@ -71,6 +71,52 @@ def test_body_cap_declared_and_chunked(make_client):
     assert chunked.status_code == 413
 
 
+@pytest.mark.parametrize("url, kind", [("/predict/digits", "image/png"),
+                                       ("/predict/digits", "multipart/form-data; boundary=x"),
+                                       ("/v2/models/digits/infer", "application/json"),
+                                       ("/api/gradcam/digits", "multipart/form-data; boundary=x"),
+                                       ("/api/explain/conv", "application/json")])
+def test_a_chunked_body_over_the_cap_is_413_json_on_every_route(make_client, url, kind):
+    client = make_client(max_upload_mb=1 / 1024)  # 1 KiB
+    answer = client.post(url, content=iter([b"\0" * 600] * 4), headers={"Content-Type": kind})
+    assert answer.status_code == 413 and "cap of 1,024 bytes" in answer.json()["error"]
+
+
+def test_the_body_limit_passes_chunks_through_unbuffered_and_stops_at_the_cap():
+    """The route reads the chunks as they arrive (not one copy of the whole body), and a body over the cap
+    is refused at the chunk that passes it: the chunks after it are never read."""
+    from convlab.serve.limits import BodyLimit
+
+    def run(chunks: list[bytes], max_bytes: int):
+        pulled, seen, sent = [], [], []
+
+        async def receive():
+            pulled.append(len(pulled))
+            return {"type": "http.request", "body": chunks[len(pulled) - 1], "more_body": len(pulled) < len(chunks)}
+
+        async def route(scope, receive, send):
+            while True:
+                message = await receive()
+                seen.append(message["body"])
+                if not message["more_body"]:
+                    break
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/", "headers": []}
+        asyncio.run(BodyLimit(route, max_bytes)(scope, receive, send))
+        return len(pulled), seen, sent
+
+    pulled, seen, sent = run([b"a" * 10, b"b" * 10, b"c" * 10], max_bytes=100)
+    assert seen == [b"a" * 10, b"b" * 10, b"c" * 10] and sent[0]["status"] == 200
+    pulled, seen, sent = run([b"x" * 40] * 5, max_bytes=100)
+    assert pulled == 3 and sent[0]["status"] == 413
+    assert b"cap of 100 bytes" in sent[1]["body"] and (b"connection", b"close") in sent[0]["headers"]
+
+
 def test_too_many_images_in_one_request(make_client, digit_pngs):
     client = make_client(max_images=2)
     files = [("file", ("a.png", digit_pngs[0].read_bytes(), "image/png"))] * 3
@@ -110,7 +156,7 @@ def test_formats(client):
 def test_queue_full_503_and_deadline_504(served):
     """The inference thread is not started (as when it is busy with a long batch), so requests wait: the first
     two fill the queue and time out unrun (504), the rest find it full (503 with Retry-After)."""
-    app = create_app({"digits": served}, Settings(max_queue=2, timeout_s=0.3), access_log=False)
+    app = create_app({"digits": served}, ServerSettings(max_queue=2, timeout_s=0.3), access_log=False)
     state = app.state.serve
     state.decoder = ThreadPoolExecutor(1)
     body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 1, 8, 8], "data": [0.0] * 64}]}

@@ -15,9 +15,9 @@ def test_no_server_errors(served):
     from schemathesis.checks import not_a_server_error
 
     from convlab.serve.app import create_app
-    from convlab.serve.settings import Settings
+    from convlab.serve.settings import ServerSettings
 
-    app = create_app({"digits": served}, Settings(timeout_s=5), access_log=False)
+    app = create_app({"digits": served}, ServerSettings(timeout_s=5), access_log=False)
     with TestClient(app):  # runs the lifespan: the batcher thread serves the generated requests
         schema = schemathesis.openapi.from_asgi("/openapi.json", app)
         operations = [result.ok() for result in schema.get_all_operations()]

@@ -15,7 +15,7 @@ from PIL import Image
 
 from convlab.serve.app import create_app
 from convlab.serve.served import ServedModel, load_served
-from convlab.serve.settings import Settings
+from convlab.serve.settings import ServerSettings
 
 
 def served(name: str, path: Path) -> ServedModel:
@@ -24,7 +24,7 @@ def served(name: str, path: Path) -> ServedModel:
 
 def make_app(models: dict[str, ServedModel], token: str | None = None, **settings) -> FastAPI:
     """With `token`: every route but the page, its files and the health checks wants `Bearer TOKEN`."""
-    return create_app(models, Settings(token=token, **settings), access_log=False)
+    return create_app(models, ServerSettings(token=token, **settings), access_log=False)
 
 
 def png_bytes(pixels) -> bytes:

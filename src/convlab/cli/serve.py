@@ -70,7 +70,7 @@ def _importable(module: str) -> bool:
 
 
 def settings_from(args):
-    from ..serve.settings import Settings  # lazy: start-up time
+    from ..serve.settings import ServerSettings  # lazy: start-up time
 
     checks = [("--max-batch", args.max_batch, args.max_batch >= 1, "at least 1"),
               ("--max-delay-ms", args.max_delay_ms, 0 <= args.max_delay_ms <= 10_000, "between 0 and 10000"),
@@ -86,7 +86,7 @@ def settings_from(args):
             raise ConvlabError(f"{flag} must be {what}, got {value}")
     if args.token is not None and not args.token.strip():
         raise ConvlabError("--token is empty; give a secret or leave the option out")
-    return Settings(max_batch=args.max_batch, max_delay_ms=args.max_delay_ms, max_queue=args.max_queue,
+    return ServerSettings(max_batch=args.max_batch, max_delay_ms=args.max_delay_ms, max_queue=args.max_queue,
                     timeout_s=args.timeout_s, token=args.token, max_upload_mb=args.max_upload_mb,
                     max_pixels=int(args.max_megapixels * 1e6), threads=args.threads)
 

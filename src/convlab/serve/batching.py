@@ -37,12 +37,13 @@ class Job:
 
 
 class Batcher:
-    """A queue of jobs and the thread that runs them in batches of up to `max_batch` images.
+    """A queue of jobs and the thread that runs them in forward passes of at most `max_batch` images.
 
     A batch starts with the oldest job and takes the jobs behind it while they fit, waiting at most
     `max_delay_s` after the oldest job arrived for more to come, and only while requests are on their way
     (being read or decoded: `coming`), so a lone request runs at once. Jobs of another dtype than the first
-    wait for the next batch. Each job gets back the rows of its own images.
+    wait for the next batch. A job of more than `max_batch` images runs alone, in several passes. Each job
+    gets back the rows of its own images.
     """
 
     def __init__(self, infer: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], max_batch: int = 32,
@@ -183,18 +184,30 @@ class Batcher:
     def _run(self, jobs: list[Job]) -> None:
         batch = jobs[0].batch if len(jobs) == 1 else np.concatenate([job.batch for job in jobs])
         try:
-            logits, probs = self.infer(batch)
+            logits, probs = self._forward(batch)
         except Exception as err:  # noqa: BLE001 - the model's failure goes to each request, the thread lives on
             for job in jobs:
                 job.future.set_exception(err)
             return
-        if self.on_batch is not None:
-            self.on_batch(len(batch))
         start = 0
         for job in jobs:
             end = start + len(job.batch)
             job.future.set_result((logits[start:end], probs[start:end]))
             start = end
+
+
+    def _forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(logits, probabilities) in forward passes of at most max_batch images: only a job larger than
+        max_batch (one request of many images) takes more than one."""
+        parts = []
+        for start in range(0, len(batch), self.max_batch):
+            part = batch[start:start + self.max_batch]
+            parts.append(self.infer(part))
+            if self.on_batch is not None:
+                self.on_batch(len(part))
+        if len(parts) == 1:
+            return parts[0]
+        return np.concatenate([logits for logits, _ in parts]), np.concatenate([probs for _, probs in parts])
 
 
 def _settle(answer: asyncio.Future, done: Future) -> None:

@@ -1,5 +1,5 @@
-"""The JSON error answer of each refusal: {"error": "..."} with the status that fits (one place, for the app's
-exception handlers and the hot path)."""
+"""The refusals of the server and their one JSON answer, {"error": "..."} with the status that fits (for the
+app's exception handlers, the web app's routes, the hot path and the ASGI limits alike)."""
 from __future__ import annotations
 
 import logging
@@ -7,13 +7,21 @@ import logging
 from fastapi.responses import JSONResponse
 
 from .batching import DeadlineExceeded, QueueFull
-from .limits import RequestError
 
 LOG = logging.getLogger("convlab.serve")
 RETRY_AFTER_S = 1
 
 
+class RequestError(Exception):
+    """A bad request: answered with `status` and {"error": message}, never a traceback."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
 def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    """The one builder of the error body (a JSONResponse is also an ASGI app, for the middlewares)."""
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 

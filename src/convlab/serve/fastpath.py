@@ -6,13 +6,11 @@ on to the app, which answers it as before.
 """
 from __future__ import annotations
 
-from typing import Mapping
-
 from fastapi.responses import JSONResponse
 
 from ..run import top_predictions
-from .errors import error_response, internal_error
-from .limits import RequestError, check_token
+from .errors import RequestError, error_response, internal_error
+from .limits import check_token
 from .state import ServerState
 
 PREFIX = "/predict/"
@@ -20,8 +18,8 @@ MAX_TOP_K = 100000  # as the route's Query(le=...)
 
 
 class FastPredict:
-    def __init__(self, app, models: Mapping, state: ServerState, route):
-        self.app, self.models, self.state, self.route = app, models, state, route
+    def __init__(self, app, state: ServerState, route):
+        self.app, self.state, self.route = app, state, route
 
     async def __call__(self, scope, receive, send):
         model = self._model(scope)
@@ -38,7 +36,7 @@ class FastPredict:
     def _model(self, scope):
         if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].startswith(PREFIX):
             return None
-        return self.models.get(scope["path"][len(PREFIX):])
+        return self.state.models.get(scope["path"][len(PREFIX):])
 
     def _image_body(self, scope) -> bool:
         """A raw image/* body, and the token right when the server has one (else the app answers 401)."""

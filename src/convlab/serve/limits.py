@@ -3,7 +3,6 @@ whose declared size is over the pixel cap (checked before decoding), unknown mod
 from __future__ import annotations
 
 import hmac
-import json
 from contextlib import contextmanager
 from typing import Mapping
 
@@ -11,16 +10,9 @@ import numpy as np
 from PIL import Image
 
 from ..data.decode import TooManyPixels, UnknownFormat, UnreadableImage, load_image, open_image
+from .errors import RequestError, error
 
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")  # what Pillow may decode; GIF: first frame only
-
-
-class RequestError(Exception):
-    """A bad request: answered with `status` and {"error": message}, never a traceback."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers or {}
 
 
 def lookup(models: Mapping, name: str):
@@ -75,9 +67,18 @@ def _refusals():
         raise RequestError(422, f"cannot decode the image ({err.reason[:200]})") from None
 
 
+class BodyTooLarge(RequestError):
+    """Raised from the body's stream once it passes the cap; the route stops reading and the client gets 413."""
+
+    def __init__(self, max_bytes: int):
+        super().__init__(413, f"request body over the server's cap of {max_bytes:,} bytes (--max-upload-mb)",
+                         {"Connection": "close"})  # the rest of the body is left unread
+
+
 class BodyLimit:
-    """ASGI middleware: a request body over `max_bytes` gets 413 before any route reads it (declared or
-    chunked); the body is read once here and replayed to the route."""
+    """ASGI middleware: a request body over `max_bytes` gets 413, refused on its Content-Length before the
+    route runs, or counted chunk by chunk as the route reads it (the chunks pass through, nothing is
+    buffered here): the chunk that passes the cap raises BodyTooLarge in the route's read."""
 
     def __init__(self, app, max_bytes: int):
         self.app, self.max_bytes = app, max_bytes
@@ -87,38 +88,34 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            return await _refuse(send, 413 if declared.isdigit() else 400,
+            return await _refuse(scope, receive, send, 413 if declared.isdigit() else 400,
                                  f"request body of {declared.decode(errors='replace')[:20]} bytes is over the "
                                  f"server's cap of {self.max_bytes:,} bytes (--max-upload-mb)"
                                  if declared.isdigit() else "Content-Length is not a number")
-        chunks, total = [], 0
-        while True:
+        received, started = 0, False
+
+        async def counted():
+            nonlocal received
             message = await receive()
-            if message["type"] != "http.request":
-                return  # the client left
-            total += len(message.get("body", b""))
-            if total > self.max_bytes:
-                return await _refuse(send, 413, f"request body over the server's cap of {self.max_bytes:,} bytes "
-                                                f"(--max-upload-mb)")
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        replayed = False
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
 
-        async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
+        async def tracked(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
 
-        await self.app(scope, replay, send)
+        try:
+            await self.app(scope, counted, tracked)
+        except BodyTooLarge as err:  # a route that let it through (the app's exception handlers answer it)
+            if started:
+                raise
+            await _refuse(scope, receive, send, err.status, err.message)
 
 
-async def _refuse(send, status: int, message: str) -> None:
-    body = json.dumps({"error": message}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": body})
+async def _refuse(scope, receive, send, status: int, message: str) -> None:
+    """The JSON error, closing the connection: the rest of the body is left unread."""
+    await error(status, message, {"Connection": "close"})(scope, receive, send)

@@ -16,8 +16,9 @@ from pydantic import BaseModel, Field
 
 from ..compress.export import INPUT as ONNX_INPUT
 from ..version import __version__
-from .limits import RequestError, lookup
-from .state import ServerState
+from .errors import RequestError
+from .limits import lookup
+from .state import ServerState, State
 
 IMAGE, INPUT = "image", "input"  # BYTES [-1] encoded images; FP32 [-1, C, H, W] already normalized
 # `images` is the exported .onnx file's input name: a client written for Triton serving that file (input
@@ -64,58 +65,61 @@ INFER_BODY = {"requestBody": {"required": True, "content": {
                                                 f"bytes) then the raw tensors"}}}}
 
 
-def oip_router(models: Mapping, state: ServerState) -> tuple[APIRouter, APIRouter]:
-    """(health routes, which need no token; the other v2 routes)."""
-    health, router = APIRouter(tags=["OIP v2"]), APIRouter(tags=["OIP v2"])
+NOT_READY = {503: {"description": "not ready"}}
+INFER = {"openapi_extra": INFER_BODY, "response_model": InferenceResponse,
+         "responses": {200: {"content": {"application/octet-stream": {}}}}}
+health = APIRouter(tags=["OIP v2"])  # needs no token
+router = APIRouter(tags=["OIP v2"])
 
-    # every route is `async def`: FastAPI runs a plain `def` in a worker thread, a thread hop per request
-    @health.get("/v2/health/live", summary="the server is up")
-    async def live() -> dict:
-        return {"live": True}
 
-    @health.get("/v2/health/ready", summary="every model is ready", responses={503: {"description": "not ready"}})
-    async def ready():
-        if not state.ready():
-            return JSONResponse({"ready": False, "error": "models are not loaded yet"}, status_code=503)
-        return {"ready": True}
+# every route is `async def`: FastAPI runs a plain `def` in a worker thread, a thread hop per request
+@health.get("/v2/health/live", summary="the server is up")
+async def live() -> dict:
+    return {"live": True}
 
-    @router.get("/v2", summary="server metadata")
-    async def server_metadata() -> dict:
-        return {"name": "convlab", "version": __version__, "extensions": EXTENSIONS}
 
-    async def model_metadata(name: str, version: str | None = None) -> dict:
-        model = _versioned(models, name, version)
-        channels, height, width = model.input_shape
-        classes = len(model.labels)
-        return {"name": model.name, "versions": [VERSION], "platform": _platform(model.backend),
-                "inputs": [{"name": INPUT, "datatype": "FP32", "shape": [-1, channels, height, width]},
-                           {"name": IMAGE, "datatype": "BYTES", "shape": [-1]}],
-                "outputs": [{"name": output, "datatype": "FP32", "shape": [-1, classes]} for output in OUTPUTS]}
+@health.get("/v2/health/ready", summary="every model is ready", responses=NOT_READY)
+async def ready(state: State):
+    if not state.ready():
+        return JSONResponse({"ready": False, "error": "models are not loaded yet"}, status_code=503)
+    return {"ready": True}
 
-    async def model_ready(name: str, version: str | None = None) -> JSONResponse:
-        model = _versioned(models, name, version)
-        ready = state.batchers[model.name].running
-        return JSONResponse({"name": model.name, "ready": ready}, status_code=200 if ready else 503)
 
-    async def infer(name: str, request: Request, version: str | None = None) -> Response:
-        model = _versioned(models, name, version)
-        batcher = state.batchers[model.name]
-        with batcher.coming():
-            document, inputs = _parse_request(await request.body(), request.headers.get(HEADER_LENGTH))
-            batch = await _input_batch(model, inputs, state)
-        logits, probs = await batcher.run(batch, state.settings.timeout_s)
-        return _response(model, document, {"probabilities": probs.astype(np.float32), "logits": logits})
+@router.get("/v2", summary="server metadata")
+async def server_metadata() -> dict:
+    return {"name": "convlab", "version": __version__, "extensions": EXTENSIONS}
 
-    for suffix, version_route in (("", False), ("/versions/{version}", True)):
-        base = "/v2/models/{name}" + suffix
-        extra = " (this version)" if version_route else ""
-        router.add_api_route(base, model_metadata, methods=["GET"], summary="model metadata" + extra)
-        router.add_api_route(base + "/ready", model_ready, methods=["GET"], summary="model ready" + extra,
-                             responses={503: {"description": "not ready"}})
-        router.add_api_route(base + "/infer", infer, methods=["POST"], summary="inference" + extra,
-                             openapi_extra=INFER_BODY, response_model=InferenceResponse,
-                             responses={200: {"content": {"application/octet-stream": {}}}})
-    return health, router
+
+@router.get("/v2/models/{name}", summary="model metadata")
+@router.get("/v2/models/{name}/versions/{version}", summary="model metadata (this version)")
+async def model_metadata(name: str, state: State, version: str | None = None) -> dict:
+    model = _versioned(state.models, name, version)
+    channels, height, width = model.input_shape
+    classes = len(model.labels)
+    return {"name": model.name, "versions": [VERSION], "platform": _platform(model.backend),
+            "inputs": [{"name": INPUT, "datatype": "FP32", "shape": [-1, channels, height, width]},
+                       {"name": IMAGE, "datatype": "BYTES", "shape": [-1]}],
+            "outputs": [{"name": output, "datatype": "FP32", "shape": [-1, classes]} for output in OUTPUTS]}
+
+
+@router.get("/v2/models/{name}/ready", summary="model ready", responses=NOT_READY)
+@router.get("/v2/models/{name}/versions/{version}/ready", summary="model ready (this version)", responses=NOT_READY)
+async def model_ready(name: str, state: State, version: str | None = None) -> JSONResponse:
+    model = _versioned(state.models, name, version)
+    ready = state.batchers[model.name].running
+    return JSONResponse({"name": model.name, "ready": ready}, status_code=200 if ready else 503)
+
+
+@router.post("/v2/models/{name}/infer", summary="inference", **INFER)
+@router.post("/v2/models/{name}/versions/{version}/infer", summary="inference (this version)", **INFER)
+async def infer(name: str, request: Request, state: State, version: str | None = None) -> Response:
+    model = _versioned(state.models, name, version)
+    batcher = state.batchers[model.name]
+    with batcher.coming():
+        document, inputs = _parse_request(await request.body(), request.headers.get(HEADER_LENGTH))
+        batch = await _input_batch(model, inputs, state)
+    logits, probs = await batcher.run(batch, state.settings.timeout_s)
+    return _response(model, document, {"probabilities": probs.astype(np.float32), "logits": logits})
 
 
 def _versioned(models: Mapping, name: str, version: str | None):

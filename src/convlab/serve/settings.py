@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 
 @dataclass
-class Settings:
+class ServerSettings:
     max_batch: int = 32  # images per forward pass at most
     max_delay_ms: float = 2.0  # how long a batch waits for more requests after its first one
     max_queue: int = 256  # requests waiting per model before new ones get 503

@@ -20,7 +20,7 @@ from ..training.performance import set_threads
 from .app import create_app
 from .metrics import log_access_to_stdout
 from .served import load_served
-from .settings import Settings
+from .settings import ServerSettings
 
 WORKER_ENV = "CONVLAB_SERVE_WORKER"  # JSON: models, backend, settings, threads, access_log
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -60,4 +60,4 @@ def worker_app():
               for name, path, onnx_file in job["models"]}
     if job["access_log"]:
         log_access_to_stdout()
-    return create_app(models, Settings(**job["settings"]), threads=threads, access_log=job["access_log"])
+    return create_app(models, ServerSettings(**job["settings"]), threads=threads, access_log=job["access_log"])
