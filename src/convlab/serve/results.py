@@ -154,7 +154,8 @@ class ModelViews:
         if metrics is None and probs is not None:
             metrics, source = classification_metrics(test.labels, probs, run.classes), "measured on the test split"
         mistakes = [] if probs is None else self._mistakes(run, test, probs)
-        return {"name": self.name, "model": run.config.model.name, "data": run.config.data.name,
+        why = torch_graph_missing(self.path)
+        return {"name": self.name, "no_maps": f"no Grad-CAM or attribution maps: {self.name} {why}" if why else None, "model": run.config.model.name, "data": run.config.data.name,
                 "metrics": metrics, "metrics_source": source if metrics is not None else None,
                 "curves": data_uri(curves) if curves else None,
                 "confusion": data_uri(confusion_png(metrics, run.classes)) if metrics else None,
