@@ -100,9 +100,10 @@ def open_image(source: str | Path | bytes, max_pixels: int | None = None,
     width, height = image.size
     if cap and width * height > cap:
         image.close()
-        limit = "the cap" if max_pixels else "Pillow's decompression-bomb limit (PIL.Image.MAX_IMAGE_PIXELS)"
-        raise TooManyPixels(name, f"{width} x {height} = {width * height:,} pixels is over {limit} of {cap:,} "
-                                  f"pixels (refused before decoding)", (width, height), cap)
+        reason = (f"{width} x {height} = {width * height:,} pixels is over the cap of {cap:,} pixels (refused "
+                  f"before decoding)" if max_pixels else f"decompression bomb: {width} x {height} = "
+                  f"{width * height:,} pixels, over Pillow's limit of {cap:,} (PIL.Image.MAX_IMAGE_PIXELS)")
+        raise TooManyPixels(name, reason, (width, height), cap)
     return image
 
 
