@@ -2,7 +2,8 @@
 
     python benchmarks/serve_throughput.py [--data-dir MNIST_DIR] [--models mnist-cnn,resnet18]
                                           [--requests 2000] [--requests-resnet18 N] [--concurrency 1,8,32]
-                                          [--servers naive,naive-fast,batch1,default,workers2,onnx,...]
+                                          [--servers naive-fast,naive,batch1,default,workers2,onnx,...]
+                                          [--wrk --seconds 5]
 
 For each model (random weights: only speed is measured) the same pre-encoded PNGs (MNIST test digits when
 --data-dir holds MNIST's IDX files, else random pixels; 224x224 RGB for resnet18) are posted by a
@@ -17,12 +18,15 @@ closed-loop client in a separate process to:
 convlab serve runs under httptools and uvloop when they are installed (the serve extra has them).
 and (e) the model alone on batches of 32 decoded images (Run.predict_arrays in this process: the ceiling).
 Every server gets the same model thread count (torch.set_num_threads, as `train --threads 0` picks it
-once here) and the raw PNG as the body of POST /predict/NAME. The servers run side by side; the points are
+once here, and OMP_NUM_THREADS / MKL_NUM_THREADS in its environment) and the raw PNG as the body of POST
+/predict/NAME; the 'vs naive' column is against the first server (default: the naive app under httptools
+and uvloop, the same HTTP stack as convlab serve). The servers run side by side; the points are
 measured in rounds (each round: every concurrency, every server), and the table gives the medians over
 rounds of req/s, p50 and p99 latency, and the CPU time per request of the server (all its processes,
 from /proc) and of the client: on a machine where they share the cores, the sum bounds the rate.
 
-The client is a small asyncio HTTP/1.1 loop over keep-alive connections rather than httpx or requests: on
+With --wrk the load comes from wrk (one thread, one PNG, a fixed duration a point), a C client that leaves
+the server more of the CPU. Otherwise the client is a small asyncio HTTP/1.1 loop over keep-alive connections rather than httpx or requests: on
 a 2-core machine the client shares the CPU with the server, and those clients cost a millisecond of CPU
 per request, which would be timed as the server's.
 """
@@ -45,7 +49,7 @@ import numpy as np
 from fastapi import Request  # at module level: the route's annotation is resolved in this module's globals
 
 HERE = Path(__file__).resolve()
-SERVERS = ("naive", "naive-fast", "batch1", "default", "workers2", "onnx", "onnx-workers2")
+SERVERS = ("naive-fast", "naive", "batch1", "default", "workers2", "onnx", "onnx-workers2")
 LABELS = {"naive": "(a) naive FastAPI, h11", "naive-fast": "(a') naive FastAPI, httptools + uvloop",
           "batch1": "(b) convlab serve --max-batch 1", "default": "(c) convlab serve (defaults)",
           "workers2": "(c') convlab serve --workers 2", "onnx": "(d) convlab serve --backend onnx",
@@ -210,7 +214,9 @@ def make_pngs(name: str, data_dir: str | None, out: Path, count: int = 64) -> Pa
 
 
 def start_server(kind: str, run_dir: Path, port: int, threads: int, log: Path) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # the same thread count everywhere: torch's (--threads / set_num_threads) and the OpenMP and MKL pools'
+    # (at import, before any set_num_threads; onnxruntime's intra-op threads follow --threads)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     if kind in NAIVE_STACKS:
         command = [sys.executable, str(HERE), "--naive-server", str(run_dir), "--port", str(port),
                    "--threads", str(threads), "--stack", kind]
@@ -265,6 +271,45 @@ def client_point(port: int, pngs: Path, concurrency: int, requests: int, server_
     return point
 
 
+WRK_SCRIPT = """wrk.method = "POST"
+wrk.headers["Content-Type"] = "image/png"
+local file = io.open("{png}", "rb")
+wrk.body = file:read("*a")
+file:close()
+"""
+WRK_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def wrk_point(port: int, png: Path, concurrency: int, seconds: float, server_pid: int) -> dict:
+    """One point under wrk (one thread, `concurrency` keep-alive connections, one PNG, `seconds` after 1 s
+    of warm-up), with the server's and wrk's CPU time per request."""
+    import resource
+
+    script = png.with_suffix(".lua")
+    script.write_text(WRK_SCRIPT.format(png=png))
+    url = f"http://127.0.0.1:{port}/predict/model"
+    command = ["wrk", "-t1", f"-c{concurrency}", "--latency", "-s", str(script), url]
+    subprocess.run([*command[:3], "-d1s", *command[3:]], capture_output=True, check=True)  # warm-up
+    before, client_before = cpu_seconds(server_pid), resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = subprocess.run([*command[:3], f"-d{seconds:g}s", *command[3:]], capture_output=True, text=True,
+                         check=True).stdout
+    client_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server = cpu_seconds(server_pid) - before
+    client = (client_after.ru_utime + client_after.ru_stime) - (client_before.ru_utime + client_before.ru_stime)
+    rps = float(out.split("Requests/sec:")[1].split()[0])
+    done = int(out.split(" requests in ")[0].split()[-1])
+
+    def percentile(name: str) -> float:
+        value = out.split(f"\n     {name}")[1].split()[0]
+        unit = value.lstrip("0123456789.")
+        return float(value[:-len(unit)]) * WRK_UNITS[unit]
+
+    errors = int(out.split("Non-2xx or 3xx responses:")[1].split()[0]) if "Non-2xx" in out else 0
+    return {"rps": rps, "p50": percentile("50%"), "p99": percentile("99%"), "requests": done,
+            "statuses": {"200": done - errors, **({"error": errors} if errors else {})},
+            "server_cpu_ms": 1e3 * server / max(1, done), "client_cpu_ms": 1e3 * client / max(1, done)}
+
+
 def model_alone(run_dir: Path, pngs: Path, threads: int, requests: int) -> dict:
     """Run.predict_arrays on batches of 32 decoded images: images/s and the latency of one batch call."""
     import torch
@@ -296,6 +341,9 @@ def benchmark(name: str, args, work: Path, threads: int) -> list[str]:
     pngs = make_pngs(name, args.data_dir, work / f"{name}-pngs.npz")
     requests = args.requests_resnet18 if name == "resnet18" and args.requests_resnet18 else args.requests
     servers = args.servers
+    one_png = work / f"{name}.png"  # wrk posts one PNG, the first
+    stored = np.load(pngs)
+    one_png.write_bytes(bytes(stored["data"][0][:stored["lengths"][0]]))
     ports, processes = dict(zip(servers, free_ports(len(servers)))), {}
     try:
         for kind in servers:
@@ -307,7 +355,10 @@ def benchmark(name: str, args, work: Path, threads: int) -> list[str]:
             for concurrency in args.concurrency:
                 for kind in servers:
                     path = "/predict/model"
-                    point = client_point(ports[kind], pngs, concurrency, requests, processes[kind].pid)
+                    if args.wrk:
+                        point = wrk_point(ports[kind], one_png, concurrency, args.seconds, processes[kind].pid)
+                    else:
+                        point = client_point(ports[kind], pngs, concurrency, requests, processes[kind].pid)
                     assert set(point["statuses"]) == {"200"}, (kind, point["statuses"])
                     points.setdefault((kind, concurrency), []).append(point)
                     print(f"  round {round_ + 1} {name} {kind} c={concurrency}: {point['rps']:.0f} req/s "
@@ -327,7 +378,8 @@ def benchmark(name: str, args, work: Path, threads: int) -> list[str]:
             runs = points[(kind, concurrency)]
             rps, p50, p99, server, client = (statistics.median(p[key] for p in runs) for key in
                                              ("rps", "p50", "p99", "server_cpu_ms", "client_cpu_ms"))
-            rows.append(f"| {name} | {LABELS[kind]} | {concurrency} | {requests} | {rps:,.0f} | {rps / naive_rps:.2f}x "
+            count = f"{args.seconds:g} s" if args.wrk else requests
+            rows.append(f"| {name} | {LABELS[kind]} | {concurrency} | {count} | {rps:,.0f} | {rps / naive_rps:.2f}x "
                         f"| {p50:.2f} | {p99:.2f} | {server:.2f} | {client:.2f} |")
     rows.append(f"| {name} | {LABELS['alone']} | - | {32 * max(3, max(requests, 320) // 32)} images | "
                 f"{alone['rps']:,.0f} img/s | - | {alone['p50']:.2f} per batch | {alone['p99']:.2f} per batch "
@@ -346,6 +398,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="model threads (0: the idle cores, once)")
     parser.add_argument("--servers", default=",".join(SERVERS),
                         help=f"comma-separated, the first is the 'vs' reference (default: {','.join(SERVERS)})")
+    parser.add_argument("--wrk", action="store_true",
+                        help="load the servers with wrk (one PNG, --seconds a point) instead of the Python client")
+    parser.add_argument("--seconds", type=float, default=5, help="seconds a point with --wrk (default: 5)")
     parser.add_argument("--naive-server", metavar="RUN_DIR", help=argparse.SUPPRESS)
     parser.add_argument("--stack", default="naive", choices=sorted(NAIVE_STACKS), help=argparse.SUPPRESS)
     parser.add_argument("--client", type=int, metavar="PORT", help=argparse.SUPPRESS)

@@ -122,3 +122,36 @@ def test_a_request_over_max_batch_is_served_in_several_passes(make_client, digit
     assert 'convlab_batch_size_bucket{le="4.0",model="digits"} 3.0' in text
     expected = digits_run.predict_arrays(digits_run.test_data().images[:len(digit_pngs)]).argmax(1)
     assert [row["top"][0]["label"] for row in answer.json()] == [digits_run.classes[i] for i in expected]
+
+
+def test_a_batch_wakes_the_event_loop_once_not_once_per_request(served, digits_run):
+    """The 8 results of one forward pass reach the event loop in fewer wake-ups than 8 (each wake-up is a
+    hand-off of the GIL between the inference thread and the loop), and each request gets its own rows."""
+    sizes = []
+    batcher = Batcher(served.infer, max_batch=32, max_delay_s=0.0, on_batch=sizes.append)
+    images = digits_run.test_data().images[:8]
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        wakeups = []
+        original = loop.call_soon_threadsafe
+
+        def counted(*args, **kwargs):
+            wakeups.append(args[0])
+            return original(*args, **kwargs)
+
+        loop.call_soon_threadsafe = counted
+        tasks = [asyncio.create_task(batcher.run(images[i:i + 1], 60)) for i in range(8)]
+        await asyncio.sleep(0.05)  # all 8 queued before the thread starts: one batch
+        batcher.start()
+        results = await asyncio.gather(*tasks)
+        return wakeups, results
+
+    try:
+        wakeups, results = asyncio.run(main())
+    finally:
+        batcher.stop()
+    assert sizes == [8]
+    assert 1 <= len(wakeups) < 8
+    expected = digits_run.predict_arrays(images)
+    np.testing.assert_allclose(np.concatenate([probs for _, probs in results]), expected, atol=1e-6)

@@ -47,3 +47,18 @@ def test_port_in_use(capsys, digits_run):
         taken.listen()
         code, err = run_cli(capsys, digits_run.path, "--port", taken.getsockname()[1])
     assert code == 2 and "cannot listen on 127.0.0.1" in err
+
+
+@pytest.mark.parametrize("flags, hosts", [
+    ([], ["localhost", "127.0.0.1", "[::1]"]),  # the default 127.0.0.1
+    (["--host", "localhost"], ["localhost", "127.0.0.1", "[::1]"]),
+    (["--host", "127.0.0.1", "--allow-host", "app.internal"], ["localhost", "127.0.0.1", "[::1]", "app.internal"]),
+    (["--host", "0.0.0.0"], None),  # any name: the machine's own names are not known here
+    (["--host", "0.0.0.0", "--allow-host", "models.example"], ["localhost", "127.0.0.1", "[::1]", "models.example"]),
+])
+def test_the_host_names_answered_follow_the_bind(digits_run, flags, hosts):
+    from convlab.cli import build_parser
+    from convlab.cli.serve import settings_from
+
+    args = build_parser().parse_args(["serve", str(digits_run.path), *flags])
+    assert settings_from(args).allowed_hosts == hosts

@@ -117,6 +117,24 @@ def test_the_body_limit_passes_chunks_through_unbuffered_and_stops_at_the_cap():
     assert b"cap of 100 bytes" in sent[1]["body"] and (b"connection", b"close") in sent[0]["headers"]
 
 
+def test_a_loopback_server_answers_only_loopback_host_names(make_client, digit_pngs):
+    """DNS rebinding: a page at evil.example resolved to 127.0.0.1 sends `Host: evil.example`; it gets a
+    400 JSON error on every route, the hot path included; the loopback names pass with any port."""
+    from convlab.serve.limits import LOOPBACK_HOSTS
+
+    client = make_client(allowed_hosts=list(LOOPBACK_HOSTS))
+    for path in ("/v2/health/ready", "/api/models", "/"):
+        answer = client.get(path, headers={"Host": "evil.example"})
+        assert answer.status_code == 400 and "'evil.example' is not a name of this server" in answer.json()["error"]
+    answer = post_image(client, digit_pngs[0].read_bytes())
+    assert answer.status_code == 400  # TestClient's own Host, testserver, is not a loopback name either
+    for host in ("localhost", "localhost:8000", "127.0.0.1:1234", "[::1]:8000", "LOCALHOST:80"):
+        answer = client.post("/predict/digits", content=digit_pngs[0].read_bytes(),
+                             headers={"Content-Type": "image/png", "Host": host})
+        assert answer.status_code == 200, (host, answer.text)
+    assert make_client().get("/v2/health/ready", headers={"Host": "evil.example"}).status_code == 200  # unset: any
+
+
 def test_too_many_images_in_one_request(make_client, digit_pngs):
     client = make_client(max_images=2)
     files = [("file", ("a.png", digit_pngs[0].read_bytes(), "image/png"))] * 3

@@ -61,3 +61,30 @@ def test_two_workers_answer_and_metrics_sum_them(digits_run, digit_pngs):
     assert "in each of 2 worker processes" in output
     for pid in workers:  # no worker outlives the server
         assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read().lower()
+
+
+def test_a_killed_worker_leaves_the_queue_depth_sum(tmp_path, monkeypatch):
+    """A worker SIGKILLed with 5 requests queued never runs its own clean-up: the next scrape drops its
+    queue depth from the live workers' sum instead of reporting 5 waiting requests for good."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import convlab
+    from convlab.serve.metrics import ServerMetrics
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    worker = ("import time\nfrom convlab.serve.metrics import ServerMetrics\n"
+              "ServerMetrics().depth_observer('digits')(5)\nprint('queued', flush=True)\ntime.sleep(600)\n")
+    env = dict(os.environ, PYTHONPATH=str(Path(convlab.__file__).parents[1]))
+    process = subprocess.Popen([sys.executable, "-c", worker], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert process.stdout.readline().strip() == "queued"
+        scraper = ServerMetrics()
+        assert 'convlab_queue_depth{model="digits"} 5.0' in scraper.render()[0].decode()  # alive: counted
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    depth = r'convlab_queue_depth\{model="digits"\} ([0-9.e+]+)'
+    assert metric(scraper.render()[0].decode(), depth) == 0
+    assert not list(tmp_path.glob("gauge_live*"))

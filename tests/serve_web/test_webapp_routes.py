@@ -8,6 +8,7 @@ import json
 import re
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -282,3 +283,59 @@ def test_any_json_body_is_answered_or_refused_by_field(body):
         assert named in ("input", "kernel", "stride", "padding", "mode", "body") or "not a field" in str(err)
     else:
         assert len(doc["windows"]) == len(doc["output"]) * len(doc["output"][0])
+
+
+# --- the error table of docs/serving.md -------------------------------------------------------------------
+
+SERVING_DOC = Path(__file__).parents[2] / "docs" / "serving.md"
+# a phrase of a row of the web app's error table -> a request that row describes
+DOCUMENTED_ERRORS = {
+    "a multipart body that cannot be parsed": ("post", "/api/gradcam/digits", {
+        "content": b"--x\r\nbroken", "headers": {"content-type": "multipart/form-data"}}),
+    "an explain body that is not JSON": ("post", "/api/explain/conv", {"content": b"{not json"}),
+    "no model of that name": ("post", "/api/gradcam/nope", upload(png_bytes(np.zeros((8, 8), np.uint8)))),
+    "no static file of that name": ("get", "/static/nope.js", {}),
+    "an upload over 10 MB": ("post", "/api/gradcam/digits", upload(b"\0" * (10 * 1024 * 1024 + 1))),
+    "an image over 16,000,000 pixels": ("post", "/api/gradcam/digits", upload(bomb_png(10_000, 5_000))),
+    "an explain body over 64 KB": ("post", "/api/explain/conv", {"content": b" " * (64 * 1024 + 1)}),
+    "neither `multipart/form-data` nor an `image/*` body": ("post", "/api/attribute/digits",
+                                                            {"json": {"file": "a.png"}}),
+    "an image that is not PNG, JPEG, WEBP, BMP or GIF": ("post", "/api/gradcam/digits",
+                                                         upload(tiff_bytes(), "a.tif", "image/tiff")),
+    "no part named `file`": ("post", "/api/gradcam/digits", {"files": {"other": ("a.png", b"x", "image/png")}}),
+    "cannot be decoded (truncated or corrupt)": ("post", "/api/gradcam/digits", upload(bomb_png(64, 64))),
+    "an unknown `method`": ("post", "/api/attribute/digits?method=nope",
+                            upload(png_bytes(np.zeros((8, 8), np.uint8)))),
+    "an explain field that cannot be used": ("post", "/api/explain/conv", {"json": {"stride": 0}}),
+}
+
+
+def documented_error_rows() -> dict[int, str]:
+    """The web app's error table in docs/serving.md: {status: when}."""
+    lines = SERVING_DOC.read_text().splitlines()
+    start = lines.index("| status | when |") + 2
+    rows = {}
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        status, when = (cell.strip() for cell in line.strip("|").split("|", 1))
+        rows[int(status)] = when
+    return rows
+
+
+def test_every_row_of_the_documented_error_table_has_a_request_here():
+    rows = documented_error_rows()
+    assert set(rows) == {400, 404, 413, 415, 422}
+    for status, when in rows.items():
+        assert any(phrase in when for phrase in DOCUMENTED_ERRORS), f"no request here for the {status} row"
+
+
+@pytest.mark.parametrize("phrase", DOCUMENTED_ERRORS)
+def test_the_documented_error_table_gives_the_status_the_server_answers(client, phrase):
+    """Each clause of docs/serving.md's error table, sent to the server: its status is the row's."""
+    documented = [status for status, when in documented_error_rows().items() if phrase in when]
+    assert len(documented) == 1, f"{phrase!r} is in {len(documented)} rows of the table"
+    method, path, request_args = DOCUMENTED_ERRORS[phrase]
+    response = getattr(client, method)(path, **request_args)
+    assert response.status_code == documented[0], (phrase, response.text)
+    assert response.json()["error"]

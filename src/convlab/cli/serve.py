@@ -44,6 +44,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     sv.add_argument("--token", default=os.environ.get("CONVLAB_SERVE_TOKEN"),
                     help="require 'Authorization: Bearer TOKEN' on every route but the health checks "
                          "(default: $CONVLAB_SERVE_TOKEN, else none)")
+    sv.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                    help="also answer requests whose Host header is NAME (any port), e.g. the name a reverse "
+                         "proxy forwards; on a loopback --host only localhost, 127.0.0.1 and [::1] are answered "
+                         "(a guard against DNS rebinding), elsewhere any name unless this is given (repeatable)")
     sv.add_argument("--max-upload-mb", type=float, default=10.0, metavar="MB",
                     help="largest request body in MB (default: 10)")
     sv.add_argument("--max-megapixels", type=float, default=16.0, metavar="MP",
@@ -70,7 +74,8 @@ def _importable(module: str) -> bool:
 
 
 def settings_from(args):
-    from ..serve.settings import ServerSettings  # lazy: start-up time
+    from ..serve.limits import LOOPBACK_HOSTS  # lazy: start-up time
+    from ..serve.settings import ServerSettings
 
     checks = [("--max-batch", args.max_batch, args.max_batch >= 1, "at least 1"),
               ("--max-delay-ms", args.max_delay_ms, 0 <= args.max_delay_ms <= 10_000, "between 0 and 10000"),
@@ -86,9 +91,10 @@ def settings_from(args):
             raise ConvlabError(f"{flag} must be {what}, got {value}")
     if args.token is not None and not args.token.strip():
         raise ConvlabError("--token is empty; give a secret or leave the option out")
+    hosts = [*LOOPBACK_HOSTS, *args.allow_host] if args.host in LOOPBACK or args.allow_host else None
     return ServerSettings(max_batch=args.max_batch, max_delay_ms=args.max_delay_ms, max_queue=args.max_queue,
-                    timeout_s=args.timeout_s, token=args.token, max_upload_mb=args.max_upload_mb,
-                    max_pixels=int(args.max_megapixels * 1e6), threads=args.threads)
+                          timeout_s=args.timeout_s, token=args.token, max_upload_mb=args.max_upload_mb,
+                          max_pixels=int(args.max_megapixels * 1e6), allowed_hosts=hosts, threads=args.threads)
 
 
 def cmd_serve(args) -> int:

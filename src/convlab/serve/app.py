@@ -14,7 +14,7 @@ from . import oip, simple, webapp
 from .batching import DeadlineExceeded, QueueFull
 from .errors import RequestError, error, error_response, internal_error
 from .fastpath import FastPredict
-from .limits import BodyLimit, check_token
+from .limits import BodyLimit, HostCheck, check_token
 from .metrics import MetricsMiddleware
 from .settings import ServerSettings
 from .state import ServerState, State
@@ -90,5 +90,7 @@ def create_app(models: Mapping, settings: ServerSettings | None = None, threads:
     predict = next(route for route in simple.router.routes if route.endpoint is simple.predict)
     app.add_middleware(FastPredict, state=state, route=predict)  # innermost: inside the limits
     app.add_middleware(BodyLimit, max_bytes=state.settings.max_body_bytes)
+    if state.settings.allowed_hosts is not None:
+        app.add_middleware(HostCheck, allowed_hosts=state.settings.allowed_hosts)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics, access_log=access_log)  # outermost: counts 413s
     return app

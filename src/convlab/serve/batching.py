@@ -11,6 +11,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -57,6 +58,7 @@ class Batcher:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._coming = 0  # requests that will submit soon (their images are being decoded)
+        self._mailbox: _Mailbox | None = None  # the results on their way to the event loop
 
     # -- the request side ------------------------------------------------------------------------------
     def coming(self) -> "_Coming":
@@ -73,7 +75,8 @@ class Batcher:
                 raise QueueFull(f"model {self.name}: {len(self._queue)} requests are waiting (--max-queue "
                                 f"{self.max_queue}); retry shortly")
             self._queue.append(job)
-            self._cond.notify()
+            if len(self._queue) == 1 or self._count_fitting() >= self.max_batch:
+                self._cond.notify()  # only what can end the thread's wait: every wake-up costs a GIL hand-off
             if self.on_depth is not None:
                 self.on_depth(len(self._queue))
         return job
@@ -83,9 +86,12 @@ class Batcher:
         job = self.submit(batch, time.monotonic() + timeout_s)
         loop = asyncio.get_running_loop()
         answer = loop.create_future()
+        if self._mailbox is None or self._mailbox.loop is not loop:
+            self._mailbox = _Mailbox(loop)
+        mailbox = self._mailbox
 
         def deliver(done: Future) -> None:  # on the inference thread: hand the result to the event loop
-            loop.call_soon_threadsafe(_settle, answer, done)
+            mailbox.post(answer, done)
 
         def expire() -> None:
             if job.future.cancel():  # still queued: it will never run
@@ -182,6 +188,11 @@ class Batcher:
         self._queue = deque(job for job in self._queue if not job.future.cancelled())
 
     def _run(self, jobs: list[Job]) -> None:
+        mailbox = self._mailbox
+        with mailbox.holding() if mailbox is not None else nullcontext():
+            self._answer(jobs)
+
+    def _answer(self, jobs: list[Job]) -> None:
         batch = jobs[0].batch if len(jobs) == 1 else np.concatenate([job.batch for job in jobs])
         try:
             logits, probs = self._forward(batch)
@@ -210,6 +221,42 @@ class Batcher:
         return np.concatenate([logits for logits, _ in parts]), np.concatenate([probs for _, probs in parts])
 
 
+class _Mailbox:
+    """Results handed from the inference thread to one event loop: the loop is woken once for all the
+    results of a batch (one hand-off of the GIL to the loop, not one per request)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop, self.lock, self.pending, self.held = loop, threading.Lock(), [], False
+
+    def post(self, answer: asyncio.Future, done: Future) -> None:
+        with self.lock:
+            self.pending.append((answer, done))
+            wake = len(self.pending) == 1 and not self.held
+        if wake:
+            self.loop.call_soon_threadsafe(self.drain)
+
+    @contextmanager
+    def holding(self):
+        """Posts wait for the end of the block: waking the loop hands it the GIL (the wake-up is a write
+        to a socket), and it would then take the batch's results one by one."""
+        with self.lock:
+            self.held = True
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.held = False
+                wake = bool(self.pending)
+            if wake:
+                self.loop.call_soon_threadsafe(self.drain)
+
+    def drain(self) -> None:
+        with self.lock:
+            pending, self.pending = self.pending, []
+        for answer, done in pending:
+            _settle(answer, done)
+
+
 def _settle(answer: asyncio.Future, done: Future) -> None:
     if answer.done() or done.cancelled():  # expired: the answer is DeadlineExceeded already
         return
@@ -231,4 +278,5 @@ class _Coming:
     def __exit__(self, *exc):
         with self.batcher._cond:
             self.batcher._coming -= 1
-            self.batcher._cond.notify()
+            if self.batcher._coming == 0:  # a forming batch waits while requests are on their way
+                self.batcher._cond.notify()

@@ -8,10 +8,12 @@ from typing import Mapping
 
 import numpy as np
 from PIL import Image
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from ..data.decode import TooManyPixels, UnknownFormat, UnreadableImage, load_image, open_image
 from .errors import RequestError, error
 
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")  # the Host names of a loopback bind, any port
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")  # what Pillow may decode; GIF: first frame only
 
 
@@ -119,3 +121,35 @@ class BodyLimit:
 async def _refuse(scope, receive, send, status: int, message: str) -> None:
     """The JSON error, closing the connection: the rest of the body is left unread."""
     await error(status, message, {"Connection": "close"})(scope, receive, send)
+
+
+class HostCheck:
+    """ASGI middleware: only a request whose Host header names one of `allowed_hosts` (any port) reaches the
+    app. On a loopback bind this stops DNS rebinding: a web page the user visits can point its own host name
+    at 127.0.0.1, but its requests still carry that name. Starlette's TrustedHostMiddleware decides; the
+    refusal is the server's JSON 400."""
+
+    def __init__(self, app, allowed_hosts: list[str]):
+        self.app, self.allowed_hosts = app, allowed_hosts
+        self.trusted = TrustedHostMiddleware(_accept, allowed_hosts, www_redirect=False)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        await self.trusted(scope, receive, _discard)
+        if scope.pop(ACCEPTED, False):
+            return await self.app(scope, receive, send)
+        host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+        await error(400, f"Host {host[:80]!r} is not a name of this server; it answers "
+                         f"{', '.join(self.allowed_hosts)} (any port); --allow-host NAME adds one")(scope, receive, send)
+
+
+ACCEPTED = "convlab.host_accepted"
+
+
+async def _accept(scope, _receive, _send) -> None:
+    scope[ACCEPTED] = True
+
+
+async def _discard(_message) -> None:
+    """TrustedHostMiddleware's own plain-text refusal goes nowhere; HostCheck answers in JSON."""

@@ -6,18 +6,39 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 ACCESS_LOG = logging.getLogger("convlab.serve.access")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's multiprocess mode: one file per process
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 def multiprocess() -> bool:
     """Whether this process is one of several workers (prometheus_client's multiprocess mode is on)."""
-    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+    return bool(os.environ.get(MULTIPROC_ENV))
+
+
+def _forget_dead_workers(folder: str) -> None:
+    """A worker that was killed (SIGKILL, the OOM killer) never ran close(): its live gauges (the queue
+    depth it last had) leave the sum here, at the next scrape, instead of staying in it for good."""
+    for file in Path(folder).glob("gauge_live*_*.db"):
+        pid = file.stem.rsplit("_", 1)[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            mark_process_dead(int(pid), folder)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
 
 
 class ServerMetrics:
@@ -59,6 +80,7 @@ class ServerMetrics:
     def render(self) -> tuple[bytes, str]:
         if not self.shared:
             return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        _forget_dead_workers(os.environ[MULTIPROC_ENV])
         every = CollectorRegistry()
         MultiProcessCollector(every)
         return generate_latest(every), CONTENT_TYPE_LATEST

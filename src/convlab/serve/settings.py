@@ -16,6 +16,7 @@ class ServerSettings:
     # and 16-Mpx phone photos pass; a PNG at the cap decodes in well under a second
     max_images: int = 256  # images in one request at most (413)
     decode_threads: int = 2  # threads decoding and resizing images, beside the model's thread
+    allowed_hosts: list[str] | None = None  # Host names answered (any port), others get 400; None: any
     threads: int = 0  # the model's intra-op threads; 0: the idle cores, as `train --threads 0` picks them
 
     @property

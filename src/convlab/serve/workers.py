@@ -18,12 +18,11 @@ import torch
 
 from ..training.performance import set_threads
 from .app import create_app
-from .metrics import log_access_to_stdout
+from .metrics import MULTIPROC_ENV, log_access_to_stdout
 from .served import load_served
 from .settings import ServerSettings
 
 WORKER_ENV = "CONVLAB_SERVE_WORKER"  # JSON: models, backend, settings, threads, access_log
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def serve_workers(sock: socket.socket, count: int, models: dict, backend: str, settings, threads: int,
