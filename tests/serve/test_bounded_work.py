@@ -71,13 +71,16 @@ def post(httpx, url: str, route: str, name: str, data: bytes):
                           headers={"Content-Type": "application/json"}, timeout=30)
     if route == "gradcam":
         return httpx.post(f"{url}/api/gradcam/digits", timeout=30, **multipart)
+    if route == "gradcam raw":
+        return httpx.post(f"{url}/api/gradcam/digits", content=data, headers={"Content-Type": "image/png"},
+                          timeout=30)
     return httpx.post(f"{url}/api/attribute/digits?method=saliency", timeout=30, **multipart)
 
 
 # the three files; the transparent 12-Mpx PNG is checked for its answer and memory, not timed: Pillow
 # inflates all of its 48 MB before reducing it (about 0.3 s here, more on a busy machine)
 TIMED = ("bilevel-36mpx.png", "transparent-36mpx.png", "photo-12mpx.jpg")
-ROUTES = ("predict multipart", "predict raw", "oip bytes", "gradcam", "attribute")
+ROUTES = ("predict multipart", "predict raw", "oip bytes", "gradcam", "gradcam raw", "attribute")
 
 
 def answered_correctly(route: str, response, pixels: int) -> bool:
