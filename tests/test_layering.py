@@ -231,3 +231,13 @@ def test_scratch_imports_only_numpy_and_the_standard_library():
                 continue
             for name in names:
                 assert name.split(".")[0] in allowed, f"{module_path.name} imports {name}"
+
+
+def test_only_the_cli_imports_the_report():
+    """The report is a page the CLI writes, not a library of pictures: the pictures it shares with the web
+    app live below both (evaluate/pictures.py, evaluate/mistakes.py)."""
+    known = module_names(PACKAGE, "convlab")
+    importers = sorted(module for module, path in known.items()
+                       if "convlab.insight.report" in import_edges(module, path, known)
+                       and not module.startswith("convlab.cli"))
+    assert importers == []

@@ -49,13 +49,13 @@ def test_small_and_large_images_decode_alike(client, digits_run, tmp_path, capsy
     import numpy as np
     from PIL import Image
 
-    from convlab.serve.state import INLINE_DECODE_BYTES
+    from convlab.serve.state import INLINE_DECODE_PIXELS
 
     noise = np.random.default_rng(0).integers(0, 256, (200, 200, 3), dtype=np.uint8)
     large, small = tmp_path / "large.png", tmp_path / "small.png"
     Image.fromarray(noise).save(large)
     Image.fromarray(noise[:8, :8, 0]).save(small)
-    assert large.stat().st_size > INLINE_DECODE_BYTES >= small.stat().st_size
+    assert 200 * 200 > INLINE_DECODE_PIXELS >= 8 * 8
     for path in (large, small):
         [want] = predict_json(capsys, digits_run.path, [path])  # one image a batch, as the server runs it alone
         answer = client.post("/predict/digits", content=path.read_bytes(), headers={"Content-Type": "image/png"})

@@ -138,7 +138,7 @@ def test_the_runs_mistakes_drawn_with_a_method_are_its_maps_on_those_test_images
     """GET /api/mistakes/{name}?method= : the mistakes of /api/runs, in its order, each an overlay of the
     image the page shows; ig's overlay is red where `convlab.attribute` gives the image's map positive."""
     pytest.importorskip("captum", reason="the attribution methods need the attribution extra")
-    from convlab.insight.report import enlarged
+    from convlab.evaluate.pictures import enlarged
 
     shown = client.get("/api/runs/digits").json()["mistakes"]
     response = client.get("/api/mistakes/digits?method=ig")

@@ -102,3 +102,30 @@ def test_a_server_with_a_token_asks_for_it_once(browser_page, models):
         page.wait_for_selector("#predict-model option[value=digits]", state="attached")
         assert page.text_content("#predict-error") == "" and not page.is_visible("#token-form")
     assert problems == []
+
+
+@pytest.mark.slow
+def test_the_runs_page_says_why_an_int8_model_has_no_maps(browser_page, models, digits_run, tmp_path):
+    """Switching from a model whose mistakes were explained to one without a float graph replaces the status
+    line (it used to keep the other model's 'saliency: N ms ...') with the reason."""
+    from convlab.compress import quantize_run
+    from webapp_server import served
+
+    page, problems = browser_page
+    quantize_run(digits_run.path, tmp_path / "int8", mode="static", calibration_images=64, latency_seconds=0.01)
+    both = {**models, "digits-int8": served("digits-int8", tmp_path / "int8")}
+    with live_server(make_app(both)) as url:
+        page.goto(url + "/", wait_until="load")
+        page.click("nav a[data-page=runs]")
+        page.wait_for_function("() => document.querySelector('#runs-summary').textContent.includes('accuracy')")
+        page.select_option("#runs-method", "saliency")
+        page.wait_for_function("() => /^saliency: \\d+ ms/.test(document.querySelector('#runs-method-status')"
+                               ".textContent)")
+        page.select_option("#runs-model", "digits-int8")
+        page.wait_for_function("() => document.querySelector('#runs-summary').textContent.startsWith('digits-int8')")
+        page.wait_for_function("() => document.querySelector('#runs-method-status').textContent !== ''")
+        assert page.text_content("#runs-method-status") == (
+            "no Grad-CAM or attribution maps: digits-int8 is an int8 variant: its quantized layers have no "
+            "gradients for Grad-CAM; serve the float run folder")
+        assert page.locator("#runs-mistakes img.explain").count() == 0
+    assert problems == []

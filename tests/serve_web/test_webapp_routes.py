@@ -296,7 +296,7 @@ DOCUMENTED_ERRORS = {
     "no model of that name": ("post", "/api/gradcam/nope", upload(png_bytes(np.zeros((8, 8), np.uint8)))),
     "no static file of that name": ("get", "/static/nope.js", {}),
     "an upload over 10 MB": ("post", "/api/gradcam/digits", upload(b"\0" * (10 * 1024 * 1024 + 1))),
-    "an image over 40,000,000 pixels": ("post", "/api/gradcam/digits", upload(bomb_png(10_000, 5_000))),
+    "an image over 16,000,000 pixels": ("post", "/api/gradcam/digits", upload(bomb_png(10_000, 5_000))),
     "an explain body over 64 KB": ("post", "/api/explain/conv", {"content": b" " * (64 * 1024 + 1)}),
     "neither `multipart/form-data` nor an `image/*` body": ("post", "/api/attribute/digits",
                                                             {"json": {"file": "a.png"}}),

@@ -51,8 +51,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                          "(a guard against DNS rebinding), elsewhere any name unless this is given (repeatable)")
     sv.add_argument("--max-upload-mb", type=float, default=10.0, metavar="MB",
                     help="largest request body in MB (default: 10)")
-    sv.add_argument("--max-megapixels", type=float, default=40.0, metavar="MP",
-                    help="largest image width x height, checked before decoding (default: 40)")
+    sv.add_argument("--max-megapixels", type=float, default=16.0, metavar="MP",
+                    help="largest image width x height, checked before decoding (default: 16)")
     sv.add_argument("--timeout-s", type=float, default=30.0, metavar="S",
                     help="a request not run within S seconds gets 504 and is not run (default: 30)")
     sv.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True,

@@ -1,6 +1,7 @@
 """Downloading dataset files into the cache: mirrors, retries, md5 checks and atomic writes."""
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import http.client
 import os
@@ -9,6 +10,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +72,10 @@ def fetch_resources(dataset: str, resources: list[Resource], base_urls: list[str
         target = dest / resource.filename
         if target.is_file() and file_md5(target) == resource.md5:
             continue
+        if not _DOWNLOADS.get():
+            raise DataMissing(f"{dataset} is not downloaded here ({resource.filename} is missing or damaged in "
+                              f"{dest}), and it is not downloaded here: run `convlab eval RUN` once (it downloads "
+                              f"the data) or put the files there")
         failures = []
         for base in bases:
             url = base + resource.filename
@@ -182,3 +188,21 @@ def _copy_with_progress(response, out, filename: str) -> str:
         if progress is not None:
             progress.stop()
     return digest.hexdigest()
+
+
+_DOWNLOADS = contextvars.ContextVar("convlab_downloads", default=True)
+
+
+class DataMissing(ConvlabError):
+    """A dataset's files are not there and downloading them is not allowed here."""
+
+
+@contextmanager
+def no_downloads():
+    """Within it, a dataset whose files are missing raises DataMissing instead of being downloaded (a web
+    page's GET must answer at once, not fetch hundreds of megabytes)."""
+    token = _DOWNLOADS.set(False)
+    try:
+        yield
+    finally:
+        _DOWNLOADS.reset(token)

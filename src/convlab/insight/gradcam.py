@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.decode import load_image
+from ..data.decode import decode, fit, open_image, working_size
 from ..errors import ConvlabError
+from ..evaluate.pictures import displayed
 from ..run import Run
 
 
@@ -137,9 +138,11 @@ def class_index_of(run: Run, label: str | None, option: str = "--class") -> int 
 
 
 def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45, cmap: str = "jet") -> np.ndarray:
-    """image: (H, W, 3) or (H, W) uint8; heatmap: (h, w) in [0, 1], resized to the image -> (H, W, 3) uint8."""
+    """image: (H, W, 3) or (H, W) uint8; heatmap: (h, w) in [0, 1] -> (H', W', 3) uint8, drawn at display size:
+    the image shrunk to at most DISPLAY_MAX pixels on its long side, the heatmap resized to it."""
     import matplotlib
 
+    image = displayed(image)
     if image.ndim == 2:
         image = np.repeat(image[:, :, None], 3, axis=2)
     height, width = image.shape[:2]
@@ -176,23 +179,24 @@ def save_cam_figure(original: np.ndarray, heatmap: np.ndarray, title: str, path:
 def gradcam_files(run: Run, paths: list[Path], out: Path, layer: str | None = None,
                   class_label: str | None = None) -> list[Path]:
     """Grad-CAM figures for image files: one OUT/<name>-gradcam.png per image; returns their paths."""
-    from PIL import Image
-
     target = class_index_of(run, class_label)
-    size = tuple(run.preprocess.size)
-    images = np.stack([load_image(path, run.preprocess.channels, size) for path in paths])
+    channels, size = run.preprocess.channels, tuple(run.preprocess.size)
+    inputs, originals = [], []
+    for path in paths:  # one decode per file (EXIF rotation applied): the model's input and the image shown
+        with open_image(path) as opened:
+            decoded = decode(opened, working_size(size))
+            inputs.append(fit(decoded, channels, size))
+            originals.append(displayed(decoded, channels))
+    images = np.stack(inputs)
     result = run_grad_cam(run, images, layer, target)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for i, path in enumerate(paths):
-        mode = "L" if run.preprocess.channels == 1 else "RGB"
-        with Image.open(path) as img:
-            original = np.asarray(img.convert(mode))
         cls = int(result.classes[i])
         predicted = int(result.probs[i].argmax())
         title = (f"{Path(path).name}: Grad-CAM for '{run.classes[cls]}' (p={result.probs[i, cls]:.3f}); "
                  f"predicted '{run.classes[predicted]}'; layer {result.layer}")
         target_path = out / f"{Path(path).stem}-gradcam.png"
-        save_cam_figure(original, result.heatmaps[i], title, target_path)
+        save_cam_figure(originals[i], result.heatmaps[i], title, target_path)
         written.append(target_path)
     return written

@@ -1,8 +1,6 @@
 """The run report: one self-contained HTML file (images as data URIs, no scripts, no network)."""
 from __future__ import annotations
 
-import base64
-import csv
 import html
 import io
 from datetime import datetime
@@ -13,18 +11,17 @@ import numpy as np
 from ..data.run_data import load_run_data, test_split
 from ..errors import ConvlabError
 from ..evaluate.metrics import classification_metrics
-from ..evaluate.plots import confusion_figure, plot_curves
+from ..evaluate.mistakes import most_confident_mistakes
+from ..evaluate.pictures import confusion_png, curves_png, data_uri, enlarged, hwc, png_of_array
 from ..layout import CURVES, HISTORY, REPORT
 from ..run import Run, load_run
 from .gradcam import overlay, run_grad_cam
 
 SAMPLES_PER_CLASS = 8
 MAX_CLASSES_SHOWN = 20  # sample rows in the dataset picture
-MISTAKES = 12
 ATTRIBUTION_METHODS = ("gradcam", "saliency", "ig")  # the report's default: fast, and they pass the checks
 ATTRIBUTION_MISTAKES, ATTRIBUTION_CORRECT = 6, 3  # images shown with every method's map
 EVALUATED = 48  # test images the attribution table scores
-DISPLAY = 112  # pixels: small images are enlarged (nearest) so a person can see them
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; padding: 0 1em; }
@@ -37,23 +34,6 @@ figcaption { font-size: .85em; } .low { background: #fde2e2; } .note { color: #6
 """
 
 
-def data_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
-def png_of_array(pixels: np.ndarray, size: int | None = None) -> bytes:
-    """(H, W) or (H, W, 3) uint8 -> PNG bytes, enlarged with nearest neighbour to at least `size` px."""
-    from PIL import Image
-
-    image = Image.fromarray(pixels)
-    if size and max(image.size) < size:
-        scale = int(np.ceil(size / max(image.size)))
-        image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def _png_of_figure(fig) -> bytes:
     import matplotlib.pyplot as plt
 
@@ -61,11 +41,6 @@ def _png_of_figure(fig) -> bytes:
     fig.savefig(buffer, format="PNG", dpi=100)
     plt.close(fig)
     return buffer.getvalue()
-
-
-def _hwc(image: np.ndarray) -> np.ndarray:
-    """(C, H, W) uint8 -> (H, W) for one channel or (H, W, 3)."""
-    return image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)
 
 
 def _img(png: bytes, alt: str, pixel: bool = False) -> str:
@@ -102,7 +77,7 @@ def _samples_figure(splits, classes: list[str]) -> bytes:
             ax = axes[row, col]
             ax.axis("off")
             if col < len(picks):
-                image = _hwc(splits.train.images[picks[col]])
+                image = hwc(splits.train.images[picks[col]])
                 ax.imshow(image, cmap="gray" if image.ndim == 2 else None, interpolation="nearest")
         axes[row, 0].text(-0.15, 0.5, classes[c], transform=axes[row, 0].transAxes, ha="right", va="center",
                           fontsize=9)
@@ -126,32 +101,11 @@ def _dataset_section(run: Run, splits) -> str:
             f"{more}")
 
 
-def curves_png(run: Run) -> bytes | None:
-    """The run's training curves as PNG: curves.png, else drawn from metrics.csv; None when it has neither."""
-    path = run.path / CURVES
-    if path.is_file():
-        return path.read_bytes()
-    if (run.path / HISTORY).is_file():
-        with open(run.path / HISTORY) as handle:
-            rows = [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()}
-                    for row in csv.DictReader(handle)]
-        if rows:
-            buffer = io.BytesIO()
-            plot_curves(rows, buffer)  # matplotlib writes PNG into a file object too
-            return buffer.getvalue()
-    return None
-
-
 def _curves_section(run: Run) -> str:
-    png = curves_png(run)
+    png = curves_png(run.path)
     if png is None:
         return f"<h2>Training curves</h2><p class=note>the run has no {CURVES} or {HISTORY}</p>"
     return "<h2>Training curves</h2>" + _img(png, "training curves")
-
-
-def confusion_png(metrics: dict, classes: list[str]) -> bytes:
-    """The confusion matrix of `metrics` (classification_metrics' dict) as PNG."""
-    return _png_of_figure(confusion_figure(metrics["confusion_matrix"], classes))
 
 
 def _metrics_sections(run: Run, metrics: dict) -> str:
@@ -173,37 +127,22 @@ def _metrics_sections(run: Run, metrics: dict) -> str:
             f"<h2>Per class</h2>{table}")
 
 
-def most_confident_mistakes(probs: np.ndarray, labels: np.ndarray, limit: int = MISTAKES) -> np.ndarray:
-    """Indices of the misclassified rows of probs (N, K), the most confident first, at most `limit`."""
-    predicted = probs.argmax(1)
-    wrong = np.flatnonzero(predicted != labels)
-    return wrong[np.argsort(-probs[wrong, predicted[wrong]], kind="stable")][:limit]
-
-
-def enlarged(image: np.ndarray) -> np.ndarray:
-    """(C, H, W) uint8 -> (H, W[, 3]) enlarged by a whole factor (nearest) to about DISPLAY pixels."""
-    image = _hwc(image)
-    scale = int(np.ceil(DISPLAY / max(image.shape[:2]))) if max(image.shape[:2]) < DISPLAY else 1
-    return np.kron(image, np.ones((scale, scale) + (() if image.ndim == 2 else (1,)), np.uint8))
-
-
 def _mistakes_section(run: Run, test, probs: np.ndarray, labels: np.ndarray) -> str:
-    predicted = probs.argmax(1)
-    wrong = np.flatnonzero(predicted != labels)
-    if len(wrong) == 0:
+    wrong = int((probs.argmax(1) != labels).sum())
+    if wrong == 0:
         return "<h2>Most confident mistakes</h2><p>none: every test image is classified correctly.</p>"
-    order = most_confident_mistakes(probs, labels)
-    cams = run_grad_cam(run, test.images[order])
+    mistakes = most_confident_mistakes(probs, labels, run.classes)
+    cams = run_grad_cam(run, test.images[[m.index for m in mistakes]])
     figures = []
-    for k, i in enumerate(order):
-        big = enlarged(test.images[i])
-        caption = (f"#{i}: true <b>{html.escape(run.classes[labels[i]])}</b>, predicted "
-                   f"<b>{html.escape(run.classes[predicted[i]])}</b> ({probs[i, predicted[i]]:.2f})")
-        figures.append(f"<figure>{_img(png_of_array(big), f'test image {i}', pixel=True)} "
-                       f"{_img(png_of_array(overlay(big, cams.heatmaps[k])), f'Grad-CAM of test image {i}')}"
+    for m, heatmap in zip(mistakes, cams.heatmaps):
+        big = enlarged(test.images[m.index])
+        caption = (f"#{m.index}: true <b>{html.escape(m.true)}</b>, predicted <b>{html.escape(m.predicted)}</b> "
+                   f"({m.prob:.2f})")
+        figures.append(f"<figure>{_img(png_of_array(big), f'test image {m.index}', pixel=True)} "
+                       f"{_img(png_of_array(overlay(big, heatmap)), f'Grad-CAM of test image {m.index}')}"
                        f"<figcaption>{caption}</figcaption></figure>")
-    return (f"<h2>Most confident mistakes</h2><p>{len(wrong)} of {len(labels)} test images are misclassified; "
-            f"the {len(order)} the model was surest about, each with the Grad-CAM of the predicted class at "
+    return (f"<h2>Most confident mistakes</h2><p>{wrong} of {len(labels)} test images are misclassified; "
+            f"the {len(mistakes)} the model was surest about, each with the Grad-CAM of the predicted class at "
             f"layer <code>{html.escape(cams.layer)}</code> (red: the evidence it used).</p>"
             f"<div class=mistakes>{''.join(figures)}</div>")
 
@@ -229,7 +168,7 @@ def _attribution_section(run: Run, test, probs: np.ndarray, labels: np.ndarray, 
     scored = attribute(run, test.images[:EVALUATED], list(methods), evaluate=True, log=quiet)
     captions = [f"#{i} {'wrong' if predicted[i] != labels[i] else 'right'}: {run.classes[labels[i]]} -> "
                 f"{run.classes[predicted[i]]}" for i in shown]
-    fig = grid_figure([_hwc(test.images[i]) for i in shown], maps.maps, method_scales(maps.maps, maps.signed),
+    fig = grid_figure([hwc(test.images[i]) for i in shown], maps.maps, method_scales(maps.maps, maps.signed),
                       maps.signed, captions)
     table = _html_table(COLUMNS, table_cells(scored.evaluation))
     return (f"<h2>Attribution</h2><p>Why the model decided, by {len(methods)} methods, on the "

@@ -3,15 +3,14 @@ whose declared size is over the pixel cap (checked before decoding), unknown mod
 from __future__ import annotations
 
 import hmac
-import io
-import warnings
+from contextlib import contextmanager
 from typing import Mapping
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from ..data.decode import load_image
+from ..data.decode import TooManyPixels, UnknownFormat, UnreadableImage, load_image, open_image
 from .errors import RequestError, error
 
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")  # the Host names of a loopback bind, any port
@@ -38,39 +37,36 @@ def check_token(expected: str | None, authorization: str | None) -> None:
 
 
 def open_upload(data: bytes, max_pixels: int) -> Image.Image:
-    """Encoded image bytes -> the decoded first frame, EXIF rotation applied, as predict opens a file. The
-    format must be one served, and the declared width x height is checked against `max_pixels` before
-    a single pixel is decoded (decompression bombs)."""
-    if not data:
-        raise RequestError(422, "empty image: the body or part holds no bytes")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own cap says it better
-        try:
-            opened = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
-        except UnidentifiedImageError:
-            raise RequestError(415, f"not an image in a format served ({', '.join(IMAGE_FORMATS)})") from None
-        except Image.DecompressionBombError as err:
-            raise RequestError(413, f"image refused as a decompression bomb ({err})") from None
-        except Exception as err:  # noqa: BLE001 - header parsers raise SyntaxError, ValueError, struct.error, ...
-            raise RequestError(422, f"cannot read the image header ({type(err).__name__}: {err})") from None
-        with opened:
-            width, height = opened.size
-            if width * height > max_pixels:
-                raise RequestError(413, f"image of {width} x {height} = {width * height:,} pixels is over the "
-                                        f"server's cap of {max_pixels:,} pixels (refused before decoding)")
-            try:
-                image = ImageOps.exif_transpose(opened)  # a decoded copy of the first frame
-                image.load()
-                return image
-            except Exception as err:  # noqa: BLE001 - truncated or corrupt data fails in many ways
-                raise RequestError(422, f"cannot decode the {opened.format} image ({type(err).__name__}: "
-                                        f"{str(err)[:200]})") from None
+    """Encoded image bytes -> the image opened, its header only read: the format must be one served and the
+    declared width x height at most `max_pixels` (decompression bombs), else a RequestError; decode_upload or
+    data.decode.decode then decodes it."""
+    with _refusals():
+        return open_image(data, max_pixels, IMAGE_FORMATS)
 
 
-def decode_upload(data: bytes, channels: int, size: tuple[int, int], max_pixels: int) -> np.ndarray:
-    """Encoded image bytes -> (channels, H, W) uint8, exactly as predict decodes a file (open_upload, then
-    data.decode.load_image)."""
-    return load_image(open_upload(data, max_pixels), channels, size)
+def decode_upload(data: bytes | Image.Image, channels: int, size: tuple[int, int], max_pixels: int) -> np.ndarray:
+    """Encoded image bytes (or an image open_upload opened) -> (channels, H, W) uint8, exactly as predict
+    decodes a file (data.decode.load_image)."""
+    with _refusals():
+        return load_image(data, channels, size, max_pixels, IMAGE_FORMATS)
+
+
+@contextmanager
+def _refusals():
+    """The decoder's errors as the server's statuses: 415 a format not served, 413 too many pixels declared,
+    422 a damaged image."""
+    try:
+        yield
+    except UnknownFormat:
+        raise RequestError(415, f"not an image in a format served ({', '.join(IMAGE_FORMATS)})") from None
+    except TooManyPixels as err:
+        if not err.limit:  # Pillow refused it before our cap could: a header declaring absurd sizes
+            raise RequestError(413, f"image refused as a {err.reason}") from None
+        (width, height), pixels = err.size, err.size[0] * err.size[1]
+        raise RequestError(413, f"image of {width} x {height} = {pixels:,} pixels is over the server's cap of "
+                                f"{err.limit:,} pixels (--max-megapixels; refused before decoding)") from None
+    except UnreadableImage as err:
+        raise RequestError(422, f"cannot decode the image ({err.reason[:200]})") from None
 
 
 class BodyTooLarge(RequestError):

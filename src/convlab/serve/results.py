@@ -1,28 +1,34 @@
 """What the Runs and Predict pages show of a served model beyond predictions: its results, Grad-CAM and the
 attribution methods' overlays.
 
-The pictures come from the report's own functions (insight/report.py), so the page and report.html agree.
+The pictures come from the functions the report draws with (evaluate/pictures.py, evaluate/mistakes.py), so the
+page and report.html agree; uploads are decoded once, at a bounded working size, and drawn at display size.
 """
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import astuple
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from ..compress.load import load_variant
-from ..data.decode import load_image
+from ..data.decode import decode, fit, working_size
+from ..data.download import no_downloads
 from ..errors import ConvlabError
 from ..evaluate.metrics import classification_metrics
-from ..insight.attribution import Settings, attribute
+from ..evaluate.mistakes import most_confident_mistakes
+from ..evaluate.pictures import confusion_png, curves_png, data_uri, displayed, enlarged, png_of_array
+from ..insight.attribution import METHODS, Settings, attribute
 from ..insight.attribution.figure import method_scales, overlay_map
 from ..insight.gradcam import overlay, run_grad_cam
-from ..insight.report import confusion_png, curves_png, data_uri, enlarged, most_confident_mistakes, png_of_array
 from ..layout import ONNX_SUFFIX, QUANTIZED_WEIGHTS
 from ..run import Run
+
+
+MISTAKE_OVERLAYS = 8  # (method, settings) drawings of the mistakes kept per model
 
 
 class NoTorchGraph(ConvlabError):
@@ -46,7 +52,7 @@ class ModelViews:
         self.name, self.path, self.metrics = name, Path(path), metrics
         self._run: Run | None = None
         self._results: dict | None = None
-        self._overlays: dict[tuple, dict] = {}  # the mistakes drawn, per (method, *settings)
+        self._overlays: OrderedDict[tuple, dict] = OrderedDict()  # the mistakes drawn, the last used last
         self._lock = threading.Lock()
 
     def run(self) -> Run:
@@ -56,7 +62,8 @@ class ModelViews:
             return self._run
 
     def gradcam_png(self, image: Image.Image) -> tuple[bytes, int, str]:
-        """Grad-CAM of the predicted class over `image`, at the image's own size -> (PNG, class index, layer)."""
+        """Grad-CAM of the predicted class over `image` (opened, not yet decoded), at display size -> (PNG,
+        class index, layer)."""
         original, batch = self._inputs(image, "Grad-CAM")
         run = self.run()  # takes the lock itself
         with self._lock:
@@ -65,7 +72,7 @@ class ModelViews:
 
     def attribution_png(self, image: Image.Image, method: str,
                         settings: Settings | None = None) -> tuple[bytes, int, float]:
-        """Attribution `method`'s map of the predicted class over `image`, at its own size, coloured as
+        """Attribution `method`'s map of the predicted class over `image`, at display size, coloured as
         `convlab attribute`'s figures -> (PNG, class index, milliseconds the method took)."""
         original, batch = self._inputs(image, method)
         run = self.run()  # takes the lock itself
@@ -79,24 +86,29 @@ class ModelViews:
 
     def mistake_overlays(self, method: str, settings: Settings | None = None) -> dict:
         """The Runs page's mistakes drawn with attribution `method` (one colour scale over them, as in the
-        report) -> {"method", "mistakes": [{"index", "overlay"}], "ms"}; computed once per method and settings."""
+        report) -> {"method", "mistakes": [{"index", "overlay"}], "ms"}; kept for the last MISTAKE_OVERLAYS
+        (method, the settings it reads) asked for."""
         why = torch_graph_missing(self.path, method)
         if why:
             raise NoTorchGraph(f"model {self.name!r} {why}")
         settings = settings or Settings()
-        key = (method, *astuple(settings))
+        key = (method, *(getattr(settings, field) for field in METHODS[method].reads))
         shown = [m["index"] for m in self.results()["mistakes"]]
         run = self.run()
         with self._lock:
             if key not in self._overlays:
                 self._overlays[key] = self._draw_mistakes(run, shown, method, settings)
+                while len(self._overlays) > MISTAKE_OVERLAYS:
+                    self._overlays.popitem(last=False)
+            self._overlays.move_to_end(key)
             return self._overlays[key]
 
     @staticmethod
     def _draw_mistakes(run: Run, shown: list[int], method: str, settings: Settings) -> dict:
         if not shown:
             return {"method": method, "mistakes": [], "ms": 0.0}
-        images = run.test_data().images[shown]
+        with no_downloads():
+            images = run.test_data().images[shown]
         start = time.perf_counter()
         result = attribute(run, images, method, settings=settings, log=lambda _line: None)
         ms = (time.perf_counter() - start) * 1000
@@ -107,14 +119,15 @@ class ModelViews:
             for i, image, heat in zip(shown, images, maps)]}
 
     def _inputs(self, image: Image.Image, method: str) -> tuple[np.ndarray, np.ndarray]:
-        """(the image as shown (H, W[, 3]) uint8, the model's input (1, C, h, w) uint8), or NoTorchGraph."""
+        """(the image as shown (H, W[, 3]) uint8 at display size, the model's input (1, C, h, w) uint8), or
+        NoTorchGraph; `image` is decoded once, as predict decodes it."""
         why = torch_graph_missing(self.path, method)
         if why:
             raise NoTorchGraph(f"model {self.name!r} {why}")
         run = self.run()
         channels, size = run.preprocess.channels, tuple(run.preprocess.size)
-        original = np.asarray(image.convert("L" if channels == 1 else "RGB"))  # (H, W[, 3]) as gradcam_files shows
-        return original, load_image(image, channels, size)[None]  # what predict feeds the model
+        decoded = decode(image, working_size(size))
+        return displayed(decoded, channels), fit(decoded, channels, size)[None]
 
     def results(self) -> dict:
         """The Runs page: metrics first (metrics.json, else measured on the test split), then the pictures."""
@@ -127,11 +140,12 @@ class ModelViews:
         if self._run is None:
             self._run = load_variant(self.path)
         run, notes = self._run, []
-        curves = curves_png(run) if run.path.is_dir() else None
+        curves = curves_png(run.path) if run.path.is_dir() else None
         if curves is None:
             notes.append("no training curves: the model has no curves.png or metrics.csv beside it")
         try:
-            test = run.test_data()
+            with no_downloads():  # a page view must not start a download: it says the data is missing instead
+                test = run.test_data()
         except ConvlabError as err:
             test = None
             notes.append(f"the test data could not be loaded here, so there are no mistakes to show ({err})")
@@ -140,20 +154,21 @@ class ModelViews:
         if metrics is None and probs is not None:
             metrics, source = classification_metrics(test.labels, probs, run.classes), "measured on the test split"
         mistakes = [] if probs is None else self._mistakes(run, test, probs)
-        return {"name": self.name, "model": run.config.model.name, "data": run.config.data.name,
+        why = torch_graph_missing(self.path)
+        return {"name": self.name, "no_maps": f"no Grad-CAM or attribution maps: {self.name} {why}" if why else None, "model": run.config.model.name, "data": run.config.data.name,
                 "metrics": metrics, "metrics_source": source if metrics is not None else None,
                 "curves": data_uri(curves) if curves else None,
                 "confusion": data_uri(confusion_png(metrics, run.classes)) if metrics else None,
                 "mistakes": mistakes, "notes": notes}
 
     def _mistakes(self, run: Run, test, probs: np.ndarray) -> list[dict]:
-        order = most_confident_mistakes(probs, test.labels)
-        cams = None if torch_graph_missing(self.path) or not len(order) else run_grad_cam(run, test.images[order])
+        mistakes = most_confident_mistakes(probs, test.labels, run.classes)
+        shown = [m.index for m in mistakes]
+        cams = None if torch_graph_missing(self.path) or not shown else run_grad_cam(run, test.images[shown])
         found = []
-        for k, i in enumerate(order):
-            big = enlarged(test.images[i])
-            predicted = int(probs[i].argmax())
-            found.append({"index": int(i), "true": run.classes[test.labels[i]], "predicted": run.classes[predicted],
-                          "prob": float(probs[i, predicted]), "image": data_uri(png_of_array(big)),
+        for k, m in enumerate(mistakes):
+            big = enlarged(test.images[m.index])
+            found.append({"index": m.index, "true": m.true, "predicted": m.predicted, "prob": m.prob,
+                          "image": data_uri(png_of_array(big)),
                           "gradcam": data_uri(png_of_array(overlay(big, cams.heatmaps[k]))) if cams else None})
         return found

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from rich.console import Console
 
 from ..compress.export import export_onnx
@@ -44,8 +45,9 @@ class ServedModel:
     def metrics(self) -> dict | None:
         return self.run.metrics
 
-    def decode(self, data: bytes, max_pixels: int) -> np.ndarray:
-        """Encoded image -> (C, H, W) uint8 in the model's size and channels: predict's preprocessing."""
+    def decode(self, data: bytes | Image.Image, max_pixels: int) -> np.ndarray:
+        """Encoded image (or one limits.open_upload opened) -> (C, H, W) uint8 in the model's size and channels:
+        predict's preprocessing."""
         return decode_upload(data, self.run.preprocess.channels, tuple(self.run.preprocess.size), max_pixels)
 
     def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

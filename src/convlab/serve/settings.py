@@ -12,7 +12,8 @@ class ServerSettings:
     timeout_s: float = 30.0  # a request not run by then gets 504 (and is not run)
     token: str | None = None  # bearer token every route but the health checks requires, when set
     max_upload_mb: float = 10.0  # request body cap (413)
-    max_pixels: int = 40_000_000  # width x height an image may declare, checked before decoding (413)
+    max_pixels: int = 16_000_000  # width x height an image may declare, checked before decoding (413): 12-Mpx
+    # and 16-Mpx phone photos pass; a PNG at the cap decodes in well under a second
     max_images: int = 256  # images in one request at most (413)
     decode_threads: int = 2  # threads decoding and resizing images, beside the model's thread
     allowed_hosts: list[str] | None = None  # Host names answered (any port), others get 400; None: any

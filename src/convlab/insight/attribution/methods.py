@@ -39,6 +39,7 @@ class Saliency(Method):
 
 @register_method("gradcam")
 class GradCam(Method):
+    reads = ("layer",)
     summary = "ReLU(sum_k mean(d y_c / d A_k) A_k) at the last conv layer (Selvaraju et al. 2017)"
     needs_conv = True
 
@@ -49,6 +50,7 @@ class GradCam(Method):
 
 @register_method("gradcam++")
 class GradCamPlusPlus(Method):
+    reads = ("layer",)
     summary = "Grad-CAM with each position's gradient weighted by alpha (Chattopadhay et al. 2018)"
     needs_conv = True
 
@@ -71,6 +73,7 @@ class GradCamPlusPlus(Method):
 
 
 class _IntegratedGradients(Method):
+    reads = ("steps",)
     signed = True
 
     def baseline(self, inputs, baselines):
@@ -103,6 +106,7 @@ class IntegratedGradientsBlurred(_IntegratedGradients):
 
 @register_method("smoothgrad")
 class SmoothGrad(Method):
+    reads = ("seed",)
     summary = "saliency averaged over noisy copies x + N(0, (0.15 range)^2) (Smilkov et al. 2017)"
     noise_samples = 24
 
@@ -156,6 +160,7 @@ class _SurrogateMethod(Method):
 
     signed = True
     batched = True
+    reads = ("samples", "mask", "seed")
 
     def explainer(self, model):
         raise NotImplementedError
@@ -258,6 +263,7 @@ class GuidedBackprop(Method):
 
 @register_method("guided-gradcam")
 class GuidedGradCam(Method):
+    reads = ("layer",)
     summary = "Guided Backprop (only positive gradients through ReLUs) times the Grad-CAM map"
     signed = True
     needs_conv = True

@@ -36,6 +36,7 @@ class Method:
     signed = False  # whether maps have negative values (evidence against); drawn with a diverging scale
     needs_conv = False  # the CAM methods need a Conv2d layer
     warning: str | None = None  # printed whenever the method is used
+    reads: tuple[str, ...] = ()  # the Settings fields that change its maps (batch only changes the speed)
 
     def __init__(self, settings: Settings | None = None):
         self.settings = settings or Settings()

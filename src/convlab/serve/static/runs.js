@@ -47,15 +47,16 @@
     ]);
   }
 
-  // The mistakes' second pictures, drawn with the chosen method (gradcam: the ones the results came with).
+  // The mistakes' second pictures, drawn with the chosen method (gradcam: the ones the results came with);
+  // a model without a float torch graph (int8, .onnx) has none, and the status line says why.
   async function explainMistakes() {
     const round = ++overlayRound;
     const status = $("runs-method-status");
     const method = $("runs-method").value || "gradcam";
+    status.textContent = current && current.doc.no_maps ? current.doc.no_maps : "";
     if (!current || !current.doc.mistakes.some(m => m.gradcam)) return;
     const pictures = Array.from(document.querySelectorAll("#runs-mistakes img.explain"));
     let overlays = current.doc.mistakes.map(m => m.gradcam);
-    status.textContent = "";
     if (method !== "gradcam") {
       status.textContent = `computing ${method} for ${convlab.count(pictures.length, "image")}…`;
       try {
@@ -77,6 +78,8 @@
   async function show() {
     convlab.showError("runs-error", null);
     const name = $("runs-model").value;
+    ++overlayRound;  // an answer still on its way belongs to the model shown before
+    $("runs-method-status").textContent = "";
     $("runs-summary").textContent = `loading the results of ${name} ...`;
     try {
       const doc = await convlab.json(`api/runs/${encodeURIComponent(name)}`);
