@@ -243,3 +243,23 @@ def test_the_package_root_attributes_a_loaded_run_as_the_command_does(digits_run
     assert main(["attribute", str(digits_run.path), *map(str, digit_pngs), "--method", "saliency",
                  "--out", str(out)]) == 0
     np.testing.assert_allclose(result.maps["saliency"][0], np.load(out / "digit0-saliency.npy"), rtol=1e-5, atol=1e-7)
+
+
+def test_attribution_leaves_the_callers_random_state_alone():
+    """smoothgrad and captum's own lime seed the global RNG for captum, the randomization check for
+    reset_parameters: torch.rand afterwards is what it is after the same seeding without them."""
+    from convlab.models.registry import create_model
+
+    torch.manual_seed(0)
+    model = create_model("tiny-cnn", 1, 2, (8, 8)).eval()
+    x = torch.randn(2, 1, 8, 8)
+    target = torch.tensor([0, 1])
+    captums_lime = METHODS["lime"](Settings(samples=10, seed=5))
+    captums_lime.batched = False
+    torch.manual_seed(42)
+    expected = torch.rand(5)
+    torch.manual_seed(42)
+    METHODS["smoothgrad"](Settings(seed=7)).attribute(model, x, target)
+    captums_lime.attribute(model, x, target)
+    randomization_check(METHODS["saliency"](), model, x, target, None)
+    assert torch.equal(torch.rand(5), expected)

@@ -13,7 +13,7 @@ from ..gradcam import find_layer, grad_cam, layer_gradients, upsample_and_scale
 from .baselines import blurred
 from .canonize import canonize
 from .masks import feature_mask
-from .registry import METHODS, Method, register_method
+from .registry import METHODS, Method, register_method, seeded
 from .surrogate import lime_weigh, surrogate_maps
 
 
@@ -116,10 +116,10 @@ class SmoothGrad(Method):
         from captum.attr import NoiseTunnel, Saliency as CaptumSaliency
 
         spread = 0.15 * (inputs.amax() - inputs.amin()).item()
-        torch.manual_seed(self.settings.seed)
-        return NoiseTunnel(CaptumSaliency(model)).attribute(
-            inputs, nt_type="smoothgrad", nt_samples=self.noise_samples, stdevs=spread, target=target,
-            abs=magnitude, nt_samples_batch_size=max(1, self.settings.batch // len(inputs)))
+        with seeded(self.settings.seed, inputs.device):
+            return NoiseTunnel(CaptumSaliency(model)).attribute(
+                inputs, nt_type="smoothgrad", nt_samples=self.noise_samples, stdevs=spread, target=target,
+                abs=magnitude, nt_samples_batch_size=max(1, self.settings.batch // len(inputs)))
 
 
 def window_size(inputs: torch.Tensor) -> tuple[int, int]:
@@ -165,10 +165,9 @@ class _SurrogateMethod(Method):
         if self.batched:
             return surrogate_maps(self.name, model, inputs, target, baselines, mask, self.settings.samples,
                                   self.settings.batch, self.settings.seed)
-        torch.manual_seed(self.settings.seed)
         maps = []
         explainer = self.explainer(model)
-        with torch.no_grad():
+        with torch.no_grad(), seeded(self.settings.seed, inputs.device):
             for i in range(len(inputs)):  # captum fits one surrogate per image
                 maps.append(explainer.attribute(
                     inputs[i:i + 1], baselines=0.0 if baselines is None else baselines[i:i + 1],

@@ -83,6 +83,19 @@ def parse_methods(spec: str | list[str] | tuple[str, ...]) -> list[str]:
 
 
 @contextmanager
+def seeded(seed: int, device: torch.device):
+    """Seed torch's global RNG on the CPU and `device` for a library that draws from it (captum's noise,
+    reset_parameters), and give the caller's RNG state back afterwards."""
+    cuda = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.random.default_generator.manual_seed(seed)
+        for each in cuda:
+            with torch.cuda.device(each):
+                torch.cuda.manual_seed(seed)
+        yield
+
+
+@contextmanager
 def library_notes_hidden():
     """captum warns about setting requires_grad and hooking ReLUs on every call: notes, not problems."""
     with warnings.catch_warnings():
