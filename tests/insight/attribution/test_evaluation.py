@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from sklearn.metrics import auc
 from torch import nn
 
 from convlab.cli import main
+from convlab.data.decode import load_image
 from convlab.insight.attribution import METHODS, Settings
 from convlab.insight.attribution.baselines import blurred
 from convlab.insight.attribution.evaluate import STEPS, deletion_insertion, randomization_check, spearman
@@ -49,8 +51,8 @@ def test_deletion_and_insertion_areas_match_a_hand_computed_curve():
             for start, other, curve in ((x, blur, removed), (blur, x, inserted)):
                 image = torch.where(chosen, other[i:i + 1], start[i:i + 1])
                 curve.append(torch.softmax(model(image), 1)[0, target[i]].item())
-        assert deletion[i] == pytest.approx(np.trapezoid(removed, fractions), rel=1e-9)
-        assert insertion[i] == pytest.approx(np.trapezoid(inserted, fractions), rel=1e-9)
+        assert deletion[i] == pytest.approx(auc(fractions, removed), rel=1e-9)
+        assert insertion[i] == pytest.approx(auc(fractions, inserted), rel=1e-9)
 
 
 def test_the_true_importance_beats_a_random_map_and_its_reverse_loses():
@@ -183,7 +185,15 @@ def test_attribute_command_writes_figures_maps_and_the_evaluation(digits_run, di
     assert saliency.shape == (8, 8) and saliency.min() >= 0 and saliency.max() > 0
     rows = json.loads((out / "evaluation.json").read_text())
     assert [r["method"] for r in rows] == ["random map", "gradcam", "saliency", "occlusion"]
-    assert all(0 <= r["deletion_auc"] <= 1 and 0 <= r["insertion_auc"] <= 1 for r in rows)
+    preprocess = digits_run.preprocess
+    images = np.stack([load_image(p, preprocess.channels, tuple(preprocess.size)) for p in digit_pngs])
+    inputs = preprocess.norm.apply(torch.from_numpy(images))
+    model = digits_run.model.cpu().eval()
+    with torch.no_grad():
+        target = model(inputs).argmax(1)
+    maps = torch.from_numpy(np.stack([np.load(out / f"digit{i}-saliency.npy") for i in range(2)]))
+    deletion, insertion = deletion_insertion(model, inputs, target, maps)  # the saved maps' own curves
+    assert (rows[2]["deletion_auc"], rows[2]["insertion_auc"]) == pytest.approx((deletion.mean(), insertion.mean()))
     assert len(rows[1]["randomization"]) == 2  # tiny-cnn: the dense layer, then the conv
     assert (out / "evaluation.md").read_text().startswith("| method | deletion AUC")
     assert Image.open(out / "digit0-attribution.png").size[0] >= 4 * 150  # the image and three maps
