@@ -44,7 +44,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     at.add_argument("--samples", type=int, default=200, metavar="N",
                     help="perturbed inputs per image for lime and kernelshap (default: 200)")
     at.add_argument("--test-images", type=int, metavar="N",
-                    help="attribute the first N images of the run's test split instead of files")
+                    help="attribute N images of the run's test split instead of files, drawn from each class in "
+                         "proportion (seeded: the same N gives the same images)")
     at.add_argument("--layer", metavar="NAME", help="conv layer of gradcam, gradcam++ and guided-gradcam "
                                                     "(default: the last one)")
     at.add_argument("--mask", choices=("grid", "superpixel"), default="grid",
@@ -126,6 +127,7 @@ def cmd_gradcam(args) -> int:
 
 
 def cmd_attribute(args) -> int:
+    from ..data.splits import stratified_sample  # lazy: start-up time
     from ..insight.attribution import Settings, attribute  # lazy: start-up time
     from ..run import load_run  # lazy: start-up time
 
@@ -137,7 +139,8 @@ def cmd_attribute(args) -> int:
             raise ConvlabError("pass image files or --test-images N, not both")
         if args.test_images < 1:
             raise ConvlabError(f"--test-images must be at least 1, got {args.test_images}")
-        inputs = run.test_data().images[:args.test_images]
+        test = run.test_data()
+        inputs = test.images[stratified_sample(test.labels, args.test_images, seed=0)]
     elif args.images:
         inputs = _image_paths(args.images)
     else:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.run_data import load_run_data, test_split
+from ..data.splits import stratified_sample
 from ..errors import ConvlabError
 from ..evaluate.metrics import classification_metrics
 from ..evaluate.plots import confusion_figure, plot_curves
@@ -226,7 +227,8 @@ def _attribution_section(run: Run, test, probs: np.ndarray, labels: np.ndarray, 
     shown = np.array(wrong + right, dtype=int)
     quiet = lambda _line: None  # noqa: E731  (the report prints nothing but its path)
     maps = attribute(run, test.images[shown], list(methods), log=quiet)
-    scored = attribute(run, test.images[:EVALUATED], list(methods), evaluate=True, log=quiet)
+    sample = stratified_sample(test.labels, EVALUATED, seed=0)  # a folder's test split lists class after class
+    scored = attribute(run, test.images[sample], list(methods), evaluate=True, log=quiet)
     captions = [f"#{i} {'wrong' if predicted[i] != labels[i] else 'right'}: {run.classes[labels[i]]} -> "
                 f"{run.classes[predicted[i]]}" for i in shown]
     fig = grid_figure([_hwc(test.images[i]) for i in shown], maps.maps, method_scales(maps.maps, maps.signed),
@@ -236,8 +238,9 @@ def _attribution_section(run: Run, test, probs: np.ndarray, labels: np.ndarray, 
             f"{len(wrong)} mistakes and {len(right)} correct test images it was surest about, for the predicted "
             f"class (signed maps: red for it, blue against; the others: red highest; one colour scale per "
             f"method).</p>{_img(_png_of_figure(fig), 'attribution maps')}"
-            f"<h3>How faithful each method is on this model</h3><p class=note>on the first "
-            f"{scored.evaluation[0]['images']} test images: deletion/insertion AUC of the predicted class's "
+            f"<h3>How faithful each method is on this model</h3><p class=note>on "
+            f"{scored.evaluation[0]['images']} test images drawn from each class in proportion: "
+            f"deletion/insertion AUC of the predicted class's "
             f"probability against a random map, and the Spearman correlation of the signed maps as layers are "
             f"randomized from the logits down (passes below 0.5; docs/attribution.md explains the scores)</p>{table}")
 

@@ -12,6 +12,7 @@ from torch import nn
 
 from convlab.cli import main
 from convlab.data.decode import load_image
+from convlab.data.splits import stratified_sample
 from convlab.insight.attribution import METHODS, Settings
 from convlab.insight.attribution.baselines import blurred
 from convlab.insight.attribution.evaluate import STEPS, deletion_insertion, randomization_check, spearman
@@ -220,7 +221,8 @@ def test_attribute_command_takes_the_runs_test_images(digits_run, digit_pngs, tm
     assert capsys.readouterr().out.split() == [str(out / f"{i}-attribution.png") for i in range(3)]
     from convlab.insight.gradcam import run_grad_cam
 
-    expected = run_grad_cam(digits_run, digits_run.test_data().images[:3]).heatmaps[2]
+    test = digits_run.test_data()
+    expected = run_grad_cam(digits_run, test.images[stratified_sample(test.labels, 3, seed=0)]).heatmaps[2]
     np.testing.assert_allclose(np.load(out / "2-gradcam.npy"), expected, rtol=1e-5, atol=1e-7)
     assert main(["attribute", str(digits_run.path), str(digit_pngs[0]), "--test-images", "3",
                  "--out", str(out)]) == 2
@@ -273,3 +275,19 @@ def test_attribution_leaves_the_callers_random_state_alone():
     captums_lime.attribute(model, x, target)
     randomization_check(METHODS["saliency"](), model, x, target, None)
     assert torch.equal(torch.rand(5), expected)
+
+
+def test_test_images_are_a_seeded_sample_of_every_class(tmp_path, make_image_folder):
+    """An image folder's test split lists its classes one after the other: its first 6 are all cats."""
+    from convlab.data.imagefolder import load_image_folder
+
+    make_image_folder(tmp_path / "train", per_class=4, size=(8, 8))
+    make_image_folder(tmp_path / "test", per_class=10, size=(8, 8))
+    labels = load_image_folder(tmp_path, 8).test.labels
+    assert list(labels[:6]) == [0] * 6
+    sample = stratified_sample(labels, 6, seed=0)
+    assert np.bincount(labels[sample], minlength=3).tolist() == [2, 2, 2]
+    assert np.bincount(labels[stratified_sample(labels, 15, seed=0)], minlength=3).tolist() == [5, 5, 5]
+    np.testing.assert_array_equal(stratified_sample(labels, 6, seed=0), sample)
+    assert not np.array_equal(stratified_sample(labels, 6, seed=1), sample)
+    np.testing.assert_array_equal(stratified_sample(labels, 40, seed=0), np.arange(30))  # more than there are
