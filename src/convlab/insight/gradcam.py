@@ -17,6 +17,7 @@ from torch import nn
 from ..data.decode import load_image
 from ..errors import ConvlabError
 from ..run import Run
+from .outputs import output_stems
 
 
 def conv_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
@@ -175,7 +176,8 @@ def save_cam_figure(original: np.ndarray, heatmap: np.ndarray, title: str, path:
 
 def gradcam_files(run: Run, paths: list[Path], out: Path, layer: str | None = None,
                   class_label: str | None = None) -> list[Path]:
-    """Grad-CAM figures for image files: one OUT/<name>-gradcam.png per image; returns their paths."""
+    """Grad-CAM figures for image files: one OUT/<name>-gradcam.png per image (output_stems: distinct even for
+    cat/001.png and dog/001.png); returns their paths."""
     from PIL import Image
 
     target = class_index_of(run, class_label)
@@ -184,7 +186,7 @@ def gradcam_files(run: Run, paths: list[Path], out: Path, layer: str | None = No
     result = run_grad_cam(run, images, layer, target)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for i, path in enumerate(paths):
+    for i, (path, stem) in enumerate(zip(paths, output_stems(paths))):
         mode = "L" if run.preprocess.channels == 1 else "RGB"
         with Image.open(path) as img:
             original = np.asarray(img.convert(mode))
@@ -192,7 +194,7 @@ def gradcam_files(run: Run, paths: list[Path], out: Path, layer: str | None = No
         predicted = int(result.probs[i].argmax())
         title = (f"{Path(path).name}: Grad-CAM for '{run.classes[cls]}' (p={result.probs[i, cls]:.3f}); "
                  f"predicted '{run.classes[predicted]}'; layer {result.layer}")
-        target_path = out / f"{Path(path).stem}-gradcam.png"
+        target_path = out / f"{stem}-gradcam.png"
         save_cam_figure(original, result.heatmaps[i], title, target_path)
         written.append(target_path)
     return written

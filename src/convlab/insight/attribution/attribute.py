@@ -14,6 +14,7 @@ from ...data.decode import load_image
 from ...errors import ConvlabError
 from ...run import Run
 from ..gradcam import class_index_of
+from ..outputs import output_stems
 from .evaluate import markdown_table, score_methods
 from .figure import method_scales, save_figure
 from .methods import working_methods
@@ -27,7 +28,7 @@ LIBRARY_ERRORS = (RuntimeError, ValueError, AssertionError, NotImplementedError,
 class Attributions:
     """The maps of each method for N images, with what they explain and what they cost."""
 
-    names: list[str]  # one per image: its file name, or '#i' for arrays
+    names: list[str]  # one per image, distinct: its file's stem (output_stems), or '#i' for arrays
     images: np.ndarray  # (N, C, H, W) uint8 in the run's size
     targets: np.ndarray  # (N,) the class each map explains
     probs: np.ndarray  # (N, classes)
@@ -82,7 +83,7 @@ def load_images(run: Run, inputs) -> tuple[list[str], np.ndarray]:
         return [f"#{i}" for i in range(len(inputs))], inputs
     paths = [Path(p) for p in inputs]
     size = tuple(run.preprocess.size)
-    return [p.name for p in paths], np.stack([load_image(p, run.preprocess.channels, size) for p in paths])
+    return output_stems(paths), np.stack([load_image(p, run.preprocess.channels, size) for p in paths])
 
 
 def attribute(run: Run, inputs, method: str | list[str] = "gradcam", target: str | None = None,
@@ -127,7 +128,7 @@ def write_outputs(result: Attributions, run: Run, out: Path) -> list[Path]:
     scales = method_scales(result.maps, result.signed)
     written = []
     for i, name in enumerate(result.names):
-        stem = Path(name).stem.lstrip("#") or str(i)
+        stem = name.lstrip("#") or str(i)
         cls = int(result.targets[i])
         predicted = int(result.probs[i].argmax())
         title = (f"{name}: maps for '{run.classes[cls]}' (p={result.probs[i, cls]:.3f}); "
