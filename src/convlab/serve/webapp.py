@@ -31,7 +31,7 @@ MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # the server passes --max-upload-mb and --m
 MAX_PIXELS = 40_000_000
 MAX_EXPLAIN_BYTES = 64 * 1024
 DEFAULTS = Settings()  # the attribution settings of `convlab attribute`; a request may lower or raise them
-MAX_SAMPLES, MAX_STEPS = 2000, 256  # one request must not hold the model for minutes
+MAX_SAMPLES, MAX_STEPS = Settings.ranges["samples"][1], Settings.ranges["steps"][1]  # the CLI's and Python's too
 
 
 # The request bodies in /openapi.json (the routes read them by hand, so every error is this module's JSON).

@@ -205,7 +205,7 @@ def test_attribute_command_errors_are_one_line(digits_run, digit_pngs, tmp_path,
     cases = [
         (["--method", "shap"], "--method 'shap' is not an attribution method"),
         (["--target", "eleven"], "--target 'eleven' is not a class of run"),
-        (["--samples", "0"], "--samples must be at least 1, got 0"),
+        (["--samples", "0"], "--samples must be an integer from 1 to 2000, got 0"),
     ]
     for extra, message in cases:
         assert main(["attribute", run, str(digit_pngs[0]), "--out", str(tmp_path), *extra]) == 2

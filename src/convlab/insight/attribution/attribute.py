@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -88,14 +88,15 @@ def load_images(run: Run, inputs) -> tuple[list[str], np.ndarray]:
 
 def attribute(run: Run, inputs, method: str | list[str] = "gradcam", target: str | None = None,
               out: str | Path | None = None, evaluate: bool = False, settings: Settings | None = None,
-              log: Callable[[str], None] = print) -> Attributions:
+              log: Callable[[str], None] = print, **options) -> Attributions:
     """Attribute a run's predictions on image files (or an (N, C, H, W) uint8 array) with each method.
 
     target: a class label to explain (default: each image's predicted class). out: a folder for one PNG
     per image (the image and each map) and the raw maps as .npy. evaluate: score each method (deletion
     and insertion AUC against a random map, the randomization check) and write evaluation.json/.md to out.
+    options: fields of Settings by the CLI's names (samples=, steps=, layer=, mask=, seed=), over `settings`.
     """
-    settings = settings or Settings()
+    settings = replace(settings or Settings(), **options)  # replace checks the ranges again
     methods = attribution_methods(method, settings, log)
     names, images = load_images(run, inputs)
     model = run.model.to(run.device).eval()
