@@ -16,6 +16,7 @@ from torch import nn
 
 from ..data.decode import load_image
 from ..errors import ConvlabError
+from ..evaluate.plots import new_figure
 from ..run import Run
 from .outputs import output_stems
 
@@ -153,12 +154,8 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45, cmap: s
 
 def save_cam_figure(original: np.ndarray, heatmap: np.ndarray, title: str, path: Path) -> None:
     """Three panels: the image, the heatmap, and the overlay; `original` is (H, W[, 3]) uint8 at any size."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(8.4, 3.1))
+    fig = new_figure((8.4, 3.1))
+    axes = fig.subplots(1, 3)
     gray = original.ndim == 2
     axes[0].imshow(original, cmap="gray" if gray else None, interpolation="nearest")
     axes[0].set_title("image")
@@ -171,7 +168,6 @@ def save_cam_figure(original: np.ndarray, heatmap: np.ndarray, title: str, path:
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def gradcam_files(run: Run, paths: list[Path], out: Path, layer: str | None = None,

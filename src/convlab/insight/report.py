@@ -14,7 +14,7 @@ from ..data.run_data import load_run_data, test_split
 from ..data.splits import stratified_sample
 from ..errors import ConvlabError
 from ..evaluate.metrics import classification_metrics
-from ..evaluate.plots import confusion_figure, plot_curves
+from ..evaluate.plots import confusion_figure, new_figure, plot_curves
 from ..layout import CURVES, HISTORY, REPORT
 from ..run import Run, load_run
 from .gradcam import overlay, run_grad_cam
@@ -56,11 +56,8 @@ def png_of_array(pixels: np.ndarray, size: int | None = None) -> bytes:
 
 
 def _png_of_figure(fig) -> bytes:
-    import matplotlib.pyplot as plt
-
     buffer = io.BytesIO()
     fig.savefig(buffer, format="PNG", dpi=100)
-    plt.close(fig)
     return buffer.getvalue()
 
 
@@ -87,14 +84,9 @@ def _config_section(run: Run) -> str:
 
 
 def _samples_figure(splits, classes: list[str]) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     shown = list(range(min(len(classes), MAX_CLASSES_SHOWN)))
-    fig, axes = plt.subplots(len(shown), SAMPLES_PER_CLASS, squeeze=False,
-                             figsize=(SAMPLES_PER_CLASS * 0.9 + 1, len(shown) * 0.9))
+    fig = new_figure((SAMPLES_PER_CLASS * 0.9 + 1, len(shown) * 0.9))
+    axes = fig.subplots(len(shown), SAMPLES_PER_CLASS, squeeze=False)
     rng = np.random.default_rng(0)
     for row, c in enumerate(shown):
         members = np.flatnonzero(splits.train.labels == c)
