@@ -53,3 +53,13 @@ def test_the_command_line_takes_steps_and_refuses_values_out_of_range(digits_run
         low, high = Settings.ranges[name]
         assert f"--{name} must be an integer from {low} to {high}, got {value}" in err, err
         assert len(err.strip().splitlines()) == 1, err
+
+
+def test_the_help_states_the_settings_ranges_and_defaults(capsys):
+    """--help names them without importing torch, so it writes them out: they must be Settings' own."""
+    with pytest.raises(SystemExit):
+        main(["attribute", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name in ("samples", "steps"):
+        low, high = Settings.ranges[name]
+        assert f"{low} to {high} (default: {getattr(Settings(), name)})" in text
