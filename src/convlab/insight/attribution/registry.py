@@ -25,7 +25,7 @@ class Settings:
     mask: str = "grid"  # feature mask of lime and kernelshap: grid or superpixel
     seed: int = 0  # for the sampling methods: the same call gives the same maps
     # the allowed values; the upper bounds keep one call (one web request) from holding the model for minutes
-    ranges: ClassVar[dict[str, tuple[int, int]]] = {"samples": (1, 2000), "steps": (1, 256), "batch": (1, 65536)}
+    ranges: ClassVar[dict[str, tuple[int, int]]] = {"samples": (1, 2000), "steps": (1, 256)}
 
     def __post_init__(self):
         for name, (low, high) in self.ranges.items():
