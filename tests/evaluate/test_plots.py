@@ -83,3 +83,53 @@ def test_a_cli_run_gets_its_plots_from_the_child(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "False"
     assert _size(out / "curves.png")[0] > 100 and _size(out / "confusion_matrix.png")[0] > 100
+
+
+def test_no_drawing_function_switches_matplotlibs_backend(tmp_path):
+    """A notebook's backend stays what it chose: every drawing function of convlab under a non-Agg backend."""
+    import types
+
+    import matplotlib
+
+    from convlab.compress.compare import plot_comparison
+    from convlab.insight import report
+    from convlab.insight.attribution.figure import grid_figure, save_figure
+    from convlab.insight.features import _save_grid
+    from convlab.insight.gradcam import save_cam_figure
+    from convlab.insight.tune import Param, plot_search
+
+    image, heat = np.full((8, 8), 120, np.uint8), np.linspace(0, 1, 64).reshape(8, 8)
+    maps, scales, signed = {"ig": heat[None]}, {"ig": (-1.0, 1.0)}, {"ig": True}
+    trial = types.SimpleNamespace(number=0, value=0.5, params={"lr": 0.1}, intermediate_values={0: 0.5},
+                                  state=types.SimpleNamespace(name="COMPLETE"))
+    train = types.SimpleNamespace(images=np.zeros((4, 1, 8, 8), np.uint8), labels=np.array([0, 0, 1, 1]))
+    row = {"variant": "run", "size_mb": 1.0, "gzip_mb": 0.5, "accuracy": 0.9, "ms_per_image_batch_1": 1.0,
+           "ms_per_image_batch_64": 0.1}
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        plots.draw_run_plots(HISTORY, MATRIX, ["cat", "dog"], *_paths(tmp_path))
+        save_figure(image, {"ig": heat}, scales, signed, "t", tmp_path / "a.png")
+        report._png_of_figure(grid_figure([image], maps, scales, signed, ["c"]))
+        report._samples_figure(types.SimpleNamespace(train=train), ["a", "b"])
+        save_cam_figure(image, heat, "t", tmp_path / "cam.png")
+        _save_grid(heat, "t", tmp_path / "grid.png")
+        plot_search(types.SimpleNamespace(trials=[trial]), [Param("lr", low=0.01, high=1.0, log=True)],
+                    tmp_path / "search.png")
+        plot_comparison([row], tmp_path / "compare.png")
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before)
+    for name in ("curves.png", "a.png", "cam.png", "grid.png", "search.png", "compare.png"):
+        assert Image.open(tmp_path / name).format == "PNG"
+
+
+def test_no_module_chooses_a_backend_or_uses_pyplot():
+    import re
+    from pathlib import Path
+
+    import convlab
+
+    source = Path(convlab.__file__).parent
+    pattern = re.compile(r"matplotlib\.use\(|import matplotlib\.pyplot|from matplotlib import pyplot")
+    assert [str(path.relative_to(source)) for path in source.rglob("*.py") if pattern.search(path.read_text())] == []

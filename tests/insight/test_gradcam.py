@@ -82,3 +82,39 @@ def test_gradcam_files_write_one_png_per_image(digits_run, tmp_path):
     assert all(Image.open(p).size[0] > 100 for p in written)
     with pytest.raises(ConvlabError, match=r"--class 'eleven' is not a class of run"):
         gradcam_files(digits_run, paths, tmp_path / "out", class_label="eleven")
+
+
+@pytest.fixture
+def same_stems(tmp_path):
+    """cat/001.png and dog/001.png (and a unique one): one stem in two folders."""
+    paths = []
+    for folder, stem, value in (("cat", "001", 0), ("dog", "001", 200), ("dog", "002", 90)):
+        (tmp_path / "in" / folder).mkdir(parents=True, exist_ok=True)
+        paths.append(tmp_path / "in" / folder / f"{stem}.png")
+        Image.fromarray(np.full((8, 8), value, np.uint8)).save(paths[-1])
+    return paths
+
+
+def test_output_names_are_distinct_when_stems_repeat(tmp_path):
+    from convlab.insight.outputs import output_stems
+
+    assert output_stems([tmp_path / "cat/001.png", tmp_path / "dog/001.png", tmp_path / "dog/002.png"]) == [
+        "cat_001", "dog_001", "002"]
+    assert output_stems([tmp_path / "a/x/1.png", tmp_path / "a/y/z/1.png"]) == ["x_1", "y_z_1"]
+    assert output_stems([tmp_path / "a.png", tmp_path / "a.jpg", tmp_path / "b.png"]) == ["a.png", "a.jpg", "b"]
+
+
+def test_gradcam_and_attribute_keep_both_images_of_one_stem(digits_run, same_stems, tmp_path, capsys):
+    from convlab.cli import main
+
+    folder = str(same_stems[0].parent.parent)
+    for command, what in (("gradcam", "gradcam"), ("attribute", "attribution")):
+        out = tmp_path / command
+        assert main([command, str(digits_run.path), str(same_stems[0]), str(same_stems[1]), "--out", str(out)]) == 0
+        assert sorted(p.name for p in out.glob("*.png")) == [f"cat_001-{what}.png", f"dog_001-{what}.png"]
+        assert main([command, str(digits_run.path), folder, "--out", str(tmp_path / "all")]) == 0
+    capsys.readouterr()
+    cat, dog = (np.load(tmp_path / "attribute" / f"{name}-gradcam.npy") for name in ("cat_001", "dog_001"))
+    assert not np.array_equal(cat, dog)  # each its own image's map, neither overwritten
+    assert {p.name for p in (tmp_path / "all").glob("*.png")} >= {"cat_001-gradcam.png", "dog_001-gradcam.png",
+                                                                  "002-gradcam.png", "002-attribution.png"}

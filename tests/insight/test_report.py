@@ -47,7 +47,7 @@ def test_attribution_section_has_the_maps_and_the_scores(report):
     rows = re.findall(r"<tr><td>([a-z +]+)</td><td class=num>(0\.\d{3})</td><td class=num>(0\.\d{3})</td>",
                       section)
     assert [name for name, _, _ in rows] == ["random map", "gradcam", "saliency", "ig"]
-    assert "on the first 48 test images" in section
+    assert "on 48 test images drawn from each class in proportion" in section
 
 
 @pytest.mark.slow

@@ -41,13 +41,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                                  "RUN_DIR/attribution)")
     at.add_argument("--evaluate", action="store_true", help="score each method (printed, and written to "
                                                             "OUT/evaluation.json and OUT/evaluation.md)")
-    at.add_argument("--samples", type=int, default=200, metavar="N",
-                    help="perturbed inputs per image for lime and kernelshap (default: 200)")
+    at.add_argument("--samples", type=int, metavar="N",
+                    help="perturbed inputs per image for lime and kernelshap, 1 to 2000 (default: 200)")
+    at.add_argument("--steps", type=int, metavar="N",
+                    help="integral steps of ig and ig-blur, 1 to 256 (default: 32)")
     at.add_argument("--test-images", type=int, metavar="N",
-                    help="attribute the first N images of the run's test split instead of files")
+                    help="attribute N images of the run's test split instead of files, drawn from each class in "
+                         "proportion (seeded: the same N gives the same images)")
     at.add_argument("--layer", metavar="NAME", help="conv layer of gradcam, gradcam++ and guided-gradcam "
                                                     "(default: the last one)")
-    at.add_argument("--mask", choices=("grid", "superpixel"), default="grid",
+    at.add_argument("--mask", choices=("grid", "superpixel"),
                     help="features that lime and kernelshap switch on and off (default: grid)")
     at.set_defaults(func=cmd_attribute)
 
@@ -126,23 +129,24 @@ def cmd_gradcam(args) -> int:
 
 
 def cmd_attribute(args) -> int:
+    from ..data.splits import stratified_sample  # lazy: start-up time
     from ..insight.attribution import Settings, attribute  # lazy: start-up time
     from ..run import load_run  # lazy: start-up time
 
-    if args.samples < 1:
-        raise ConvlabError(f"--samples must be at least 1, got {args.samples}")
+    given = {key: getattr(args, key) for key in ("samples", "steps", "layer", "mask")}
+    settings = Settings(**{key: value for key, value in given.items() if value is not None})  # checks the ranges
     run = load_run(args.run_dir)
     if args.test_images is not None:
         if args.images:
             raise ConvlabError("pass image files or --test-images N, not both")
         if args.test_images < 1:
             raise ConvlabError(f"--test-images must be at least 1, got {args.test_images}")
-        inputs = run.test_data().images[:args.test_images]
+        test = run.test_data()
+        inputs = test.images[stratified_sample(test.labels, args.test_images, seed=0)]
     elif args.images:
         inputs = _image_paths(args.images)
     else:
         raise ConvlabError("name at least one IMAGE_OR_FOLDER, or pass --test-images N")
-    settings = Settings(samples=args.samples, layer=args.layer, mask=args.mask)
     out = Path(args.out) if args.out else run.path / "attribution"
     result = attribute(run, inputs, args.method, args.target, out, args.evaluate, settings,
                        log=lambda line: print(line, file=sys.stderr))

@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 from rich.table import Table
 
+from ..evaluate.plots import new_figure
 from .measure import MB, file_size, gzip_size, measure_latency, weight_sparsity
 from .load import load_variant
 from .quantize import QuantizedRun, quantized_engine
@@ -111,15 +112,12 @@ def markdown_table(rows: list[dict]) -> str:
 
 def plot_comparison(rows: list[dict], path: Path) -> None:
     """Three panels of horizontal bars: size, accuracy, latency per image at batch 1 and 64."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
     labels = [row["variant"] for row in rows]
     y = np.arange(len(rows))
-    fig, axes = plt.subplots(1, 3, figsize=(15, 1.2 + 0.45 * len(rows)), sharey=True)
+    fig = new_figure((15, 1.2 + 0.45 * len(rows)))
+    axes = fig.subplots(1, 3, sharey=True)
     axes[0].barh(y, [row["size_mb"] for row in rows], color="tab:blue", label="file")
     axes[0].barh(y, [row["gzip_mb"] for row in rows], color="tab:cyan", height=0.4, label="gzip -9")
     axes[0].set_title("size (MB)")
@@ -142,4 +140,3 @@ def plot_comparison(rows: list[dict], path: Path) -> None:
         ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)

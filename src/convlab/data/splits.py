@@ -17,8 +17,23 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
     if not 0.0 < fraction < 1.0:
         raise ConvlabError(f"split fraction must be between 0 and 1, got {fraction}")
     labels = np.asarray(labels)
+    return _split(labels, math.ceil(fraction * len(labels)), seed)
+
+
+def stratified_sample(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """`count` sorted indices, about the same share of each class (every index when count >= N).
+
+    For a few images of a split that lists its classes one after the other (an image folder): its first
+    `count` would all be of the first class.
+    """
+    labels = np.asarray(labels)
+    if count >= len(labels):
+        return np.arange(len(labels))
+    return _split(labels, count, seed)[1]
+
+
+def _split(labels: np.ndarray, n_held: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    n_held = math.ceil(fraction * len(labels))
     present, counts = np.unique(labels, return_counts=True)
     # Stratify only when every class can give at least one sample to each side.
     if counts.min() < 2 or n_held < len(present) or len(labels) - n_held < len(present):

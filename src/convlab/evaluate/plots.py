@@ -1,7 +1,9 @@
-"""The run's pictures: training curves and the confusion matrix (PNG, no display needed).
+"""The run's pictures (training curves, the confusion matrix) and convlab's one way to draw a figure.
 
-matplotlib's Figure API is used directly (no pyplot: no global state, no display backend) and imported
-only when a picture is drawn, so commands that draw nothing do not pay for the import.
+Every convlab figure is a `new_figure()`: matplotlib's Figure API with no pyplot, so no global state and
+no backend is chosen or switched (a notebook keeps its own), saved by the figure's own canvas
+(`fig.savefig`) and freed with it. matplotlib is imported only when a picture is drawn, so commands that
+draw nothing do not pay for the import.
 """
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 
-def _figure(figsize):
+def new_figure(figsize):
+    """A matplotlib Figure outside pyplot; `fig.savefig(path or file)` writes it with its own canvas."""
     from matplotlib.figure import Figure
 
     return Figure(figsize=figsize)
@@ -23,7 +26,7 @@ def _figure(figsize):
 def plot_curves(history: list[dict], path: Path) -> None:
     """Loss, accuracy and learning rate per epoch, train vs validation."""
     epochs = [row["epoch"] for row in history]
-    fig = _figure((13, 3.8))
+    fig = new_figure((13, 3.8))
     axes = fig.subplots(1, 3)
     for ax, metric in zip(axes[:2], ("loss", "accuracy")):
         ax.plot(epochs, [row[f"train_{metric}"] for row in history], marker="o", label="train")
@@ -52,7 +55,7 @@ def confusion_figure(matrix: list[list[int]], classes: list[str], title: str = "
     """The confusion matrix as a matplotlib Figure (saved by plot_confusion_matrix, logged by TensorBoard)."""
     cm = np.asarray(matrix)
     size = max(4.5, 0.45 * len(classes) + 2)
-    fig = _figure((size + 1, size))
+    fig = new_figure((size + 1, size))
     ax = fig.subplots()
     image = ax.imshow(cm, cmap="Blues")
     fig.colorbar(image, ax=ax, fraction=0.046)
@@ -74,7 +77,7 @@ def confusion_figure(matrix: list[list[int]], classes: list[str], title: str = "
 
 def warm_up() -> None:
     """Import matplotlib and draw one small figure with text to memory: fonts and the renderer load now."""
-    fig = _figure((2, 1.5))
+    fig = new_figure((2, 1.5))
     ax = fig.subplots()
     ax.plot([0, 1], [0, 1], marker="o", label="warm-up")
     ax.set_title("warm-up")

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ..data.decode import load_image
+from ..evaluate.plots import new_figure
 from ..run import Run
 from .gradcam import _no_inplace, conv_layers
 
@@ -47,19 +48,16 @@ def capture_feature_maps(model: torch.nn.Module, x: torch.Tensor) -> list[tuple[
 def _save_grid(grid: np.ndarray, title: str, path: Path, cmap: str = "viridis") -> None:
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     height, width = grid.shape[:2]
     scale = min(9.0 / max(width, 1), 9.0 / max(height, 1))
-    fig, ax = plt.subplots(figsize=(max(3.0, width * scale), max(2.0, height * scale) + 0.5))
+    fig = new_figure((max(3.0, width * scale), max(2.0, height * scale) + 0.5))
+    ax = fig.subplots()
     # The NaN gaps between tiles get their own colour, so they never pass for pixels.
     ax.imshow(grid, cmap=matplotlib.colormaps[cmap].with_extremes(bad="#b0c4de"), interpolation="nearest")
     ax.set_title(title, fontsize=9)
     ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def first_layer_filters(layer: torch.nn.Conv2d) -> np.ndarray:

@@ -17,7 +17,9 @@ from torch import nn
 from ..data.decode import decode, fit, open_image, working_size
 from ..errors import ConvlabError
 from ..evaluate.pictures import displayed
+from ..evaluate.plots import new_figure
 from ..run import Run
+from .outputs import output_stems
 
 
 def conv_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
@@ -155,12 +157,8 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45, cmap: s
 
 def save_cam_figure(original: np.ndarray, heatmap: np.ndarray, title: str, path: Path) -> None:
     """Three panels: the image, the heatmap, and the overlay; `original` is (H, W[, 3]) uint8 at any size."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(8.4, 3.1))
+    fig = new_figure((8.4, 3.1))
+    axes = fig.subplots(1, 3)
     gray = original.ndim == 2
     axes[0].imshow(original, cmap="gray" if gray else None, interpolation="nearest")
     axes[0].set_title("image")
@@ -173,12 +171,12 @@ def save_cam_figure(original: np.ndarray, heatmap: np.ndarray, title: str, path:
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def gradcam_files(run: Run, paths: list[Path], out: Path, layer: str | None = None,
                   class_label: str | None = None) -> list[Path]:
-    """Grad-CAM figures for image files: one OUT/<name>-gradcam.png per image; returns their paths."""
+    """Grad-CAM figures for image files: one OUT/<name>-gradcam.png per image (output_stems: distinct even for
+    cat/001.png and dog/001.png); returns their paths."""
     target = class_index_of(run, class_label)
     channels, size = run.preprocess.channels, tuple(run.preprocess.size)
     inputs, originals = [], []
@@ -191,12 +189,12 @@ def gradcam_files(run: Run, paths: list[Path], out: Path, layer: str | None = No
     result = run_grad_cam(run, images, layer, target)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for i, path in enumerate(paths):
+    for i, (path, stem) in enumerate(zip(paths, output_stems(paths))):
         cls = int(result.classes[i])
         predicted = int(result.probs[i].argmax())
         title = (f"{Path(path).name}: Grad-CAM for '{run.classes[cls]}' (p={result.probs[i, cls]:.3f}); "
                  f"predicted '{run.classes[predicted]}'; layer {result.layer}")
-        target_path = out / f"{Path(path).stem}-gradcam.png"
+        target_path = out / f"{stem}-gradcam.png"
         save_cam_figure(originals[i], result.heatmaps[i], title, target_path)
         written.append(target_path)
     return written

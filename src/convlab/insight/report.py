@@ -2,17 +2,18 @@
 from __future__ import annotations
 
 import html
-import io
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
 from ..data.run_data import load_run_data, test_split
+from ..data.splits import stratified_sample
 from ..errors import ConvlabError
 from ..evaluate.metrics import classification_metrics
 from ..evaluate.mistakes import most_confident_mistakes
-from ..evaluate.pictures import confusion_png, curves_png, data_uri, enlarged, hwc, png_of_array
+from ..evaluate.pictures import confusion_png, curves_png, data_uri, enlarged, hwc, png_of_array, png_of_figure
+from ..evaluate.plots import new_figure
 from ..layout import CURVES, HISTORY, REPORT
 from ..run import Run, load_run
 from .gradcam import overlay, run_grad_cam
@@ -34,15 +35,6 @@ figcaption { font-size: .85em; } .low { background: #fde2e2; } .note { color: #6
 """
 
 
-def _png_of_figure(fig) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="PNG", dpi=100)
-    plt.close(fig)
-    return buffer.getvalue()
-
-
 def _img(png: bytes, alt: str, pixel: bool = False) -> str:
     cls = ' class="pixel"' if pixel else ""
     return f'<img src="{data_uri(png)}" alt="{html.escape(alt)}"{cls}>'
@@ -61,14 +53,9 @@ def _config_section(run: Run) -> str:
 
 
 def _samples_figure(splits, classes: list[str]) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     shown = list(range(min(len(classes), MAX_CLASSES_SHOWN)))
-    fig, axes = plt.subplots(len(shown), SAMPLES_PER_CLASS, squeeze=False,
-                             figsize=(SAMPLES_PER_CLASS * 0.9 + 1, len(shown) * 0.9))
+    fig = new_figure((SAMPLES_PER_CLASS * 0.9 + 1, len(shown) * 0.9))
+    axes = fig.subplots(len(shown), SAMPLES_PER_CLASS, squeeze=False)
     rng = np.random.default_rng(0)
     for row, c in enumerate(shown):
         members = np.flatnonzero(splits.train.labels == c)
@@ -82,7 +69,7 @@ def _samples_figure(splits, classes: list[str]) -> bytes:
         axes[row, 0].text(-0.15, 0.5, classes[c], transform=axes[row, 0].transAxes, ha="right", va="center",
                           fontsize=9)
     fig.subplots_adjust(left=0.12, right=0.99, top=0.99, bottom=0.01, wspace=0.05, hspace=0.05)
-    return _png_of_figure(fig)
+    return png_of_figure(fig)
 
 
 def _dataset_section(run: Run, splits) -> str:
@@ -165,7 +152,8 @@ def _attribution_section(run: Run, test, probs: np.ndarray, labels: np.ndarray, 
     shown = np.array(wrong + right, dtype=int)
     quiet = lambda _line: None  # noqa: E731  (the report prints nothing but its path)
     maps = attribute(run, test.images[shown], list(methods), log=quiet)
-    scored = attribute(run, test.images[:EVALUATED], list(methods), evaluate=True, log=quiet)
+    sample = stratified_sample(test.labels, EVALUATED, seed=0)  # a folder's test split lists class after class
+    scored = attribute(run, test.images[sample], list(methods), evaluate=True, log=quiet)
     captions = [f"#{i} {'wrong' if predicted[i] != labels[i] else 'right'}: {run.classes[labels[i]]} -> "
                 f"{run.classes[predicted[i]]}" for i in shown]
     fig = grid_figure([hwc(test.images[i]) for i in shown], maps.maps, method_scales(maps.maps, maps.signed),
@@ -174,9 +162,10 @@ def _attribution_section(run: Run, test, probs: np.ndarray, labels: np.ndarray, 
     return (f"<h2>Attribution</h2><p>Why the model decided, by {len(methods)} methods, on the "
             f"{len(wrong)} mistakes and {len(right)} correct test images it was surest about, for the predicted "
             f"class (signed maps: red for it, blue against; the others: red highest; one colour scale per "
-            f"method).</p>{_img(_png_of_figure(fig), 'attribution maps')}"
-            f"<h3>How faithful each method is on this model</h3><p class=note>on the first "
-            f"{scored.evaluation[0]['images']} test images: deletion/insertion AUC of the predicted class's "
+            f"method).</p>{_img(png_of_figure(fig), 'attribution maps')}"
+            f"<h3>How faithful each method is on this model</h3><p class=note>on "
+            f"{scored.evaluation[0]['images']} test images drawn from each class in proportion: "
+            f"deletion/insertion AUC of the predicted class's "
             f"probability against a random map, and the Spearman correlation of the signed maps as layers are "
             f"randomized from the logits down (passes below 0.5; docs/attribution.md explains the scores)</p>{table}")
 

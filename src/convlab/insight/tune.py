@@ -28,6 +28,7 @@ from rich.console import Console
 
 from .. import config as cfg
 from ..errors import ConvlabError
+from ..evaluate.plots import new_figure
 from ..pipeline import recipe_for, train
 from ..training.callbacks import Callback
 
@@ -506,15 +507,11 @@ def print_trials(console: Console, study, space: list[Param]) -> None:
 
 def plot_search(study, space: list[Param], path: Path) -> Path:
     """Validation accuracy per trial with the best so far, and against each searched setting."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
     pruned = [t for t in study.trials if t.state.name == "PRUNED" and t.intermediate_values]
     last = {t.number: t.intermediate_values[max(t.intermediate_values)] for t in pruned}
-    fig, axes = plt.subplots(1, 1 + len(space), figsize=(4.2 * (1 + len(space)), 3.6), squeeze=False)
+    fig = new_figure((4.2 * (1 + len(space)), 3.6))
+    axes = fig.subplots(1, 1 + len(space), squeeze=False)
     ax = axes[0, 0]
     ax.scatter([t.number for t in done], [t.value for t in done], label="complete", zorder=3)
     if pruned:
@@ -547,7 +544,6 @@ def plot_search(study, space: list[Param], path: Path) -> Path:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 

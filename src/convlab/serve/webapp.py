@@ -30,7 +30,7 @@ CSP = ("default-src 'self'; img-src 'self' data: blob:; script-src 'self'; style
        "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
 MAX_EXPLAIN_BYTES = 64 * 1024
 DEFAULTS = Settings()  # the attribution settings of `convlab attribute`; a request may lower or raise them
-MAX_SAMPLES, MAX_STEPS = 2000, 256  # one request must not hold the model for minutes
+MAX_SAMPLES, MAX_STEPS = Settings.ranges["samples"][1], Settings.ranges["steps"][1]  # the CLI's and Python's too
 
 
 # The request bodies in /openapi.json (the routes read them by hand, so every error is this module's JSON).

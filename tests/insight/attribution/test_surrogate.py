@@ -97,3 +97,21 @@ def test_the_seed_decides_the_maps(name):
     torch.manual_seed(123)  # the global RNG plays no part
     np.testing.assert_array_equal(first.numpy(), again.numpy())
     assert not np.allclose(first.numpy(), other.numpy())
+
+
+def test_lime_weights_are_lime_images_kernel():
+    """lime_image.LimeImageExplainer: sqrt(exp(-d^2 / 0.25^2)), d the cosine distance (sklearn's
+    pairwise_distances) of each on/off row to the all-on row; computed here from that formula alone."""
+    from sklearn.metrics import pairwise_distances
+
+    masks = SURROGATES["lime"].draw(50, 12, torch.Generator().manual_seed(0))
+    masks[0] = 1  # lime's first row is the image itself
+    masks[1] = 0  # nothing on: sklearn's cosine distance is 1
+    masks[2, :] = 0
+    masks[2, 0] = 1  # one feature of 12 on
+    data = masks.numpy()
+    distances = pairwise_distances(data, np.ones((1, data.shape[1])), metric="cosine").ravel()
+    expected = np.sqrt(np.exp(-(distances ** 2) / 0.25 ** 2))
+    got = SURROGATES["lime"].weigh(masks).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+    assert got[0] == pytest.approx(1.0) and got[2] == pytest.approx(np.exp(-0.5 * (1 - 12 ** -0.5) ** 2 / 0.0625))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -14,6 +14,7 @@ from ...data.decode import load_image
 from ...errors import ConvlabError
 from ...run import Run
 from ..gradcam import class_index_of
+from ..outputs import output_stems
 from .evaluate import markdown_table, score_methods
 from .figure import method_scales, save_figure
 from .methods import working_methods
@@ -27,7 +28,7 @@ LIBRARY_ERRORS = (RuntimeError, ValueError, AssertionError, NotImplementedError,
 class Attributions:
     """The maps of each method for N images, with what they explain and what they cost."""
 
-    names: list[str]  # one per image: its file name, or '#i' for arrays
+    names: list[str]  # one per image, distinct: its file's stem (output_stems), or '#i' for arrays
     images: np.ndarray  # (N, C, H, W) uint8 in the run's size
     targets: np.ndarray  # (N,) the class each map explains
     probs: np.ndarray  # (N, classes)
@@ -82,19 +83,20 @@ def load_images(run: Run, inputs) -> tuple[list[str], np.ndarray]:
         return [f"#{i}" for i in range(len(inputs))], inputs
     paths = [Path(p) for p in inputs]
     size = tuple(run.preprocess.size)
-    return [p.name for p in paths], np.stack([load_image(p, run.preprocess.channels, size) for p in paths])
+    return output_stems(paths), np.stack([load_image(p, run.preprocess.channels, size) for p in paths])
 
 
 def attribute(run: Run, inputs, method: str | list[str] = "gradcam", target: str | None = None,
               out: str | Path | None = None, evaluate: bool = False, settings: Settings | None = None,
-              log: Callable[[str], None] = print) -> Attributions:
+              log: Callable[[str], None] = print, **options) -> Attributions:
     """Attribute a run's predictions on image files (or an (N, C, H, W) uint8 array) with each method.
 
     target: a class label to explain (default: each image's predicted class). out: a folder for one PNG
     per image (the image and each map) and the raw maps as .npy. evaluate: score each method (deletion
     and insertion AUC against a random map, the randomization check) and write evaluation.json/.md to out.
+    options: fields of Settings by the CLI's names (samples=, steps=, layer=, mask=, seed=), over `settings`.
     """
-    settings = settings or Settings()
+    settings = replace(settings or Settings(), **options)  # replace checks the ranges again
     methods = attribution_methods(method, settings, log)
     names, images = load_images(run, inputs)
     model = run.model.to(run.device).eval()
@@ -127,7 +129,7 @@ def write_outputs(result: Attributions, run: Run, out: Path) -> list[Path]:
     scales = method_scales(result.maps, result.signed)
     written = []
     for i, name in enumerate(result.names):
-        stem = Path(name).stem.lstrip("#") or str(i)
+        stem = name.lstrip("#") or str(i)
         cls = int(result.targets[i])
         predicted = int(result.probs[i].argmax())
         title = (f"{name}: maps for '{run.classes[cls]}' (p={result.probs[i, cls]:.3f}); "

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .baselines import blurred
-from .registry import Method, library_notes_hidden
+from .registry import Method, library_notes_hidden, seeded
 
 STEPS = 20  # deletion/insertion curves have STEPS + 1 points, 1/STEPS of the pixels apart
 _trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 names it trapz
@@ -83,8 +83,9 @@ def parametric_layers(model: nn.Module) -> list[str]:
 
 def _reinitialize(module: nn.Module, generator: torch.Generator) -> None:
     if hasattr(module, "reset_parameters"):
-        torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator)))
-        module.reset_parameters()
+        device = next(module.parameters()).device
+        with seeded(int(torch.randint(0, 2**31, (1,), generator=generator)), device):
+            module.reset_parameters()
     else:
         for parameter in module.parameters(recurse=False):
             nn.init.normal_(parameter.data, std=0.02)

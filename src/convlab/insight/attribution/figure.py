@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...evaluate.plots import new_figure
 from ..gradcam import overlay
 
 
@@ -47,28 +48,19 @@ def draw_row(axes, original: np.ndarray, maps: dict[str, np.ndarray], scales, si
 
 def save_figure(original: np.ndarray, maps: dict[str, np.ndarray], scales, signed, title: str, path: Path) -> None:
     """original: (H, W[, 3]) uint8; maps: method -> (H, W). Red: evidence for the class (blue: against)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(maps) + 1, figsize=(1.9 * (len(maps) + 1), 2.3), squeeze=False)
+    fig = new_figure((1.9 * (len(maps) + 1), 2.3))
+    axes = fig.subplots(1, len(maps) + 1, squeeze=False)
     draw_row(axes[0], original, maps, scales, signed)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def grid_figure(originals: list[np.ndarray], maps: dict[str, np.ndarray], scales, signed, captions: list[str]):
     """One row per image (maps: method -> (N, H, W)); returns the matplotlib figure (the report embeds it)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     width = 1.5 * (len(maps) + 1) + 1.4  # inches: a column per map and 1.4 for the captions
-    fig, axes = plt.subplots(len(originals), len(maps) + 1, figsize=(width, 1.6 * len(originals)), squeeze=False)
+    fig = new_figure((width, 1.6 * len(originals)))
+    axes = fig.subplots(len(originals), len(maps) + 1, squeeze=False)
     for i, original in enumerate(originals):
         draw_row(axes[i], original, {name: values[i] for name, values in maps.items()}, scales, signed,
                  titles=i == 0)

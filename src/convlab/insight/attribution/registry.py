@@ -4,6 +4,7 @@ from __future__ import annotations
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -13,7 +14,9 @@ from ...errors import ConvlabError
 
 @dataclass
 class Settings:
-    """How hard each method works and how much it batches; the CLI and Python share these names."""
+    """How hard each method works and how much it batches: one object, and one check of its ranges, for
+    `convlab attribute --samples --steps`, `convlab.attribute(..., samples=, steps=)` and the web app's
+    `?samples=&steps=`."""
 
     samples: int = 200  # perturbed inputs per image for lime and kernelshap
     steps: int = 32  # integral steps of integrated gradients
@@ -21,6 +24,14 @@ class Settings:
     layer: str | None = None  # the conv layer of the CAM methods (default: the last one)
     mask: str = "grid"  # feature mask of lime and kernelshap: grid or superpixel
     seed: int = 0  # for the sampling methods: the same call gives the same maps
+    # the allowed values; the upper bounds keep one call (one web request) from holding the model for minutes
+    ranges: ClassVar[dict[str, tuple[int, int]]] = {"samples": (1, 2000), "steps": (1, 256)}
+
+    def __post_init__(self):
+        for name, (low, high) in self.ranges.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ConvlabError(f"--{name} must be an integer from {low} to {high}, got {value!r}")
 
 
 class Method:
@@ -81,6 +92,19 @@ def parse_methods(spec: str | list[str] | tuple[str, ...]) -> list[str]:
             raise ConvlabError(f"--method {name!r} is not an attribution method; {hint}"
                                f"methods: {', '.join(METHODS)}")
     return list(dict.fromkeys(names))
+
+
+@contextmanager
+def seeded(seed: int, device: torch.device):
+    """Seed torch's global RNG on the CPU and `device` for a library that draws from it (captum's noise,
+    reset_parameters), and give the caller's RNG state back afterwards."""
+    cuda = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.random.default_generator.manual_seed(seed)
+        for each in cuda:
+            with torch.cuda.device(each):
+                torch.cuda.manual_seed(seed)
+        yield
 
 
 @contextmanager

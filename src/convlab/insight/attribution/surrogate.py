@@ -38,10 +38,14 @@ def lime_draw(samples: int, features: int, generator: torch.Generator) -> torch.
 
 
 def lime_weigh(on: torch.Tensor) -> torch.Tensor:
-    """lime_image's kernel exp(-d^2 / 0.25^2), d the cosine distance of the on/off vector to all-on."""
+    """lime_image's kernel sqrt(exp(-d^2 / 0.25^2)), d the cosine distance of the on/off vector to all-on.
+
+    The square root is lime's (LimeImageExplainer's default kernel): it halves the exponent, so masks far
+    from all-on weigh more than under exp(-d^2 / w^2).
+    """
     on = on.float()
     cosine = on.sum(-1) / (on.norm(dim=-1) * on.shape[-1] ** 0.5 + 1e-12)
-    return torch.exp(-((1 - cosine) ** 2) / LIME_KERNEL_WIDTH ** 2)
+    return torch.sqrt(torch.exp(-((1 - cosine) ** 2) / LIME_KERNEL_WIDTH ** 2))
 
 
 def lime_fit(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
