@@ -110,7 +110,7 @@ def test_no_drawing_function_switches_matplotlibs_backend(tmp_path):
     try:
         plots.draw_run_plots(HISTORY, MATRIX, ["cat", "dog"], *_paths(tmp_path))
         save_figure(image, {"ig": heat}, scales, signed, "t", tmp_path / "a.png")
-        report._png_of_figure(grid_figure([image], maps, scales, signed, ["c"]))
+        report.png_of_figure(grid_figure([image], maps, scales, signed, ["c"]))
         report._samples_figure(types.SimpleNamespace(train=train), ["a", "b"])
         save_cam_figure(image, heat, "t", tmp_path / "cam.png")
         _save_grid(heat, "t", tmp_path / "grid.png")
