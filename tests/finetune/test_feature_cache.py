@@ -74,6 +74,32 @@ def test_a_second_finetune_reuses_the_cache_and_other_weights_or_preprocessing_r
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "wrong rows"])
+def test_a_damaged_cache_file_is_named_rebuilt_and_rewritten(digits_run, tmp_path, damage):
+    from safetensors.torch import load, load_file, save_file
+
+    first, _ = _finetune(digits_run.path, tmp_path / "a")
+    [key] = _cache_folders()
+    stored = feature_cache.features_home() / key / feature_cache.FEATURES_FILE
+    good = stored.read_bytes()
+    if damage == "truncated":
+        stored.write_bytes(good[:len(good) // 2])
+    elif damage == "garbage":
+        stored.write_bytes(b"\x07not a safetensors file" * 40)
+    else:  # a readable file that holds other rows than this run's
+        save_file({"train": torch.zeros(1, 5, 7)}, str(stored))
+    again, said = _finetune(digits_run.path, tmp_path / "b")
+    assert f"features: {stored} is unreadable (" in said and "computing them again and rewriting it" in said
+    assert "features: computing" in said and "Traceback" not in said
+    assert again.metrics["accuracy"] == first.metrics["accuracy"]
+    _assert_same_weights(first, again)
+    rewritten = load_file(str(stored))
+    torch.testing.assert_close(rewritten["train"], load(good)["train"])  # rebuilt as before
+    _, third = _finetune(digits_run.path, tmp_path / "c")
+    assert "features: reused" in third
+
+
+@pytest.mark.slow
 def test_augmentation_trains_uncached_unless_views_are_cached(digits_run, tmp_path):
     _, said = _finetune(digits_run.path, tmp_path / "a", augment="light")
     assert "features: not cached (--augment light changes the images every epoch; --feature-views K" in said
