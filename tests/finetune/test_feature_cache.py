@@ -214,3 +214,42 @@ def test_an_mlp_head_run_quantizes_and_loads_back(digits_run, tmp_path):
     images = run.test_data().images[:20]
     agree = (loaded.predict_arrays(images).argmax(1) == run.predict_arrays(images).argmax(1)).mean()
     assert agree >= 0.9
+
+
+def _documented_recipe() -> list[str]:
+    """The one-line frozen-backbone recipe of docs/fine-tuning.md, as a user copies it."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "fine-tuning.md").read_text()
+    section = text.split("## The texts' recipe in one line", 1)[1]
+    [line] = re.findall(r"^convlab finetune .*$", section.split("```bash", 1)[1].split("```", 1)[0], re.M)
+    return shlex.split(line)[1:]
+
+
+@pytest.mark.slow
+def test_the_documented_frozen_recipe_on_an_image_folder_uses_the_cache(make_image_folder, tmp_path, capsys):
+    import torchvision
+    import yaml
+
+    from convlab.cli import main
+
+    args = _documented_recipe()
+    assert "imagefolder:PHOTOS" in args and "--strategy" in args
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet50().state_dict(), tmp_path / "resnet50.pt")  # no download in tests
+    photos = make_image_folder(tmp_path / "photos", per_class=5)
+    args = [f"imagefolder:{photos}" if a == "imagefolder:PHOTOS" else a for a in args]
+    code = main([*args, "--weights", str(tmp_path / "resnet50.pt"), "--image-size", "32", "--epochs", "2",
+                 "--out", str(tmp_path / "run"), "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "note: augment none: --strategy linear-probe trains only the head" in out
+    assert "features: stage 1 trains the head on cached backbone features (computed once)" in out
+    assert "features: not cached" not in out
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["data"]["augment"] == "none"
+    # an augmentation asked for by flag is kept (and turns the cache off, saying why)
+    main([*args, "--weights", str(tmp_path / "resnet50.pt"), "--image-size", "32", "--epochs", "1",
+          "--augment", "light", "--out", str(tmp_path / "run2"), "--quiet"])
+    assert "features: not cached (--augment light changes the images every epoch" in capsys.readouterr().out
