@@ -157,15 +157,16 @@ def test_a_kill_inside_an_epoch_resumes_from_the_step_checkpoint_bit_identical(r
     assert_same_weights(reference, tmp_path / "run" / "model.safetensors")
 
 
-def test_a_rank_killed_before_the_first_checkpoint_is_restarted_afresh_and_ends_bit_identical(reference, tmp_path):
-    """Rank 1 SIGKILLs itself as training begins, on the first attempt only: rank 0 has written config.yaml but
-    no checkpoint yet, so the restart starts the run anew in the same folder instead of refusing it."""
+def test_rank_0_killed_before_the_first_checkpoint_is_restarted_afresh_and_ends_bit_identical(reference, tmp_path):
+    """Rank 0 SIGKILLs itself as training begins, on the first attempt only: it has written config.yaml but no
+    checkpoint yet (and had no chance to remove the folder), so the restart starts the run anew in the same
+    folder instead of refusing it."""
     script = fault_script(tmp_path, (
         "import os, signal\n"
         "from convlab.training import checkpoint\n"
         "_on_train_begin = checkpoint.Checkpointer.on_train_begin\n"
         "def on_train_begin(self, state):\n"
-        "    if (os.environ['RANK'], os.environ['TORCHELASTIC_RESTART_COUNT']) == ('1', '0'):\n"
+        "    if (os.environ['RANK'], os.environ['TORCHELASTIC_RESTART_COUNT']) == ('0', '0'):\n"
         "        os.kill(os.getpid(), signal.SIGKILL)\n"
         "    _on_train_begin(self, state)\n"
         "checkpoint.Checkpointer.on_train_begin = on_train_begin\n"))
