@@ -219,6 +219,7 @@ def _train_in(job: Job, console: Console, ranks: distributed.Distributed, device
 
     if features is not None:
         callbacks.insert(0, features)  # before the epoch begins: features or full passes
+        next(cb for cb in callbacks if isinstance(cb, Checkpointer)).defer = features.defers_save
     if job.resuming and ranks.is_main:
         print_resume(console, run_dir, ranks, restarted)
 

@@ -11,7 +11,7 @@ from convlab import load_run
 from convlab.errors import ConvlabError
 from convlab.training import feature_cache
 from convlab.training.callbacks import Callback
-from convlab.training.checkpoint import TrainingInterrupted
+from convlab.training.checkpoint import CHECKPOINTS, LAST, TrainingInterrupted
 
 SMALL = dict(data="digits", classes="0,1,2", train_per_class=12, epochs=2, batch_size=8, quiet=True)
 
@@ -127,6 +127,18 @@ def test_no_room_on_disk_keeps_them_in_memory_and_no_room_at_all_trains_uncached
     nowhere, said = _finetune(digits_run.path, tmp_path / "b")
     assert "fit neither on disk nor in memory; training uncached" in said
     _assert_same_weights(in_memory, nowhere)
+
+
+@pytest.mark.slow
+def test_epochs_on_cached_features_skip_their_checkpoints_but_the_last_one_is_saved(digits_run, tmp_path):
+    from convlab.training.checkpoint import checkpoint_position
+
+    run, said = _finetune(digits_run.path, tmp_path / "a", epochs=4)
+    # the whole model is saved before training and after the last epoch; epochs 1-3 cost less than a save
+    assert "checkpoints: 1 saved (at each epoch's end; 3 head-only epochs on cached features unsaved)" in said
+    assert checkpoint_position(run.path / CHECKPOINTS / LAST)["epoch"] == 4
+    two_stage, said = _finetune(digits_run.path, tmp_path / "b", strategy="two-stage", epochs=4, head_epochs=2)
+    assert "3 saved (at each epoch's end; 1 head-only epoch on cached features unsaved)" in said  # 2, 3, 4
 
 
 class _CtrlCAt(Callback):

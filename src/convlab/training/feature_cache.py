@@ -283,6 +283,12 @@ class FeatureStage(Callback):
                 return
             self.loaders = self.make_loaders(self.features)
 
+    def defers_save(self, state) -> bool:
+        """Checkpointer.defer: an epoch end inside a cached stage (the next epoch trains the head on the same
+        features) costs less to redo than a checkpoint of the whole model, so it may go unsaved."""
+        stages = [i for i, s in enumerate(self.plan.stages) if s.first_epoch <= state.epoch + 1]
+        return self.cached and self.head_only[stages[-1]] and self.plan.stages[stages[-1]].first_epoch <= state.epoch
+
     def loader(self, which: str):
         return self.loaders[which]
 
