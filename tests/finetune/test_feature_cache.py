@@ -137,6 +137,12 @@ def test_epochs_on_cached_features_skip_their_checkpoints_but_the_last_one_is_sa
     # the whole model is saved before training and after the last epoch; epochs 1-3 cost less than a save
     assert "checkpoints: 1 saved (at each epoch's end; 3 head-only epochs on cached features unsaved)" in said
     assert checkpoint_position(run.path / CHECKPOINTS / LAST)["epoch"] == 4
+    # with a validation split the best epoch's weights are written with the next save
+    from safetensors import safe_open
+
+    with safe_open(str(run.path / CHECKPOINTS / "best.safetensors"), framework="pt") as best:
+        assert best.metadata()["epoch"] == str(run.metrics["best_epoch"])
+        torch.testing.assert_close(best.get_tensor("classifier.1.weight"), run.model.state_dict()["classifier.1.weight"])
     two_stage, said = _finetune(digits_run.path, tmp_path / "b", strategy="two-stage", epochs=4, head_epochs=2)
     assert "3 saved (at each epoch's end; 1 head-only epoch on cached features unsaved)" in said  # 2, 3, 4
 

@@ -193,6 +193,7 @@ class Checkpointer(Callback):
         # epoch whose end may go unsaved; a failure then redoes those epochs (at most DEFER_MAX_S of them).
         self.defer: Callable[[Any], bool] | None = None
         self.deferred = 0  # epoch ends left unsaved
+        self._unsaved_best: tuple | None = None  # (epoch, val_accuracy, weights) of a best epoch left unsaved
         self._saved_at = time.monotonic()
 
     # hooks
@@ -225,19 +226,26 @@ class Checkpointer(Callback):
             self._interrupt(state)
 
     def on_epoch_end(self, state, logs):
-        if (self.ranks.is_main and logs.get("val_accuracy") is not None
-                and getattr(self.stateful.get("best"), "best_epoch", None) == state.epoch):
-            from safetensors.torch import save
-
-            weights = {k: v.detach().cpu().contiguous() for k, v in bare(state.model).state_dict().items()}
-            meta = {"epoch": str(state.epoch), "val_accuracy": repr(logs["val_accuracy"])}
-            atomic_write(self.folder / BEST, save(weights, metadata=meta))
+        best = (self.ranks.is_main and logs.get("val_accuracy") is not None
+                and getattr(self.stateful.get("best"), "best_epoch", None) == state.epoch)
+        weights = {k: v.detach().cpu() for k, v in bare(state.model).state_dict().items()} if best else None
         if self._may_defer(state):
             self.deferred += 1
+            if best:  # a copy: the live weights move on before the next save writes it
+                self._unsaved_best = (state.epoch, logs["val_accuracy"], {k: v.clone() for k, v in weights.items()})
         else:
+            if best or self._unsaved_best:
+                self._write_best(*((state.epoch, logs["val_accuracy"], weights) if best else self._unsaved_best))
+            self._unsaved_best = None
             self.save(state)
         if self.interrupt_requested:
             self._interrupt(state)
+
+    def _write_best(self, epoch: int, val_accuracy: float, weights: dict[str, torch.Tensor]) -> None:
+        from safetensors.torch import save
+
+        meta = {"epoch": str(epoch), "val_accuracy": repr(val_accuracy)}
+        atomic_write(self.folder / BEST, save({k: v.contiguous() for k, v in weights.items()}, metadata=meta))
 
     def _may_defer(self, state) -> bool:
         """`defer` allows it, and this is neither Ctrl-C, nor the last epoch, nor long after the last save."""
