@@ -48,7 +48,9 @@ def finetune(source: str | Path | None = None, config: str | Path | None = None,
     pretrained = load_source(conf.finetune.source, conf.finetune.weights)
     take_from_source(conf, origin, pretrained)
     start = pretrained_start(conf, pretrained)
-    start.notes += [note] if (note := unaugmented_head(conf, origin)) else []
+    note = unaugmented_head(conf, origin)
+    if note:
+        start.notes.append(note)
     job = Job(conf, origin, start, "finetune", resume is not None,
               callbacks=list(callbacks or []), sections=SECTIONS, console=console)
     return run_pipeline(job)

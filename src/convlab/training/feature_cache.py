@@ -269,8 +269,11 @@ class FeatureStage(Callback):
         self.train_loader = SwitchLoader(self, train_loader, "train")
         self.val_loader = None if val_loader is None else SwitchLoader(self, val_loader, "val")
 
+    def stage_at(self, epoch: int) -> int:
+        return max(i for i, s in enumerate(self.plan.stages) if s.first_epoch <= epoch)
+
     def on_epoch_begin(self, state):
-        stage = max(i for i, s in enumerate(self.plan.stages) if s.first_epoch <= state.epoch)
+        stage = self.stage_at(state.epoch)
         self.cached = self.head_only[stage]
         if not self.cached:  # the backbone trains now: features computed before would be stale later
             self.features, self.loaders = None, {}
@@ -286,8 +289,7 @@ class FeatureStage(Callback):
     def defers_save(self, state) -> bool:
         """Checkpointer.defer: an epoch end inside a cached stage (the next epoch trains the head on the same
         features) costs less to redo than a checkpoint of the whole model, so it may go unsaved."""
-        stages = [i for i, s in enumerate(self.plan.stages) if s.first_epoch <= state.epoch + 1]
-        return self.cached and self.head_only[stages[-1]] and self.plan.stages[stages[-1]].first_epoch <= state.epoch
+        return self.cached and self.stage_at(state.epoch + 1) == self.stage_at(state.epoch)
 
     def loader(self, which: str):
         return self.loaders[which]
