@@ -43,7 +43,11 @@ def finetune(source: str | Path | None = None, config: str | Path | None = None,
         raise ConvlabError("finetune needs --from SOURCE: a run folder, torchvision:NAME or timm:NAME")
     pretrained = load_source(conf.finetune.source, conf.finetune.weights)
     take_from_source(conf, origin, pretrained)
-    job = Job(conf, origin, pretrained_start(conf, pretrained), "finetune", resume is not None,
+    start = pretrained_start(conf, pretrained)
+    note = unaugmented_head(conf, origin)
+    if note:
+        start.notes.append(note)
+    job = Job(conf, origin, start, "finetune", resume is not None,
               callbacks=list(callbacks or []), sections=SECTIONS, console=console)
     return run_pipeline(job)
 
@@ -106,6 +110,35 @@ def take_from_source(conf: cfg.Config, origin: dict[str, str], pretrained: Pretr
         conf.data.image_size, origin["image_size"] = pretrained.image_size, "source"
     if conf.finetune.weights is None:
         conf.finetune.weights, origin["weights"] = pretrained.weights, "source"
+
+
+def unaugmented_head(conf: cfg.Config, origin: dict[str, str]) -> str | None:
+    """A fine-tune that never trains the backbone trains its head on features computed once (the feature cache);
+    the dataset recipe's augmentation would recompute them every epoch, so it is left out unless asked for by a
+    flag or the config file. Returns the note that says so, or None when nothing changes."""
+    if origin["augment"] != "recipe" or conf.data.augment == "none" or conf.finetune.no_feature_cache:
+        return None
+    if conf.finetune.freeze != "backbone" and not head_only_strategy(conf):
+        return None
+    recipe = conf.data.augment
+    conf.data.augment, origin["augment"] = "none", "default"
+    return (f"augment none: --strategy {conf.finetune.strategy} trains only the head, on backbone features "
+            f"computed once; the dataset recipe's --augment {recipe} would recompute them every epoch (pass "
+            f"--augment {recipe} --feature-views K to train on K cached augmented views)")
+
+
+def head_only_strategy(conf: cfg.Config) -> bool:
+    """Whether every stage of conf's strategy trains only the head (an unknown strategy is refused later)."""
+    from .models.freeze import HEAD, STRATEGIES  # lazy: start-up time
+
+    if conf.finetune.strategy not in STRATEGIES:
+        return False
+    try:
+        stages = STRATEGIES[conf.finetune.strategy][0](["backbone", HEAD], conf.train.epochs,
+                                                        conf.finetune.head_epochs)
+    except ConvlabError:  # refused with its own message when the run plans its stages
+        return False
+    return all(stage.trainable == [HEAD] for stage in stages)
 
 
 def weights_place(pretrained: Pretrained) -> str:

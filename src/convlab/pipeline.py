@@ -51,7 +51,7 @@ from .training.freezing import FreezePlan, print_plan
 from .training.loop import fit
 from .training.numerics import NonFiniteLossGuard
 from .training.optim import build_optimizer, build_schedule
-from .training.resume import resume_config
+from .training.resume import elastic_restart as elastic_restart_of, resume_config, start_afresh
 from .training.scratch_engine import check_options as check_scratch_options, fit_scratch, scratch_retrain_hint
 
 MAX_ISSUE_LINES = 20  # warnings printed one per file; the rest are in data_issues.json
@@ -141,8 +141,13 @@ def _run(job: Job, console: Console, ranks: distributed.Distributed, device: tor
     # 2. the model, and the run folder it will be written to
     model = start.build(channels, len(data.classes), (height, width), conf.model.dropout)
     path = run_dir_path(conf) if ranks.is_main else None
-    restarted = distributed.broadcast(ranks.is_main and restarted_with_checkpoint(job, path), ranks)
+    restart = distributed.broadcast(elastic_restart(job, path) if ranks.is_main else None, ranks)
+    restarted = restart == "resume"
     job.resuming = job.resuming or restarted  # the same folder and flags as the attempt that failed
+    if restart == "afresh" and ranks.is_main:
+        console.print(f"{restart_words()}: the attempt before died before its first checkpoint; starting {path} "
+                      f"afresh", markup=False)
+        start_afresh(path)
     run_dir, created = make_run_dir(conf, job.resuming, path) if ranks.is_main else \
         (Path(tempfile.mkdtemp(prefix="convlab-rank")), True)  # other ranks: a private folder, removed at the end
     try:
@@ -214,6 +219,7 @@ def _train_in(job: Job, console: Console, ranks: distributed.Distributed, device
 
     if features is not None:
         callbacks.insert(0, features)  # before the epoch begins: features or full passes
+        next(cb for cb in callbacks if isinstance(cb, Checkpointer)).defer = features.defers_save
     if job.resuming and ranks.is_main:
         print_resume(console, run_dir, ranks, restarted)
 
@@ -374,10 +380,17 @@ def run_dir_path(conf: cfg.Config) -> Path:
     return path
 
 
-def restarted_with_checkpoint(job: Job, path: Path) -> bool:
-    """A torchelastic restart whose run folder has a checkpoint: it resumes on its own."""
-    return (not job.resuming and distributed.restart_count() > 0 and job.resumable
-            and (path / CHECKPOINTS / LAST).is_file())
+def elastic_restart(job: Job, path: Path) -> str | None:
+    """A restarted torchrun job in its own run folder: "resume" from its checkpoint or start "afresh" (resume.py)."""
+    if job.resuming:
+        return None
+    found = elastic_restart_of(path, named_after_job=job.conf.train.out is None and distributed.run_id() is not None)
+    return None if found == "resume" and not job.resumable else found
+
+
+def restart_words() -> str:
+    count = distributed.restart_count()
+    return f"torchelastic restart {count}" if count else f"torchrun job {distributed.run_id()} again"
 
 
 def make_run_dir(conf: cfg.Config, resuming: bool = False, path: Path | None = None) -> tuple[Path, bool]:
@@ -423,7 +436,7 @@ def print_resume(console: Console, run_dir: Path, ranks: distributed.Distributed
     changed."""
     record = checkpoint_position(run_dir / CHECKPOINTS / LAST)
     where = f"epoch {record['epoch']}" + (f", batch {record['batch']}" if record["batch"] else "")
-    why = f"torchelastic restart {distributed.restart_count()}: " if restarted else ""
+    why = f"{restart_words()}: " if restarted else ""
     console.print(f"{why}resuming {run_dir} after {where}", markup=False)
     if record["world_size"] != ranks.world_size:
         console.print(f"note: the checkpoint was written by {record['world_size']} processes, this job has "

@@ -11,7 +11,7 @@ from convlab import load_run
 from convlab.errors import ConvlabError
 from convlab.training import feature_cache
 from convlab.training.callbacks import Callback
-from convlab.training.checkpoint import TrainingInterrupted
+from convlab.training.checkpoint import CHECKPOINTS, LAST, TrainingInterrupted
 
 SMALL = dict(data="digits", classes="0,1,2", train_per_class=12, epochs=2, batch_size=8, quiet=True)
 
@@ -74,6 +74,32 @@ def test_a_second_finetune_reuses_the_cache_and_other_weights_or_preprocessing_r
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "wrong rows"])
+def test_a_damaged_cache_file_is_named_rebuilt_and_rewritten(digits_run, tmp_path, damage):
+    from safetensors.torch import load, load_file, save_file
+
+    first, _ = _finetune(digits_run.path, tmp_path / "a")
+    [key] = _cache_folders()
+    stored = feature_cache.features_home() / key / feature_cache.FEATURES_FILE
+    good = stored.read_bytes()
+    if damage == "truncated":
+        stored.write_bytes(good[:len(good) // 2])
+    elif damage == "garbage":
+        stored.write_bytes(b"\x07not a safetensors file" * 40)
+    else:  # a readable file that holds other rows than this run's
+        save_file({"train": torch.zeros(1, 5, 7)}, str(stored))
+    again, said = _finetune(digits_run.path, tmp_path / "b")
+    assert f"features: {stored} is unreadable (" in said and "computing them again and rewriting it" in said
+    assert "features: computing" in said and "Traceback" not in said
+    assert again.metrics["accuracy"] == first.metrics["accuracy"]
+    _assert_same_weights(first, again)
+    rewritten = load_file(str(stored))
+    torch.testing.assert_close(rewritten["train"], load(good)["train"])  # rebuilt as before
+    _, third = _finetune(digits_run.path, tmp_path / "c")
+    assert "features: reused" in third
+
+
+@pytest.mark.slow
 def test_augmentation_trains_uncached_unless_views_are_cached(digits_run, tmp_path):
     _, said = _finetune(digits_run.path, tmp_path / "a", augment="light")
     assert "features: not cached (--augment light changes the images every epoch; --feature-views K" in said
@@ -101,6 +127,24 @@ def test_no_room_on_disk_keeps_them_in_memory_and_no_room_at_all_trains_uncached
     nowhere, said = _finetune(digits_run.path, tmp_path / "b")
     assert "fit neither on disk nor in memory; training uncached" in said
     _assert_same_weights(in_memory, nowhere)
+
+
+@pytest.mark.slow
+def test_epochs_on_cached_features_skip_their_checkpoints_but_the_last_one_is_saved(digits_run, tmp_path):
+    from convlab.training.checkpoint import checkpoint_position
+
+    run, said = _finetune(digits_run.path, tmp_path / "a", epochs=4)
+    # the whole model is saved before training and after the last epoch; epochs 1-3 cost less than a save
+    assert "checkpoints: 1 saved (at each epoch's end; 3 head-only epochs on cached features unsaved)" in said
+    assert checkpoint_position(run.path / CHECKPOINTS / LAST)["epoch"] == 4
+    # with a validation split the best epoch's weights are written with the next save
+    from safetensors import safe_open
+
+    with safe_open(str(run.path / CHECKPOINTS / "best.safetensors"), framework="pt") as best:
+        assert best.metadata()["epoch"] == str(run.metrics["best_epoch"])
+        torch.testing.assert_close(best.get_tensor("classifier.1.weight"), run.model.state_dict()["classifier.1.weight"])
+    two_stage, said = _finetune(digits_run.path, tmp_path / "b", strategy="two-stage", epochs=4, head_epochs=2)
+    assert "3 saved (at each epoch's end; 1 head-only epoch on cached features unsaved)" in said  # 2, 3, 4
 
 
 class _CtrlCAt(Callback):
@@ -188,3 +232,42 @@ def test_an_mlp_head_run_quantizes_and_loads_back(digits_run, tmp_path):
     images = run.test_data().images[:20]
     agree = (loaded.predict_arrays(images).argmax(1) == run.predict_arrays(images).argmax(1)).mean()
     assert agree >= 0.9
+
+
+def _documented_recipe() -> list[str]:
+    """The one-line frozen-backbone recipe of docs/fine-tuning.md, as a user copies it."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "fine-tuning.md").read_text()
+    section = text.split("## The texts' recipe in one line", 1)[1]
+    [line] = re.findall(r"^convlab finetune .*$", section.split("```bash", 1)[1].split("```", 1)[0], re.M)
+    return shlex.split(line)[1:]
+
+
+@pytest.mark.slow
+def test_the_documented_frozen_recipe_on_an_image_folder_uses_the_cache(make_image_folder, tmp_path, capsys):
+    import torchvision
+    import yaml
+
+    from convlab.cli import main
+
+    args = _documented_recipe()
+    assert "imagefolder:PHOTOS" in args and "--strategy" in args
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet50().state_dict(), tmp_path / "resnet50.pt")  # no download in tests
+    photos = make_image_folder(tmp_path / "photos", per_class=5)
+    args = [f"imagefolder:{photos}" if a == "imagefolder:PHOTOS" else a for a in args]
+    code = main([*args, "--weights", str(tmp_path / "resnet50.pt"), "--image-size", "32", "--epochs", "2",
+                 "--out", str(tmp_path / "run"), "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "note: augment none: --strategy linear-probe trains only the head" in out
+    assert "features: stage 1 trains the head on cached backbone features (computed once)" in out
+    assert "features: not cached" not in out
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["data"]["augment"] == "none"
+    # an augmentation asked for by flag is kept (and turns the cache off, saying why)
+    main([*args, "--weights", str(tmp_path / "resnet50.pt"), "--image-size", "32", "--epochs", "1",
+          "--augment", "light", "--out", str(tmp_path / "run2"), "--quiet"])
+    assert "features: not cached (--augment light changes the images every epoch" in capsys.readouterr().out

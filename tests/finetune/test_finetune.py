@@ -1,4 +1,5 @@
 """convlab.finetune end to end: sources, weight files, head, input adaptation, the run folder and predict."""
+import io
 import json
 import pickle
 
@@ -7,6 +8,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from rich.console import Console
 
 import convlab
 from convlab import load_run
@@ -219,3 +221,32 @@ def test_resuming_a_finetune_restores_the_freeze_state_of_its_stage(digits_run, 
     assert torch.equal(state["features.0.weight"].cpu(), source["features.0.weight"].cpu())  # still frozen
     assert not torch.equal(state["classifier.1.weight"].cpu(), head_after_1.cpu())  # the head kept training
     assert resumed.metrics["epochs_run"] == 3 and resumed.metrics["freeze"]["trainable"] == ["head"]
+
+
+@pytest.mark.slow
+def test_a_streamed_gray_folder_is_repeated_into_the_rgb_model(resnet18_files, make_image_folder, tmp_path):
+    """--loader streaming (what a large folder gets) reads the gray cache as three channels, as memory does."""
+    _, folder = resnet18_files
+    make_image_folder(tmp_path / "xray", classes=("a", "b"), per_class=10, size=(12, 12), mode="L")
+    runs, printed = {}, {}
+    for loader in ("streaming", "memory"):
+        buffer = io.StringIO()
+        runs[loader] = convlab.finetune("torchvision:resnet18", weights=str(folder / "resnet18.pt"),
+                                        data=f"imagefolder:{tmp_path / 'xray'}", loader=loader, image_size=32,
+                                        strategy="linear-probe", epochs=2, batch_size=8, val_fraction=0.0,
+                                        out=str(tmp_path / loader), console=Console(file=buffer, width=300))
+        printed[loader] = buffer.getvalue()
+    assert "streaming from the decoded-image cache" in printed["streaming"]
+    assert "streaming from" not in printed["memory"]
+    pre = json.loads((runs["streaming"].path / "preprocess.json").read_text())
+    assert pre["channels"] == 3 and pre["data_channels"] == 1
+    assert pre["channel_conversion"] == "grayscale repeated into 3 channels"
+    assert runs["streaming"].metrics["accuracy"] == runs["memory"].metrics["accuracy"]
+    # the streamed rows are the in-memory rows: the gray cache on disk, read as three equal channels
+    from convlab.data.run_data import load_run_data
+
+    streamed, in_memory = (load_run_data(runs[loader].config, 3, (32, 32)) for loader in ("streaming", "memory"))
+    assert streamed.streamed and streamed.splits.train.images.shape[1:] == (3, 32, 32)
+    np.testing.assert_array_equal(streamed.splits.train.images[streamed.train_rows],
+                                  in_memory.splits.train.images[in_memory.train_rows])
+    np.testing.assert_array_equal(streamed.test.images, in_memory.test.images)

@@ -157,6 +157,36 @@ def test_a_kill_inside_an_epoch_resumes_from_the_step_checkpoint_bit_identical(r
     assert_same_weights(reference, tmp_path / "run" / "model.safetensors")
 
 
+def test_rank_0_killed_before_the_first_checkpoint_is_restarted_afresh_and_ends_bit_identical(reference, tmp_path):
+    """Rank 0 SIGKILLs itself as training begins, on the first attempt only: it has written config.yaml but no
+    checkpoint yet (and had no chance to remove the folder), so the restart starts the run anew in the same
+    folder instead of refusing it."""
+    script = fault_script(tmp_path, (
+        "import os, signal\n"
+        "from convlab.training import checkpoint\n"
+        "_on_train_begin = checkpoint.Checkpointer.on_train_begin\n"
+        "def on_train_begin(self, state):\n"
+        "    if (os.environ['RANK'], os.environ['TORCHELASTIC_RESTART_COUNT']) == ('0', '0'):\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    _on_train_begin(self, state)\n"
+        "checkpoint.Checkpointer.on_train_begin = on_train_begin\n"))
+    done = run(torchrun([*TWO, "--max-restarts=1"], FLAGS + ["--out", "run"], script), tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert ("torchelastic restart 1: the attempt before died before its first checkpoint; starting run afresh\n"
+            in done.stdout)
+    assert "already holds a run" not in done.stderr
+    assert_same_weights(reference, tmp_path / "run" / "model.safetensors")
+
+
+def test_a_restarting_job_into_a_finished_run_folder_is_still_refused(reference, tmp_path):
+    finished = reference.parent
+    before = reference.read_bytes()
+    done = run(torchrun([*TWO, "--max-restarts=1"], FLAGS + ["--out", str(finished)]), tmp_path)
+    assert done.returncode != 0
+    assert f"--out {finished} already holds a run" in done.stderr
+    assert reference.read_bytes() == before
+
+
 def test_resume_by_hand_after_the_whole_job_was_killed_is_bit_identical(reference, tmp_path):
     job = start(torchrun(TWO, FLAGS + ["--out", "run"]), tmp_path)
     wait_for_line(job, "epoch 2/8")

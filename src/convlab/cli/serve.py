@@ -163,7 +163,7 @@ def _load_models(specs, settings, args, workers: int):
     return models, threads
 
 
-def _listen(host: str, port: int) -> "socket.socket":
+def _listen(host: str, port: int):
     import socket
 
     try:

@@ -24,7 +24,8 @@ def resize_arrays(data: ImageArrays, size: int) -> ImageArrays:
 def conform_arrays(arrays: ImageArrays, channels: int, size: list[int] | tuple[int, int], who: str) -> ImageArrays:
     """Convert images to `channels` (luma for 1, channel repeat for more) and resize to `size` [h, w].
 
-    Returns `arrays` itself when nothing changes (so a memory-mapped split stays on disk).
+    Returns `arrays` itself when nothing changes, and a memory-mapped gray split repeated as a read-only view,
+    so a streamed split stays on disk.
     """
     images = arrays.images
     if images.shape[1] == channels and list(images.shape[2:]) == list(size):
@@ -33,6 +34,8 @@ def conform_arrays(arrays: ImageArrays, channels: int, size: list[int] | tuple[i
         if channels == 1:  # ITU-R 601 luma, as PIL's convert("L")
             weights = np.array([0.299, 0.587, 0.114])[:, None, None]
             images = np.round((images[:, :3].astype(np.float64) * weights).sum(1, keepdims=True)).astype(np.uint8)
+        elif isinstance(images, np.memmap):  # a streamed split stays on disk: the channel axis is a view
+            images = np.broadcast_to(images[:, :1], (len(images), channels, *images.shape[2:]), subok=True)
         else:
             images = np.repeat(images[:, :1], channels, axis=1)
     conformed = ImageArrays(images, arrays.labels)

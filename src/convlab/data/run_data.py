@@ -64,10 +64,8 @@ def load_run_data(conf: Config, channels: int | None = None, size: tuple[int, in
     if channels is not None or size is not None:
         target_channels = channels or data_channels
         target_size = list(size) if size is not None else list(splits.shape[1:])
-        if isinstance(splits.train.images, np.memmap) and (target_channels, *target_size) != tuple(splits.shape):
-            raise ConvlabError(f"{who} takes {target_channels}x{target_size[0]}x{target_size[1]} images and the "
-                               f"decoded-image cache holds {'x'.join(map(str, splits.shape))}; pass --image-size "
-                               f"{target_size[0]} or --loader memory")
+        if isinstance(splits.train.images, np.memmap):
+            check_streamable(splits.shape, target_channels, target_size, who)
         splits.train = conform_arrays(splits.train, target_channels, target_size, who)
         splits.test = conform_arrays(splits.test, target_channels, target_size, who)
     train_rows, val_rows = validation_rows(splits.train.labels, conf.data.val_fraction, conf.train.seed)
@@ -79,6 +77,17 @@ def run_splits(conf: Config) -> Splits:
     splits = load_dataset(conf.data.name, conf.data.data_dir, conf.data.image_size, strict=conf.data.strict,
                           loader=conf.data.loader)
     return select_subset(splits, conf.data.classes, conf.data.train_per_class, conf.train.seed)
+
+
+def check_streamable(shape: tuple[int, ...], channels: int, size: list[int], who: str) -> None:
+    """A streamed split is read as it lies in the decoded-image cache: gray may be repeated into more channels
+    (a view, data/conform.py), anything else would copy the whole cache into memory."""
+    held = "x".join(map(str, shape))
+    wants = f"{who} takes {channels}x{size[0]}x{size[1]} images and the decoded-image cache holds {held}"
+    if list(size) != list(shape[1:]):
+        raise ConvlabError(f"{wants}; pass --image-size {size[0]} or --loader memory")
+    if channels != shape[0] and shape[0] != 1:
+        raise ConvlabError(f"{wants}; pass --loader memory to convert the colour images to gray in memory")
 
 
 def validation_rows(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray | None]:

@@ -19,7 +19,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ from . import distributed
 from .callbacks import Callback
 
 FORMAT = "convlab-checkpoint/1"
+DEFER_MAX_S = 60.0  # an epoch end left unsaved (Checkpointer.defer) is saved anyway this long after the last save
 _STATE_KEY = "convlab_state"
 
 
@@ -188,6 +189,12 @@ class Checkpointer(Callback):
         self._previous_handler = None
         self._epoch_start_generators: dict = {}
         self.save_seconds: list[float] = []  # the time of each save after the first, on rank 0
+        # Set by a callback whose epochs cost less than a save (a head trained on cached features): True for an
+        # epoch whose end may go unsaved; a failure then redoes those epochs (at most DEFER_MAX_S of them).
+        self.defer: Callable[[Any], bool] | None = None
+        self.deferred = 0  # epoch ends left unsaved
+        self._unsaved_best: tuple | None = None  # (epoch, val_accuracy, weights) of a best epoch left unsaved
+        self._saved_at = time.monotonic()
 
     # hooks
     def on_train_begin(self, state):
@@ -219,16 +226,31 @@ class Checkpointer(Callback):
             self._interrupt(state)
 
     def on_epoch_end(self, state, logs):
-        if (self.ranks.is_main and logs.get("val_accuracy") is not None
-                and getattr(self.stateful.get("best"), "best_epoch", None) == state.epoch):
-            from safetensors.torch import save
-
-            weights = {k: v.detach().cpu().contiguous() for k, v in state.plain_model.state_dict().items()}
-            meta = {"epoch": str(state.epoch), "val_accuracy": repr(logs["val_accuracy"])}
-            atomic_write(self.folder / BEST, save(weights, metadata=meta))
-        self.save(state)
+        best = (self.ranks.is_main and logs.get("val_accuracy") is not None
+                and getattr(self.stateful.get("best"), "best_epoch", None) == state.epoch)
+        weights = {k: v.detach().cpu() for k, v in state.plain_model.state_dict().items()} if best else None
+        if self._may_defer(state):
+            self.deferred += 1
+            if best:  # a copy: the live weights move on before the next save writes it
+                self._unsaved_best = (state.epoch, logs["val_accuracy"], {k: v.clone() for k, v in weights.items()})
+        else:
+            if best or self._unsaved_best:
+                self._write_best(*((state.epoch, logs["val_accuracy"], weights) if best else self._unsaved_best))
+            self._unsaved_best = None
+            self.save(state)
         if self.interrupt_requested:
             self._interrupt(state)
+
+    def _write_best(self, epoch: int, val_accuracy: float, weights: dict[str, torch.Tensor]) -> None:
+        from safetensors.torch import save
+
+        meta = {"epoch": str(epoch), "val_accuracy": repr(val_accuracy)}
+        atomic_write(self.folder / BEST, save({k: v.contiguous() for k, v in weights.items()}, metadata=meta))
+
+    def _may_defer(self, state) -> bool:
+        """`defer` allows it, and this is neither Ctrl-C, nor the last epoch, nor long after the last save."""
+        return (self.defer is not None and not self.interrupt_requested and state.epoch < state.epochs
+                and not state.stop and time.monotonic() - self._saved_at < DEFER_MAX_S and self.defer(state))
 
     def on_train_end(self, state):
         self._uninstall_sigint()
@@ -258,6 +280,7 @@ class Checkpointer(Callback):
             save_checkpoint(self.folder / LAST, record)
         distributed.barrier(self.ranks)  # no rank runs ahead of a checkpoint that may still fail to write
         self.save_seconds.append(time.perf_counter() - started)
+        self._saved_at = time.monotonic()
 
     def _restore(self, state, record: dict) -> None:
         written_by = int(record.get("world_size", 1))
@@ -301,8 +324,10 @@ class Checkpointer(Callback):
         seconds = sorted(self.save_seconds)
         size = (self.folder / LAST).stat().st_size if (self.folder / LAST).is_file() else 0
         every = f"every {self.every} steps and " if self.every else ""
-        return (f"checkpoints: {len(seconds)} saved ({every}at each epoch's end), {seconds[len(seconds) // 2] * 1e3:.1f}"
-                f" ms each (median; max {seconds[-1] * 1e3:.1f} ms), {size / 1e6:.2f} MB")
+        unsaved = f"; {self.deferred} head-only epoch{'s' if self.deferred > 1 else ''} on cached features unsaved" if self.deferred else ""
+        return (f"checkpoints: {len(seconds)} saved ({every}at each epoch's end{unsaved}), "
+                f"{seconds[len(seconds) // 2] * 1e3:.1f} ms each (median; max {seconds[-1] * 1e3:.1f} ms), "
+                f"{size / 1e6:.2f} MB")
 
     # Ctrl-C
     def _install_sigint(self) -> None:

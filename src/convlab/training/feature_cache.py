@@ -269,8 +269,11 @@ class FeatureStage(Callback):
         self.train_loader = SwitchLoader(self, train_loader, "train")
         self.val_loader = None if val_loader is None else SwitchLoader(self, val_loader, "val")
 
+    def stage_at(self, epoch: int) -> int:
+        return max(i for i, s in enumerate(self.plan.stages) if s.first_epoch <= epoch)
+
     def on_epoch_begin(self, state):
-        stage = max(i for i, s in enumerate(self.plan.stages) if s.first_epoch <= state.epoch)
+        stage = self.stage_at(state.epoch)
         self.cached = self.head_only[stage]
         if not self.cached:  # the backbone trains now: features computed before would be stale later
             self.features, self.loaders = None, {}
@@ -282,6 +285,11 @@ class FeatureStage(Callback):
                 self.cached = False
                 return
             self.loaders = self.make_loaders(self.features)
+
+    def defers_save(self, state) -> bool:
+        """Checkpointer.defer: an epoch end inside a cached stage (the next epoch trains the head on the same
+        features) costs less to redo than a checkpoint of the whole model, so it may go unsaved."""
+        return self.cached and self.stage_at(state.epoch + 1) == self.stage_at(state.epoch)
 
     def loader(self, which: str):
         return self.loaders[which]
@@ -300,19 +308,21 @@ class FeatureStage(Callback):
         return self.conf.finetune.feature_views if self.conf.data.augment != "none" else 0
 
     def load_or_compute(self) -> Features | None:
+        from safetensors import SafetensorError
         from safetensors.torch import load_file, save
 
         key, described = cache_key(self.model, self.data, self.norm, self.conf, self.channels_last, self.device)
         folder = features_home() / key
         if (folder / FEATURES_FILE).is_file():
             try:
-                tensors = load_file(str(folder / FEATURES_FILE))
+                features = self.fitting(load_file(str(folder / FEATURES_FILE)))
                 self.console.print(f"features: reused {folder} (computed by an earlier run; same weights, data "
                                    f"and preprocessing)", markup=False)
-                return Features(tensors["train"], tensors.get("val"))
-            except (OSError, ValueError, KeyError) as err:
-                self.console.print(f"features: {folder / FEATURES_FILE} is unreadable ({err}); computing them "
-                                   f"again", markup=False)
+                return features
+            except (OSError, ValueError, KeyError, SafetensorError) as err:  # a cut or damaged file: rebuild it
+                reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+                self.console.print(f"features: {folder / FEATURES_FILE} is unreadable ({reason}); computing them "
+                                   f"again and rewriting it", markup=False)
         started = time.perf_counter()
         features = self.compute()
         self.extractions += 1
@@ -333,6 +343,15 @@ class FeatureStage(Callback):
         shown = str(folder) if where == "disk" else where
         self.console.print(f"features: computed in {took}, {size}, kept in {shown}", markup=False)
         return features
+
+    def fitting(self, tensors: dict[str, torch.Tensor]) -> Features:
+        """The stored tensors as Features, or ValueError when their rows do not match this run's data."""
+        train, val = tensors["train"], tensors.get("val")
+        want_val = 0 if self.data.val_rows is None else len(self.data.val_rows)
+        if (train.dim() != 3 or train.shape[0] != max(self.views(), 1) or train.shape[1] != len(self.data.train_rows)
+                or (0 if val is None else len(val)) != want_val):
+            raise ValueError(f"holds {tuple(train.shape)} training features for {len(self.data.train_rows)} rows")
+        return Features(train, val)
 
     def room_for(self, folder: Path, nbytes: int) -> str:
         """disk, memory (with the reason), or none."""

@@ -1,4 +1,5 @@
-"""`train --resume RUN_DIR`: the saved config, the flags that may change, and the checks before resuming."""
+"""`train --resume RUN_DIR`: the saved config, the flags that may change, and the checks before resuming; and
+how a torchelastic restart meets the run folder its failed attempt left."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,6 +8,7 @@ from typing import Any
 from .. import config as cfg
 from ..errors import ConvlabError
 from ..layout import CHECKPOINTS, CONFIG, LAST, WEIGHTS
+from . import distributed
 
 # Flags that may differ from the saved run: they change neither the data nor the maths of a step
 # (how often the state is saved, how long ranks wait for each other).
@@ -57,3 +59,24 @@ def resume_config(run_dir: str | Path, overrides: dict[str, Any], config_file=No
                            f"longer pass a larger --epochs (runs with --schedule none only)")
     conf.train.out = str(run_dir)
     return conf
+
+
+def elastic_restart(run_dir: Path, named_after_job: bool) -> str | None:
+    """How a restarted torchrun job meets the run folder of its failed attempt: "resume" from its checkpoint,
+    "afresh" when the attempt died before its first checkpoint (it left only its config), None otherwise.
+
+    A restart is torchelastic's (TORCHELASTIC_RESTART_COUNT > 0) or the same job launched again into the folder
+    named after its --rdzv-id. A finished run is never one: writing over it is refused as for any run.
+    """
+    if distributed.restart_count() == 0 and not named_after_job:
+        return None
+    if (run_dir / WEIGHTS).is_file():
+        return None
+    if (run_dir / CHECKPOINTS / LAST).is_file():
+        return "resume"
+    return "afresh" if (run_dir / CONFIG).is_file() else None
+
+
+def start_afresh(run_dir: Path) -> None:
+    """Clear what a failed attempt wrote before its first checkpoint (its config), so the run starts anew."""
+    (run_dir / CONFIG).unlink(missing_ok=True)
