@@ -8,7 +8,6 @@ from typing import Any
 from .. import config as cfg
 from ..errors import ConvlabError
 from ..layout import CHECKPOINTS, CONFIG, LAST, WEIGHTS
-from . import distributed
 
 # Flags that may differ from the saved run: they change neither the data nor the maths of a step
 # (how often the state is saved, how long ranks wait for each other).
@@ -68,6 +67,8 @@ def elastic_restart(run_dir: Path, named_after_job: bool) -> str | None:
     A restart is torchelastic's (TORCHELASTIC_RESTART_COUNT > 0) or the same job launched again into the folder
     named after its --rdzv-id. A finished run is never one: writing over it is refused as for any run.
     """
+    from . import distributed  # lazy: start-up time (the CLI reads CHANGEABLE for --resume's help)
+
     if distributed.restart_count() == 0 and not named_after_job:
         return None
     if (run_dir / WEIGHTS).is_file():
