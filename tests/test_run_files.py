@@ -5,22 +5,11 @@ import os
 
 import numpy as np
 import pytest
+from cli_output import one_warning, truncate_metrics
 from PIL import Image
 
 from convlab import load_run
 from convlab.cli import main
-
-
-def truncate_metrics(run_path):
-    path = run_path / "metrics.json"
-    path.write_text(path.read_text()[:40])
-    return path
-
-
-def one_warning(err, path):
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    assert lines[0].startswith("warning: ") and str(path) in lines[0] and "convlab eval" in lines[0], lines[0]
 
 
 def test_predict_and_eval_on_a_run_with_a_truncated_metrics_json_warn_and_go_on(capsys, digits_run_copy, tmp_path):

@@ -5,24 +5,10 @@ import sys
 
 import numpy as np
 import pytest
+from cli_output import assert_one_line_error, run_cli
 from PIL import Image
 
 from convlab.cli import main
-
-
-def run_cli(capsys, *args):
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code, err, *fragments):
-    assert code == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 # -- errors ------------------------------------------------------------------------------------------

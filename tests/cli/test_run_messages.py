@@ -1,22 +1,6 @@
 """Bad input around run folders and their variants: one line on stderr that says what the command needs, exit 2."""
 import pytest
-
-from convlab.cli import main
-
-
-def run_cli(capsys, *args):
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code, err, *fragments):
-    assert code == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
+from cli_output import assert_one_line_error, run_cli
 
 
 @pytest.mark.parametrize("head", ["mlp:64,dropout=0.5.5", "mlp:64,dropout=.", "mlp:64,dropout=1..0"])
