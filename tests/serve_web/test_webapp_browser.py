@@ -7,6 +7,7 @@ import pytest
 pytest.importorskip("fastapi", reason="the web app needs the serve extra (pip install -e '.[serve]')")
 from browser import open_page  # noqa: E402
 from webapp_server import live_server, make_app  # noqa: E402
+from convlab.insight.attribution import METHODS  # noqa: E402
 
 
 @pytest.fixture
@@ -46,7 +47,7 @@ def test_predict_gradcam_runs_and_learn_in_a_browser(browser_page, models, right
         page.wait_for_function("() => /^ig: \\d+ ms for 1 image$/.test("
                                "document.querySelector('#predict-method-status').textContent)")
         page.select_option("#predict-method", "guided-gradcam")
-        assert page.text_content("#predict-method-note").startswith("warning: guided-gradcam failed")
+        assert page.text_content("#predict-method-note") == f"warning: {METHODS['guided-gradcam'].warning}"
 
         # Runs: results first, then the pictures
         page.click("nav a[data-page=runs]")
