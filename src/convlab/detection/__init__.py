@@ -1,0 +1,1 @@
+"""Object detection, convlab's second task: boxes and their formats, detectors, COCO metrics, figures."""
