@@ -1,0 +1,69 @@
+"""The task table, a leaf: each task is one object whose methods own what differs between tasks.
+
+The pipeline, the loop and the tools call these methods and never ask which task they hold (as Ultralytics
+keeps TASK2DATA, TASK2MODEL and TASK2METRIC in one table). A task is inferred from the dataset (the data
+registry's entry names it), recorded in config.yaml, and `--task` overrides it.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from ..data.registry import parse_data_name
+from ..errors import ConvlabError
+
+
+class Task:
+    """One task's answers. Subclasses fill in every method; the attributes are its row in the table."""
+
+    name: str = ""
+    description: str = ""
+    monitor: str = "val_accuracy"  # the validation metric that picks the best epoch and drives early stopping
+    mode: str = "max"
+    test_metric: str = "accuracy"  # the test metric compare and tune rank runs by
+    history_fields: list[str] = []  # metrics.csv's columns
+    refuses: dict[str, str] = {}  # what this task cannot do yet: option or command -> why (refused by name)
+
+    # data -> model -> loaders -> step/validate -> run -> metrics -> figures
+    def load_data(self, conf, start) -> Any: ...
+    def fresh_builder(self, conf): ...
+    def loaders(self, data, conf, norm, device, channels_last, ranks, generator): ...
+    def loss(self, conf): ...
+    def step(self, model, batch, loss_fn): ...
+    def validate(self, model, loader, loss_fn) -> dict: ...
+    def make_run(self, run_dir, model, conf, data, norm, channels_last, device, start): ...
+    def test_metrics(self, run, data) -> dict: ...
+    def write_figures(self, run, history: list[dict], plotter) -> None: ...
+    def summary(self, metrics: dict) -> str: ...
+    def data_line(self, data, conf) -> str: ...
+    def load_run(self, path, config, device): ...
+
+    def refuse(self, what: str) -> None:
+        """Raise the task's one-line refusal of `what` (a command or option) when it cannot do it."""
+        if what in self.refuses:
+            raise ConvlabError(f"{what} is not available for {self.name} runs yet: {self.refuses[what]}")
+
+
+TASKS: dict[str, Task] = {}
+
+
+def register_task(task_class: type[Task]) -> type[Task]:
+    """Class decorator: one instance of each task in the table."""
+    TASKS[task_class.name] = task_class()
+    return task_class
+
+
+def find_task(name: str) -> Task:
+    if name not in TASKS:
+        close = difflib.get_close_matches(name, list(TASKS), n=1)
+        hint = f" Did you mean {close[0]}?" if close else ""
+        raise ConvlabError(f"unknown task '{name}' for --task.{hint} Choose from {', '.join(TASKS)}.")
+    return TASKS[name]
+
+
+def task_of(conf) -> Task:
+    """The run's task: its config's `task`, else the one its dataset names."""
+    if conf.data.task:
+        return find_task(conf.data.task)
+    entry, _ = parse_data_name(conf.data.name)
+    return find_task(entry.task)
