@@ -107,6 +107,7 @@ def run_pipeline(job: Job) -> Run:
     plotter = None
     try:
         print_config(console, conf, job.origin, job.sections)
+        refuse_options(conf)
         check_engine(job, ranks)
         if conf.train.tensorboard:
             from .evaluate.tensorboard import summary_writer_class  # lazy: start-up time (tensorboard is large)
@@ -191,7 +192,7 @@ def _train_in(job: Job, console: Console, ranks: distributed.Distributed, device
                       f"each per epoch ({'nccl' if device.type == 'cuda' else 'gloo'})")
 
     # a fine-tune's head-only stages train on the frozen backbone's features, computed once
-    features = None if plan is None else feature_stage(console, conf, plan, model, trained, data, norm,
+    features = None if plan is None or not task.feature_cache else feature_stage(console, conf, plan, model, trained, data, norm,
                                                        train_loader, val_loader, device, channels_last,
                                                        ranks.enabled)
     if features is not None:
@@ -260,6 +261,16 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     scratch.nn.manual_seed(seed)  # dropout in the scratch engine
+
+
+def refuse_options(conf: cfg.Config) -> None:
+    """What the run's task cannot do yet is refused by name before any data is loaded."""
+    task = task_of(conf)
+    for option, given in (("--engine scratch", conf.train.engine == "scratch"),
+                          ("--tensorboard", conf.train.tensorboard), ("--loader streaming", conf.data.loader ==
+                                                                      "streaming")):
+        if given:
+            task.refuse(option)
 
 
 def check_engine(job: Job, ranks: distributed.Distributed) -> None:

@@ -10,7 +10,7 @@ from ..data.streaming import StreamingLoader
 from ..evaluate.plots import draw_run_plots
 from ..layout import CONFUSION, CURVES
 from ..models.registry import count_parameters, create_model
-from ..run import Preprocess, Run
+from ..run import Preprocess, Run, load_run
 from ..training.callbacks import History
 from ..training.loop import classify_step, classify_validate
 from .registry import Task, register_task
@@ -90,3 +90,6 @@ class Classify(Task):
             parts.append(f"top-5 {metrics['top5_accuracy']:.4f}")
         parts += [f"macro F1 {metrics['macro_f1']:.4f}", f"{metrics['num_samples']} images"]
         return "  ".join(parts)
+
+    def load_run(self, path, device, command: str) -> Run:
+        return load_run(path, device, command)

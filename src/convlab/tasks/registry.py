@@ -23,6 +23,7 @@ class Task:
     test_metric: str = "accuracy"  # the test metric compare and tune rank runs by
     history_fields: list[str] = []  # metrics.csv's columns
     refuses: dict[str, str] = {}  # what this task cannot do yet: option or command -> why (refused by name)
+    feature_cache: bool = True  # a frozen backbone's features may be computed once (training/feature_cache.py)
 
     # data -> model -> loaders -> step/validate -> run -> metrics -> figures
     def load_data(self, conf, start) -> Any: ...
@@ -36,7 +37,7 @@ class Task:
     def write_figures(self, run, history: list[dict], plotter) -> None: ...
     def summary(self, metrics: dict) -> str: ...
     def data_line(self, data, conf) -> str: ...
-    def load_run(self, path, config, device): ...
+    def load_run(self, path, device, command: str): ...
 
     def refuse(self, what: str) -> None:
         """Raise the task's one-line refusal of `what` (a command or option) when it cannot do it."""
@@ -67,3 +68,18 @@ def task_of(conf) -> Task:
         return find_task(conf.data.task)
     entry, _ = parse_data_name(conf.data.name)
     return find_task(entry.task)
+
+
+def load_run(path, device="cpu", command: str = "this command"):
+    """Any run folder -> the Run of its task (a classifier's Run, a DetectionRun, ...); needs nothing but the
+    folder. `command` names who needs it in the messages for what is not a float run folder."""
+    from pathlib import Path
+
+    from ..config import load_saved_config
+    from ..layout import CONFIG
+    from ..run import check_float_run
+
+    path = Path(path)
+    check_float_run(path, command)
+    task = task_of(load_saved_config(path / CONFIG)) if (path / CONFIG).is_file() else find_task("classify")
+    return task.load_run(path, device, command)
