@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from ..detection import datasets  # noqa: F401  (registers coco:, yolo:, voc: and shapes)
 from ..detection.batches import DetectionLoader
 from ..detection.figures import write_detection_figures
 from ..detection.models import build_detector
