@@ -150,9 +150,14 @@ def test_the_libraries_print_nothing(capsys):
     assert capsys.readouterr().out == ""
 
 
-def test_one_prediction_per_image_or_a_message():
+@pytest.mark.parametrize("score", [coco_metrics, pr_curves, confusion_at_iou, image_errors])
+def test_one_prediction_per_image_with_class_indices_or_a_message(score):
     with pytest.raises(ValueError, match="predictions for 2 images but 3 images"):
-        coco_metrics(TRUTH, perfect(TRUTH)[:2], CLASSES)
+        score(TRUTH, perfect(TRUTH)[:2], CLASSES)
+    one_based = perfect(TRUTH)
+    one_based[1]["labels"] = one_based[1]["labels"] + 1  # a detector's background slot left in
+    with pytest.raises(ValueError, match=r"b.png: predicted label 3 is not a class index 0..2"):
+        score(TRUTH, one_based, CLASSES)
 
 
 def test_image_ids_are_the_datasets_own_when_distinct():

@@ -90,6 +90,7 @@ def confusion_at_iou(truth: list[Annotated], predictions: list[dict], classes: l
     predicted] (false). Crowd regions are not objects to find: they are never missed, and a prediction
     overlapping one by more than `iou` is not counted as false (COCO ignores both).
     """
+    _check(truth, predictions, classes)
     matrix = np.zeros((len(classes) + 1, len(classes) + 1), dtype=np.int64)
     for item, pred in zip(truth, predictions):
         matrix += _image_confusion(item, pred, len(classes), iou, conf)
@@ -103,6 +104,7 @@ def image_errors(truth: list[Annotated], predictions: list[dict], classes: list[
     A box found with the wrong class counts once as missed (its true class) and once as false (the
     predicted one), as in the confusion matrix's off-diagonal cells.
     """
+    _check(truth, predictions, classes)
     rows = []
     for item, pred in zip(truth, predictions):
         matrix = _image_confusion(item, pred, len(classes), iou, conf)
@@ -145,9 +147,7 @@ def _evaluate(truth: list[Annotated], predictions: list[dict], classes: list[str
     """faster-coco-eval's COCOeval on the boxes, evaluated, accumulated and summarized, printing nothing."""
     from faster_coco_eval import COCO, COCOeval_faster
 
-    if len(predictions) != len(truth):
-        raise ValueError(f"got predictions for {len(predictions)} images but {len(truth)} images of ground "
-                         "truth: give one dict (boxes, labels, scores) per image, empty arrays when none")
+    _check(truth, predictions, classes)
     ground_truth = COCO(to_coco_ground_truth(truth, classes), print_function=_quiet)
     detections = ground_truth.loadRes(to_coco_detections(predictions, truth))
     detections.print_function = _quiet
@@ -156,6 +156,19 @@ def _evaluate(truth: list[Annotated], predictions: list[dict], classes: list[str
     evaluation.accumulate()
     evaluation.summarize()
     return evaluation
+
+
+def _check(truth: list[Annotated], predictions: list[dict], classes: list[str]) -> None:
+    """One prediction dict per image, each label a class index: else a ValueError saying which and what to do."""
+    if len(predictions) != len(truth):
+        raise ValueError(f"got predictions for {len(predictions)} images but {len(truth)} images of ground "
+                         "truth: give one dict (boxes, labels, scores) per image, empty arrays when none")
+    for item, pred in zip(truth, predictions):
+        labels = _as_arrays(pred)[1]
+        if labels.size and not 0 <= labels.min() <= labels.max() < len(classes):
+            bad = labels[(labels < 0) | (labels >= len(classes))][0]
+            raise ValueError(f"{item.path.name}: predicted label {bad} is not a class index 0..{len(classes) - 1} "
+                             f"({len(classes)} classes): labels are 0-based, without a background slot")
 
 
 def _quiet(*args, **kwargs) -> None:
