@@ -207,11 +207,11 @@ def test_confusion_counts_hits_confusions_misses_and_false_boxes():
 
 
 def test_confusion_pairs_by_highest_iou_first():
-    truth = [image([[0, 0, 100, 100], [20, 0, 120, 100]], [0, 1])]
-    # the higher-scored box overlaps the disc best; it must not take the square first
-    predictions = [pred([[18, 0, 118, 100], [0, 0, 100, 100]], [1, 0], [0.9, 0.8])]
+    truth = [image([[0, 0, 100, 100], [60, 0, 160, 100]], [0, 1])]
+    # the higher-scored disc overlaps the square by 0.67 (the disc by 0.43); the square's own box by 1.0 wins it
+    predictions = [pred([[20, 0, 120, 100], [0, 0, 100, 100]], [1, 0], [0.9, 0.8])]
     matrix = confusion_at_iou(truth, predictions, ["square", "disc"])
-    assert matrix.tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 0]]
+    assert matrix.tolist() == [[1, 0, 0], [0, 0, 1], [0, 1, 0]]  # square found, disc missed, the disc box false
 
 
 def test_a_box_on_a_crowd_region_is_neither_missed_nor_false():
