@@ -138,6 +138,29 @@ def test_no_predictions_at_all():
     assert ours["map"] == ours["mar100"] == 0.0
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_random_sets_match_pycocotools(seed):
+    """Many sizes, crowds, empty images, jittered, relabelled, dropped and false boxes, tied scores."""
+    rng = np.random.default_rng(seed)
+    truth, predictions = [], []
+    for i in range(25):
+        k = rng.integers(0, 6)
+        corners = rng.uniform(0, 300, (k, 2))
+        boxes = np.hstack([corners, corners + rng.uniform(4, 200, (k, 2))])
+        labels = rng.integers(0, 4, k)
+        truth.append(image(boxes, labels, f"{i}.png", iscrowd=rng.random(k) < 0.1, size=500))
+        keep = rng.random(k) < 0.8
+        moved = boxes[keep] + rng.normal(0, 8, (keep.sum(), 4))
+        false = rng.uniform(0, 400, (rng.integers(0, 3), 2))
+        false = np.hstack([false, false + 50])
+        predictions.append(pred(np.vstack([moved, false]),
+                                np.concatenate([np.where(rng.random(keep.sum()) < 0.1, 3, labels[keep]),
+                                                rng.integers(0, 4, len(false))]),
+                                rng.choice([0.3, 0.5, 0.7, 0.9], keep.sum() + len(false))))
+    ours = assert_same_as_pycocotools(truth, predictions, ["a", "b", "c", "d"])
+    assert 0 < ours["map"] < 1
+
+
 def test_no_images_gives_nulls_not_nan():
     ours = coco_metrics([], [], CLASSES)
     assert ours["map"] is None and ours["per_class_ap"] == dict.fromkeys(CLASSES)
