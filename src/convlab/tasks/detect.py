@@ -77,8 +77,10 @@ class Detect(Task):
 
     def make_run(self, run_dir, model, conf, data: DetectionData, norm, channels_last, device, start) -> DetectionRun:
         backbone = getattr(model, "backbone_spec", None)
-        return DetectionRun(run_dir, model, conf, data.classes, DetectionInput(data.side, backbone=backbone),
-                            device=device)
+        run = DetectionRun(run_dir, model, conf, data.classes, DetectionInput(data.side, backbone=backbone),
+                           device=device)
+        run.training_items = data.train_items()
+        return run
 
     def test_metrics(self, run: DetectionRun, data: DetectionData) -> dict:
         return run.evaluate(items=data.test, classes=data.classes)
