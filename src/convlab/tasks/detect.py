@@ -38,9 +38,10 @@ class Detect(Task):
         augment = build_detection_augmentation(conf.data.augment)
         train = DetectionLoader(data.train_items(), conf.train.batch_size, device, shuffle=True, augment=augment,
                                 generator=generator, rank=ranks.rank, world_size=ranks.world_size,
-                                max_side=data.side)
+                                max_side=data.side, classes=data.classes)
         val_items = data.val_items()
-        val = None if val_items is None else DetectionLoader(val_items, VAL_BATCH, device, max_side=data.side)
+        val = None if val_items is None else DetectionLoader(val_items, VAL_BATCH, device, max_side=data.side,
+                                                             classes=data.classes)
         return train, val
 
     def loss(self, conf):
