@@ -155,7 +155,7 @@ def test_yolo_folder_with_classes_txt_and_without_names(shapes, tmp_path):
 
 
 def test_yolo_test_key_wins_over_val_and_path_key(shapes, tmp_path):
-    folder = _yolo_folder(shapes, tmp_path / "set")
+    _yolo_folder(shapes, tmp_path / "set")
     (tmp_path / "data.yaml").write_text(yaml.safe_dump({"path": "set", "train": "images/train", "val": "images/train",
                                                         "test": "images/test", "names": shapes.classes}))
     assert_same_targets(read_detection(f"yolo:{tmp_path / 'data.yaml'}"), shapes)
@@ -253,8 +253,8 @@ def test_one_split_is_split_by_image_with_the_seed(shapes, tmp_path):
     assert [i.path for i in first.test] == [i.path for i in again.test] != [i.path for i in other.test]
     assert sorted(i.path for i in first.train + first.test) == sorted(tmp_path / "images" / "train" / i.path.name
                                                                       for i in shapes.train)
-    assert first.notes == [f"{tmp_path.name} has one split (train): 3 of 10 images held out as the test split, by "
-                           f"image with seed 0"]
+    note = f"{tmp_path.name} has one split (train): 3 of 10 images held out as the test split, by image with seed 0"
+    assert first.notes == [note]
 
 
 def test_not_a_detection_spec_or_missing_path(tmp_path):

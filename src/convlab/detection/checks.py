@@ -34,7 +34,7 @@ def check_boxes(boxes: np.ndarray, width: int, height: int) -> tuple[np.ndarray,
 
 def _degenerate(box: np.ndarray) -> str:
     if not np.isfinite(box).all():
-        return f"not a finite number: {_xyxy(box)}"
+        return f"not 4 finite numbers: {_xyxy(box)}"
     for axis, size in (("width", box[2] - box[0]), ("height", box[3] - box[1])):
         if size <= 0:
             return f"{'zero' if size == 0 else 'negative'} {axis}: {_xyxy(box)}"
