@@ -93,3 +93,13 @@ def test_a_coco_file_with_bad_boxes_and_a_corrupt_image_reads_with_named_issues(
     assert {issue["file"] for issue in data.box_issues} == {str(path)}
     assert [issue["path"] for issue in data.issues] == [str(tmp_path / "broken.png")]
     assert all(np.isfinite(item.boxes).all() and np.isfinite(item.area).all() for item in items.values())
+
+
+def test_image_size_is_as_displayed_after_exif_rotation(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees to display
+    Image.new("RGB", (40, 20)).save(tmp_path / "turned.jpg", exif=exif)
+    Image.new("RGB", (40, 20)).save(tmp_path / "plain.jpg")
+    checker = Checker()
+    assert checker.image_size(tmp_path / "turned.jpg") == (20, 40)
+    assert checker.image_size(tmp_path / "plain.jpg") == (40, 20)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from PIL import ExifTags
 
-from ..data.decode import UnreadableImage, open_image
+from ..data.decode import ROTATED, UnreadableImage, open_image
 from .targets import Annotated
 
 # Overshoots up to this many pixels are clipped without a word: the rounding of normalised formats (YOLO).
@@ -59,10 +60,13 @@ class Checker:
         self.box_issues: list[dict] = []  # {"file", "image", "index", "problem"}: boxes dropped or clipped
 
     def image_size(self, path: Path) -> tuple[int, int] | None:
-        """(width, height) from the image's header (nothing decoded), or None with an issue if unreadable."""
+        """(width, height) as displayed, from the image's header (nothing decoded), or None with an issue if
+        unreadable. An EXIF rotation by 90 degrees swaps them: boxes are drawn on the image as shown (as
+        Ultralytics and labelling tools read it), and convlab's decoder applies that rotation too."""
         try:
             with open_image(path) as image:
-                return image.size
+                turned = image.getexif().get(ExifTags.Base.Orientation, 1) in ROTATED
+                return image.size[::-1] if turned else image.size
         except UnreadableImage as err:
             self.issues.append({"path": str(path), "problem": err.reason})
             return None

@@ -45,7 +45,7 @@ def read_detection(spec: str, seed: int = 0, test_fraction: float = 0.2) -> Dete
     root = found.root.resolve()
     name = root.parent.name if root.name == fmt.name else root.name  # pennfudan/coco -> pennfudan
     dataset = DetectionSet(name, found.classes, found.splits[found.train],
-                           [], checker.issues, checker.box_issues, list(found.notes),
+                           [], checker.issues, checker.box_issues, [],
                            {"train": found.train, "test": found.test or "test"})
     if found.test is not None:
         dataset.test = found.splits[found.test]

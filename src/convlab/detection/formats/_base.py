@@ -5,7 +5,7 @@ import os
 import shutil
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import ConvlabError
@@ -25,7 +25,6 @@ class Found:
     splits: dict[str, list[Annotated]]
     train: str
     test: str | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
