@@ -68,7 +68,7 @@ def test_cli_names_dropped_boxes_and_skipped_images(coco_shapes, tmp_path, capsy
     (coco_shapes / "train" / "0001.png").write_bytes(b"garbage")
     code, out, err = run_cli(capsys, "convert", f"coco:{coco_shapes}", "--to", "voc", "--out", str(tmp_path / "v"))
     image = data["images"][[i["id"] for i in data["images"]].index(data["annotations"][0]["image_id"])]["file_name"]
-    assert code == 0 and out.strip().endswith("(1 boxes dropped, 1 images skipped)")
+    assert code == 0 and out.strip().endswith("(1 box dropped, 1 image skipped)")
     skipped, dropped = err.splitlines()
     assert skipped == f"warning: {coco_shapes / 'train' / '0001.png'}: skipped: not an image format Pillow knows"
     assert dropped.startswith(f"warning: {path}: box 0 of {coco_shapes / 'train' / image}: zero width: xyxy [")

@@ -262,3 +262,14 @@ def test_not_a_detection_spec_or_missing_path(tmp_path):
         read_detection("digits")
     with pytest.raises(ConvlabError, match=r"voc:.*nothing: .*nothing not found; give voc:DIR"):
         read_detection(f"voc:{tmp_path / 'nothing'}")
+
+
+def test_a_trainval_file_alone_is_one_split_not_both(shapes, tmp_path):
+    BY_HAND["coco"](shapes, tmp_path)
+    (tmp_path / "annotations" / "instances_test.json").unlink()
+    (tmp_path / "annotations" / "instances_train.json").rename(tmp_path / "annotations" / "instances_trainval.json")
+    (tmp_path / "train").rename(tmp_path / "trainval")
+    data = read_detection(f"coco:{tmp_path}", test_fraction=0.2)
+    assert data.split_names == {"train": "trainval", "test": "test"}
+    assert (len(data.train), len(data.test)) == (8, 2)
+    assert not {item.path for item in data.train} & {item.path for item in data.test}

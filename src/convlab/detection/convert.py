@@ -27,11 +27,16 @@ def convert(source: str, to: str, out: str | Path, seed: int = 0,
 
 def summary(dataset: DetectionSet, to: str, out: str | Path) -> str:
     """One line: what was written where, per split, and what the checks dropped or skipped."""
-    splits = ", ".join(f"{dataset.split_names[role]} {len(items)} images / {sum(map(len, items))} boxes"
+    splits = ", ".join(f"{dataset.split_names[role]} {_count(len(items), 'image')} / "
+                       f"{_count(sum(map(len, items)), 'box')}"
                        for role, items in (("train", dataset.train), ("test", dataset.test)))
-    line = f"wrote {dataset.name} as {to} to {out}: {len(dataset.classes)} classes, {splits}"
+    line = f"wrote {dataset.name} as {to} to {out}: {_count(len(dataset.classes), 'class')}, {splits}"
     dropped = sum(1 for issue in dataset.box_issues if issue["problem"] != "clipped to the image")
     clipped = len(dataset.box_issues) - dropped
-    counts = [f"{n} {what}" for n, what in ((dropped, "boxes dropped"), (clipped, "boxes clipped"),
-                                            (len(dataset.issues), "images skipped")) if n]
+    counts = [f"{_count(n, what)} {how}" for n, what, how in ((dropped, "box", "dropped"), (clipped, "box", "clipped"),
+                                                             (len(dataset.issues), "image", "skipped")) if n]
     return line + (f" ({', '.join(counts)})" if counts else "")
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}{'es' if word.endswith(('s', 'x')) else 's'}"

@@ -43,9 +43,16 @@ def register(fmt: Format) -> Format:
     return fmt
 
 
-def pick(names, *preferred: str) -> str | None:
+def roles(names) -> tuple[str | None, str | None]:
+    """(train, test) among a dataset's split names: "train" (or a name holding it, e.g. train2017) and "test",
+    else "val" (or names holding them), never the same split; a test split found alone plays train."""
+    train = _pick(list(names), "train")
+    test = _pick([name for name in names if name != train], "test", "val")
+    return (train, test) if train else (test, None)
+
+
+def _pick(names: list[str], *preferred: str) -> str | None:
     """The first of `preferred` that is in `names` (exact), else the first name containing one of them."""
-    names = list(names)
     for wanted in preferred:
         if wanted in names:
             return wanted

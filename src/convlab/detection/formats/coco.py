@@ -11,7 +11,7 @@ import numpy as np
 from ...errors import ConvlabError
 from ..checks import Checker
 from ..targets import Annotated, DetectionSet
-from ._base import Format, Found, file_names, need, pick, place, register, split_name
+from ._base import Format, Found, file_names, need, place, register, roles, split_name
 
 HINT = "give coco:ANNOTATIONS.json[,IMAGES_DIR] or coco:FOLDER with annotations/instances_*.json"
 
@@ -33,8 +33,8 @@ def _read_folder(root: Path, extra: list[str], checker: Checker) -> Found:
     if extra:
         raise ConvlabError(f"coco:{root},{extra[0]}: an images folder goes with a JSON file, not a folder; {HINT}")
     files = {_split_of(file): file for file in sorted((root / "annotations").glob("instances_*.json"))}
-    train, test = pick(files, "train"), pick(files, "test", "val")
-    if train is None and test is None:
+    train, test = roles(files)
+    if train is None:
         raise ConvlabError(f"no annotations/instances_*train*.json or *val*.json in {root}; {HINT}")
     splits, classes = {}, None
     for name in [split for split in (train, test) if split]:
@@ -44,7 +44,7 @@ def _read_folder(root: Path, extra: list[str], checker: Checker) -> Found:
             raise ConvlabError(f"{files[name]} has other categories than {files[train]}; give both splits the "
                                f"same categories")
         classes = found
-    return Found(root, classes, splits, train=train or test, test=test if train else None)
+    return Found(root, classes, splits, train, test)
 
 
 def _split_of(file: Path) -> str:

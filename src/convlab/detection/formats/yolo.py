@@ -12,7 +12,7 @@ from ...data.decode import list_images
 from ...errors import ConvlabError
 from ..checks import Checker
 from ..targets import Annotated, DetectionSet
-from ._base import Format, Found, file_names, need, pick, place, register, split_name
+from ._base import Format, Found, file_names, need, place, register, roles, split_name
 
 HINT = "give yolo:DATA.yaml or yolo:FOLDER with images/, labels/ and a data.yaml or classes.txt"
 KEYS = ("train", "val", "test")
@@ -64,8 +64,8 @@ def _folder(root: Path) -> Layout:
     images = need(root / "images", "images folder", HINT)
     folders = sorted(folder for folder in images.iterdir() if folder.is_dir() and not folder.name.startswith("."))
     splits = {folder.name: list_images(folder) for folder in folders} or {"train": list_images(images)}
-    train, test = pick(splits, "train"), pick(splits, "test", "val")
-    return Layout(root, classes, names_file, splits, train or test or next(iter(splits)), test if train else None)
+    train, test = roles(splits)
+    return Layout(root, classes, names_file, splits, train or next(iter(splits)), test)
 
 
 def _annotated(images: list[Path], classes: list[str], names_file: Path, checker: Checker,
