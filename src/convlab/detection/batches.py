@@ -38,7 +38,7 @@ class DetectionLoader:
         self.images, self.truth = [], []
         for item in items:
             image, scale = resize_longer(read_rgb(item.path), max_side)
-            self.images.append(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous())
+            self.images.append(torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous())
             self.truth.append(Annotated(item.path, image.shape[1], image.shape[0], item.boxes * scale, item.labels,
                                         item.iscrowd, item.area * scale * scale, item.image_id))
         self.batch_size = batch_size
