@@ -1,0 +1,234 @@
+"""IoU and non-maximum suppression step by step: what `convlab explain iou|nms` prints and the Learn page steps.
+
+The steps are written out for a person to follow; the values that count come from torchvision (`box_iou`, `nms`),
+and each trace carries the library's answer beside its own so the text can show that they agree.
+Boxes are (x1, y1, x2, y2) pixel corners, x to the right and y down, as everywhere in convlab's detection.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from itertools import count
+
+import torch
+from torchvision.ops import box_iou, nms
+
+from ..scratch.explain import fmt
+
+Box = tuple[float, float, float, float]
+
+EXAMPLE_A = "10 10 50 50"
+EXAMPLE_B = "30 20 70 60"
+# Two people as a detector sees them: three boxes on the first (0, 1, 2), two on the second (3, 4), and a weak,
+# badly placed box on the first (5) that overlaps the best box too little to be suppressed at IoU 0.5.
+EXAMPLE_BOXES = ("12 14 62 94 0.92; 16 10 66 90 0.81; 2 24 54 100 0.64; "
+                 "84 30 144 100 0.88; 92 38 150 106 0.7; 40 20 92 84 0.55")
+EXAMPLE_IOU = 0.5
+
+
+def parse_box(text: str) -> Box:
+    """'x1 y1 x2 y2' (spaces or commas) -> a box. Raises ValueError saying what is wrong."""
+    return check_box(_numbers(text, 4, "x1 y1 x2 y2"))
+
+
+def parse_scored_boxes(text: str) -> tuple[list[Box], list[float]]:
+    """'x1 y1 x2 y2 score; ...' -> (boxes, scores). Raises ValueError naming the box (counted from 0)."""
+    parts = [part for part in text.split(";") if part.strip()]
+    if not parts:
+        raise ValueError("no boxes; write one box per ';' as x1 y1 x2 y2 score")
+    boxes, scores = [], []
+    for index, part in enumerate(parts):
+        try:
+            *box, score = _numbers(part, 5, "x1 y1 x2 y2 score")
+            boxes.append(check_box(tuple(box)))
+        except ValueError as err:
+            raise ValueError(f"box {index} ({part.strip()!r}): {err}") from None
+        scores.append(score)
+    return boxes, scores
+
+
+def check_box(box) -> Box:
+    """A box with a positive width and height, as a tuple of floats; else ValueError quoting the corners."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+        raise ValueError("every corner must be a finite number")
+    if x2 <= x1 or y2 <= y1:
+        raise ValueError(f"x2 > x1 and y2 > y1 are needed (got x1 {fmt(x1)}, x2 {fmt(x2)}, y1 {fmt(y1)}, "
+                         f"y2 {fmt(y2)}): give the top-left corner first, then the bottom-right")
+    return x1, y1, x2, y2
+
+
+def _numbers(text: str, count: int, names: str) -> list[float]:
+    words = text.replace(",", " ").split()
+    if len(words) != count:
+        raise ValueError(f"expected {count} numbers ({names}), got {len(words)}")
+    try:
+        values = [float(word) for word in words]
+    except ValueError:
+        bad = next(word for word in words if not _is_number(word))
+        raise ValueError(f"{bad!r} is not a number") from None
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError("every number must be finite")
+    return values
+
+
+def _is_number(word: str) -> bool:
+    try:
+        float(word)
+        return True
+    except ValueError:
+        return False
+
+
+def _tensor(boxes) -> torch.Tensor:
+    return torch.tensor(boxes, dtype=torch.float64).reshape(-1, 4)  # float64: the steps' own precision
+
+
+# --- IoU ----------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class IouSteps:
+    """Everything `explain iou` shows, as numbers."""
+
+    a: Box
+    b: Box
+    area_a: float  # (x2 - x1) * (y2 - y1)
+    area_b: float
+    corners: Box  # max of the lefts and tops, min of the rights and bottoms (inside out when the boxes miss)
+    width: float  # corners' x2 - x1, clamped at 0
+    height: float  # corners' y2 - y1, clamped at 0
+    intersection: float  # width * height
+    union: float  # area_a + area_b - intersection
+    iou: float  # intersection / union, as the steps compute it
+    reference: float  # torchvision.ops.box_iou of the same boxes: the value that counts
+
+
+def iou_steps(a: Box | None = None, b: Box | None = None) -> IouSteps:
+    """IoU of boxes a and b one operation at a time (default: a small example), beside torchvision's value."""
+    a = parse_box(EXAMPLE_A) if a is None else check_box(a)
+    b = parse_box(EXAMPLE_B) if b is None else check_box(b)
+    area_a = (a[2] - a[0]) * (a[3] - a[1])
+    area_b = (b[2] - b[0]) * (b[3] - b[1])
+    corners = (max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3]))
+    width, height = max(0.0, corners[2] - corners[0]), max(0.0, corners[3] - corners[1])
+    intersection = width * height
+    union = area_a + area_b - intersection
+    reference = float(box_iou(_tensor([a]), _tensor([b]))[0, 0])
+    return IouSteps(a, b, area_a, area_b, corners, width, height, intersection, union, intersection / union,
+                    reference)
+
+
+def agrees(mine: float, reference: float) -> bool:
+    """The steps' value equals the library's up to float64 rounding."""
+    return math.isclose(mine, reference, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def explain_iou(a: Box | None = None, b: Box | None = None) -> str:
+    """The text of `convlab explain iou`."""
+    s = iou_steps(a, b)
+    (ax1, ay1, ax2, ay2), (bx1, by1, bx2, by2), (ix1, iy1, ix2, iy2) = s.a, s.b, s.corners
+    verdict = "the same" if agrees(s.iou, s.reference) else f"differs from the steps' {fmt(s.iou)}"
+    lines = [
+        "IoU (intersection over union) of two boxes x1 y1 x2 y2 (top-left and bottom-right corners, y down)",
+        f"box a: {_corners(s.a)}   area = ({fmt(ax2)} - {fmt(ax1)}) x ({fmt(ay2)} - {fmt(ay1)}) = {fmt(s.area_a)}",
+        f"box b: {_corners(s.b)}   area = ({fmt(bx2)} - {fmt(bx1)}) x ({fmt(by2)} - {fmt(by1)}) = {fmt(s.area_b)}",
+        "intersection: the largest left and top, the smallest right and bottom",
+        f"  x1 = max({fmt(ax1)}, {fmt(bx1)}) = {fmt(ix1)}   y1 = max({fmt(ay1)}, {fmt(by1)}) = {fmt(iy1)}",
+        f"  x2 = min({fmt(ax2)}, {fmt(bx2)}) = {fmt(ix2)}   y2 = min({fmt(ay2)}, {fmt(by2)}) = {fmt(iy2)}",
+        f"  width  = max(0, {fmt(ix2)} - {fmt(ix1)}) = {fmt(s.width)}",
+        f"  height = max(0, {fmt(iy2)} - {fmt(iy1)}) = {fmt(s.height)}",
+        f"  area = {fmt(s.width)} x {fmt(s.height)} = {fmt(s.intersection)}",
+    ]
+    if s.intersection == 0:
+        lines.append("  (the boxes do not overlap: a width or height of 0 makes the intersection empty)")
+    lines += [f"union = {fmt(s.area_a)} + {fmt(s.area_b)} - {fmt(s.intersection)} = {fmt(s.union)}",
+              f"IoU = {fmt(s.intersection)} / {fmt(s.union)} = {fmt(s.iou)}",
+              f"torchvision.ops.box_iou: {fmt(s.reference)}, {verdict}"]
+    return "\n".join(lines)
+
+
+def _corners(box: Box) -> str:
+    return " ".join(fmt(v) for v in box)
+
+
+# --- non-maximum suppression --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Comparison:
+    """One box still in play, held against the round's best box."""
+
+    index: int
+    iou: float  # torchvision.ops.box_iou with the best box
+    suppressed: bool  # iou > threshold: taken for a second detection of the best box's object
+
+
+@dataclass(frozen=True)
+class NmsRound:
+    """The best box still in play is kept; every other box in play is compared with it."""
+
+    best: int
+    compared: list[Comparison]  # in score order
+
+
+@dataclass(frozen=True)
+class NmsSteps:
+    """Everything `explain nms` shows and the Learn page steps through, as numbers."""
+
+    boxes: list[Box]
+    scores: list[float]
+    threshold: float
+    order: list[int]  # box indices by score, highest first; equal scores keep the order given
+    rounds: list[NmsRound]
+    kept: list[int]  # the rounds' best boxes, in the order kept
+    reference: list[int]  # torchvision.ops.nms of the same boxes: the answer that counts
+
+
+def nms_steps(boxes: list[Box] | None = None, scores: list[float] | None = None,
+              threshold: float = EXAMPLE_IOU) -> NmsSteps:
+    """Greedy NMS one round at a time (default: the two-person example), beside torchvision's result.
+
+    A box is suppressed when its IoU with a kept box is above `threshold`, as torchvision.ops.nms does.
+    """
+    if boxes is None:
+        boxes, scores = parse_scored_boxes(EXAMPLE_BOXES)
+    boxes = [check_box(box) for box in boxes]
+    scores = [float(score) for score in scores]
+    if len(scores) != len(boxes):
+        raise ValueError(f"{len(boxes)} boxes but {len(scores)} scores")
+    if not 0 <= threshold <= 1:  # NaN fails too
+        raise ValueError(f"the IoU threshold must be from 0 to 1 (a box whose IoU with a kept box is above it "
+                         f"is suppressed), got {threshold}")
+    tensor, score_tensor = _tensor(boxes), torch.tensor(scores, dtype=torch.float64)
+    ious = box_iou(tensor, tensor).tolist()
+    order = torch.sort(score_tensor, descending=True, stable=True).indices.tolist()
+    rounds, in_play = [], order
+    while in_play:
+        best, rest = in_play[0], in_play[1:]
+        compared = [Comparison(j, ious[best][j], ious[best][j] > threshold) for j in rest]
+        rounds.append(NmsRound(best, compared))
+        in_play = [c.index for c in compared if not c.suppressed]
+    reference = nms(tensor, score_tensor, threshold).tolist()
+    return NmsSteps(boxes, scores, threshold, order, rounds, [r.best for r in rounds], reference)
+
+
+def explain_nms(boxes: list[Box] | None = None, scores: list[float] | None = None,
+                threshold: float = EXAMPLE_IOU) -> str:
+    """The text of `convlab explain nms`."""
+    s = nms_steps(boxes, scores, threshold)
+    t = fmt(s.threshold)
+    lines = [(f"non-maximum suppression at IoU {t}: keep the best box, drop every box that overlaps it by more "
+              f"than IoU {t} (a second detection of the same object), repeat with the boxes left"),
+             "boxes (x1 y1 x2 y2, score):"]
+    lines += [f"  box {i}: {_corners(box)}   score {fmt(score)}" for i, box, score in zip(count(), s.boxes, s.scores)]
+    lines.append("sorted by score: " + ", ".join(f"{i} ({fmt(s.scores[i])})" for i in s.order))
+    for number, r in enumerate(s.rounds, start=1):
+        left = f"{len(r.compared)} other box{'es' if len(r.compared) != 1 else ''} in play" if r.compared \
+            else "no other box in play"
+        lines.append(f"round {number}: keep box {r.best} (score {fmt(s.scores[r.best])}), the best left; {left}")
+        for c in r.compared:
+            why = f"> {t}, suppressed" if c.suppressed else f"<= {t}, stays"
+            lines.append(f"  box {c.index}: IoU with box {r.best} = {fmt(c.iou)} {why}")
+    verdict = "the same" if s.kept == s.reference else "different"
+    lines += [f"kept: {', '.join(map(str, s.kept))}",
+              f"torchvision.ops.nms: {', '.join(map(str, s.reference))}, {verdict}"]
+    return "\n".join(lines)
