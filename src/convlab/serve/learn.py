@@ -1,10 +1,11 @@
-"""The Learn page's convolution: a JSON request checked field by field, answered with explain's trace."""
+"""The Learn page's convolution and NMS: JSON requests checked field by field, answered with explain's traces."""
 from __future__ import annotations
 
 import math
 
 import numpy as np
 
+from ..detection.explain import EXAMPLE_BOXES, EXAMPLE_IOU, check_box, nms_steps, parse_scored_boxes
 from ..scratch.explain import EXAMPLE_INPUT, EXAMPLE_KERNEL, MODE_LINE, parse_matrix, trace_conv
 
 FIELDS = ("input", "kernel", "stride", "padding", "mode")
@@ -12,6 +13,8 @@ MAX_INPUT_SIDE = 16  # a page of numbers a person steps through, not a real imag
 MAX_KERNEL_SIDE = 7
 MAX_STRIDE = 8
 MAX_PADDING = 4
+NMS_FIELDS = ("boxes", "iou")
+MAX_BOXES = 20  # boxes a person tells apart in one picture
 
 
 class FieldError(ValueError):
@@ -24,11 +27,7 @@ def conv_steps(body: object) -> dict:
 
     Raises FieldError naming the field.
     """
-    if not isinstance(body, dict):
-        raise FieldError(f"body: expected a JSON object with any of {', '.join(FIELDS)}, got {type(body).__name__}")
-    unknown = sorted(set(body) - set(FIELDS))
-    if unknown:
-        raise FieldError(f"{unknown[0]}: not a field; the fields are {', '.join(FIELDS)}")
+    _check_fields(body, FIELDS)
     image = _matrix(body, "input", EXAMPLE_INPUT, MAX_INPUT_SIDE)
     kernel = _matrix(body, "kernel", EXAMPLE_KERNEL, MAX_KERNEL_SIDE)
     stride = _integer(body, "stride", 1, 1, MAX_STRIDE)
@@ -47,6 +46,58 @@ def conv_steps(body: object) -> dict:
         "windows": [{"row": w.row, "col": w.col, "top": w.top, "left": w.left, "window": w.window.tolist(),
                      "products": w.products.tolist(), "sum": w.total} for w in trace.windows],
     }
+
+
+def nms_rounds(body: object) -> dict:
+    """{"boxes" (text "x1 y1 x2 y2 score; ..." or a list of [x1, y1, x2, y2, score]), "iou"}, every field optional
+    (the two-person example at IoU 0.5) -> each round of NMS and the kept boxes, beside torchvision.ops.nms's.
+
+    Raises FieldError naming the field.
+    """
+    _check_fields(body, NMS_FIELDS)
+    boxes, scores = _scored_boxes(body.get("boxes", EXAMPLE_BOXES))
+    threshold = body.get("iou", EXAMPLE_IOU)
+    if not _is_number(threshold) or not 0 <= threshold <= 1:
+        raise FieldError(f"iou: must be a number from 0 to 1, got {repr(threshold)[:20]}")
+    s = nms_steps(boxes, scores, threshold)
+    return {
+        "iou": s.threshold, "boxes": [list(box) for box in s.boxes], "scores": s.scores, "order": s.order,
+        "rounds": [{"best": r.best, "compared": [{"index": c.index, "iou": c.iou, "suppressed": c.suppressed}
+                                                 for c in r.compared]} for r in s.rounds],
+        "kept": s.kept, "reference": s.reference,
+    }
+
+
+def _check_fields(body: object, fields: tuple[str, ...]) -> None:
+    if not isinstance(body, dict):
+        raise FieldError(f"body: expected a JSON object with any of {', '.join(fields)}, got {type(body).__name__}")
+    unknown = sorted(set(body) - set(fields))
+    if unknown:
+        raise FieldError(f"{unknown[0]}: not a field; the fields are {', '.join(fields)}")
+
+
+def _scored_boxes(value: object) -> tuple[list, list[float]]:
+    """The "boxes" field as (boxes, scores); FieldError says which box is wrong."""
+    if isinstance(value, str):
+        try:
+            boxes, scores = parse_scored_boxes(value)
+        except ValueError as err:
+            raise FieldError(f"boxes: {err}") from None
+    elif isinstance(value, list) and value:
+        boxes, scores = [], []
+        for index, row in enumerate(value):  # the body's size limit bounds the rows
+            if not (isinstance(row, list) and len(row) == 5 and all(_is_number(v) for v in row)):
+                raise FieldError(f"boxes: box {index} ({str(row)[:40]}): expected 5 numbers [x1, y1, x2, y2, score]")
+            try:
+                boxes.append(check_box(row[:4]))
+            except ValueError as err:
+                raise FieldError(f"boxes: box {index}: {err}") from None
+            scores.append(float(row[4]))
+    else:
+        raise FieldError("boxes: expected text \"x1 y1 x2 y2 score; ...\" or a list of [x1, y1, x2, y2, score]")
+    if len(boxes) > MAX_BOXES:
+        raise FieldError(f"boxes: at most {MAX_BOXES} here, got {len(boxes)}; use `convlab explain nms` for more")
+    return boxes, scores
 
 
 def _matrix(body: dict, field: str, default: str, max_side: int) -> np.ndarray:
