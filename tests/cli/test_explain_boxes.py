@@ -81,7 +81,7 @@ def test_a_lower_threshold_suppresses_more(capsys):
 
 @pytest.mark.parametrize("args, fragments", [
     (["--boxes", "0 0 10 10 0.9; 0 0 10 10"], ["--boxes '0 0 10 10 0.9; 0 0 10 10'", "box 1 ('0 0 10 10'): "
-                                               "expected 5 numbers (x1 y1 x2 y2 score), got 4"]),
+                                               "expected 5 or 6 numbers (x1 y1 x2 y2 score, then optionally a class), got 4"]),
     (["--boxes", "0 0 10 10 high"], ["--boxes", "'high' is not a number"]),
     (["--boxes", "5 5 1 1 0.5"], ["--boxes", "box 0", "x2 > x1 and y2 > y1 are needed"]),
     (["--boxes", " ; "], ["--boxes", "no boxes"]),
@@ -92,3 +92,19 @@ def test_nms_refuses_bad_input_in_one_line(capsys, args, fragments):
     code, out, err = run_cli(capsys, "explain", "nms", *args)
     assert out == ""
     assert_one_line_error(code, err, *fragments)
+
+
+def test_nms_with_classes_compares_boxes_of_one_class(capsys):
+    code, out, _ = run_cli(capsys, "explain", "nms", "--boxes", "0 0 10 10 0.9 0; 1 1 11 11 0.8 1; 1 0 11 10 0.7 0")
+    assert code == 0
+    lines = out.splitlines()
+    assert "drop every box of its class that overlaps it" in lines[0]
+    assert "  box 1: 1 1 11 11   score 0.8 of class 1" in lines
+    assert "round 1: keep box 0 (score 0.9), the best left; 1 other box of class 0 in play" in lines
+    assert "  box 1: IoU with box 0" not in out  # another class: never compared
+    assert lines[-2:] == ["kept: 0, 1", "torchvision.ops.batched_nms: 0, 1, the same"]
+
+
+def test_nms_refuses_boxes_with_and_without_a_class(capsys):
+    code, _, err = run_cli(capsys, "explain", "nms", "--boxes", "0 0 10 10 0.9 0; 1 1 11 11 0.8")
+    assert_one_line_error(code, err, "--boxes", "box 0 has a class and box 1 has none")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torchvision.ops import box_iou, nms
+from torchvision.ops import batched_nms, box_iou, nms
 
 from convlab.detection.explain import (EXAMPLE_BOXES, explain_iou, explain_nms, iou_steps, nms_steps, parse_box,
                                        parse_scored_boxes)
@@ -53,7 +53,7 @@ def test_identical_boxes_have_iou_1():
 
 
 def test_the_nms_example_keeps_what_torchvision_keeps():
-    boxes, scores = parse_scored_boxes(EXAMPLE_BOXES)
+    boxes, scores, _ = parse_scored_boxes(EXAMPLE_BOXES)
     s = nms_steps()
     assert s.kept == s.reference == library_nms(boxes, scores, 0.5) == [0, 3, 5]
     assert s.order == [0, 3, 1, 4, 2, 5]
@@ -67,7 +67,7 @@ def test_the_nms_example_keeps_what_torchvision_keeps():
 @pytest.mark.parametrize("threshold, kept", [(0.2, [0, 3]), (0.5, [0, 3, 5]), (0.6, [0, 3, 2, 5]),
                                              (0.8, [0, 3, 1, 4, 2, 5])])
 def test_the_threshold_changes_what_is_kept(threshold, kept):
-    boxes, scores = parse_scored_boxes(EXAMPLE_BOXES)
+    boxes, scores, _ = parse_scored_boxes(EXAMPLE_BOXES)
     s = nms_steps(boxes, scores, threshold)
     assert s.kept == kept == library_nms(boxes, scores, threshold)
 
@@ -124,7 +124,7 @@ def test_a_bad_box_says_what_is_wrong(text, message):
 def test_a_bad_scored_box_is_named_by_its_index():
     with pytest.raises(ValueError) as caught:
         parse_scored_boxes("0 0 10 10 0.9; 0 0 10 10")
-    assert str(caught.value).startswith("box 1 ('0 0 10 10'): expected 5 numbers")
+    assert str(caught.value).startswith("box 1 ('0 0 10 10'): expected 5 or 6 numbers")
 
 
 def test_a_threshold_outside_0_1_is_refused():
@@ -137,3 +137,42 @@ def test_a_threshold_outside_0_1_is_refused():
 def test_the_texts_end_with_the_library_agreeing():
     assert explain_iou().splitlines()[-1] == "torchvision.ops.box_iou: 0.2308, the same"
     assert explain_nms().splitlines()[-2:] == ["kept: 0, 3, 5", "torchvision.ops.nms: 0, 3, 5, the same"]
+
+
+# --- per class: a box is compared only with boxes of its own class (torchvision.ops.batched_nms) -----------
+
+def library_batched_nms(boxes, scores, classes, threshold) -> list[int]:
+    return batched_nms(torch.tensor(boxes, dtype=torch.float64), torch.tensor(scores, dtype=torch.float64),
+                       torch.tensor(classes), threshold).tolist()
+
+
+def test_boxes_of_another_class_are_never_compared():
+    boxes, scores, classes = parse_scored_boxes("0 0 10 10 0.9 0; 1 1 11 11 0.8 1; 1 0 11 10 0.7 0")
+    assert classes == [0, 1, 0]
+    s = nms_steps(boxes, scores, 0.5, classes)
+    assert s.kept == s.reference == library_batched_nms(boxes, scores, classes, 0.5) == [0, 1]
+    assert [c.index for c in s.rounds[0].compared] == [2]  # box 1 overlaps box 0 but is of class 1
+    assert nms_steps(boxes, scores, 0.5).kept == [0]  # without classes box 0 suppresses both
+
+
+def test_random_boxes_with_classes_agree_with_batched_nms():
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(20):
+        corners = torch.rand(12, 2, 2, generator=generator, dtype=torch.float64) * 60
+        boxes = torch.cat([corners.min(1).values, corners.max(1).values + 1], dim=1)
+        scores = torch.randint(0, 5, (12,), generator=generator).double() / 4
+        classes = torch.randint(0, 3, (12,), generator=generator)
+        s = nms_steps(boxes.tolist(), scores.tolist(), 0.3, classes.tolist())
+        assert s.kept == batched_nms(boxes, scores, classes, 0.3).tolist()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("0 0 10 10 0.9 0; 0 0 10 10 0.8", "box 0 has a class and box 1 has none: give every box a class, or none"),
+    ("0 0 10 10 0.9 1.5", "box 0 ('0 0 10 10 0.9 1.5'): the class must be a whole number >= 0, got 1.5"),
+    ("0 0 10 10 0.9 -1", "the class must be a whole number >= 0, got -1"),
+    ("0 0 10 10 0.9 0 7", "expected 5 or 6 numbers"),
+])
+def test_bad_classes_say_what_is_wrong(text, message):
+    with pytest.raises(ValueError) as caught:
+        parse_scored_boxes(text)
+    assert message in str(caught.value)

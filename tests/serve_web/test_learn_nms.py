@@ -49,7 +49,7 @@ def printed_round_lines(capsys, *args) -> list[str]:
 
 def test_the_example_has_the_rounds_explain_prints_and_torchvisions_kept_boxes(client, capsys):
     doc = client.post("/api/explain/nms", json={}).json()
-    boxes, scores = parse_scored_boxes(EXAMPLE_BOXES)
+    boxes, scores, _ = parse_scored_boxes(EXAMPLE_BOXES)
     assert doc["kept"] == doc["reference"] == torchvision_kept(boxes, scores, 0.5) == [0, 3, 5]
     assert doc["boxes"] == [list(box) for box in boxes] and doc["scores"] == scores and doc["iou"] == 0.5
     assert round_lines(doc) == printed_round_lines(capsys)
@@ -59,11 +59,19 @@ def test_the_example_has_the_rounds_explain_prints_and_torchvisions_kept_boxes(c
 def test_own_boxes_as_text_or_lists_and_a_threshold(client, capsys):
     text = "0 0 10 10 0.6; 1 1 11 11 0.9; 30 30 40 40 0.5; 2 0 12 10 0.6"
     doc = client.post("/api/explain/nms", json={"boxes": text, "iou": 0.6}).json()
-    boxes, scores = parse_scored_boxes(text)
+    boxes, scores, _ = parse_scored_boxes(text)
     assert doc["kept"] == torchvision_kept(boxes, scores, 0.6)
     assert round_lines(doc) == printed_round_lines(capsys, "--boxes", text, "--iou", "0.6")
     rows = [[*box, score] for box, score in zip(doc["boxes"], doc["scores"])]
     assert client.post("/api/explain/nms", json={"boxes": rows, "iou": 0.6}).json() == doc
+
+
+def test_boxes_with_classes_are_compared_within_their_class(client):
+    rows = [[0, 0, 10, 10, 0.9, 0], [1, 1, 11, 11, 0.8, 1], [1, 0, 11, 10, 0.7, 0]]
+    doc = client.post("/api/explain/nms", json={"boxes": rows}).json()
+    assert doc["classes"] == [0, 1, 0] and doc["kept"] == doc["reference"] == [0, 1]
+    assert [c["index"] for c in doc["rounds"][0]["compared"]] == [2]
+    assert client.post("/api/explain/nms", json={}).json()["classes"] is None
 
 
 def test_a_lower_threshold_keeps_fewer(client):
@@ -71,13 +79,15 @@ def test_a_lower_threshold_keeps_fewer(client):
 
 
 @pytest.mark.parametrize("body, words", [
-    ({"boxes": "0 0 10 10"}, "boxes: box 0 ('0 0 10 10'): expected 5 numbers (x1 y1 x2 y2 score), got 4"),
+    ({"boxes": "0 0 10 10"}, "boxes: box 0 ('0 0 10 10'): expected 5 or 6 numbers (x1 y1 x2 y2 score, then optionally a class), got 4"),
     ({"boxes": "0 0 10 10 0.5; 9 0 1 10 0.5"}, "boxes: box 1 ('9 0 1 10 0.5'): x2 > x1 and y2 > y1 are needed"),
     ({"boxes": ""}, "boxes: no boxes"),
-    ({"boxes": [[0, 0, 10, 10]]}, "boxes: box 0 ([0, 0, 10, 10]): expected 5 numbers [x1, y1, x2, y2, score]"),
+    ({"boxes": [[0, 0, 10, 10]]}, "boxes: box 0 ([0, 0, 10, 10]): expected 5 numbers [x1, y1, x2, y2, score], or 6 with a class"),
     ({"boxes": [[0, 0, 10, 10, "0.5"]]}, "boxes: box 0"),
     ({"boxes": [[0, 10, 10, 0, 0.5]]}, "boxes: box 0: x2 > x1 and y2 > y1 are needed"),
     ({"boxes": [[0, 0, 10, 10, float("inf")]]}, "boxes: box 0"),
+    ({"boxes": [[0, 0, 10, 10, 0.5, 0], [0, 0, 10, 10, 0.5]]}, "boxes: box 0 has a class and box 1 has none"),
+    ({"boxes": [[0, 0, 10, 10, 0.5, 0.5]]}, "boxes: box 0: the class must be a whole number >= 0, got 0.5"),
     ({"boxes": []}, "boxes: expected text"),
     ({"boxes": {"a": 1}}, "boxes: expected text"),
     ({"boxes": "; ".join(["0 0 10 10 0.5"] * 21)}, "boxes: at most 20 here, got 21"),
@@ -127,7 +137,7 @@ def step_to_the_end(page) -> None:
 
 @pytest.mark.slow
 def test_the_nms_stepper_in_a_browser():
-    boxes, scores = parse_scored_boxes(EXAMPLE_BOXES)
+    boxes, scores, _ = parse_scored_boxes(EXAMPLE_BOXES)
     with open_page() as (page, problems), live_server(make_app({})) as url:
         page.goto(url + "/#learn", wait_until="load")
         page.wait_for_function("() => document.querySelector('#nms-position').textContent.startsWith('sorted')")
@@ -158,6 +168,16 @@ def test_the_nms_stepper_in_a_browser():
         step_to_the_end(page)
         assert kept_on_the_page(page) == sorted(torchvision_kept(boxes, scores, 0.2)) == [0, 3]
         assert page.text_content("#nms-kept").startswith("kept: 0, 3;")
+        assert problems == []
+
+        # boxes with classes: box 1 overlaps box 0 but is of another class, so it stays
+        page.fill("#nms-boxes", "0 0 10 10 0.9 0\n1 1 11 11 0.8 1\n1 0 11 10 0.7 0")
+        page.fill("#nms-iou", "0.5")
+        page.click("#nms-run")
+        page.wait_for_function("() => document.querySelector('#nms-picture g').textContent.includes('class')")
+        step_to_the_end(page)
+        assert kept_on_the_page(page) == [0, 1]
+        assert page.text_content("#nms-kept") == "kept: 0, 1; torchvision.ops.batched_nms keeps 0, 1: the same"
         assert problems == []
 
         # the server's refusal is shown as text on the page

@@ -67,8 +67,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     nms = topics.add_parser("nms", help="non-maximum suppression: why a box disappears",
                             description="Non-maximum suppression step by step, checked against "
                                         "torchvision.ops.nms. Without --boxes: six boxes on two people.")
-    nms.add_argument("--boxes", metavar="BOXES", help="boxes with scores, one per ';': "
-                                                       "\"x1 y1 x2 y2 score; x1 y1 x2 y2 score; ...\"")
+    nms.add_argument("--boxes", metavar="BOXES", help="boxes with scores, one per ';': \"x1 y1 x2 y2 score; ...\"; "
+                                                       "a sixth number is the box's class, and then boxes are "
+                                                       "compared only with boxes of their own class")
     nms.add_argument("--iou", type=float, default=0.5, metavar="X",
                      help="a box whose IoU with a kept box is above this is suppressed (default: 0.5)")
     nms.set_defaults(func=cmd_nms)
@@ -140,8 +141,9 @@ def cmd_iou(args) -> int:
 def cmd_nms(args) -> int:
     from ..detection import explain  # lazy: start-up time (torch)
 
-    boxes, scores = (None, None) if args.boxes is None else _parsed(explain.parse_scored_boxes, "--boxes", args.boxes)
-    return _show(lambda: explain.explain_nms(boxes, scores, args.iou), "--iou")  # the boxes are checked
+    boxes, scores, classes = (None, None, None) if args.boxes is None else \
+        _parsed(explain.parse_scored_boxes, "--boxes", args.boxes)
+    return _show(lambda: explain.explain_nms(boxes, scores, args.iou, classes), "--iou")  # the boxes are checked
 
 
 def _parsed(parse, option: str, text: str):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from itertools import count
 
 import torch
-from torchvision.ops import box_iou, nms
+from torchvision.ops import batched_nms, box_iou, nms
 
 from ..scratch.explain import fmt
 
@@ -31,20 +31,47 @@ def parse_box(text: str) -> Box:
     return check_box(_numbers(text, 4, "x1 y1 x2 y2"))
 
 
-def parse_scored_boxes(text: str) -> tuple[list[Box], list[float]]:
-    """'x1 y1 x2 y2 score; ...' -> (boxes, scores). Raises ValueError naming the box (counted from 0)."""
+def parse_scored_boxes(text: str) -> tuple[list[Box], list[float], list[int] | None]:
+    """'x1 y1 x2 y2 score [class]; ...' -> (boxes, scores, classes or None when no box has one).
+
+    Raises ValueError naming the box (counted from 0)."""
     parts = [part for part in text.split(";") if part.strip()]
     if not parts:
         raise ValueError("no boxes; write one box per ';' as x1 y1 x2 y2 score")
-    boxes, scores = [], []
+    rows = []
     for index, part in enumerate(parts):
         try:
-            *box, score = _numbers(part, 5, "x1 y1 x2 y2 score")
-            boxes.append(check_box(tuple(box)))
+            rows.append(scored_box(_numbers(part, (5, 6), "x1 y1 x2 y2 score, then optionally a class")))
         except ValueError as err:
             raise ValueError(f"box {index} ({part.strip()!r}): {err}") from None
-        scores.append(score)
-    return boxes, scores
+    return unzip_scored(rows)
+
+
+def scored_box(values) -> tuple[Box, float, int | None]:
+    """[x1, y1, x2, y2, score] or [..., score, class] -> (box, score, class or None); ValueError says why not."""
+    box, score = check_box(values[:4]), float(values[4])
+    if not math.isfinite(score):
+        raise ValueError("the score must be a finite number")
+    if len(values) == 5:
+        return box, score, None
+    label = values[5]
+    if not (float(label).is_integer() and label >= 0):
+        raise ValueError(f"the class must be a whole number >= 0, got {fmt(label)}")
+    return box, score, int(label)
+
+
+def unzip_scored(rows: list) -> tuple[list[Box], list[float], list[int] | None]:
+    """(box, score, class) rows -> (boxes, scores, classes); classes None when no row has one.
+
+    Raises ValueError when some rows have a class and others do not."""
+    boxes, scores, classes = (list(column) for column in zip(*rows))
+    labelled = [c is not None for c in classes]
+    if not any(labelled):
+        return boxes, scores, None
+    if not all(labelled):
+        classed, bare = labelled.index(True), labelled.index(False)
+        raise ValueError(f"box {classed} has a class and box {bare} has none: give every box a class, or none")
+    return boxes, scores, classes
 
 
 def check_box(box) -> Box:
@@ -58,10 +85,11 @@ def check_box(box) -> Box:
     return x1, y1, x2, y2
 
 
-def _numbers(text: str, count: int, names: str) -> list[float]:
+def _numbers(text: str, counts: int | tuple[int, ...], names: str) -> list[float]:
     words = text.replace(",", " ").split()
-    if len(words) != count:
-        raise ValueError(f"expected {count} numbers ({names}), got {len(words)}")
+    counts = (counts,) if isinstance(counts, int) else counts
+    if len(words) not in counts:
+        raise ValueError(f"expected {' or '.join(map(str, counts))} numbers ({names}), got {len(words)}")
     try:
         values = [float(word) for word in words]
     except ValueError:
@@ -176,59 +204,71 @@ class NmsSteps:
 
     boxes: list[Box]
     scores: list[float]
+    classes: list[int] | None  # None: one class; else NMS per class, as torchvision's detectors run it
     threshold: float
     order: list[int]  # box indices by score, highest first; equal scores keep the order given
     rounds: list[NmsRound]
     kept: list[int]  # the rounds' best boxes, in the order kept
-    reference: list[int]  # torchvision.ops.nms of the same boxes: the answer that counts
+    reference: list[int]  # torchvision.ops.nms (batched_nms with classes) of the same boxes: the answer that counts
 
 
-def nms_steps(boxes: list[Box] | None = None, scores: list[float] | None = None,
-              threshold: float = EXAMPLE_IOU) -> NmsSteps:
+def nms_steps(boxes: list[Box] | None = None, scores: list[float] | None = None, threshold: float = EXAMPLE_IOU,
+              classes: list[int] | None = None) -> NmsSteps:
     """Greedy NMS one round at a time (default: the two-person example), beside torchvision's result.
 
-    A box is suppressed when its IoU with a kept box is above `threshold`, as torchvision.ops.nms does.
+    A box is suppressed when its IoU with a kept box is above `threshold`, as torchvision.ops.nms does; with
+    `classes`, only a kept box of its own class can suppress it (torchvision.ops.batched_nms).
     """
     if boxes is None:
-        boxes, scores = parse_scored_boxes(EXAMPLE_BOXES)
+        boxes, scores, classes = parse_scored_boxes(EXAMPLE_BOXES)
     boxes = [check_box(box) for box in boxes]
     scores = [float(score) for score in scores]
-    if len(scores) != len(boxes):
-        raise ValueError(f"{len(boxes)} boxes but {len(scores)} scores")
+    if len(scores) != len(boxes) or (classes is not None and len(classes) != len(boxes)):
+        raise ValueError(f"{len(boxes)} boxes but {len(scores)} scores and {len(classes or [])} classes")
     if not 0 <= threshold <= 1:  # NaN fails too
         raise ValueError(f"the IoU threshold must be from 0 to 1 (a box whose IoU with a kept box is above it "
                          f"is suppressed), got {threshold}")
     tensor, score_tensor = _tensor(boxes), torch.tensor(scores, dtype=torch.float64)
     ious = box_iou(tensor, tensor).tolist()
     order = torch.sort(score_tensor, descending=True, stable=True).indices.tolist()
+    group = [0] * len(boxes) if classes is None else list(classes)  # boxes of one group may suppress each other
     rounds, in_play = [], order
     while in_play:
         best, rest = in_play[0], in_play[1:]
-        compared = [Comparison(j, ious[best][j], ious[best][j] > threshold) for j in rest]
+        compared = [Comparison(j, ious[best][j], ious[best][j] > threshold) for j in rest if group[j] == group[best]]
         rounds.append(NmsRound(best, compared))
-        in_play = [c.index for c in compared if not c.suppressed]
-    reference = nms(tensor, score_tensor, threshold).tolist()
-    return NmsSteps(boxes, scores, threshold, order, rounds, [r.best for r in rounds], reference)
+        suppressed = {c.index for c in compared if c.suppressed}
+        in_play = [j for j in rest if j not in suppressed]
+    if classes is None:
+        reference = nms(tensor, score_tensor, threshold).tolist()
+    else:
+        reference = batched_nms(tensor, score_tensor, torch.tensor(group), threshold).tolist()
+    return NmsSteps(boxes, scores, classes, threshold, order, rounds, [r.best for r in rounds], reference)
 
 
-def explain_nms(boxes: list[Box] | None = None, scores: list[float] | None = None,
-                threshold: float = EXAMPLE_IOU) -> str:
+def explain_nms(boxes: list[Box] | None = None, scores: list[float] | None = None, threshold: float = EXAMPLE_IOU,
+                classes: list[int] | None = None) -> str:
     """The text of `convlab explain nms`."""
-    s = nms_steps(boxes, scores, threshold)
+    s = nms_steps(boxes, scores, threshold, classes)
     t = fmt(s.threshold)
-    lines = [(f"non-maximum suppression at IoU {t}: keep the best box, drop every box that overlaps it by more "
-              f"than IoU {t} (a second detection of the same object), repeat with the boxes left"),
+    of_class = [""] * len(s.boxes) if s.classes is None else [f" of class {c}" for c in s.classes]
+    scope = "every box" if s.classes is None else "every box of its class"
+    lines = [(f"non-maximum suppression at IoU {t}: keep the best box, drop {scope} that overlaps it by more than "
+              f"IoU {t} (a second detection of the same object), repeat with the boxes left"),
              "boxes (x1 y1 x2 y2, score):"]
-    lines += [f"  box {i}: {_corners(box)}   score {fmt(score)}" for i, box, score in zip(count(), s.boxes, s.scores)]
+    lines += [f"  box {i}: {_corners(box)}   score {fmt(score)}{of_class[i]}"
+              for i, box, score in zip(count(), s.boxes, s.scores)]
     lines.append("sorted by score: " + ", ".join(f"{i} ({fmt(s.scores[i])})" for i in s.order))
     for number, r in enumerate(s.rounds, start=1):
-        left = f"{len(r.compared)} other box{'es' if len(r.compared) != 1 else ''} in play" if r.compared \
-            else "no other box in play"
+        n = len(r.compared)
+        left = f"{n} other box{'es' if n != 1 else ''}{of_class[r.best]} in play" if n else \
+            f"no other box{of_class[r.best]} in play"
         lines.append(f"round {number}: keep box {r.best} (score {fmt(s.scores[r.best])}), the best left; {left}")
         for c in r.compared:
             why = f"> {t}, suppressed" if c.suppressed else f"<= {t}, stays"
             lines.append(f"  box {c.index}: IoU with box {r.best} = {fmt(c.iou)} {why}")
+    library = "torchvision.ops.nms" if s.classes is None else "torchvision.ops.batched_nms"
     verdict = "the same" if s.kept == s.reference else "different"
     lines += [f"kept: {', '.join(map(str, s.kept))}",
-              f"torchvision.ops.nms: {', '.join(map(str, s.reference))}, {verdict}"]
+              f"{library}: {', '.join(map(str, s.reference))}, {verdict}"]
     return "\n".join(lines)

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from ..detection.explain import EXAMPLE_BOXES, EXAMPLE_IOU, check_box, nms_steps, parse_scored_boxes
+from ..detection.explain import EXAMPLE_BOXES, EXAMPLE_IOU, nms_steps, parse_scored_boxes, scored_box, unzip_scored
 from ..scratch.explain import EXAMPLE_INPUT, EXAMPLE_KERNEL, MODE_LINE, parse_matrix, trace_conv
 
 FIELDS = ("input", "kernel", "stride", "padding", "mode")
@@ -49,19 +49,21 @@ def conv_steps(body: object) -> dict:
 
 
 def nms_rounds(body: object) -> dict:
-    """{"boxes" (text "x1 y1 x2 y2 score; ..." or a list of [x1, y1, x2, y2, score]), "iou"}, every field optional
-    (the two-person example at IoU 0.5) -> each round of NMS and the kept boxes, beside torchvision.ops.nms's.
+    """{"boxes" (text "x1 y1 x2 y2 score [class]; ..." or a list of [x1, y1, x2, y2, score(, class)]), "iou"},
+    every field optional (the two-person example at IoU 0.5) -> each round of NMS and the kept boxes, beside
+    torchvision's (ops.nms, or ops.batched_nms when the boxes have classes).
 
     Raises FieldError naming the field.
     """
     _check_fields(body, NMS_FIELDS)
-    boxes, scores = _scored_boxes(body.get("boxes", EXAMPLE_BOXES))
+    boxes, scores, classes = _scored_boxes(body.get("boxes", EXAMPLE_BOXES))
     threshold = body.get("iou", EXAMPLE_IOU)
     if not _is_number(threshold) or not 0 <= threshold <= 1:
         raise FieldError(f"iou: must be a number from 0 to 1, got {repr(threshold)[:20]}")
-    s = nms_steps(boxes, scores, threshold)
+    s = nms_steps(boxes, scores, threshold, classes)
     return {
-        "iou": s.threshold, "boxes": [list(box) for box in s.boxes], "scores": s.scores, "order": s.order,
+        "iou": s.threshold, "boxes": [list(box) for box in s.boxes], "scores": s.scores, "classes": s.classes,
+        "order": s.order,
         "rounds": [{"best": r.best, "compared": [{"index": c.index, "iou": c.iou, "suppressed": c.suppressed}
                                                  for c in r.compared]} for r in s.rounds],
         "kept": s.kept, "reference": s.reference,
@@ -76,28 +78,31 @@ def _check_fields(body: object, fields: tuple[str, ...]) -> None:
         raise FieldError(f"{unknown[0]}: not a field; the fields are {', '.join(fields)}")
 
 
-def _scored_boxes(value: object) -> tuple[list, list[float]]:
-    """The "boxes" field as (boxes, scores); FieldError says which box is wrong."""
-    if isinstance(value, str):
-        try:
-            boxes, scores = parse_scored_boxes(value)
-        except ValueError as err:
-            raise FieldError(f"boxes: {err}") from None
-    elif isinstance(value, list) and value:
-        boxes, scores = [], []
-        for index, row in enumerate(value):  # the body's size limit bounds the rows
-            if not (isinstance(row, list) and len(row) == 5 and all(_is_number(v) for v in row)):
-                raise FieldError(f"boxes: box {index} ({str(row)[:40]}): expected 5 numbers [x1, y1, x2, y2, score]")
-            try:
-                boxes.append(check_box(row[:4]))
-            except ValueError as err:
-                raise FieldError(f"boxes: box {index}: {err}") from None
-            scores.append(float(row[4]))
-    else:
-        raise FieldError("boxes: expected text \"x1 y1 x2 y2 score; ...\" or a list of [x1, y1, x2, y2, score]")
+def _scored_boxes(value: object) -> tuple[list, list[float], list[int] | None]:
+    """The "boxes" field as (boxes, scores, classes or None); FieldError says which box is wrong."""
+    try:
+        if isinstance(value, str):
+            boxes, scores, classes = parse_scored_boxes(value)
+        elif isinstance(value, list) and value:
+            boxes, scores, classes = unzip_scored([_scored_row(index, row) for index, row in enumerate(value)])
+        else:
+            raise ValueError("expected text \"x1 y1 x2 y2 score; ...\" or a list of [x1, y1, x2, y2, score]")
+    except ValueError as err:
+        raise FieldError(f"boxes: {err}") from None
     if len(boxes) > MAX_BOXES:
         raise FieldError(f"boxes: at most {MAX_BOXES} here, got {len(boxes)}; use `convlab explain nms` for more")
-    return boxes, scores
+    return boxes, scores, classes
+
+
+def _scored_row(index: int, row: object):
+    """One row of the "boxes" list: [x1, y1, x2, y2, score] or with a class after the score."""
+    if not (isinstance(row, list) and len(row) in (5, 6) and all(_is_number(v) for v in row)):
+        raise ValueError(f"box {index} ({str(row)[:40]}): expected 5 numbers [x1, y1, x2, y2, score], or 6 "
+                         f"with a class")
+    try:
+        return scored_box(row)
+    except ValueError as err:
+        raise ValueError(f"box {index}: {err}") from None
 
 
 def _matrix(body: dict, field: str, default: str, max_side: int) -> np.ndarray:

@@ -10,6 +10,8 @@
   let trace = null;
   let step = 0;
   let started = false;
+  // Boxes with classes are compared only with boxes of their own class.
+  const ofClass = i => trace.classes ? `, class ${trace.classes[i]}` : "";
 
   // An SVG element, in the namespace of the page's own <svg> (the HTML parser put it there).
   function svg(tag, attributes = {}, text = "") {
@@ -49,7 +51,7 @@
       const [x1, y1, x2, y2] = trace.boxes[i];
       const group = svg("g", {"class": state[i], "data-index": i});
       group.append(svg("rect", {x: x1, y: y1, width: x2 - x1, height: y2 - y1}),
-                   svg("text", {x: x1 + 1.5, y: y1 + 6}, `${i}: ${fmt(trace.scores[i])}`));
+                   svg("text", {x: x1 + 1.5, y: y1 + 6}, `${i}: ${fmt(trace.scores[i])}${ofClass(i)}`));
       if (iou.has(i)) group.append(svg("text", {x: x1 + 1.5, y: y2 - 2}, `IoU ${fmt(iou.get(i).iou)}`));
       return group;
     }));
@@ -68,7 +70,8 @@
       const others = round.compared.length;
       $("nms-position").textContent = `round ${step} of ${trace.rounds.length}: keep box ${round.best} ` +
         `(score ${fmt(trace.scores[round.best])}), the best left; ` +
-        (others ? `${others} other box${others === 1 ? "" : "es"} in play` : "no other box in play");
+        (others ? `${others} other box${others === 1 ? "" : "es"}` : "no other box") +
+        `${trace.classes ? " of class " + trace.classes[round.best] : ""} in play`;
       list.replaceChildren(...round.compared.map(c => convlab.el("li", {
         className: c.suppressed ? "suppressed" : "",
         textContent: `box ${c.index}: IoU with box ${round.best} = ${fmt(c.iou)} ` +
@@ -76,8 +79,9 @@
     }
     const done = step === trace.rounds.length;
     const same = trace.kept.join() === trace.reference.join() ? "the same" : "different";
+    const library = trace.classes ? "torchvision.ops.batched_nms" : "torchvision.ops.nms";
     $("nms-kept").textContent = done
-      ? `kept: ${kept.join(", ")}; torchvision.ops.nms keeps ${trace.reference.join(", ")}: ${same}`
+      ? `kept: ${kept.join(", ")}; ${library} keeps ${trace.reference.join(", ")}: ${same}`
       : `kept so far: ${kept.length ? kept.join(", ") : "none"}`;
   }
 
@@ -99,7 +103,8 @@
       return;
     }
     step = 0;
-    $("nms-boxes").value = trace.boxes.map((b, i) => [...b, trace.scores[i]].map(String).join(" ")).join("\n");
+    $("nms-boxes").value = trace.boxes.map((b, i) =>
+      [...b, trace.scores[i], ...(trace.classes ? [trace.classes[i]] : [])].map(String).join(" ")).join("\n");
     $("nms-iou").value = trace.iou;
     render();
   }
