@@ -80,8 +80,8 @@ def test_a_lower_threshold_suppresses_more(capsys):
 
 
 @pytest.mark.parametrize("args, fragments", [
-    (["--boxes", "0 0 10 10 0.9; 0 0 10 10"], ["--boxes '0 0 10 10 0.9; 0 0 10 10'", "box 1 ('0 0 10 10'): "
-                                               "expected 5 or 6 numbers (x1 y1 x2 y2 score, then optionally a class), got 4"]),
+    (["--boxes", "0 0 10 10 0.9; 0 0 10 10"], ["--boxes '0 0 10 10 0.9; 0 0 10 10'", "box 1 ('0 0 10 10'): expected "
+                                               "5 or 6 numbers (x1 y1 x2 y2 score, then optionally a class), got 4"]),
     (["--boxes", "0 0 10 10 high"], ["--boxes", "'high' is not a number"]),
     (["--boxes", "5 5 1 1 0.5"], ["--boxes", "box 0", "x2 > x1 and y2 > y1 are needed"]),
     (["--boxes", " ; "], ["--boxes", "no boxes"]),

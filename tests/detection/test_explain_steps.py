@@ -114,6 +114,8 @@ def test_every_box_is_kept_or_suppressed_once():
     ("5 0 5 10", "x2 > x1 and y2 > y1 are needed (got x1 5, x2 5, y1 0, y2 10)"),
     ("0 9 10 3", "x2 > x1 and y2 > y1 are needed"),
     ("0 0 inf 3", "finite"),
+    ("0 0 2e9 3", "every corner must be a number from -1e+09 to 1e+09"),
+    ("0 0 1e-200 1e-200", "the box is too small to measure"),
 ])
 def test_a_bad_box_says_what_is_wrong(text, message):
     with pytest.raises(ValueError) as caught:
@@ -168,8 +170,10 @@ def test_random_boxes_with_classes_agree_with_batched_nms():
 
 @pytest.mark.parametrize("text, message", [
     ("0 0 10 10 0.9 0; 0 0 10 10 0.8", "box 0 has a class and box 1 has none: give every box a class, or none"),
-    ("0 0 10 10 0.9 1.5", "box 0 ('0 0 10 10 0.9 1.5'): the class must be a whole number >= 0, got 1.5"),
-    ("0 0 10 10 0.9 -1", "the class must be a whole number >= 0, got -1"),
+    ("0 0 10 10 0.9 1.5", "box 0 ('0 0 10 10 0.9 1.5'): the class must be a whole number from 0 to 1,000,000, "
+                          "got 1.5"),
+    ("0 0 10 10 0.9 -1", "got -1"),
+    ("0 0 10 10 0.9 1e20", "got 1e+20"),
     ("0 0 10 10 0.9 0 7", "expected 5 or 6 numbers"),
 ])
 def test_bad_classes_say_what_is_wrong(text, message):

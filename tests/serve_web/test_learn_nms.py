@@ -79,15 +79,19 @@ def test_a_lower_threshold_keeps_fewer(client):
 
 
 @pytest.mark.parametrize("body, words", [
-    ({"boxes": "0 0 10 10"}, "boxes: box 0 ('0 0 10 10'): expected 5 or 6 numbers (x1 y1 x2 y2 score, then optionally a class), got 4"),
+    ({"boxes": "0 0 10 10"}, "boxes: box 0 ('0 0 10 10'): expected 5 or 6 numbers (x1 y1 x2 y2 score, then "
+                                  "optionally a class), got 4"),
     ({"boxes": "0 0 10 10 0.5; 9 0 1 10 0.5"}, "boxes: box 1 ('9 0 1 10 0.5'): x2 > x1 and y2 > y1 are needed"),
     ({"boxes": ""}, "boxes: no boxes"),
-    ({"boxes": [[0, 0, 10, 10]]}, "boxes: box 0 ([0, 0, 10, 10]): expected 5 numbers [x1, y1, x2, y2, score], or 6 with a class"),
+    ({"boxes": [[0, 0, 10, 10]]}, "boxes: box 0 ([0, 0, 10, 10]): expected 5 numbers [x1, y1, x2, y2, score], "
+                                   "or 6 with a class"),
     ({"boxes": [[0, 0, 10, 10, "0.5"]]}, "boxes: box 0"),
     ({"boxes": [[0, 10, 10, 0, 0.5]]}, "boxes: box 0: x2 > x1 and y2 > y1 are needed"),
     ({"boxes": [[0, 0, 10, 10, float("inf")]]}, "boxes: box 0"),
     ({"boxes": [[0, 0, 10, 10, 0.5, 0], [0, 0, 10, 10, 0.5]]}, "boxes: box 0 has a class and box 1 has none"),
-    ({"boxes": [[0, 0, 10, 10, 0.5, 0.5]]}, "boxes: box 0: the class must be a whole number >= 0, got 0.5"),
+    ({"boxes": [[0, 0, 10, 10, 0.5, 0.5]]}, "boxes: box 0: the class must be a whole number from 0 to"),
+    ({"boxes": [[-1e300, 0, 1e300, 1, 0.5]]}, "boxes: box 0: every corner must be a number from -1e+09 to 1e+09"),
+    ({"boxes": [[0, 0, 1e-200, 1e-200, 0.5]]}, "boxes: box 0: the box is too small to measure"),
     ({"boxes": []}, "boxes: expected text"),
     ({"boxes": {"a": 1}}, "boxes: expected text"),
     ({"boxes": "; ".join(["0 0 10 10 0.5"] * 21)}, "boxes: at most 20 here, got 21"),
@@ -110,13 +114,15 @@ def test_a_body_that_is_not_json_is_a_400(client):
 
 def test_any_list_of_rows_is_answered_or_refused_by_field():
     for body in ({"boxes": [[1, 2, 3, 4, 5]] * 3, "iou": 0}, {"boxes": [None]}, {"boxes": [[True] * 5]},
-                 {"iou": None}, {"boxes": [[10 ** 400, 0, 1, 1, 1]]}, None, "x"):
+                 {"iou": None}, {"boxes": [[10 ** 400, 0, 1, 1, 1]]}, None, "x",
+                 {"boxes": [[0, 0, 1e9, 1e9, 1e308, 0], [-1e9, -1e9, 1e9, 1e9, -1e308, 10 ** 6]]}):
         try:
             doc = nms_rounds(body)
         except FieldError as err:
             assert str(err).split(":")[0] in ("boxes", "iou", "body")
         else:
             assert doc["kept"] == doc["reference"]
+            json.dumps(doc, allow_nan=False)  # as the route answers it: every number finite
 
 
 def test_openapi_describes_the_nms_body(client):

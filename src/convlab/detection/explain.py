@@ -24,6 +24,8 @@ EXAMPLE_B = "30 20 70 60"
 EXAMPLE_BOXES = ("12 14 62 94 0.92; 16 10 66 90 0.81; 2 24 54 100 0.64; "
                  "84 30 144 100 0.88; 92 38 150 106 0.7; 40 20 92 84 0.55")
 EXAMPLE_IOU = 0.5
+MAX_CORNER = 1e9  # pixels: every area, sum and quotient of the steps stays finite in float64
+MAX_CLASS = 1_000_000  # more classes than any detector has; torch's int64 holds it
 
 
 def parse_box(text: str) -> Box:
@@ -55,8 +57,8 @@ def scored_box(values) -> tuple[Box, float, int | None]:
     if len(values) == 5:
         return box, score, None
     label = values[5]
-    if not (float(label).is_integer() and label >= 0):
-        raise ValueError(f"the class must be a whole number >= 0, got {fmt(label)}")
+    if not (float(label).is_integer() and 0 <= label <= MAX_CLASS):
+        raise ValueError(f"the class must be a whole number from 0 to {MAX_CLASS:,}, got {fmt(label)}")
     return box, score, int(label)
 
 
@@ -77,11 +79,13 @@ def unzip_scored(rows: list) -> tuple[list[Box], list[float], list[int] | None]:
 def check_box(box) -> Box:
     """A box with a positive width and height, as a tuple of floats; else ValueError quoting the corners."""
     x1, y1, x2, y2 = (float(v) for v in box)
-    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
-        raise ValueError("every corner must be a finite number")
+    if not all(abs(v) <= MAX_CORNER for v in (x1, y1, x2, y2)):  # NaN fails too
+        raise ValueError(f"every corner must be a number from -{MAX_CORNER:g} to {MAX_CORNER:g}")
     if x2 <= x1 or y2 <= y1:
         raise ValueError(f"x2 > x1 and y2 > y1 are needed (got x1 {fmt(x1)}, x2 {fmt(x2)}, y1 {fmt(y1)}, "
                          f"y2 {fmt(y2)}): give the top-left corner first, then the bottom-right")
+    if (x2 - x1) * (y2 - y1) == 0:
+        raise ValueError(f"the box is too small to measure: its area {fmt(x2 - x1)} x {fmt(y2 - y1)} rounds to 0")
     return x1, y1, x2, y2
 
 
@@ -90,22 +94,15 @@ def _numbers(text: str, counts: int | tuple[int, ...], names: str) -> list[float
     counts = (counts,) if isinstance(counts, int) else counts
     if len(words) not in counts:
         raise ValueError(f"expected {' or '.join(map(str, counts))} numbers ({names}), got {len(words)}")
-    try:
-        values = [float(word) for word in words]
-    except ValueError:
-        bad = next(word for word in words if not _is_number(word))
-        raise ValueError(f"{bad!r} is not a number") from None
+    values = []
+    for word in words:
+        try:
+            values.append(float(word))
+        except ValueError:
+            raise ValueError(f"{word!r} is not a number") from None
     if not all(math.isfinite(v) for v in values):
         raise ValueError("every number must be finite")
     return values
-
-
-def _is_number(word: str) -> bool:
-    try:
-        float(word)
-        return True
-    except ValueError:
-        return False
 
 
 def _tensor(boxes) -> torch.Tensor:
