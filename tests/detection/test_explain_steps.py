@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torchvision.ops import batched_nms, box_iou, nms
 
 from convlab.detection.explain import (EXAMPLE_BOXES, explain_iou, explain_nms, iou_steps, nms_steps, parse_box,
@@ -180,3 +182,25 @@ def test_bad_classes_say_what_is_wrong(text, message):
     with pytest.raises(ValueError) as caught:
         parse_scored_boxes(text)
     assert message in str(caught.value)
+
+
+CORNER = st.floats(-1000, 1000, allow_nan=False)
+SIDE = st.floats(0.01, 500, allow_nan=False)
+BOX = st.tuples(CORNER, CORNER, SIDE, SIDE).map(lambda b: (b[0], b[1], b[0] + b[2], b[1] + b[3]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(BOX, BOX)
+def test_any_two_boxes_give_box_ious_value(a, b):
+    s = iou_steps(a, b)
+    assert s.iou == pytest.approx(s.reference, rel=1e-9, abs=1e-12)
+    assert 0 <= s.iou <= 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(BOX, st.sampled_from([0.1, 0.5, 0.9]), st.integers(0, 2)), min_size=1, max_size=12),
+       st.floats(0, 1), st.booleans())
+def test_any_boxes_keep_what_torchvision_keeps(rows, threshold, per_class):
+    boxes, scores, classes = (list(column) for column in zip(*rows))
+    s = nms_steps(boxes, scores, threshold, classes if per_class else None)
+    assert s.kept == s.reference
