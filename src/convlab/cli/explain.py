@@ -66,7 +66,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     nms = topics.add_parser("nms", help="non-maximum suppression: why a box disappears",
                             description="Non-maximum suppression step by step, checked against "
-                                        "torchvision.ops.nms. Without --boxes: six boxes on two people.")
+                                        "torchvision.ops.nms (batched_nms when the boxes have classes). Without "
+                                        "--boxes: six boxes on two people.")
     nms.add_argument("--boxes", metavar="BOXES", help="boxes with scores, one per ';': \"x1 y1 x2 y2 score; ...\"; "
                                                        "a sixth number is the box's class, and then boxes are "
                                                        "compared only with boxes of their own class")

@@ -44,9 +44,10 @@ EXPLAIN_BODY = {"requestBody": {"required": False, "content": {"application/json
         "mode": {"type": "string", "enum": ["correlation", "convolution"], "default": "correlation"}}}}}}}
 NMS_BODY = {"requestBody": {"required": False, "content": {"application/json": {"schema": {
     "type": "object", "additionalProperties": False, "properties": {
+        # a box: x1 y1 x2 y2 score, and a class as a sixth number on every box for NMS per class
         "boxes": {"oneOf": [{"type": "string", "example": "10 10 50 90 0.9; 14 12 54 92 0.8"},
                             {"type": "array", "maxItems": MAX_BOXES, "items": {
-                                "type": "array", "minItems": 5, "maxItems": 5, "items": {"type": "number"}}}]},
+                                "type": "array", "minItems": 5, "maxItems": 6, "items": {"type": "number"}}}]},
         "iou": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5}}}}}}}
 IMAGE_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["file"], "properties": {"file": {"type": "string", "format": "binary"}}}}}},
