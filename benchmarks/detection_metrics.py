@@ -4,7 +4,7 @@
 
 DATA_DIR is a COCO folder (annotations/instances_*.json; the first one found) or the JSON itself, e.g.
 COCO128's coco/ folder. The predictions are made up with the seed: every ground truth box jittered (shift and
-scale, ~10% of its size), one in ten given another class, one in ten dropped, each scored at random, plus
+scale, ~10% of its size), one in ten given a random class, one in ten dropped, each scored at random, plus
 random false boxes per image. convlab starts from its in-memory form (Annotated and prediction arrays) and
 converts; pycocotools starts from the COCO dicts built once beforehand, as a user with the JSON would. The two
 run alternately, --repeats times each after one warm-up; the table gives medians and their ratio.

@@ -138,6 +138,29 @@ def test_no_predictions_at_all():
     assert ours["map"] == ours["mar100"] == 0.0
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_random_sets_match_pycocotools(seed):
+    """Many sizes, crowds, empty images, jittered, relabelled, dropped and false boxes, tied scores."""
+    rng = np.random.default_rng(seed)
+    truth, predictions = [], []
+    for i in range(25):
+        k = rng.integers(0, 6)
+        corners = rng.uniform(0, 300, (k, 2))
+        boxes = np.hstack([corners, corners + rng.uniform(4, 200, (k, 2))])
+        labels = rng.integers(0, 4, k)
+        truth.append(image(boxes, labels, f"{i}.png", iscrowd=rng.random(k) < 0.1, size=500))
+        keep = rng.random(k) < 0.8
+        moved = boxes[keep] + rng.normal(0, 8, (keep.sum(), 4))
+        false = rng.uniform(0, 400, (rng.integers(0, 3), 2))
+        false = np.hstack([false, false + 50])
+        predictions.append(pred(np.vstack([moved, false]),
+                                np.concatenate([np.where(rng.random(keep.sum()) < 0.1, 3, labels[keep]),
+                                                rng.integers(0, 4, len(false))]),
+                                rng.choice([0.3, 0.5, 0.7, 0.9], keep.sum() + len(false))))
+    ours = assert_same_as_pycocotools(truth, predictions, ["a", "b", "c", "d"])
+    assert 0 < ours["map"] < 1
+
+
 def test_no_images_gives_nulls_not_nan():
     ours = coco_metrics([], [], CLASSES)
     assert ours["map"] is None and ours["per_class_ap"] == dict.fromkeys(CLASSES)
@@ -150,9 +173,14 @@ def test_the_libraries_print_nothing(capsys):
     assert capsys.readouterr().out == ""
 
 
-def test_one_prediction_per_image_or_a_message():
+@pytest.mark.parametrize("score", [coco_metrics, pr_curves, confusion_at_iou, image_errors])
+def test_one_prediction_per_image_with_class_indices_or_a_message(score):
     with pytest.raises(ValueError, match="predictions for 2 images but 3 images"):
-        coco_metrics(TRUTH, perfect(TRUTH)[:2], CLASSES)
+        score(TRUTH, perfect(TRUTH)[:2], CLASSES)
+    one_based = perfect(TRUTH)
+    one_based[1]["labels"] = one_based[1]["labels"] + 1  # a detector's background slot left in
+    with pytest.raises(ValueError, match=r"b.png: predicted label 3 is not a class index 0..2"):
+        score(TRUTH, one_based, CLASSES)
 
 
 def test_image_ids_are_the_datasets_own_when_distinct():
@@ -202,11 +230,11 @@ def test_confusion_counts_hits_confusions_misses_and_false_boxes():
 
 
 def test_confusion_pairs_by_highest_iou_first():
-    truth = [image([[0, 0, 100, 100], [20, 0, 120, 100]], [0, 1])]
-    # the higher-scored box overlaps the disc best; it must not take the square first
-    predictions = [pred([[18, 0, 118, 100], [0, 0, 100, 100]], [1, 0], [0.9, 0.8])]
+    truth = [image([[0, 0, 100, 100], [60, 0, 160, 100]], [0, 1])]
+    # the higher-scored disc overlaps the square by 0.67 (the disc by 0.43); the square's own box by 1.0 wins it
+    predictions = [pred([[20, 0, 120, 100], [0, 0, 100, 100]], [1, 0], [0.9, 0.8])]
     matrix = confusion_at_iou(truth, predictions, ["square", "disc"])
-    assert matrix.tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 0]]
+    assert matrix.tolist() == [[1, 0, 0], [0, 0, 1], [0, 1, 0]]  # square found, disc missed, the disc box false
 
 
 def test_a_box_on_a_crowd_region_is_neither_missed_nor_false():

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageColor, ImageDraw, ImageFont
 
-from ..evaluate.plots import confusion_figure, new_figure
+from ..evaluate.plots import confusion_figure, new_figure, plot_curves
+from ..layout import BOXES, CONFUSION, CURVES, PR_CURVES
 from .targets import Annotated
 
 # COCO's object sizes: area below 32^2 is small, below 96^2 medium, else large (COCOeval's areaRng)
@@ -103,3 +104,18 @@ def draw_boxes(image: Image.Image, boxes, labels, scores, classes: list[str]) ->
         ink = "black" if sum(c * w for c, w in zip(colour, (0.299, 0.587, 0.114))) > 140 else "white"
         draw.text((x + width - left, y + width - top), tag, fill=ink, font=font)
     return out
+
+
+def write_detection_figures(run, history: list[dict]) -> None:
+    """A detection run folder's pictures: training curves, PR curves and the confusion matrix at IoU 0.5 on the
+    test split (the predictions its evaluation kept), and the training boxes' sizes and classes."""
+    from .metrics import confusion_at_iou, pr_curves  # lazy: the COCO evaluator is the detect extra
+
+    if history:
+        plot_curves(history, run.path / CURVES)
+    if run.evaluated is not None:
+        items, found = run.evaluated
+        plot_pr_curves(pr_curves(items, found, run.classes), run.path / PR_CURVES)
+        plot_detection_confusion(confusion_at_iou(items, found, run.classes), run.classes, run.path / CONFUSION)
+    if run.training_items:
+        plot_box_stats(run.training_items, run.classes, run.path / BOXES)

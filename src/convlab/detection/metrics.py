@@ -90,6 +90,7 @@ def confusion_at_iou(truth: list[Annotated], predictions: list[dict], classes: l
     predicted] (false). Crowd regions are not objects to find: they are never missed, and a prediction
     overlapping one by more than `iou` is not counted as false (COCO ignores both).
     """
+    _check(truth, predictions, classes)
     matrix = np.zeros((len(classes) + 1, len(classes) + 1), dtype=np.int64)
     for item, pred in zip(truth, predictions):
         matrix += _image_confusion(item, pred, len(classes), iou, conf)
@@ -103,6 +104,7 @@ def image_errors(truth: list[Annotated], predictions: list[dict], classes: list[
     A box found with the wrong class counts once as missed (its true class) and once as false (the
     predicted one), as in the confusion matrix's off-diagonal cells.
     """
+    _check(truth, predictions, classes)
     rows = []
     for item, pred in zip(truth, predictions):
         matrix = _image_confusion(item, pred, len(classes), iou, conf)
@@ -114,40 +116,49 @@ def image_errors(truth: list[Annotated], predictions: list[dict], classes: list[
 
 def _image_confusion(item: Annotated, pred: dict, num_classes: int, iou: float, conf: float) -> np.ndarray:
     """One image's (C+1, C+1) confusion counts (see confusion_at_iou)."""
-    from torchvision.ops import box_iou
-    import torch
-
     boxes, labels, scores = _as_arrays(pred)
-    keep = scores >= conf
-    boxes, labels = boxes[keep], labels[keep]
+    boxes, labels = boxes[scores >= conf], labels[scores >= conf]
     crowd = item.iscrowd.astype(bool)
-    gt_boxes, gt_labels = item.boxes[~crowd], item.labels[~crowd]
-    overlaps = box_iou(torch.from_numpy(gt_boxes).double(), torch.from_numpy(boxes).double()).numpy()
-    pairs = np.argwhere(overlaps > iou)
-    pairs = pairs[np.argsort(-overlaps[pairs[:, 0], pairs[:, 1]], kind="stable")]
-    gt_used, pred_used = set(), set()
+    gt_labels = item.labels[~crowd]
+    pairs = _pair_greedily(_box_iou(item.boxes[~crowd], boxes), iou)
+    on_crowd = (_box_iou(item.boxes[crowd], boxes) > iou).any(axis=0)
     matrix = np.zeros((num_classes + 1, num_classes + 1), dtype=np.int64)
-    for g, p in pairs.tolist():
+    for g, p in pairs:
+        matrix[gt_labels[g], labels[p]] += 1
+    for g in set(range(len(gt_labels))) - {g for g, _ in pairs}:
+        matrix[gt_labels[g], num_classes] += 1  # missed
+    for p in set(range(len(labels))) - {p for _, p in pairs}:
+        if not on_crowd[p]:
+            matrix[num_classes, labels[p]] += 1  # false
+    return matrix
+
+
+def _pair_greedily(overlaps: np.ndarray, iou: float) -> list[tuple[int, int]]:
+    """(truth, prediction) index pairs from a (K, M) IoU matrix: the highest IoU above `iou` first, each box once."""
+    candidates = np.argwhere(overlaps > iou)
+    candidates = candidates[np.argsort(-overlaps[candidates[:, 0], candidates[:, 1]], kind="stable")]
+    pairs, gt_used, pred_used = [], set(), set()
+    for g, p in candidates.tolist():
         if g not in gt_used and p not in pred_used:
+            pairs.append((g, p))
             gt_used.add(g)
             pred_used.add(p)
-            matrix[gt_labels[g], labels[p]] += 1
-    for g in set(range(len(gt_labels))) - gt_used:
-        matrix[gt_labels[g], num_classes] += 1
-    on_crowd = box_iou(torch.from_numpy(item.boxes[crowd]).double(), torch.from_numpy(boxes).double()) > iou
-    for p in set(range(len(labels))) - pred_used:
-        if not on_crowd[:, p].any():
-            matrix[num_classes, labels[p]] += 1
-    return matrix
+    return pairs
+
+
+def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(K, M) IoU of xyxy boxes by torchvision.ops.box_iou, in float64."""
+    import torch
+    from torchvision.ops import box_iou
+
+    return box_iou(torch.from_numpy(np.asarray(a, np.float64)), torch.from_numpy(np.asarray(b, np.float64))).numpy()
 
 
 def _evaluate(truth: list[Annotated], predictions: list[dict], classes: list[str]):
     """faster-coco-eval's COCOeval on the boxes, evaluated, accumulated and summarized, printing nothing."""
     from faster_coco_eval import COCO, COCOeval_faster
 
-    if len(predictions) != len(truth):
-        raise ValueError(f"got predictions for {len(predictions)} images but {len(truth)} images of ground "
-                         "truth: give one dict (boxes, labels, scores) per image, empty arrays when none")
+    _check(truth, predictions, classes)
     ground_truth = COCO(to_coco_ground_truth(truth, classes), print_function=_quiet)
     detections = ground_truth.loadRes(to_coco_detections(predictions, truth))
     detections.print_function = _quiet
@@ -156,6 +167,19 @@ def _evaluate(truth: list[Annotated], predictions: list[dict], classes: list[str
     evaluation.accumulate()
     evaluation.summarize()
     return evaluation
+
+
+def _check(truth: list[Annotated], predictions: list[dict], classes: list[str]) -> None:
+    """One prediction dict per image, each label a class index: else a ValueError saying which and what to do."""
+    if len(predictions) != len(truth):
+        raise ValueError(f"got predictions for {len(predictions)} images but {len(truth)} images of ground "
+                         "truth: give one dict (boxes, labels, scores) per image, empty arrays when none")
+    for item, pred in zip(truth, predictions):
+        labels = _as_arrays(pred)[1]
+        if labels.size and not 0 <= labels.min() <= labels.max() < len(classes):
+            bad = labels[(labels < 0) | (labels >= len(classes))][0]
+            raise ValueError(f"{item.path.name}: predicted label {bad} is not a class index 0..{len(classes) - 1} "
+                             f"({len(classes)} classes): labels are 0-based, without a background slot")
 
 
 def _quiet(*args, **kwargs) -> None:
