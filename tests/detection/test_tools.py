@@ -22,6 +22,7 @@ def shapes_run(tmp_path_factory):
     from convlab import train
 
     root = tmp_path_factory.mktemp("shapes")
+    (root / "data").mkdir()
     threads = torch.get_num_threads()
     try:
         run = train(data="shapes", data_dir=str(root / "data"), epochs=4, threads=1, out=str(root / "run"),
@@ -65,7 +66,7 @@ def test_commands_a_detector_cannot_do_are_refused_by_name(config_only_run, tmp_
     assert not (tmp_path / "out").exists()
 
 
-def test_predict_refuses_a_classifiers_flag_for_a_detector_and_back(config_only_run, digits_run, capsys):
+def test_predict_refuses_a_detectors_flag_for_a_classifier(digits_run, capsys):
     code, _, err = run_cli(capsys, "predict", str(digits_run.path), "x.png", "--conf", "0.5")
     assert_one_line_error(code, err, "--conf is for detect runs", "is a classify run", "--top-k")
 

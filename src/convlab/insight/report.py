@@ -17,7 +17,7 @@ from ..evaluate.pictures import confusion_png, enlarged, hwc, png_of_array, png_
 from ..evaluate.plots import new_figure
 from ..layout import REPORT
 from ..run import Run
-from ..tasks import load_run, task_of
+from ..tasks import load_run, run_task, task_of
 from .gradcam import overlay, run_grad_cam
 from .page import config_section, curves_section, html_table, img, write_page
 from .report_detection import detection_parts
@@ -171,14 +171,13 @@ def build_report(run_dir: str | Path, out: str | Path | None = None,
     `methods`: a classifier report's attribution methods (default ATTRIBUTION_METHODS; [] leaves the section
     out); a detection report refuses them by name.
     """
-    run = load_run(run_dir, command="report")
-    task = task_of(run.config)
     if methods:
-        task.refuse("report --method", run.path)
+        run_task(run_dir).refuse("report --method", run_dir)
+    run = load_run(run_dir, command="report")
     out = Path(out) if out else run.path / REPORT
     conf = run.config
     parts = [f"<h1>convlab run report: {html.escape(run.path.name)}</h1>",
              f"<p class=note>{html.escape(str(run.path))}; model {html.escape(conf.model.name)} on "
              f"{html.escape(conf.data.name)}; written {datetime.now():%Y-%m-%d %H:%M}</p>"]
-    parts += REPORT_PARTS[task.name](run, ATTRIBUTION_METHODS if methods is None else methods)
+    parts += REPORT_PARTS[task_of(run.config).name](run, ATTRIBUTION_METHODS if methods is None else methods)
     return write_page(out, f"convlab report: {run.path.name}", parts)
