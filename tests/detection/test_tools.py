@@ -80,7 +80,8 @@ def test_tune_reports_the_tasks_monitor_to_the_trial():
     assert Objective.of({"data": "digits"}).monitor == "val_accuracy"
 
     class Trial:
-        reported = []
+        def __init__(self):
+            self.reported = []
 
         def report(self, value, step):
             self.reported.append((value, step))
@@ -91,10 +92,11 @@ def test_tune_reports_the_tasks_monitor_to_the_trial():
     class State:
         epoch = 1
 
-    callback = ReportToTrial(Trial(), objective)
+    trial = Trial()
+    callback = ReportToTrial(trial, objective)
     callback.on_epoch_end(State(), {"val_accuracy": 0.9, "val_map": 0.25})
     callback.on_epoch_end(State(), {"val_map": 0.2})
-    assert Trial.reported == [(0.25, 1), (0.2, 1)] and callback.best == 0.25
+    assert trial.reported == [(0.25, 1), (0.2, 1)] and callback.best == 0.25
 
 
 # -- on a trained detector ------------------------------------------------------------------------------------
@@ -165,7 +167,7 @@ def test_predict_prints_a_table_and_saves_the_images_with_boxes(shapes_run, tmp_
 @pytest.mark.slow
 def test_report_of_a_detector_has_its_metrics_and_worst_images(shapes_run, tmp_path, capsys):
     out = tmp_path / "report.html"
-    code, printed, err = run_cli(capsys, "report", str(shapes_run.path), "--out", str(out))
+    code, _, err = run_cli(capsys, "report", str(shapes_run.path), "--out", str(out))
     assert code == 0, err
     page = out.read_text()
     assert page.index("Test metrics") < page.index("Config")  # results first

@@ -69,7 +69,8 @@ def compare(paths: list[str | Path], data: str | None = None, data_dir: str | No
         rows.append({"variant": variant_label(path), "kind": variant_kind(run), "model": run.config.model.name,
                      "path": str(path), "size_mb": file_size(weights) / MB, "gzip_mb": gzip_size(weights) / MB,
                      "sparsity": sparsity, "metric": task.test_metric, task.test_metric: metrics[task.test_metric],
-                     "test_data": data or conf.name, "test_images": metrics.get("num_samples", metrics.get("num_images")),
+                     "test_data": data or conf.name,
+                     "test_images": metrics.get("num_samples", metrics.get("num_images")),  # classify's, detect's
                      "threads": threads or torch.get_num_threads(),
                      **{f"ms_per_image_batch_{b}": latency[f"batch_{b}"] for b in BATCH_SIZES}})
     return rows

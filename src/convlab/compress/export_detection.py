@@ -22,6 +22,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
+from ..detection.batches import resize_longer
 from ..detection.run import DetectionRun, read_rgb
 from ..errors import ConvlabError
 from ..layout import ONNX, ONNX_SUFFIX
@@ -115,8 +116,6 @@ def _export(model: nn.Module, example: torch.Tensor, path: Path, opset: int, fre
 def check_images(run: DetectionRun, count: int = CHECK_IMAGES) -> tuple[list[torch.Tensor], str]:
     """The first test images of the run as the detector takes them (longer side `side`, pixel / 255), or
     random images of side x side when the data is not here."""
-    from ..detection.batches import resize_longer  # lazy: start-up time; the loader's resize, as in training
-
     try:
         items, _ = run.test_items()
     except ConvlabError:

@@ -170,7 +170,7 @@ class Objective:
     test_metric: str = "accuracy"
 
     @classmethod
-    def of(cls, base: dict) -> "Objective":
+    def of(cls, base: dict) -> Objective:
         """The objective of the task the fixed settings `base` train (their data's, or --task's)."""
         task = task_of(cfg.resolve(base, recipe_for=recipe_for)[0])
         return cls(task.monitor, task.mode, task.test_metric)
@@ -507,7 +507,8 @@ def _optimize(study, objective, todo: int, console: Console, space: list[Param],
         if trial.state.name == "PRUNED" and intermediate:
             value = f"{intermediate[max(intermediate)]:.4f} at epoch {max(intermediate)}"
         params = " ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
-        progress.console.print(f"trial {trial.number}: {params} -> val_{objective_of.short} {value} ({trial.state.name.lower()}, "
+        progress.console.print(f"trial {trial.number}: {params} -> val_{objective_of.short} {value} "
+                               f"({trial.state.name.lower()}, "
                                f"{trial.user_attrs.get('seconds', 0):.1f}s)", markup=False, highlight=False)
         progress.advance(task)
         if enough():
