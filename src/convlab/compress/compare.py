@@ -94,14 +94,19 @@ def _columns(rows: list[dict]) -> list[tuple[str, str, Callable[[dict], str]]]:
     return columns + [
         ("size MB", "right", lambda r: f"{r['size_mb']:.3f}"), ("gzip MB", "right", lambda r: f"{r['gzip_mb']:.3f}"),
         ("sparsity", "right", lambda r: "-" if r["sparsity"] is None else f"{r['sparsity']:.2f}"),
-        (_metric_name(rows), "right", lambda r: _score_text(r[r["metric"]])),
+        (_metric_name(rows), "right", lambda r: _score_text(_score(r))),
         ("ms/img b=1", "right", lambda r: f"{r['ms_per_image_batch_1']:.4f}"),
         ("ms/img b=64", "right", lambda r: f"{r['ms_per_image_batch_64']:.4f}")]
 
 
 def _metric_name(rows: list[dict]) -> str:
-    metric = rows[0]["metric"] if rows else "accuracy"
+    metric = rows[0].get("metric", "accuracy") if rows else "accuracy"
     return METRIC_NAMES.get(metric, metric)
+
+
+def _score(row: dict) -> float | None:
+    """The row's test metric (rows written before detection have no "metric": accuracy)."""
+    return row[row.get("metric", "accuracy")]
 
 
 def _score_text(value: float | None) -> str:
@@ -148,7 +153,7 @@ def plot_comparison(rows: list[dict], path: Path) -> None:
     axes[0].barh(y, [row["gzip_mb"] for row in rows], color="tab:cyan", height=0.4, label="gzip -9")
     axes[0].set_title("size (MB)")
     axes[0].legend(fontsize=8)
-    scores = [row[row["metric"]] or 0.0 for row in rows]  # a metric COCO cannot define is drawn as 0
+    scores = [_score(row) or 0.0 for row in rows]  # a metric COCO cannot define is drawn as 0
     axes[1].barh(y, scores, color="tab:green")
     axes[1].set_xlim(max(0.0, min(scores) - 0.05), 1.0)
     axes[1].set_title(f"test {_metric_name(rows)}")
