@@ -9,6 +9,7 @@ from PIL import Image
 
 from convlab.detection.checks import CLIP_TOLERANCE, Checker, check_boxes, describe
 from convlab.detection.formats import read_detection
+from convlab.errors import ConvlabError
 
 
 @pytest.mark.parametrize("box, problem", [
@@ -103,3 +104,12 @@ def test_image_size_is_as_displayed_after_exif_rotation(tmp_path):
     checker = Checker()
     assert checker.image_size(tmp_path / "turned.jpg") == (20, 40)
     assert checker.image_size(tmp_path / "plain.jpg") == (40, 20)
+
+
+def test_no_readable_image_is_one_line_error(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"garbage")
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.png"}], "annotations": [],
+                                "categories": [{"id": 1, "name": "x"}]}))
+    with pytest.raises(ConvlabError, match=rf"coco:{path}: no readable image \({tmp_path / 'a.png'}: not an image"):
+        read_detection(f"coco:{path}")

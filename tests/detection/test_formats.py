@@ -273,3 +273,12 @@ def test_a_trainval_file_alone_is_one_split_not_both(shapes, tmp_path):
     assert data.split_names == {"train": "trainval", "test": "test"}
     assert (len(data.train), len(data.test)) == (8, 2)
     assert not {item.path for item in data.train} & {item.path for item in data.test}
+
+
+def test_yolo_path_key_relative_to_the_working_directory(shapes, tmp_path, monkeypatch):
+    _yolo_folder(shapes, tmp_path / "datasets" / "set")
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "data.yaml").write_text(yaml.safe_dump({"path": "datasets/set", "train": "images/train",
+                                                                "test": "images/test", "names": shapes.classes}))
+    monkeypatch.chdir(tmp_path)
+    assert_same_targets(read_detection(f"yolo:{tmp_path / 'cfg' / 'data.yaml'}"), shapes)

@@ -26,8 +26,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from ..detection.checks import describe
-    from ..detection.convert import convert, summary
+    from ..detection.checks import describe  # lazy: start-up time (NumPy, Pillow)
+    from ..detection.convert import convert, summary  # lazy: start-up time
 
     dataset, notes = convert(args.source, args.to, args.out, args.seed, args.test_fraction)
     for issue in dataset.issues + dataset.box_issues:

@@ -39,24 +39,21 @@ def read_detection(spec: str, seed: int = 0, test_fraction: float = 0.2) -> Dete
     checker = Checker()
     found = fmt.read(path, extra, checker)
     if not any(found.splits.values()):
-        raise ConvlabError(f"{spec}: no readable image"
-                           + (f" ({checker.issues[0]['path']}: {checker.issues[0]['problem']})" if checker.issues
-                              else "") + f"; give {fmt.spec}")
+        first = f" ({checker.issues[0]['path']}: {checker.issues[0]['problem']})" if checker.issues else ""
+        raise ConvlabError(f"{spec}: no readable image{first}; give {fmt.spec}")
     root = found.root.resolve()
     name = root.parent.name if root.name == fmt.name else root.name  # pennfudan/coco -> pennfudan
-    dataset = DetectionSet(name, found.classes, found.splits[found.train],
-                           [], checker.issues, checker.box_issues, [],
-                           {"train": found.train, "test": found.test or "test"})
-    if found.test is not None:
-        dataset.test = found.splits[found.test]
-    else:
+    dataset = DetectionSet(name, found.classes, found.splits[found.train], found.splits.get(found.test, []),
+                           checker.issues, checker.box_issues,
+                           split_names={"train": found.train, "test": found.test or "test"})
+    if found.test is None:
         _split_by_image(dataset, seed, test_fraction)
     return dataset
 
 
 def _split_by_image(dataset: DetectionSet, seed: int, fraction: float) -> None:
     items = dataset.train
-    keep, held = stratified_split(np.zeros(len(items)), fraction, seed) if len(items) > 1 else ([0] * len(items), [])
+    keep, held = stratified_split(np.zeros(len(items)), fraction, seed) if len(items) > 1 else ([0], [])
     dataset.train, dataset.test = [items[i] for i in keep], [items[i] for i in held]
     dataset.notes.append(f"{dataset.name} has one split ({dataset.split_names['train']}): {len(held)} of "
                          f"{len(items)} images held out as the test split, by image with seed {seed}")

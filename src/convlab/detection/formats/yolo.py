@@ -44,7 +44,9 @@ class Layout(NamedTuple):
 
 def _data_file(path: Path) -> Layout:
     config = _load(path)
-    root = path.parent / str(config.get("path") or "")
+    # `path:` relative to the yaml's folder, else (as Ultralytics reads it) to the working directory
+    given = str(config.get("path") or "")
+    root = next((where for where in (path.parent / given, Path(given)) if given and where.is_dir()), path.parent / given)
     classes = _names(config, path)
     found = {key: _images(root, config[key], path, key) for key in KEYS if config.get(key)}
     if not found:
