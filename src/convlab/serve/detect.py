@@ -103,10 +103,14 @@ class ServedDetector:
                 "outputs": [{"name": name, "datatype": kind, "shape": shape}
                             for name, (kind, shape) in OUTPUTS.items()]}
 
-    def oip_outputs(self, outputs: tuple, parameters: dict) -> dict[str, np.ndarray]:
+    @staticmethod
+    def oip_query(parameters: dict) -> dict:
+        """The request's parameters conf and iou (predict's defaults when absent), each a number in [0, 1]."""
+        return {key: oip_threshold(parameters, key) for key in THRESHOLDS}
+
+    def oip_outputs(self, outputs: tuple, query: dict) -> dict[str, np.ndarray]:
         """infer's outputs -> boxes (M, 4), scores (M,), labels (M,) and count (N,): the boxes /predict gives
-        with the request's parameters conf and iou."""
-        query = {key: oip_threshold(parameters, key) for key in THRESHOLDS}
+        with the same conf and iou."""
         images = [item["boxes"] for item in self.answer(outputs, [None] * len(outputs[0]), query)]
         every = [box for boxes in images for box in boxes]
         return {"boxes": np.array([box["box"] for box in every], dtype=np.float32).reshape(-1, 4),

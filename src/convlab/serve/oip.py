@@ -111,9 +111,10 @@ async def infer(name: str, request: Request, state: State, version: str | None =
     batcher = state.batchers[model.name]
     with batcher.coming():
         document, inputs = _parse_request(await request.body(), request.headers.get(HEADER_LENGTH))
+        query = model.oip_query(_parameters(document))  # checked before any work
         batch = await _input_batch(model, inputs, state)
     outputs = await batcher.run(batch, state.settings.timeout_s)
-    return _response(model, document, model.oip_outputs(outputs, _parameters(document)))
+    return _response(model, document, model.oip_outputs(outputs, query))
 
 
 def _versioned(models: Mapping, name: str, version: str | None):
@@ -246,7 +247,7 @@ def _bytes_elements(tensor: dict, binary: bytes | None, count: int) -> list[byte
 
 # -- responses -----------------------------------------------------------------------------------------
 def _parameters(document: dict) -> dict:
-    """The request's parameters (binary_data_output; a detector's conf and iou)."""
+    """The request's parameters: binary_data_output, and what the model reads (a detector's conf and iou)."""
     return document.get("parameters") if isinstance(document.get("parameters"), dict) else {}
 
 

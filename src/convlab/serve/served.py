@@ -90,7 +90,12 @@ class ServedModel:
                 "outputs": [{"name": output, "datatype": "FP32", "shape": [-1, len(self.labels)]}
                             for output in self.classifiable]}
 
-    def oip_outputs(self, outputs: tuple, parameters: dict) -> dict[str, np.ndarray]:
+    @staticmethod
+    def oip_query(parameters: dict) -> dict:
+        """What an OIP request's parameters ask of the outputs: nothing for a classifier."""
+        return {}
+
+    def oip_outputs(self, outputs: tuple, query: dict) -> dict[str, np.ndarray]:
         """infer's outputs -> the OIP output tensors by name (each may take Triton's classification parameter)."""
         logits, probs = outputs
         return {"probabilities": probs.astype(np.float32), "logits": logits}

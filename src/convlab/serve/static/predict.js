@@ -1,7 +1,9 @@
 "use strict";
 // The Predict page: images -> POST predict/{model}?top_k=K (the server's predict API) -> top-k bars per
 // image; with the toggle on, POST api/attribute/{model}?method=M per image -> the overlay beside it (the
-// methods of the menu come from GET api/attribute-methods, Grad-CAM first).
+// methods of the menu come from GET api/attribute-methods, Grad-CAM first). A detector's images ->
+// POST predict/{model}?conf=C&iou=I -> its boxes drawn over each image (an SVG in the image's pixels);
+// a detector has no top-k or attribution, so those controls are hidden for it.
 (() => {
   const $ = id => document.getElementById(id);
   let modelList = [];
@@ -12,13 +14,21 @@
 
   const currentModel = () => modelList.find(m => m.name === $("predict-model").value);
 
+  const detects = () => Boolean(currentModel() && currentModel().task === "detect");
+
   function showAccuracy() {
     const metrics = currentModel() && currentModel().metrics;
-    const text = metrics && typeof metrics.accuracy === "number"
-      ? `test accuracy ${convlab.percent(metrics.accuracy)}` +
-        (typeof metrics.macro_f1 === "number" ? `, macro F1 ${metrics.macro_f1.toFixed(3)}` : "")
-      : "no test metrics for this model";
+    let text = "no test metrics for this model";
+    if (metrics && typeof metrics.map === "number") {
+      text = `test mAP ${metrics.map.toFixed(3)}, AP50 ${metrics.map50.toFixed(3)}`;
+    } else if (metrics && typeof metrics.accuracy === "number") {
+      text = `test accuracy ${convlab.percent(metrics.accuracy)}` +
+        (typeof metrics.macro_f1 === "number" ? `, macro F1 ${metrics.macro_f1.toFixed(3)}` : "");
+    }
     $("predict-accuracy").textContent = text;
+    // each control shows for its task: top-k and the maps for a classifier, the thresholds for a detector
+    const task = detects() ? "detect" : "classify";
+    for (const node of document.querySelectorAll("#predict [data-task]")) node.hidden = node.dataset.task !== task;
   }
 
   function objectURL(blob) {
@@ -37,6 +47,52 @@
         convlab.el("span", {className: "prob", textContent: entry.prob.toFixed(3)}),
       ]);
     }));
+  }
+
+  const SVG = "http://www.w3.org/2000/svg";
+  const SHOWN_WIDTH = 320;  // px: the width app.css gives a detector's picture
+  function svg(tag, attributes, text) {
+    const node = document.createElementNS(SVG, tag);
+    for (const [key, value] of Object.entries(attributes)) node.setAttribute(key, String(value));
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  // The boxes over the image: an SVG with the image's own pixel coordinates, stretched over the picture.
+  function boxesOver(file, result) {
+    const layer = svg("svg", {class: "boxes", viewBox: `0 0 ${result.width} ${result.height}`,
+                              preserveAspectRatio: "none", role: "img",
+                              "aria-label": `${convlab.count(result.boxes.length, "box")} found`});
+    const unit = result.width / SHOWN_WIDTH;  // image pixels per screen pixel: lines and labels keep their size
+    const stroke = 2 * unit;
+    const font = 11 * unit;
+    const labels = currentModel().labels;
+    for (const found of result.boxes) {
+      const [x1, y1, x2, y2] = found.box;
+      const hue = Math.max(0, labels.indexOf(found.label)) % 6;  // one colour per class
+      const group = svg("g", {class: `box hue${hue}`, "data-label": found.label, "data-score": found.score});
+      group.append(svg("rect", {x: x1, y: y1, width: x2 - x1, height: y2 - y1, "stroke-width": stroke}),
+                   svg("text", {x: x1 + stroke, y: y1 + font, "font-size": font},
+                       `${found.label} ${found.score.toFixed(2)}`));
+      layer.append(group);
+    }
+    const picture = convlab.el("img", {src: objectURL(file), alt: `uploaded ${file.name}`});
+    return convlab.el("div", {className: "frame"}, [picture, layer]);
+  }
+
+  function boxList(boxes) {
+    if (!boxes.length) return convlab.el("p", {className: "note", textContent: "no box above the score threshold"});
+    return convlab.el("ol", {className: "box-list"}, boxes.map(found =>
+      convlab.el("li", {textContent: `${found.label} ${found.score.toFixed(3)} at [${found.box.map(v => v.toFixed(0)).join(", ")}]`})));
+  }
+
+  function renderBoxes(results) {
+    cards = [];  // no attribution overlays for a detector
+    $("predict-results").replaceChildren(...results.map((result, i) => convlab.el("div", {className: "card detection"}, [
+      convlab.el("p", {className: "name", textContent: files[i].name}),
+      boxesOver(files[i], result),
+      boxList(result.boxes),
+    ])));
   }
 
   function render(results) {
@@ -107,11 +163,16 @@
     const model = currentModel();
     if (!model || !files.length) return;
     const k = Math.max(1, parseInt($("predict-topk").value, 10) || 3);
+    const query = detects() ? `conf=${encodeURIComponent($("predict-conf").value)}&iou=${encodeURIComponent($("predict-iou").value)}`
+      : `top_k=${k}`;
     const body = new FormData();
     for (const file of files) body.append("file", file, file.name);
     try {
-      const results = await convlab.json(`predict/${encodeURIComponent(model.name)}?top_k=${k}`,
-                                         {method: "POST", body});
+      const results = await convlab.json(`predict/${encodeURIComponent(model.name)}?${query}`, {method: "POST", body});
+      if (detects()) {
+        renderBoxes(results);
+        return;
+      }
       render(results);
       await showGradcams();
     } catch (err) {
@@ -146,7 +207,7 @@
     }
     showAccuracy();
     $("predict-model").addEventListener("change", () => { showAccuracy(); predict(); });
-    $("predict-topk").addEventListener("change", predict);
+    for (const id of ["predict-topk", "predict-conf", "predict-iou"]) $(id).addEventListener("change", predict);
     $("predict-gradcam").addEventListener("change", () =>
       showGradcams().catch(err => convlab.showError("predict-error", err)));
     $("predict-method").addEventListener("change", () => {
