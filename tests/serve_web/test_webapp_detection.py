@@ -61,25 +61,22 @@ def test_predict_draws_the_boxes_and_runs_shows_map(both, shape_png):
         assert not page.is_visible("#predict-gradcam")  # no attribution for a detector
 
         page.set_input_files("#predict-files", str(shape_png))
-        page.wait_for_selector(".card.detection svg.boxes g.box")
-        drawn = page.eval_on_selector_all(".card.detection svg.boxes g.box", """groups => groups.map(g => ({
-            label: g.dataset.label, text: g.querySelector('text').textContent,
-            box: ['x', 'y', 'width', 'height'].map(k => parseFloat(g.querySelector('rect').getAttribute(k)))}))""")
-        assert [d["label"] for d in drawn] == [b["label"] for b in expected["boxes"]]
-        assert [d["text"] for d in drawn] == [f"{b['label']} {b['score']:.2f}" for b in expected["boxes"]]
-        for d, b in zip(drawn, expected["boxes"]):
-            x1, y1, x2, y2 = b["box"]
-            assert d["box"] == pytest.approx([x1, y1, x2 - x1, y2 - y1], abs=1e-3)
-        assert page.get_attribute(".card.detection svg.boxes", "viewBox") == "0 0 64 64"
-        overlay = page.eval_on_selector(".card.detection .frame", """frame => {
+        page.wait_for_selector(".card.detection .boxes .box")
+        drawn = page.eval_on_selector(".card.detection .frame", """frame => {
             const img = frame.querySelector('img').getBoundingClientRect();
-            const svg = frame.querySelector('svg').getBoundingClientRect();
-            return [img.width, img.height, svg.width, svg.height, img.left - svg.left, img.top - svg.top]; }""")
-        assert overlay[:2] == overlay[2:4] and overlay[4:] == [0, 0]  # the boxes lie over the picture exactly
+            return Array.from(frame.querySelectorAll('.boxes .box')).map(box => {
+              const r = box.getBoundingClientRect();  // where the box lies on the picture, in the image's pixels
+              return {label: box.dataset.label, tag: box.querySelector('.tag').textContent,
+                      box: [r.left - img.left, r.top - img.top, r.right - img.left, r.bottom - img.top].map(
+                        (v, i) => v * 64 / (i % 2 ? img.height : img.width))}; }); }""")
+        assert [d["label"] for d in drawn] == [b["label"] for b in expected["boxes"]]
+        assert [d["tag"] for d in drawn] == [f"{b['label']} {b['score']:.2f}" for b in expected["boxes"]]
+        for d, b in zip(drawn, expected["boxes"]):
+            assert d["box"] == pytest.approx(b["box"], abs=0.25)  # a quarter of an image pixel: 1.25 px shown
 
         page.fill("#predict-conf", "1")  # nothing scores 1: the boxes go, the list says so
         page.dispatch_event("#predict-conf", "change")
-        page.wait_for_function("() => !document.querySelector('.card.detection svg.boxes g.box')")
+        page.wait_for_function("() => !document.querySelector('.card.detection .boxes .box')")
         assert page.text_content(".card.detection .note") == "no box above the score threshold"
 
         page.click("nav a[data-page=runs]")

@@ -2,7 +2,7 @@
 // The Predict page: images -> POST predict/{model}?top_k=K (the server's predict API) -> top-k bars per
 // image; with the toggle on, POST api/attribute/{model}?method=M per image -> the overlay beside it (the
 // methods of the menu come from GET api/attribute-methods, Grad-CAM first). A detector's images ->
-// POST predict/{model}?conf=C&iou=I -> its boxes drawn over each image (an SVG in the image's pixels);
+// POST predict/{model}?conf=C&iou=I -> its boxes drawn over each image, with their labels and scores;
 // a detector has no top-k or attribution, so those controls are hidden for it.
 (() => {
   const $ = id => document.getElementById(id);
@@ -49,33 +49,21 @@
     }));
   }
 
-  const SVG = "http://www.w3.org/2000/svg";
-  const SHOWN_WIDTH = 320;  // px: the width app.css gives a detector's picture
-  function svg(tag, attributes, text) {
-    const node = document.createElementNS(SVG, tag);
-    for (const [key, value] of Object.entries(attributes)) node.setAttribute(key, String(value));
-    if (text !== undefined) node.textContent = text;
-    return node;
-  }
-
-  // The boxes over the image: an SVG with the image's own pixel coordinates, stretched over the picture.
+  // The boxes over the image: one absolutely placed element per box, its corners in percent of the image's
+  // own width and height, so the boxes follow the picture at any displayed size.
   function boxesOver(file, result) {
-    const layer = svg("svg", {class: "boxes", viewBox: `0 0 ${result.width} ${result.height}`,
-                              preserveAspectRatio: "none", role: "img",
-                              "aria-label": `${convlab.count(result.boxes.length, "box")} found`});
-    const unit = result.width / SHOWN_WIDTH;  // image pixels per screen pixel: lines and labels keep their size
-    const stroke = 2 * unit;
-    const font = 11 * unit;
     const labels = currentModel().labels;
-    for (const found of result.boxes) {
+    const percent = (value, total) => `${(100 * value / total).toFixed(3)}%`;
+    const layer = convlab.el("div", {className: "boxes"}, result.boxes.map(found => {
       const [x1, y1, x2, y2] = found.box;
       const hue = Math.max(0, labels.indexOf(found.label)) % 6;  // one colour per class
-      const group = svg("g", {class: `box hue${hue}`, "data-label": found.label, "data-score": found.score});
-      group.append(svg("rect", {x: x1, y: y1, width: x2 - x1, height: y2 - y1, "stroke-width": stroke}),
-                   svg("text", {x: x1 + stroke, y: y1 + font, "font-size": font},
-                       `${found.label} ${found.score.toFixed(2)}`));
-      layer.append(group);
-    }
+      const box = convlab.el("div", {className: `box hue${hue}`, title: `${found.label} ${found.score}`}, [
+        convlab.el("span", {className: "tag", textContent: `${found.label} ${found.score.toFixed(2)}`})]);
+      box.dataset.label = found.label;
+      Object.assign(box.style, {left: percent(x1, result.width), top: percent(y1, result.height),
+                                width: percent(x2 - x1, result.width), height: percent(y2 - y1, result.height)});
+      return box;
+    }));
     const picture = convlab.el("img", {src: objectURL(file), alt: `uploaded ${file.name}`});
     return convlab.el("div", {className: "frame"}, [picture, layer]);
   }
