@@ -252,8 +252,9 @@ def _train_in(job: Job, console: Console, ranks: distributed.Distributed, device
 # --- the steps ---------------------------------------------------------------------------------------------
 
 def recipe_for(data_name: str) -> dict:
+    """The dataset's recipe, and its task: the data says whether a run classifies or detects."""
     entry, _ = parse_data_name(data_name)
-    return entry.recipe
+    return {"task": entry.task, **entry.recipe}
 
 
 def seed_everything(seed: int) -> None:

@@ -57,6 +57,8 @@ class DetectionRun:
         self.preprocess = preprocess
         self.metrics = metrics
         self.device = torch.device(device)
+        self.evaluated: tuple[list[Annotated], list[dict]] | None = None  # the last evaluate's truth and boxes
+        self.training_items: list[Annotated] = []  # set by training: the boxes figure draws them
 
     def __repr__(self) -> str:
         return f"DetectionRun('{self.path}', model={self.config.model.name}, classes={len(self.classes)})"
@@ -92,6 +94,7 @@ class DetectionRun:
             items, classes = self.test_items(data, data_dir)
         items = self._in_run_classes(items, classes or self.classes)
         found = self.detect_images([read_rgb(item.path) for item in items])
+        self.evaluated = (items, found)
         return coco_metrics(items, found, self.classes)
 
     def test_items(self, data: str | None = None, data_dir: str | Path | None = None):

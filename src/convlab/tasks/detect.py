@@ -38,9 +38,10 @@ class Detect(Task):
         augment = build_detection_augmentation(conf.data.augment)
         train = DetectionLoader(data.train_items(), conf.train.batch_size, device, shuffle=True, augment=augment,
                                 generator=generator, rank=ranks.rank, world_size=ranks.world_size,
-                                max_side=data.side)
+                                max_side=data.side, classes=data.classes)
         val_items = data.val_items()
-        val = None if val_items is None else DetectionLoader(val_items, VAL_BATCH, device, max_side=data.side)
+        val = None if val_items is None else DetectionLoader(val_items, VAL_BATCH, device, max_side=data.side,
+                                                             classes=data.classes)
         return train, val
 
     def loss(self, conf):
@@ -77,8 +78,10 @@ class Detect(Task):
 
     def make_run(self, run_dir, model, conf, data: DetectionData, norm, channels_last, device, start) -> DetectionRun:
         backbone = getattr(model, "backbone_spec", None)
-        return DetectionRun(run_dir, model, conf, data.classes, DetectionInput(data.side, backbone=backbone),
-                            device=device)
+        run = DetectionRun(run_dir, model, conf, data.classes, DetectionInput(data.side, backbone=backbone),
+                           device=device)
+        run.training_items = data.train_items()
+        return run
 
     def test_metrics(self, run: DetectionRun, data: DetectionData) -> dict:
         return run.evaluate(items=data.test, classes=data.classes)
