@@ -24,11 +24,10 @@ from ..evaluate.pictures import confusion_png, curves_png, data_uri, displayed, 
 from ..insight.attribution import METHODS, Settings, attribute
 from ..insight.attribution.figure import method_scales, overlay_map
 from ..insight.gradcam import overlay, run_grad_cam
-from ..layout import CONFUSION, CURVES, ONNX_SUFFIX, QUANTIZED_WEIGHTS
+from ..layout import CONFUSION, CURVES, ONNX_SUFFIX, PR_CURVES, QUANTIZED_WEIGHTS
 from ..run import Run
 
 
-PR_CURVES = "pr_curves.png"  # a detection run's precision-recall curves at IoU 0.5 (detection/figures.py)
 MISTAKE_OVERLAYS = 8  # (method, settings) drawings of the mistakes kept per model
 
 
