@@ -32,6 +32,7 @@ from . import scratch
 from .data.batches import Normalization
 from .data.registry import parse_data_name
 from .data.run_data import RunData
+from .detection.checks import CLIPPED
 from .errors import ConvlabError
 from .evaluate.plots import PlotProcess, start_plot_process
 from .files import write_json
@@ -424,17 +425,25 @@ def print_resume(console: Console, run_dir: Path, ranks: distributed.Distributed
 
 
 def report_data_issues(console: Console, data: RunData, run_dir: Path) -> None:
-    """Warn about each skipped image and write them to data_issues.json in the run folder."""
-    issues = data.issues
-    if not issues:
+    """Warn about each skipped image (and each dropped or clipped box) and write them to data_issues.json."""
+    issues, boxes = data.issues, data.box_issues
+    if not issues and not boxes:
         return
-    for issue in issues[:MAX_ISSUE_LINES]:
-        console.print(f"warning: skipped {issue['path']}: {issue['problem']}", markup=False)
-    if len(issues) > MAX_ISSUE_LINES:
-        console.print(f"warning: ... and {len(issues) - MAX_ISSUE_LINES} more", markup=False)
-    console.print(f"warning: {len(issues)} unreadable images skipped (listed in {run_dir / DATA_ISSUES}; "
-                  "--strict makes them an error)", markup=False)
-    write_json(run_dir / DATA_ISSUES, {"skipped": len(issues), "files": issues})
+    lines = [f"skipped {issue['path']}: {issue['problem']}" for issue in issues]
+    lines += [f"{box['file']}: image {box['image']}, box {box['index']}: {box['problem']}" for box in boxes]
+    for line in lines[:MAX_ISSUE_LINES]:
+        console.print(f"warning: {line}", markup=False)
+    if len(lines) > MAX_ISSUE_LINES:
+        console.print(f"warning: ... and {len(lines) - MAX_ISSUE_LINES} more", markup=False)
+    counted = [f"{len(issues)} unreadable images skipped"] if issues else []
+    dropped = sum(box["problem"] != CLIPPED for box in boxes)
+    counted += [f"{dropped} boxes dropped, {len(boxes) - dropped} clipped"] if boxes else []
+    console.print(f"warning: {'; '.join(counted)} (listed in {run_dir / DATA_ISSUES}; --strict makes unreadable "
+                  "images an error)", markup=False)
+    document = {"skipped": len(issues), "files": issues}
+    if boxes:
+        document.update(boxes_dropped=dropped, boxes_clipped=len(boxes) - dropped, boxes=boxes)
+    write_json(run_dir / DATA_ISSUES, document)
 
 
 def write_run(run, history: list[dict], plotter: PlotProcess | None = None, task=None) -> None:

@@ -57,6 +57,10 @@ class RunData:
     def notes(self) -> list[str]:
         return self.splits.notes
 
+    @property
+    def box_issues(self) -> list[dict]:
+        return []  # a classifier's data has no boxes
+
     def train_arrays(self) -> ImageArrays:
         return self.splits.train if self.val_rows is None else self.splits.train.subset(self.train_rows)
 

@@ -11,6 +11,7 @@ from ..data.decode import ROTATED, UnreadableImage, open_image
 from .targets import Annotated
 
 # Overshoots up to this many pixels are clipped without a word: the rounding of normalised formats (YOLO).
+CLIPPED = "clipped to the image"  # the problem named for a box cut at the edge (kept; the others are dropped)
 CLIP_TOLERANCE = 0.01
 
 
@@ -29,7 +30,7 @@ def check_boxes(boxes: np.ndarray, width: int, height: int) -> tuple[np.ndarray,
             continue
         clipped[index] = np.clip(box, 0, [width, height, width, height])
         if np.abs(clipped[index] - box).max() > CLIP_TOLERANCE:
-            problems.append((index, "clipped to the image"))
+            problems.append((index, CLIPPED))
     return keep, clipped.astype(np.float32), problems
 
 

@@ -77,7 +77,7 @@ class DetectionRun:
                 tensors, scales = [], []
                 for image in chunk:
                     resized, scale = resize_longer(image, self.preprocess.side)
-                    tensors.append(torch.from_numpy(resized).permute(2, 0, 1).float().div_(255).to(self.device))
+                    tensors.append(torch.from_numpy(np.array(resized)).permute(2, 0, 1).float().div_(255).to(self.device))
                     scales.append(scale)
                 for found, scale in zip(self.model(tensors), scales):
                     out.append({"boxes": found["boxes"].float().cpu().numpy() / scale,

@@ -43,6 +43,10 @@ class DetectionData:
     def notes(self) -> list[str]:
         return self.set.notes
 
+    @property
+    def box_issues(self) -> list[dict]:
+        return self.set.box_issues
+
     def train_items(self) -> list[Annotated]:
         return [self.set.train[i] for i in self.train_rows]
 

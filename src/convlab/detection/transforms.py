@@ -1,40 +1,56 @@
-"""Box-aware augmentation (torchvision's v2 transforms): the image and its boxes move together."""
+"""Box-aware augmentation (--augment none/light/standard) with torchvision's v2 transforms, drawn from a generator.
+
+v2 transforms move `tv_tensors.BoundingBoxes` with the image, clip them to it and (SanitizeBoundingBoxes) drop
+the ones too small to keep, labels alongside. They draw from torch's global RNG; each image's draws are seeded
+from the loader's generator instead, so a seed fixes them and a resumed run replays them.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import lru_cache
+
 import torch
-from torchvision import tv_tensors
-from torchvision.transforms import v2
 
-# --augment's levels for detection: light flips; standard also jitters the scale and the colours.
-LEVELS = {
-    "light": lambda: [v2.RandomHorizontalFlip(0.5)],
-    "standard": lambda: [v2.RandomHorizontalFlip(0.5), v2.RandomPhotometricDistort(p=0.5),
-                         v2.ScaleJitter(target_size=(512, 512), scale_range=(0.75, 1.25), antialias=True)],
-}
+from ..errors import ConvlabError
+
+LEVELS = ("none", "light", "standard")
 
 
-class BoxAugmentation:
-    """Applies the level's transforms to one image (3, H, W) uint8 and its (K, 4) xyxy boxes and labels; boxes
-    that leave the image are clipped, and those left degenerate dropped (SanitizeBoundingBoxes)."""
+@dataclass(frozen=True)
+class DetectionAugmentation:
+    """One image's augmentation: (image uint8 (3, H, W), boxes (K, 4) float32 xyxy, labels (K,) int64, generator)
+    -> the same, boxes moved with the image (clipped, and dropped with their labels when under 1 px)."""
 
-    def __init__(self, level: str):
-        self.level = level
-        self.transform = v2.Compose([*LEVELS[level](), v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes()])
+    level: str
 
     def __call__(self, image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor,
                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        # v2 draws from torch's global generator: seed it from ours, inside fork_rng, so the run's generator
-        # alone fixes the draws (exact resume) and nothing else's random state moves.
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-        sample = {"image": tv_tensors.Image(image),
-                  "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=tuple(image.shape[-2:])),
+        from torchvision import tv_tensors
+
+        seed = int(torch.randint(2 ** 62, (1,), generator=generator))
+        target = {"boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=tuple(image.shape[-2:])),
                   "labels": labels}
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]):  # the global RNG is put back: nothing else sees these draws
             torch.manual_seed(seed)
-            out = self.transform(sample)
-        return out["image"].as_subclass(torch.Tensor), out["boxes"].as_subclass(torch.Tensor), out["labels"]
+            image, target = _pipeline(self.level)(tv_tensors.Image(image), target)
+        return image.as_subclass(torch.Tensor), target["boxes"].as_subclass(torch.Tensor), target["labels"]
 
 
-def build_detection_augmentation(level: str) -> BoxAugmentation | None:
-    """--augment none|light|standard -> the augmentation (None: none)."""
-    return None if level == "none" else BoxAugmentation(level)
+@lru_cache(maxsize=None)
+def _pipeline(level: str):
+    """light: a horizontal flip half the time; standard: that, scale jitter (objects 0.75x-1.33x about the
+    centre, the canvas kept) and photometric changes (brightness, contrast, saturation, hue)."""
+    from torchvision.transforms import v2
+
+    steps = [v2.RandomHorizontalFlip(0.5)]
+    if level == "standard":
+        steps += [v2.RandomAffine(degrees=0.0, scale=(0.75, 1.33)),
+                  v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02)]
+    return v2.Compose(steps + [v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes(min_size=1.0)])
+
+
+def build_detection_augmentation(level: str) -> DetectionAugmentation | None:
+    """--augment LEVEL -> the augmentation, or None for `none`."""
+    if level not in LEVELS:
+        raise ConvlabError(f"--augment {level}: detection knows {', '.join(LEVELS)}")
+    return None if level == "none" else DetectionAugmentation(level)

@@ -132,11 +132,17 @@ def generic_groups(model: nn.Module, head: str) -> list[tuple[str, list[str]]]:
 
 
 def parameter_groups(model: nn.Module) -> list[ParamGroup]:
-    """The model's parameters in named groups, bottom first, `head` last. Every parameter is in one group."""
-    head = head_name(model)
-    rule = next((rule for _, matches, rule in FAMILIES if matches(model)), generic_groups)
-    groups = [ParamGroup(name, modules) for name, modules in rule(model, head) if modules]
-    groups.append(ParamGroup(HEAD, [head]))
+    """The model's parameters in named groups, bottom first, `head` last. Every parameter is in one group.
+
+    A model with a group_modules() method names its groups itself: [(group, module names)], `head` last (a
+    detector's head is several modules: its RPN and box heads)."""
+    if hasattr(model, "group_modules"):  # a model that names its own groups, head included (a detector)
+        named = model.group_modules()
+    else:
+        head = head_name(model)
+        rule = next((rule for _, matches, rule in FAMILIES if matches(model)), generic_groups)
+        named = rule(model, head) + [(HEAD, [head])]
+    groups = [ParamGroup(name, modules) for name, modules in named if modules]
     for param_name, _ in model.named_parameters():
         owner = next((g for g in reversed(groups) if any(_under(param_name, m) for m in g.modules)), None)
         if owner is None:  # e.g. a ViT's class token: it sits at the bottom of the network

@@ -64,10 +64,11 @@ def find_task(name: str) -> Task:
 
 def task_of(conf) -> Task:
     """The run's task: its config's `task`, else the one its dataset names."""
-    if conf.data.task:
-        return find_task(conf.data.task)
     entry, _ = parse_data_name(conf.data.name)
-    return find_task(entry.task)
+    if conf.data.task and conf.data.task != entry.task:
+        raise ConvlabError(f"--task {conf.data.task} does not fit --data {conf.data.name}: its labels are for "
+                           f"{entry.task}; leave --task out, or give data labelled for {conf.data.task}")
+    return find_task(conf.data.task or entry.task)
 
 
 def load_run(path, device="cpu", command: str = "this command"):

@@ -1,0 +1,138 @@
+"""Classification networks as detection backbones: the torchvision tutorial's second way, a Faster R-CNN on any
+classifier's feature layers, from a torchvision classifier (with an ImageNet weights file) or a convlab run.
+
+A backbone is named by a spec that rebuilds its architecture without any file, so a detection run can be loaded
+anywhere: `torchvision:NAME` (a torchvision classifier) or `model:NAME@CxHxW` (a convlab model as create_model
+builds it for C channels and HxW images: a run's network). A run folder given as the backbone becomes the
+`model:` spec of its network, with the run's weights and normalization.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import ConvlabError
+from ..models.pretrained import parse_source, read_weights_file
+
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+TUTORIAL_SIDE = 800  # torchvision's Faster R-CNN default shorter side, whose anchors the tutorial uses
+ANCHOR_FRACTIONS = (0.04, 0.08, 0.16, 0.32, 0.64)  # the tutorial's 32..512 px anchors on 800 px images
+
+
+class ClassifierBackbone(nn.Module):
+    """A classifier's feature layers under a Faster R-CNN: RGB in [0, 1] -> the input the classifier was trained
+    on (its channels and normalization, kept as buffers so a detection run carries them) -> {"0": features}."""
+
+    def __init__(self, body: nn.Sequential, channels: int, mean: list[float], std: list[float]):
+        super().__init__()
+        self.channels = channels
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.body = body
+        with torch.no_grad():
+            self.out_channels = int(self.body.eval()(torch.zeros(1, channels, 64, 64)).shape[1])
+        self.body.train()
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.channels == 1:  # a grayscale network: luminance as PIL's convert("L") computes it
+            x = (x * x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        return OrderedDict([("0", self.body((x - self.mean) / self.std))])
+
+
+def feature_layers(classifier: nn.Module) -> nn.Sequential:
+    """The layers of a classifier before its pooling and classifier: `features` (convlab's presets, VGG,
+    MobileNets, EfficientNets, DenseNets, ConvNeXt) or a ResNet's stem and layers."""
+    if isinstance(getattr(classifier, "features", None), nn.Sequential):
+        return classifier.features
+    if hasattr(classifier, "layer1") and hasattr(classifier, "fc"):
+        children = OrderedDict()
+        for name, child in classifier.named_children():
+            if name in ("avgpool", "dropout", "fc"):
+                break
+            children[name] = child
+        return nn.Sequential(children)
+    raise ConvlabError(f"--backbone: cannot find the feature layers of a {type(classifier).__name__} (convlab takes "
+                       f"a `features` block or a ResNet's layers); use torchvision:mobilenet_v2, resnet18, ... or a "
+                       f"run of a convlab preset")
+
+
+def parse_backbone(spec: str) -> tuple[nn.Module, int, list[float], list[float]]:
+    """A spec -> (the classifier, built untrained; its input channels; mean; std)."""
+    kind, name = parse_source(spec)
+    if kind == "torchvision":
+        import torchvision  # lazy: start-up time
+
+        from ..models.torchvision_models import torchvision_names
+
+        if name not in torchvision_names():
+            raise ConvlabError(f"--backbone {spec}: torchvision has no classifier {name!r}; see `convlab models`")
+        return torchvision.models.get_model(name, weights=None), 3, IMAGENET_MEAN, IMAGENET_STD
+    if spec.startswith("model:") and "@" in spec:
+        from ..models.registry import create_model
+
+        name, _, shape = spec[len("model:"):].rpartition("@")
+        try:
+            channels, height, width = (int(v) for v in shape.split("x"))
+        except ValueError:
+            raise ConvlabError(f"--backbone {spec}: write model:NAME@CxHxW, e.g. model:mnist-cnn@1x28x28") from None
+        return create_model(name, channels, 2, (height, width)), channels, [0.5] * channels, [0.25] * channels
+    raise ConvlabError(f"--backbone {spec}: give torchvision:NAME, a convlab run folder or model:NAME@CxHxW")
+
+
+def backbone_detector(source: str, weights: str | None, classes: int, image_size: int | None) -> tuple[nn.Module, str]:
+    """A Faster R-CNN with `classes` outputs (background included) on the backbone `source` names -> (the
+    torchvision model, the spec that rebuilds it).
+
+    The anchors and RoI pooling are the tutorial's, anchors scaled with the image size. `weights`: the
+    classifier's weights file for a torchvision:NAME backbone (its classifier layer is left out)."""
+    from torchvision.models.detection import FasterRCNN
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.ops import MultiScaleRoIAlign
+
+    spec, state, mean, std = _resolve(source, weights)
+    classifier, channels, spec_mean, spec_std = parse_backbone(spec)
+    body = feature_layers(classifier)
+    if state is not None:
+        from .models import load_checked
+
+        load_checked(body, state, f"--backbone {source}" if weights is None else f"--weights {weights}", spec)
+    backbone = ClassifierBackbone(body, channels, mean or spec_mean, std or spec_std)
+    side = image_size or TUTORIAL_SIDE
+    sizes = tuple(max(2, round(side * f)) for f in ANCHOR_FRACTIONS)
+    model = FasterRCNN(backbone, classes, min_size=side, max_size=image_size or 1333,
+                       rpn_anchor_generator=AnchorGenerator((sizes,), ((0.5, 1.0, 2.0),)),
+                       box_roi_pool=MultiScaleRoIAlign(["0"], output_size=7, sampling_ratio=2),
+                       image_mean=[0.0, 0.0, 0.0], image_std=[1.0, 1.0, 1.0])  # the backbone normalizes
+    return model, spec
+
+
+def _resolve(source: str, weights: str | None):
+    """-> (spec, the feature layers' state or None, mean, std (None: the spec's own))."""
+    if not Path(source).is_dir():
+        if weights is None:
+            return source, None, None, None
+        state = read_weights_file(weights)
+        return source, {k[len("features."):] if k.startswith("features.") else k: v for k, v in state.items()
+                        if _is_feature_key(k, state)}, None, None
+    from ..run import load_run  # lazy: a run folder is read only when one is given
+
+    run = load_run(source, command="--backbone")
+    if getattr(run, "task", "classify") != "classify":
+        raise ConvlabError(f"--backbone {source}: a {run.task} run; give a classification run folder")
+    if weights is not None:
+        raise ConvlabError(f"--backbone {source}: a run folder brings its own weights; leave --weights out")
+    height, width = run.preprocess.size
+    spec = f"model:{run.config.model.name}@{run.preprocess.channels}x{height}x{width}"
+    state = {k: v.detach().clone() for k, v in feature_layers(run.model).state_dict().items()}
+    return spec, state, list(run.preprocess.mean), list(run.preprocess.std)
+
+
+def _is_feature_key(key: str, state: dict) -> bool:
+    """A classifier's state dict key that belongs to its feature layers (`features.*`, or a ResNet's stem and
+    layers: anything but fc.*)."""
+    if any(k.startswith("features.") for k in state):
+        return key.startswith("features.")
+    return not key.startswith("fc.")
