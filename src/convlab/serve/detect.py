@@ -127,7 +127,7 @@ def oip_threshold(parameters: dict, key: str) -> float:
     value = parameters.get(key, THRESHOLDS[key])
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
             math.isfinite(value) and 0 <= value <= 1):
-        raise RequestError(400, f"parameters.{key}: must be a number from 0 to 1, got {str(value)[:40]!r}")
+        raise RequestError(400, f"parameters.{key}: must be a number from 0 to 1, got {value!r:.40}")
     return float(value)
 
 
