@@ -192,5 +192,5 @@ def test_tritonclient_reads_the_detection_outputs(shapes_run, shapes_pngs):
                             np.split(np.array(labels, dtype=object), ends))
             for (boxes, scores, names), wanted in zip(per_image, predicted):
                 assert boxes.dtype == np.float32 and boxes.shape == (len(wanted["boxes"]), 4)
-                same_boxes([{"label": n, "score": float(s), "box": b.tolist()} for b, s, n in zip(boxes, scores, names)],
-                           wanted["boxes"])
+                found = [{"label": n, "score": float(s), "box": b.tolist()} for b, s, n in zip(boxes, scores, names)]
+                same_boxes(found, wanted["boxes"])

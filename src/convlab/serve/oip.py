@@ -288,7 +288,7 @@ def _response(model, document: dict, values: dict[str, np.ndarray]) -> Response:
                     headers={HEADER_LENGTH: str(len(header))})
 
 
-DATATYPES = {np.dtype(np.float32): ("FP32", "<f4"), np.dtype(np.int64): ("INT64", "<i8")}
+DATATYPES = {np.dtype(np.int64): ("INT64", "<i8")}  # and every float as FP32
 
 
 def _output(name: str, value: np.ndarray, labels: list[str], classification) -> tuple[dict, bytes]:
@@ -298,7 +298,7 @@ def _output(name: str, value: np.ndarray, labels: list[str], classification) -> 
     if value.dtype == object:  # strings: BYTES, serialized as Triton does
         return {"name": name, "datatype": "BYTES", "shape": list(value.shape), "_data": value.tolist()}, \
             _bytes_tensor(value.tolist())
-    datatype, layout = DATATYPES.get(value.dtype, DATATYPES[np.dtype(np.float32)])
+    datatype, layout = DATATYPES.get(value.dtype, ("FP32", "<f4"))
     return ({"name": name, "datatype": datatype, "shape": list(value.shape), "_data": value.reshape(-1).tolist()},
             np.ascontiguousarray(value, dtype=layout).tobytes())
 

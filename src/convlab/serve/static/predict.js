@@ -71,16 +71,18 @@
   function boxList(boxes) {
     if (!boxes.length) return convlab.el("p", {className: "note", textContent: "no box above the score threshold"});
     return convlab.el("ol", {className: "box-list"}, boxes.map(found =>
-      convlab.el("li", {textContent: `${found.label} ${found.score.toFixed(3)} at [${found.box.map(v => v.toFixed(0)).join(", ")}]`})));
+      convlab.el("li", {textContent: `${found.label} ${found.score.toFixed(3)} at ` +
+                                     `[${found.box.map(v => v.toFixed(0)).join(", ")}]`})));
   }
 
   function renderBoxes(results) {
     cards = [];  // no attribution overlays for a detector
-    $("predict-results").replaceChildren(...results.map((result, i) => convlab.el("div", {className: "card detection"}, [
-      convlab.el("p", {className: "name", textContent: files[i].name}),
-      boxesOver(files[i], result),
-      boxList(result.boxes),
-    ])));
+    $("predict-results").replaceChildren(...results.map((result, i) =>
+      convlab.el("div", {className: "card detection"}, [
+        convlab.el("p", {className: "name", textContent: files[i].name}),
+        boxesOver(files[i], result),
+        boxList(result.boxes),
+      ])));
   }
 
   function render(results) {
@@ -151,7 +153,8 @@
     const model = currentModel();
     if (!model || !files.length) return;
     const k = Math.max(1, parseInt($("predict-topk").value, 10) || 3);
-    const query = detects() ? `conf=${encodeURIComponent($("predict-conf").value)}&iou=${encodeURIComponent($("predict-iou").value)}`
+    const query = detects()
+      ? `conf=${encodeURIComponent($("predict-conf").value)}&iou=${encodeURIComponent($("predict-iou").value)}`
       : `top_k=${k}`;
     const body = new FormData();
     for (const file of files) body.append("file", file, file.name);
