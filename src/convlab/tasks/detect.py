@@ -25,7 +25,18 @@ class Detect(Task):
     history_fields = ["epoch", "train_loss", "val_map", "val_map50", "lr", "seconds", "images_per_second"]
     refuses = {"--engine scratch": "the NumPy engine trains classifiers; use --engine torch",
                "--tensorboard": "it logs a classifier's confusion matrix; follow metrics.csv instead",
-               "--loader streaming": "detection images are decoded once and kept in memory"}
+               "--loader streaming": "detection images are decoded once and kept in memory",
+               # the tools that explain or shrink a classifier (a detector has no single logit to explain and
+               # its RoI heads and post-processing are not what the int8 and pruning recipes were written for)
+               "gradcam": "Grad-CAM explains a classifier's one label per image; use predict --save to see "
+                          "the boxes",
+               "attribute": "attribution explains a classifier's one label per image; use predict --save to "
+                            "see the boxes",
+               "features": "feature maps are drawn for classifiers only",
+               "quantize": "int8 quantization is written for classifiers; export --format onnx instead",
+               "prune": "pruning and its fine-tuning are written for classifiers",
+               "distill --teacher": "distillation learns a classifier's softened outputs",
+               "report --method": "the report's attribution section explains classifiers; leave out --method"}
     feature_cache = False
 
     def load_data(self, conf, start) -> DetectionData:

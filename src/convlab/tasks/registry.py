@@ -7,10 +7,14 @@ registry's entry names it), recorded in config.yaml, and `--task` overrides it.
 from __future__ import annotations
 
 import difflib
+from pathlib import Path
 from typing import Any
 
+from ..config import load_saved_config
 from ..data.registry import parse_data_name
 from ..errors import ConvlabError
+from ..layout import CONFIG
+from ..run import check_float_run
 
 
 class Task:
@@ -39,10 +43,12 @@ class Task:
     def data_line(self, data, conf) -> str: ...
     def load_run(self, path, device, command: str): ...
 
-    def refuse(self, what: str) -> None:
-        """Raise the task's one-line refusal of `what` (a command or option) when it cannot do it."""
+    def refuse(self, what: str, run=None) -> None:
+        """Raise the task's one-line refusal of `what` (a command or option) when it cannot do it; `run` names
+        the run folder it was asked of."""
         if what in self.refuses:
-            raise ConvlabError(f"{what} is not available for {self.name} runs yet: {self.refuses[what]}")
+            whose = "" if run is None else f"{run} is a {self.name} run; "
+            raise ConvlabError(f"{whose}{what} is not available for {self.name} runs yet: {self.refuses[what]}")
 
 
 TASKS: dict[str, Task] = {}
@@ -71,16 +77,18 @@ def task_of(conf) -> Task:
     return find_task(conf.data.task or entry.task)
 
 
+def run_task(path) -> Task:
+    """The task of a run folder: its config.yaml's (a folder without one is left to the classifier's checks)."""
+    config = Path(path) / CONFIG
+    return task_of(load_saved_config(config)) if config.is_file() else find_task("classify")
+
+
 def load_run(path, device="cpu", command: str = "this command"):
     """Any run folder -> the Run of its task (a classifier's Run, a DetectionRun, ...); needs nothing but the
-    folder. `command` names who needs it in the messages for what is not a float run folder."""
-    from pathlib import Path
-
-    from ..config import load_saved_config
-    from ..layout import CONFIG
-    from ..run import check_float_run
-
+    folder. `command` names who needs it in the messages for what is not a float run folder, and is refused
+    by name (before the model is built) when the run's task cannot do it yet."""
     path = Path(path)
     check_float_run(path, command)
-    task = task_of(load_saved_config(path / CONFIG)) if (path / CONFIG).is_file() else find_task("classify")
+    task = run_task(path)
+    task.refuse(command, path)
     return task.load_run(path, device, command)
