@@ -108,21 +108,24 @@ class DetectionRun:
     def predict(self, inputs: Any, conf: float = CONF, iou: float = IOU) -> list[dict]:
         """Images (paths, folders, PIL images or arrays) -> [{"path", "width", "height", "boxes": [{"label",
         "score", "box": [x1, y1, x2, y2]}]}], boxes above `conf` after class-wise NMS at `iou`."""
-        from torchvision.ops import batched_nms
-
         items = _expand_inputs(inputs, list_images)
         if not items:
             raise ConvlabError("predict: no images given (folders given held no image files)")
         images = [read_rgb(source) for _, source in items]
-        results = []
-        for (name, _), image, found in zip(items, images, self.detect_images(images)):
-            keep = found["scores"] >= conf
-            boxes, scores, labels = (torch.from_numpy(found[k][keep]) for k in ("boxes", "scores", "labels"))
-            chosen = batched_nms(boxes, scores, labels, iou).numpy()
-            results.append({"path": name, "width": int(image.shape[1]), "height": int(image.shape[0]),
-                            "boxes": [{"label": self.classes[int(labels[i])], "score": round(float(scores[i]), 5),
-                                       "box": [round(float(v), 2) for v in boxes[i]]} for i in chosen]})
-        return results
+        return [{"path": name, "width": int(image.shape[1]), "height": int(image.shape[0]),
+                 "boxes": self.select(found, conf, iou)}
+                for (name, _), image, found in zip(items, images, self.detect_images(images))]
+
+    def select(self, found: dict, conf: float = CONF, iou: float = IOU) -> list[dict]:
+        """One image's detect_images result -> predict's boxes [{"label", "score", "box": [x1, y1, x2, y2]}]:
+        those scoring at least `conf`, after class-wise NMS at `iou`, best first."""
+        from torchvision.ops import batched_nms  # lazy: start-up time
+
+        keep = found["scores"] >= conf
+        boxes, scores, labels = (torch.from_numpy(found[k][keep]) for k in ("boxes", "scores", "labels"))
+        chosen = batched_nms(boxes, scores, labels, iou).numpy()
+        return [{"label": self.classes[int(labels[i])], "score": round(float(scores[i]), 5),
+                 "box": [round(float(v), 2) for v in boxes[i]]} for i in chosen]
 
     def _in_run_classes(self, items: list[Annotated], classes: list[str]) -> list[Annotated]:
         if classes == self.classes:
