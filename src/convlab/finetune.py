@@ -76,8 +76,9 @@ def detector_start(conf: cfg.Config, origin: dict[str, str]) -> Start:
                                f"--model out, the source decides the detector")
         conf.model.name, origin["model"] = name, "source"
         weights, backbone = conf.finetune.weights, None
-    else:
+    else:  # the tutorial's second way: a Faster R-CNN on the network's features
         weights, backbone = None, conf.finetune.source
+        conf.model.name, origin["model"] = "fasterrcnn", "source"
 
     def build(channels: int, classes: int, image_size: tuple[int, int], dropout: float):
         return build_detector(conf.model.name, classes, max(image_size), weights=weights, backbone=backbone,
