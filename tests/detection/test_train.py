@@ -23,7 +23,9 @@ def _coco(folder, items, classes, boxes_of=lambda item: item.boxes):
         for item in group:
             images.append({"id": item.image_id, "file_name": str(item.path.relative_to(folder / "images")),
                            "width": item.width, "height": item.height})
-            for box, label in zip(boxes_of(item), item.labels):
+            boxes = boxes_of(item)
+            labels = np.concatenate([item.labels, np.zeros(len(boxes) - len(item.labels), np.int64)])
+            for box, label in zip(boxes, labels):
                 x1, y1, x2, y2 = (float(v) for v in box)
                 annotations.append({"id": len(annotations) + 1, "image_id": item.image_id, "category_id": int(label) + 1,
                                     "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})

@@ -18,7 +18,7 @@ from ..insight.attribution import METHODS, Settings
 from .learn import MAX_BOXES, FieldError, conv_steps, nms_rounds
 from .errors import RequestError, error
 from .limits import lookup, open_upload
-from .results import ModelViews, NoTorchGraph
+from .results import DetectionViews, ModelViews, NoTorchGraph, NotForDetectors
 from .state import ServerState, State
 from .uploads import read_images
 
@@ -79,12 +79,12 @@ def steps_query():
     return Query(DEFAULTS.steps, ge=1, le=MAX_STEPS, description="integral steps of ig and ig-blur")
 
 
-def view_of(state: ServerState, name: str) -> ModelViews:
+def view_of(state: ServerState, name: str) -> ModelViews | DetectionViews:
     """The views of the served model `name`, made on first use; names are looked up, never read as paths."""
     served = lookup(state.models, name)
     with state.views_lock:
         if name not in state.views:
-            state.views[name] = ModelViews(name, served.path, served.metrics)
+            state.views[name] = served.views()
         return state.views[name]
 
 
@@ -96,7 +96,7 @@ async def overlay(name: str, request: Request, state: ServerState, draw, headers
         data = await _one_upload(request, state.settings.max_images)
         max_pixels = state.settings.max_pixels
         png, first, second = await run_in_threadpool(lambda: draw(view, open_upload(data, max_pixels)))
-    except (RequestError, ConvlabError) as err:  # NoTorchGraph is a ConvlabError
+    except (RequestError, ConvlabError) as err:  # NoTorchGraph and NotForDetectors are ConvlabErrors
         return _refusal(name, err)
     return Response(png, media_type="image/png", headers=headers(first, second))
 
@@ -185,7 +185,7 @@ def _refusal(name: str, err: RequestError | ConvlabError) -> Response:
     """The 4xx JSON answer of a page route for model `name` that raised `err`."""
     if isinstance(err, RequestError):
         return error(err.status, err.message, err.headers)
-    if isinstance(err, NoTorchGraph):  # its message names the model already
+    if isinstance(err, (NoTorchGraph, NotForDetectors)):  # its message names the model already
         return error(422, str(err))
     return error(422, f"model {name!r}: {err}")
 
