@@ -217,3 +217,28 @@ def test_compare_scores_detectors_by_map_and_keeps_tasks_apart(shapes_run, digit
     assert [column.header for column in comparison_table(rows).columns][6] == "mAP"
     with pytest.raises(ConvlabError, match="compare ranks runs of one task"):
         compare([digits_run.path, shapes_run.path], latency_seconds=0.01)
+
+
+@pytest.mark.slow
+def test_tune_scores_detection_trials_by_validation_map(tmp_path):
+    import csv
+
+    import torch
+    from rich.console import Console
+
+    from convlab.insight.tune import tune
+
+    (tmp_path / "data").mkdir()
+    threads = torch.get_num_threads()
+    try:
+        result = tune(tmp_path / "study", ["lr=0.001,0.003"], trials=2, search="grid", data="shapes",
+                      data_dir=str(tmp_path / "data"), epochs=2, threads=1, console=Console(file=io.StringIO()))
+    finally:
+        torch.set_num_threads(threads)
+    for trial in result.study.trials:
+        run_dir = tmp_path / "study" / "trials" / f"trial-{trial.number:04d}"
+        with open(run_dir / "metrics.csv") as handle:
+            best_val_map = max(float(row["val_map"]) for row in csv.DictReader(handle))
+        assert trial.value == pytest.approx(best_val_map)
+        assert trial.user_attrs["test_map"] == json.loads((run_dir / "metrics.json").read_text())["map"]
+    assert "validation mAP" in (tmp_path / "study" / "best.yaml").read_text()
