@@ -10,6 +10,8 @@ from PIL import Image
 
 from .conftest import running_server
 
+pytestmark = pytest.mark.slow  # the shapes run they share trains for ~20 s
+
 OIP_OUTPUTS = [{"name": "boxes", "datatype": "FP32", "shape": [-1, 4]},
                {"name": "scores", "datatype": "FP32", "shape": [-1]},
                {"name": "labels", "datatype": "BYTES", "shape": [-1]},
@@ -165,7 +167,6 @@ def test_a_detector_is_served_with_torch_only(shapes_run):
         load_served("shapes", shapes_run.path, backend="onnx")
 
 
-@pytest.mark.slow
 def test_tritonclient_reads_the_detection_outputs(shapes_run, shapes_pngs):
     """A real `convlab serve` of the run: tritonclient's binary and JSON answers split by `count` give the boxes
     of the same server's /predict."""
