@@ -89,6 +89,24 @@ def test_boxes_are_in_the_uploaded_images_pixels(detector_client, shapes_run, sh
     same_boxes(answer["boxes"], expected, pixels=0.05 if side == 256 else side / 64, score=0.02)
 
 
+def test_boxes_of_an_exif_rotated_upload_are_in_the_image_as_shown(detector_client, shapes_run, shapes_pngs,
+                                                                  tmp_path):
+    """A photo stored sideways with EXIF orientation 6: width, height and boxes are those of the image as shown,
+    as predict reads it."""
+    shown = np.zeros((96, 64, 3), np.uint8)
+    shown[16:80] = np.asarray(Image.open(shapes_pngs[1]).convert("RGB"))
+    stored = Image.fromarray(shown).transpose(Image.Transpose.ROTATE_90)  # orientation 6 turns it back
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "sideways.png"
+    stored.save(path, exif=exif)
+    answer = detector_client().post("/predict/shapes", files=multipart([path])).json()[0]
+    assert (answer["width"], answer["height"]) == (64, 96)
+    expected = shapes_run.predict([path])[0]
+    assert expected["boxes"] and (expected["width"], expected["height"]) == (64, 96)
+    same_boxes(answer["boxes"], expected["boxes"])
+
+
 def test_batched_requests_get_their_own_boxes(detector_client, shapes_pngs):
     """Images of one request run in passes of at most --max-batch; each image gets its own boxes back."""
     one_by_one = [detector_client().post("/predict/shapes", files=multipart([path])).json()[0]
