@@ -22,7 +22,6 @@ Loader = Literal["auto", "memory", "streaming"]
 Amp = Literal["auto", "off", "bf16", "fp16"]
 Switch = Literal["auto", "on", "off"]
 Engine = Literal["torch", "scratch"]
-TaskName = Literal["classify", "detect"]
 
 
 def _opt(default, help: str, **checks):
@@ -46,7 +45,7 @@ class DataConfig:
     loader: Loader = _opt("auto", "memory: whole dataset as one tensor on the device; streaming: a decoded-image "
                                   "cache on disk (workers read it for a GPU); auto: memory when it fits (folders)")
     strict: bool = _opt(False, "stop at the first unreadable image of a folder instead of skipping it with a warning")
-    task: TaskName | None = _opt(None, "classify or detect (default: the dataset's: coco:, yolo:, voc: and shapes "
+    task: str | None = _opt(None, "classify or detect (default: the dataset's: coco:, yolo:, voc: and shapes "
                                        "are detection)")
 
 

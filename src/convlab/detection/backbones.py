@@ -16,6 +16,7 @@ from torch import nn
 
 from ..errors import ConvlabError
 from ..models.pretrained import parse_source, read_weights_file
+from .checked import load_checked
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 TUTORIAL_SIDE = 800  # torchvision's Faster R-CNN default shorter side, whose anchors the tutorial uses
@@ -65,13 +66,13 @@ def parse_backbone(spec: str) -> tuple[nn.Module, int, list[float], list[float]]
     if kind == "torchvision":
         import torchvision  # lazy: start-up time
 
-        from ..models.torchvision_models import torchvision_names
+        from ..models.torchvision_models import torchvision_names  # lazy: start-up time
 
         if name not in torchvision_names():
             raise ConvlabError(f"--backbone {spec}: torchvision has no classifier {name!r}; see `convlab models`")
         return torchvision.models.get_model(name, weights=None), 3, IMAGENET_MEAN, IMAGENET_STD
     if spec.startswith("model:") and "@" in spec:
-        from ..models.registry import create_model
+        from ..models.registry import create_model  # lazy: start-up time
 
         name, _, shape = spec[len("model:"):].rpartition("@")
         try:
@@ -96,7 +97,6 @@ def backbone_detector(source: str, weights: str | None, classes: int, image_size
     classifier, channels, spec_mean, spec_std = parse_backbone(spec)
     body = feature_layers(classifier)
     if state is not None:
-        from .models import load_checked
 
         load_checked(body, state, f"--backbone {source}" if weights is None else f"--weights {weights}", spec)
     backbone = ClassifierBackbone(body, channels, mean or spec_mean, std or spec_std)
@@ -117,7 +117,7 @@ def _resolve(source: str, weights: str | None):
         state = read_weights_file(weights)
         return source, {k[len("features."):] if k.startswith("features.") else k: v for k, v in state.items()
                         if _is_feature_key(k, state)}, None, None
-    from ..run import load_run  # lazy: a run folder is read only when one is given
+    from ..run import load_run  # lazy: start-up time (a run folder is read only when one is given)
 
     run = load_run(source, command="--backbone")
     if getattr(run, "task", "classify") != "classify":

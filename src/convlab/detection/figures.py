@@ -109,7 +109,7 @@ def draw_boxes(image: Image.Image, boxes, labels, scores, classes: list[str]) ->
 def write_detection_figures(run, history: list[dict]) -> None:
     """A detection run folder's pictures: training curves, PR curves and the confusion matrix at IoU 0.5 on the
     test split (the predictions its evaluation kept), and the training boxes' sizes and classes."""
-    from .metrics import confusion_at_iou, pr_curves  # lazy: the COCO evaluator is the detect extra
+    from .metrics import confusion_at_iou, pr_curves  # lazy: start-up time (the COCO evaluator, the detect extra)
 
     if history:
         plot_curves(history, run.path / CURVES)

@@ -24,6 +24,8 @@ from torch import nn
 from ..errors import ConvlabError
 from ..models.freeze import HEAD
 from ..models.weights import WEIGHT_SUFFIXES, load_state_dict_file
+from .backbones import backbone_detector
+from .checked import load_checked
 
 COCO_CLASSES = 91  # torchvision's COCO weights: 90 category ids and the background slot 0
 
@@ -196,7 +198,6 @@ def build_detector(name: str, num_classes: int, image_size: int | None, weights:
     if num_classes < 1:
         raise ConvlabError(f"a detector needs at least one class, got {num_classes}")
     if backbone is not None:
-        from .backbones import backbone_detector
 
         model, spec = backbone_detector(backbone, backbone_weights, num_classes + 1, image_size)
         return Detector(model, f"fasterrcnn on {spec}", num_classes, backbone_spec=spec)
@@ -223,25 +224,6 @@ def read_detector_weights(path: str | Path) -> dict[str, torch.Tensor]:
         if all(k.startswith(prefix) for k in state):
             state = {k[len(prefix):]: v for k, v in state.items()}
     return state
-
-
-def load_checked(model: nn.Module, state: dict[str, torch.Tensor], where: str, architecture: str) -> None:
-    """Load `state` into `model` strictly, or refuse in one line naming the first keys that differ.
-
-    BatchNorm's num_batches_tracked may be absent (torchvision's detection weights use frozen BatchNorm)."""
-    expected = model.state_dict()
-    optional = lambda k: k.endswith("num_batches_tracked")  # noqa: E731
-    missing = sorted(k for k in expected if k not in state and not optional(k))
-    unexpected = sorted(k for k in state if k not in expected)
-    shapes = sorted(f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}" for k in expected
-                    if k in state and state[k].shape != expected[k].shape)
-    parts = [f"{label} {', '.join(keys[:3])}{f' and {len(keys) - 3} more' if len(keys) > 3 else ''}"
-             for label, keys in (("missing", missing), ("unexpected", unexpected),
-                                 ("wrong shape (file vs model)", shapes)) if keys]
-    if parts:
-        raise ConvlabError(f"{where} does not fit {architecture}: {'; '.join(parts)}; give a state dict saved "
-                           f"from that architecture")
-    model.load_state_dict(state, strict=False)
 
 
 def set_image_size(model: nn.Module, image_size: int | None) -> nn.Module:

@@ -10,11 +10,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import Config
+from ..config import Config, load_saved_config
+from ..data.decode import list_images
 from ..errors import ConvlabError
 from ..files import write_json
 from ..layout import CONFIG, LABELS, METRICS, PREPROCESS, WEIGHTS
 from ..models.weights import save_safetensors
+from ..run import _check_labels, _expand_inputs, read_metrics
+from .batches import resize_longer
+from .models import build_detector
+from .run_data import read_detection_data
 from .targets import Annotated
 
 CONF = 0.25  # predict's default score threshold (Ultralytics' default); mAP is computed on every box
@@ -67,8 +72,6 @@ class DetectionRun:
     def detect_images(self, images: list[np.ndarray], batch: int = 8) -> list[dict]:
         """RGB uint8 (H, W, 3) images of any size -> per image {"boxes" (M, 4) xyxy in the image's pixels,
         "labels" (M,) 0-based, "scores" (M,)} as NumPy arrays, every box the detector keeps (for mAP)."""
-        from .batches import resize_longer  # the loader's resize: the same input as training
-
         self.model.to(self.device).eval()
         out = []
         with torch.inference_mode():
@@ -88,7 +91,7 @@ class DetectionRun:
     def evaluate(self, data: str | None = None, data_dir: str | Path | None = None,
                  items: list[Annotated] | None = None, classes: list[str] | None = None) -> dict:
         """COCO metrics on the run's test split, another dataset's (`data`, as --data names it), or `items`."""
-        from .metrics import coco_metrics
+        from .metrics import coco_metrics  # lazy: start-up time (the COCO evaluator, the detect extra)
 
         if items is None:
             items, classes = self.test_items(data, data_dir)
@@ -99,17 +102,12 @@ class DetectionRun:
 
     def test_items(self, data: str | None = None, data_dir: str | Path | None = None):
         """The run's test split (or `data`'s) as (items, their classes)."""
-        from .run_data import read_detection_data
-
         found = read_detection_data(self.config, data, None if data_dir is None else str(data_dir))
         return found.test, found.classes
 
     def predict(self, inputs: Any, conf: float = CONF, iou: float = IOU) -> list[dict]:
         """Images (paths, folders, PIL images or arrays) -> [{"path", "width", "height", "boxes": [{"label",
         "score", "box": [x1, y1, x2, y2]}]}], boxes above `conf` after class-wise NMS at `iou`."""
-        from ..data.decode import list_images
-        from ..run import _expand_inputs
-
         items = _expand_inputs(inputs, list_images)
         if not items:
             raise ConvlabError("predict: no images given (folders given held no image files)")
@@ -121,7 +119,7 @@ class DetectionRun:
     def select(self, found: dict, conf: float = CONF, iou: float = IOU) -> list[dict]:
         """One image's detect_images result -> predict's boxes [{"label", "score", "box": [x1, y1, x2, y2]}]:
         those scoring at least `conf`, after class-wise NMS at `iou`, best first."""
-        from torchvision.ops import batched_nms
+        from torchvision.ops import batched_nms  # lazy: start-up time
 
         keep = found["scores"] >= conf
         boxes, scores, labels = (torch.from_numpy(found[k][keep]) for k in ("boxes", "scores", "labels"))
@@ -170,10 +168,6 @@ def load_detection_run(path: Path, device) -> DetectionRun:
     """A detection run folder -> DetectionRun (the folder's files checked as load_run checks a classifier's)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
-
-    from ..config import load_saved_config
-    from ..run import _check_labels, read_metrics
-    from .models import build_detector
 
     for required in (CONFIG, LABELS, PREPROCESS, WEIGHTS):
         if not (path / required).is_file():

@@ -68,7 +68,7 @@ class Detect(Task):
     @staticmethod
     def validate(model, loader, loss_fn) -> dict:
         """COCO mAP@[.5:.95] and AP50 on the validation images."""
-        from ..detection.metrics import coco_metrics  # lazy: the COCO evaluator is the detect extra
+        from ..detection.metrics import coco_metrics  # lazy: start-up time (the COCO evaluator, the detect extra)
 
         model.eval()
         found = []
