@@ -10,6 +10,8 @@ from PIL import Image
 
 from .conftest import running_server
 
+pytestmark = pytest.mark.slow  # the shapes run they share trains for ~20 s
+
 OIP_OUTPUTS = [{"name": "boxes", "datatype": "FP32", "shape": [-1, 4]},
                {"name": "scores", "datatype": "FP32", "shape": [-1]},
                {"name": "labels", "datatype": "BYTES", "shape": [-1]},
@@ -85,6 +87,24 @@ def test_boxes_are_in_the_uploaded_images_pixels(detector_client, shapes_run, sh
     expected = shapes_run.predict([large], conf=0.5)[0]["boxes"]
     assert expected, "the run finds a shape in the image"
     same_boxes(answer["boxes"], expected, pixels=0.05 if side == 256 else side / 64, score=0.02)
+
+
+def test_boxes_of_an_exif_rotated_upload_are_in_the_image_as_shown(detector_client, shapes_run, shapes_pngs,
+                                                                  tmp_path):
+    """A photo stored sideways with EXIF orientation 6: width, height and boxes are those of the image as shown,
+    as predict reads it."""
+    shown = np.zeros((96, 64, 3), np.uint8)
+    shown[16:80] = np.asarray(Image.open(shapes_pngs[1]).convert("RGB"))
+    stored = Image.fromarray(shown).transpose(Image.Transpose.ROTATE_90)  # orientation 6 turns it back
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "sideways.png"
+    stored.save(path, exif=exif)
+    answer = detector_client().post("/predict/shapes", files=multipart([path])).json()[0]
+    assert (answer["width"], answer["height"]) == (64, 96)
+    expected = shapes_run.predict([path])[0]
+    assert expected["boxes"] and (expected["width"], expected["height"]) == (64, 96)
+    same_boxes(answer["boxes"], expected["boxes"])
 
 
 def test_batched_requests_get_their_own_boxes(detector_client, shapes_pngs):
@@ -165,7 +185,6 @@ def test_a_detector_is_served_with_torch_only(shapes_run):
         load_served("shapes", shapes_run.path, backend="onnx")
 
 
-@pytest.mark.slow
 def test_tritonclient_reads_the_detection_outputs(shapes_run, shapes_pngs):
     """A real `convlab serve` of the run: tritonclient's binary and JSON answers split by `count` give the boxes
     of the same server's /predict."""

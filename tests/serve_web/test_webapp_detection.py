@@ -9,6 +9,8 @@ pytest.importorskip("fastapi", reason="the web app needs the serve extra (pip in
 from browser import open_page  # noqa: E402
 from webapp_server import live_server, make_app, served  # noqa: E402
 
+pytestmark = pytest.mark.slow  # the shapes run they share trains for ~20 s
+
 
 @pytest.fixture(scope="module")
 def both(models, shapes_run):
@@ -47,7 +49,6 @@ def test_maps_are_refused_for_a_detection_run(both, shape_png, method, url):
         assert answer.json()["error"].startswith("no Grad-CAM or attribution maps: shapes is a detection run")
 
 
-@pytest.mark.slow
 def test_predict_draws_the_boxes_and_runs_shows_map(both, shape_png):
     with open_page() as (page, problems), live_server(make_app(both)) as url:
         expected = httpx.post(f"{url}/predict/shapes?conf=0.25&iou=0.5",
