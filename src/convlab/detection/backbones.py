@@ -120,7 +120,7 @@ def _resolve(source: str, weights: str | None):
     from ..run import load_run  # lazy: start-up time (a run folder is read only when one is given)
 
     run = load_run(source, command="--backbone")
-    if getattr(run, "task", "classify") != "classify":
+    if run.task != "classify":
         raise ConvlabError(f"--backbone {source}: a {run.task} run; give a classification run folder")
     if weights is not None:
         raise ConvlabError(f"--backbone {source}: a run folder brings its own weights; leave --weights out")
