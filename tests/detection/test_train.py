@@ -12,7 +12,7 @@ from convlab.detection.synthetic import make_shapes
 from convlab.layout import BOXES, CHECKPOINTS, CONFUSION, CURVES, PR_CURVES
 from convlab.pipeline import train
 from convlab.tasks import load_run
-from tests.cli_output import assert_one_line_error, run_cli
+from cli_output import assert_one_line_error, run_cli
 
 
 def _coco(folder, items, classes, boxes_of=lambda item: item.boxes):
