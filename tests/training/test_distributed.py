@@ -58,3 +58,18 @@ def test_torchrun_two_gloo_processes(tmp_path):
     # Two ranks take half the steps per epoch (twice the global batch): close, not identical.
     assert distributed_accuracy >= 0.9 and single_accuracy >= 0.9
     assert abs(distributed_accuracy - single_accuracy) <= 0.05
+
+
+@pytest.mark.slow  # two torchrun processes
+def test_torchrun_trains_a_detector_with_one_run_folder(tmp_path):
+    """A detection run under torchrun: both ranks train their half, rank 0 alone writes, validation is mAP."""
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    args = ["train", "--data", "shapes", "--data-dir", str(tmp_path / "data"), "--epochs", "2", "--quiet",
+            "--threads", "1", "--out", str(tmp_path / "run")]
+    (tmp_path / "data").mkdir()
+    ddp = run_convlab(args, tmp_path, launcher)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert "distributed: 2 processes, 87 training images each per epoch (gloo)" in ddp.stdout
+    assert ddp.stdout.count("run folder:") == 1 and ddp.stdout.count("val_mAP") == 2
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["num_images"] == 48 and 0 <= metrics["map"] <= metrics["map50"] <= 1
