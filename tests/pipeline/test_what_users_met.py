@@ -13,6 +13,7 @@ import torch
 from rich.console import Console
 
 import convlab
+from convlab.data.run_data import load_run_data
 from convlab import pipeline
 from convlab.cli import main
 from convlab.data.batches import Normalization
@@ -143,11 +144,11 @@ def test_normalization_comes_from_the_training_rows_with_either_loader(tmp_path,
     runs = {loader: convlab.train(data=f"imagefolder:{root}", model="tiny-cnn", epochs=1, image_size=12,
                                   loader=loader, val_fraction=0.3, out=str(tmp_path / loader), quiet=True)
             for loader in ("memory", "streaming")}
-    assert isinstance(pipeline.load_run_data(runs["streaming"].config).splits.train.images, np.memmap)
+    assert isinstance(load_run_data(runs["streaming"].config).splits.train.images, np.memmap)
     memory, streamed = (runs[k].preprocess for k in ("memory", "streaming"))
     assert streamed.mean == pytest.approx(memory.mean, abs=1e-12)
     assert streamed.std == pytest.approx(memory.std, abs=1e-12)
-    data = pipeline.load_run_data(runs["memory"].config)  # ... and they are the training rows' statistics
+    data = load_run_data(runs["memory"].config)  # ... and they are the training rows' statistics
     rows_only = Normalization.of(data.splits.train.images[data.train_rows])
     all_rows = Normalization.of(data.splits.train.images)
     assert memory.mean == pytest.approx(rows_only.mean) and memory.mean != pytest.approx(all_rows.mean)
