@@ -154,6 +154,16 @@ def test_a_backbone_weights_file_that_does_not_fit_names_the_file(tmp_path):
                        backbone_weights=str(tmp_path / "resnet18.safetensors"))
 
 
+@pytest.mark.parametrize("spec, message", [
+    ("runs/missing", "--backbone runs/missing: no such run folder"),
+    ("torchvision:resnet_18", "--backbone torchvision:resnet_18: torchvision has no classifier 'resnet_18'"),
+    ("model:mnist-cnn@1x28", "--backbone model:mnist-cnn@1x28: write model:NAME@CxHxW"),
+])
+def test_a_backbone_convlab_cannot_find_is_refused_by_name(spec, message):
+    with pytest.raises(ConvlabError, match=message):
+        build_detector("ignored", 2, 64, backbone=spec)
+
+
 def test_a_classification_run_becomes_a_backbone(digits_run):
     detector = build_detector("ignored", 3, 64, backbone=str(digits_run.path))
     size = digits_run.preprocess.size

@@ -79,7 +79,8 @@ def parse_backbone(spec: str) -> tuple[nn.Module, int, list[float], list[float]]
         except ValueError:
             raise ConvlabError(f"--backbone {spec}: write model:NAME@CxHxW, e.g. model:mnist-cnn@1x28x28") from None
         return create_model(name, channels, 2, (height, width)), channels, [0.5] * channels, [0.25] * channels
-    raise ConvlabError(f"--backbone {spec}: give torchvision:NAME, a convlab run folder or model:NAME@CxHxW")
+    raise ConvlabError(f"--backbone {spec}: no such run folder; give a convlab classification run folder, "
+                       f"torchvision:NAME or model:NAME@CxHxW")
 
 
 def backbone_detector(source: str, weights: str | None, classes: int, image_size: int | None) -> tuple[nn.Module, str]:

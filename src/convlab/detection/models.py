@@ -37,10 +37,9 @@ class Detector(nn.Module):
     labels are shifted by one inside; RetinaNet and FCOS score each class on its own and need no shift.
     """
 
-    def __init__(self, model: nn.Module, name: str, num_classes: int, backbone_spec: str | None = None):
+    def __init__(self, model: nn.Module, num_classes: int, backbone_spec: str | None = None):
         super().__init__()
         self.model = model
-        self.name = name
         self.num_classes = num_classes
         self.backbone_spec = backbone_spec  # a classification backbone's architecture (detection/backbones.py)
         self.shift = 1 if kind_of(model).background else 0
@@ -121,13 +120,13 @@ def _reset_dense(model: nn.Module, classes: int) -> None:
 def _reset_ssd(model: nn.Module, classes: int) -> None:
     """SSD(lite): the last conv of each level's classification block."""
     head = model.head.classification_head
-    for block in head.module_list:
-        last = block[-1] if isinstance(block, nn.Sequential) else block
+    for i, block in enumerate(head.module_list):
+        last = block[-1] if isinstance(block, nn.Sequential) else block  # SSDlite's blocks end in the conv
         new = _new_logits(last, last.out_channels // head.num_columns, classes, 0.03, None)
         if isinstance(block, nn.Sequential):
             block[-1] = new
         else:
-            head.module_list[list(head.module_list).index(block)] = new
+            head.module_list[i] = new
     head.num_columns = classes
 
 
@@ -199,15 +198,14 @@ def build_detector(name: str, num_classes: int, image_size: int | None, weights:
         from .backbones import backbone_detector
 
         model, spec = backbone_detector(backbone, backbone_weights, num_classes + 1, image_size)
-        return Detector(model, f"fasterrcnn on {spec}", num_classes, backbone_spec=spec)
+        return Detector(model, num_classes, backbone_spec=spec)
     entry = find_detector(name)
     shift = 1 if entry.background else 0
     if weights is None:
-        return Detector(entry.builder(num_classes + shift, image_size), name, num_classes)
-    state = read_detector_weights(weights)
-    detector = Detector(entry.builder(entry.weights_classes or num_classes + shift, image_size), name,
-                        (entry.weights_classes or num_classes + shift) - shift)
-    load_checked(detector.model, state, f"--weights {weights}", name)
+        return Detector(entry.builder(num_classes + shift, image_size), num_classes)
+    saved_classes = entry.weights_classes or num_classes + shift  # what the file's class layers hold
+    detector = Detector(entry.builder(saved_classes, image_size), saved_classes - shift)
+    load_checked(detector.model, read_detector_weights(weights), f"--weights {weights}", name)
     if detector.num_classes != num_classes:
         detector.reset_classes(num_classes)
     return detector
