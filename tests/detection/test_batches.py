@@ -13,6 +13,12 @@ from convlab.detection.transforms import build_detection_augmentation
 from convlab.errors import ConvlabError
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small tensors: one thread is several times faster than two on a busy CPU (conftest restores the count)."""
+    torch.set_num_threads(1)
+
+
 def square_items(folder, count: int, width: int = 48, height: int = 32) -> list[Annotated]:
     """Black images, each with one white square whose left edge is the image's index: boxes name their image."""
     items = []

@@ -19,6 +19,12 @@ ISSUE_DETECTORS = {"ssdlite320_mobilenet_v3_large", "fasterrcnn_mobilenet_v3_lar
 LARGE = {name for name in DETECTORS if "resnet50" in name}
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small tensors: one thread is several times faster than two on a busy CPU (conftest restores the count)."""
+    torch.set_num_threads(1)
+
+
 def class_scores(detector: Detector) -> int:
     """How many class scores the detector's head gives per box (background included where it has one)."""
     model = detector.model
