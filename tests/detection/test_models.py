@@ -191,20 +191,22 @@ def _plan(detector, **finetune) -> FreezePlan:
     return FreezePlan.of(detector, conf)
 
 
-def test_freeze_backbone_holds_the_backbone_and_trains_the_heads():
+def test_freeze_backbone_holds_the_feature_extractor_and_trains_the_rest():
     torch.manual_seed(4)
     detector = build_detector("fasterrcnn_mobilenet_v3_large_320_fpn", 3, 96)
     plan = _plan(detector, freeze="backbone", strategy="full")
-    assert plan.groups[-1].name == HEAD and plan.groups[-1].modules == ["model.rpn", "model.roi_heads"]
-    assert plan.frozen == {n for n, _ in detector.named_parameters() if n.startswith("model.backbone.")}
+    assert plan.groups[-1].name == HEAD
+    assert plan.groups[-1].modules == ["model.backbone.fpn", "model.rpn", "model.roi_heads"]
+    assert plan.frozen == {n for n, _ in detector.named_parameters() if n.startswith("model.backbone.body.")}
     plan.apply_first_stage()
     before = {n: p.detach().clone() for n, p in detector.named_parameters()}
     optimizer = torch.optim.SGD(plan.optimizer_groups(), lr=0.1)
     sum(one_step_losses(detector).values()).backward()
     optimizer.step()
     moved = {n for n, p in detector.named_parameters() if not torch.equal(before[n], p)}
-    assert moved and all(n.startswith(("model.rpn.", "model.roi_heads.")) for n in moved)
-    assert all(not p.requires_grad for n, p in detector.named_parameters() if n.startswith("model.backbone."))
+    assert {n.split(".")[2] for n in moved if n.startswith("model.backbone.")} == {"fpn"}
+    assert {n.split(".")[1] for n in moved} == {"backbone", "rpn", "roi_heads"}
+    assert all(not p.requires_grad for n, p in detector.named_parameters() if n.startswith("model.backbone.body."))
 
 
 def test_two_stage_trains_the_heads_first_then_the_backbone():
