@@ -16,6 +16,9 @@ from torch import nn
 
 from ..errors import ConvlabError
 from ..models.pretrained import parse_source, read_weights_file
+from ..models.registry import create_model
+from ..models.torchvision_models import torchvision_names
+from ..models.weights import load_exact
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 TUTORIAL_SIDE = 800  # torchvision's Faster R-CNN default shorter side, whose anchors the tutorial uses
@@ -73,14 +76,10 @@ def parse_backbone(spec: str) -> tuple[nn.Module, int, list[float], list[float]]
     if kind == "torchvision":
         import torchvision  # lazy: start-up time
 
-        from ..models.torchvision_models import torchvision_names
-
         if name not in torchvision_names():
             raise ConvlabError(f"--backbone {spec}: torchvision has no classifier {name!r}; see `convlab models`")
         return torchvision.models.get_model(name, weights=None), 3, IMAGENET_MEAN, IMAGENET_STD
     if spec.startswith("model:") and "@" in spec:
-        from ..models.registry import create_model
-
         name, _, shape = spec[len("model:"):].rpartition("@")
         try:
             channels, height, width = (int(v) for v in shape.split("x"))
@@ -106,9 +105,7 @@ def backbone_detector(source: str, weights: str | None, classes: int, image_size
     classifier, channels, spec_mean, spec_std = parse_backbone(spec)
     body = feature_layers(classifier)
     if state is not None:
-        from .models import load_checked
-
-        load_checked(body, state, f"--backbone {source}" if weights is None else f"--weights {weights}", spec)
+        load_exact(body, state, f"--backbone {source}" if weights is None else f"--weights {weights}", spec)
     backbone = ClassifierBackbone(body, channels, mean or spec_mean, std or spec_std)
     side = image_size or TUTORIAL_SIDE
     sizes = tuple(max(2, round(side * f)) for f in ANCHOR_FRACTIONS)
@@ -127,7 +124,7 @@ def _resolve(source: str, weights: str | None):
         state = read_weights_file(weights)
         return source, {k[len("features."):] if k.startswith("features.") else k: v for k, v in state.items()
                         if _is_feature_key(k, state)}, None, None
-    from ..run import load_run  # lazy: a run folder is read only when one is given
+    from ..run import load_run  # lazy: start-up time (a run folder is read only when one is given)
 
     run = load_run(source, command="--backbone")
     if getattr(run, "task", "classify") != "classify":

@@ -23,7 +23,8 @@ from torch import nn
 
 from ..errors import ConvlabError
 from ..models.freeze import HEAD
-from ..models.weights import WEIGHT_SUFFIXES, load_state_dict_file
+from ..models.weights import WEIGHT_SUFFIXES, load_exact, load_state_dict_file
+from .backbones import backbone_detector
 
 COCO_CLASSES = 91  # torchvision's COCO weights: 90 category ids and the background slot 0
 
@@ -186,8 +187,6 @@ def build_detector(name: str, num_classes: int, image_size: int | None, weights:
     if num_classes < 1:
         raise ConvlabError(f"a detector needs at least one class, got {num_classes}")
     if backbone is not None:
-        from .backbones import backbone_detector
-
         model, spec = backbone_detector(backbone, backbone_weights, num_classes + 1, image_size)
         return Detector(model, num_classes, backbone_spec=spec)
     entry = find_detector(name)
@@ -196,7 +195,7 @@ def build_detector(name: str, num_classes: int, image_size: int | None, weights:
         return Detector(entry.builder(num_classes + shift, image_size), num_classes)
     saved_classes = entry.weights_classes or num_classes + shift  # what the file's class layers hold
     detector = Detector(entry.builder(saved_classes, image_size), saved_classes - shift)
-    load_checked(detector.model, read_detector_weights(weights), f"--weights {weights}", name)
+    load_exact(detector.model, read_detector_weights(weights), f"--weights {weights}", name)
     if detector.num_classes != num_classes:
         detector.reset_classes(num_classes)
     return detector
@@ -212,25 +211,6 @@ def read_detector_weights(path: str | Path) -> dict[str, torch.Tensor]:
         if all(k.startswith(prefix) for k in state):
             state = {k[len(prefix):]: v for k, v in state.items()}
     return state
-
-
-def load_checked(model: nn.Module, state: dict[str, torch.Tensor], where: str, architecture: str) -> None:
-    """Load `state` into `model` strictly, or refuse in one line naming the first keys that differ.
-
-    BatchNorm's num_batches_tracked may be absent (torchvision's detection weights use frozen BatchNorm)."""
-    expected = model.state_dict()
-    optional = lambda k: k.endswith("num_batches_tracked")  # noqa: E731
-    missing = sorted(k for k in expected if k not in state and not optional(k))
-    unexpected = sorted(k for k in state if k not in expected)
-    shapes = sorted(f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}" for k in expected
-                    if k in state and state[k].shape != expected[k].shape)
-    parts = [f"{label} {', '.join(keys[:3])}{f' and {len(keys) - 3} more' if len(keys) > 3 else ''}"
-             for label, keys in (("missing", missing), ("unexpected", unexpected),
-                                 ("wrong shape (file vs model)", shapes)) if keys]
-    if parts:
-        raise ConvlabError(f"{where} does not fit {architecture}: {'; '.join(parts)}; give a state dict saved "
-                           f"from that architecture")
-    model.load_state_dict(state, strict=False)
 
 
 def set_image_size(model: nn.Module, image_size: int | None) -> nn.Module:
