@@ -118,7 +118,7 @@ def test_standard_augmentation_keeps_boxes_on_the_objects(tmp_path):
     standard = build_detection_augmentation("standard")
     generator = torch.Generator().manual_seed(0)
     for _ in range(10):
-        out, boxes, labels = standard(image, torch.from_numpy(item.boxes), torch.from_numpy(item.labels), generator)
+        out, boxes, _ = standard(image, torch.from_numpy(item.boxes), torch.from_numpy(item.labels), generator)
         rows, cols = np.nonzero(out.float().mean(0).numpy() > 60)  # the square, whatever the colour jitter did
         drawn = [cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]
         assert len(boxes) == 1 and np.abs(np.array(boxes[0].tolist()) - drawn).max() <= 1.5

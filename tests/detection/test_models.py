@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from convlab.config import Config
-from convlab.detection.models import (DETECTORS, Detector, build_detector, find_detector, list_detectors)
+from convlab.detection.models import DETECTORS, Detector, build_detector, find_detector, list_detectors
 from convlab.detection.synthetic import make_shapes
 from convlab.errors import ConvlabError
 from convlab.models.freeze import HEAD

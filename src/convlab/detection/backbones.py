@@ -118,19 +118,24 @@ def backbone_detector(source: str, weights: str | None, classes: int, image_size
 
 def _resolve(source: str, weights: str | None):
     """-> (spec, the feature layers' state or None, mean, std (None: the spec's own))."""
-    if not Path(source).is_dir():
-        if weights is None:
-            return source, None, None, None
-        state = read_weights_file(weights)
-        return source, {k[len("features."):] if k.startswith("features.") else k: v for k, v in state.items()
-                        if _is_feature_key(k, state)}, None, None
+    if Path(source).is_dir():
+        return _run_backbone(source, weights)
+    if weights is None:
+        return source, None, None, None
+    state = read_weights_file(weights)
+    features = {k.removeprefix("features."): v for k, v in state.items() if _is_feature_key(k, state)}
+    return source, features, None, None
+
+
+def _run_backbone(folder: str, weights: str | None):
+    """A classification run folder -> the `model:` spec of its network, its features' weights, mean and std."""
     from ..run import load_run  # lazy: start-up time (a run folder is read only when one is given)
 
-    run = load_run(source, command="--backbone")
-    if getattr(run, "task", "classify") != "classify":
-        raise ConvlabError(f"--backbone {source}: a {run.task} run; give a classification run folder")
     if weights is not None:
-        raise ConvlabError(f"--backbone {source}: a run folder brings its own weights; leave --weights out")
+        raise ConvlabError(f"--backbone {folder}: a run folder brings its own weights; leave --weights out")
+    run = load_run(folder, command="--backbone")
+    if getattr(run, "task", "classify") != "classify":
+        raise ConvlabError(f"--backbone {folder}: a {run.task} run; give a classification run folder")
     height, width = run.preprocess.size
     spec = f"model:{run.config.model.name}@{run.preprocess.channels}x{height}x{width}"
     state = {k: v.detach().clone() for k, v in feature_layers(run.model).state_dict().items()}

@@ -108,8 +108,7 @@ def load_exact(model: nn.Module, state: dict[str, torch.Tensor], where: str, arc
 
     BatchNorm's num_batches_tracked may be absent (torchvision's detection weights use frozen BatchNorm)."""
     expected = model.state_dict()
-    optional = lambda k: k.endswith("num_batches_tracked")  # noqa: E731
-    missing = sorted(k for k in expected if k not in state and not optional(k))
+    missing = sorted(k for k in expected if k not in state and not k.endswith("num_batches_tracked"))
     unexpected = sorted(k for k in state if k not in expected)
     shapes = sorted(f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}" for k in expected
                     if k in state and state[k].shape != expected[k].shape)
