@@ -9,7 +9,7 @@ __all__ = ["ConvlabError", "Run", "attribute", "create_model", "finetune", "list
 # name -> the module that defines it: imported on first use, so `convlab --help` (which imports this
 # package) starts without torch, and `convlab predict` never loads the training pipeline.
 _LAZY = {"list_datasets": ".data.registry", "load_dataset": ".data.registry", "create_model": ".models.registry",
-         "list_models": ".models.registry", "Run": ".run", "load_run": ".run", "train": ".pipeline",
+         "list_models": ".models.registry", "Run": ".run", "load_run": ".tasks", "train": ".pipeline",
          "attribute": ".insight.attribution"}
 
 

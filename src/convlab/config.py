@@ -45,6 +45,8 @@ class DataConfig:
     loader: Loader = _opt("auto", "memory: whole dataset as one tensor on the device; streaming: a decoded-image "
                                   "cache on disk (workers read it for a GPU); auto: memory when it fits (folders)")
     strict: bool = _opt(False, "stop at the first unreadable image of a folder instead of skipping it with a warning")
+    task: str | None = _opt(None, "classify or detect (default: the dataset's: coco:, yolo:, voc: and shapes "
+                                       "are detection)")
 
 
 @dataclass

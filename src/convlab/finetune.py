@@ -32,24 +32,65 @@ def finetune(source: str | Path | None = None, config: str | Path | None = None,
     fine-tune run folder whose last checkpoint is continued, in the freeze state of its stage; `callbacks` run
     before the built-in ones, as for `convlab.train`.
     """
-    from .models.heads import parse_head  # lazy: start-up time (`import convlab` needs no torch)
     from .pipeline import Job, resolve_job_config, run_pipeline  # lazy: start-up time
+    from .tasks import task_of  # lazy: start-up time
 
     if source is not None:
         overrides["source"] = str(source)
     conf, origin = resolve_job_config(overrides, config, resume, "convlab.finetune()")
-    parse_head(conf.finetune.head)  # a wrong --head fails before the source is loaded
     if conf.finetune.source is None:
         raise ConvlabError("finetune needs --from SOURCE: a run folder, torchvision:NAME or timm:NAME")
+    start = STARTS[task_of(conf).name](conf, origin)
+    job = Job(conf, origin, start, "finetune", resume is not None,
+              callbacks=list(callbacks or []), sections=SECTIONS, console=console)
+    return run_pipeline(job)
+
+
+def classifier_start(conf: cfg.Config, origin: dict[str, str]) -> Start:
+    """A classifier fine-tune: the source's network and weights, a new head for the data's classes."""
+    from .models.heads import parse_head  # lazy: start-up time (`import convlab` needs no torch)
+
+    parse_head(conf.finetune.head)  # a wrong --head fails before the source is loaded
     pretrained = load_source(conf.finetune.source, conf.finetune.weights)
     take_from_source(conf, origin, pretrained)
     start = pretrained_start(conf, pretrained)
     note = unaugmented_head(conf, origin)
     if note:
         start.notes.append(note)
-    job = Job(conf, origin, start, "finetune", resume is not None,
-              callbacks=list(callbacks or []), sections=SECTIONS, console=console)
-    return run_pipeline(job)
+    return start
+
+
+def detector_start(conf: cfg.Config, origin: dict[str, str]) -> Start:
+    """A detector fine-tune. --from names a detector (torchvision:fasterrcnn_..., its COCO weights with --weights:
+    the class layers are rebuilt) or a classification network to build one on (torchvision:NAME with an ImageNet
+    --weights FILE, or a convlab run folder: the texts' fine-tuning, a pretrained feature extractor)."""
+    from .detection.models import DETECTORS, build_detector  # lazy: start-up time
+    from .models.pretrained import parse_source  # lazy: start-up time
+    from .pipeline import Start  # lazy: start-up time
+
+    kind, name = parse_source(conf.finetune.source)
+    detector = kind == "torchvision" and name in DETECTORS
+    if detector:
+        if origin["model"] in ("flag", "file") and conf.model.name != name:
+            raise ConvlabError(f"--model {conf.model.name} does not match --from {conf.finetune.source}; leave "
+                               f"--model out, the source decides the detector")
+        conf.model.name, origin["model"] = name, "source"
+        weights, backbone = conf.finetune.weights, None
+    else:  # the tutorial's second way: a Faster R-CNN on the network's features
+        weights, backbone = None, conf.finetune.source
+        conf.model.name, origin["model"] = "fasterrcnn", "source"
+
+    def build(channels: int, classes: int, image_size: tuple[int, int], dropout: float):
+        return build_detector(conf.model.name, classes, max(image_size), weights=weights, backbone=backbone,
+                              backbone_weights=None if detector else conf.finetune.weights)
+
+    what = f"{conf.model.name} from {conf.finetune.source}" if detector else f"a detector on {backbone}'s features"
+    return Start(build, freeze=True, notes=[f"fine-tuning {what}" + (f" with weights {conf.finetune.weights}"
+                                                                       if conf.finetune.weights else "")])
+
+
+# The task's way to start a fine-tune (tasks/): what --from and --weights mean for it.
+STARTS = {"classify": classifier_start, "detect": detector_start}
 
 
 def pretrained_start(conf: cfg.Config, pretrained: Pretrained) -> Start:

@@ -29,18 +29,18 @@ from torch import nn
 
 from . import config as cfg
 from . import scratch
-from .data.augment import build_augmentation
-from .data.batches import BatchLoader, Normalization
+from .data.batches import Normalization
 from .data.registry import parse_data_name
-from .data.run_data import RunData, load_run_data
-from .data.streaming import StreamingLoader
+from .data.run_data import RunData
+from .detection.checks import CLIPPED
 from .errors import ConvlabError
-from .evaluate.plots import PlotProcess, draw_run_plots, start_plot_process
+from .evaluate.plots import PlotProcess, start_plot_process
 from .files import write_json
-from .layout import (CHECKPOINTS, CONFIG, CONFUSION, CURVES, DATA_ISSUES, HISTORY, LAST, RUN_MARKERS,
+from .layout import (CHECKPOINTS, CONFIG, DATA_ISSUES, HISTORY, LAST, RUN_MARKERS,
                      TENSORBOARD, version_block)
-from .models.registry import count_parameters, create_model, find_model
-from .run import Preprocess, Run
+from .models.registry import find_model
+from .run import Run
+from .tasks import task_of
 from .training import distributed, performance
 from .training.callbacks import BestModel, EarlyStopping, History, PlainLogger, ProgressBar, find_callback
 from .training.checkpoint import Checkpointer, check_free_space, checkpoint_bytes, checkpoint_position
@@ -55,7 +55,6 @@ from .training.resume import elastic_restart as elastic_restart_of, resume_confi
 from .training.scratch_engine import check_options as check_scratch_options, fit_scratch, scratch_retrain_hint
 
 MAX_ISSUE_LINES = 20  # warnings printed one per file; the rest are in data_issues.json
-VAL_BATCH = 512
 
 # A builder gets (in_channels, num_classes, (height, width), dropout) and returns the model.
 Builder = Callable[[int, int, tuple[int, int], float], nn.Module]
@@ -75,9 +74,8 @@ class Start:
 
     @classmethod
     def fresh(cls, conf: cfg.Config) -> "Start":
-        """A new model of conf.model.name with random weights."""
-        return cls(lambda channels, classes, size, dropout: create_model(conf.model.name, channels, classes, size,
-                                                                         dropout))
+        """A new model of conf.model.name with random weights (a classifier or a detector: the task's)."""
+        return cls(task_of(conf).fresh_builder(conf))
 
 
 @dataclass
@@ -100,6 +98,7 @@ class Job:
 def run_pipeline(job: Job) -> Run:
     """Train as `job` says and write its run folder; returns the Run (rank 0's under torchrun)."""
     conf = job.conf
+    conf.data.task = task_of(conf).name  # inferred from the data unless --task gave it; saved in config.yaml
     ranks, device = distributed.setup(pick_device(conf.train.device), conf.train.dist_timeout)
     console = job.console or Console(highlight=False, soft_wrap=True)
     silent = None
@@ -109,6 +108,7 @@ def run_pipeline(job: Job) -> Run:
     plotter = None
     try:
         print_config(console, conf, job.origin, job.sections)
+        refuse_options(conf)
         check_engine(job, ranks)
         if conf.train.tensorboard:
             from .evaluate.tensorboard import summary_writer_class  # lazy: start-up time (tensorboard is large)
@@ -128,15 +128,15 @@ def run_pipeline(job: Job) -> Run:
 
 def _run(job: Job, console: Console, ranks: distributed.Distributed, device: torch.device,
          plotter: PlotProcess | None) -> Run:
-    conf, start = job.conf, job.start
+    conf, start, task = job.conf, job.start, task_of(job.conf)
     seed_everything(conf.train.seed)
     if conf.train.engine == "scratch":
         device = torch.device("cpu")
 
-    # 1. the run's data: load, subset, the model's input, validation rows, normalization
-    data = load_run_data(conf, start.channels, start.size, who=f"--model {conf.model.name}")
+    # 1. the run's data (the task's): load, subset, the model's input, validation rows, normalization
+    data = task.load_data(conf, start)
     norm = start.norm or data.normalization()
-    channels, height, width = data.splits.shape
+    channels, height, width = data.shape
 
     # 2. the model, and the run folder it will be written to
     model = start.build(channels, len(data.classes), (height, width), conf.model.dropout)
@@ -164,21 +164,14 @@ def _run(job: Job, console: Console, ranks: distributed.Distributed, device: tor
 def _train_in(job: Job, console: Console, ranks: distributed.Distributed, device: torch.device,
               plotter: PlotProcess | None, data: RunData, norm: Normalization, model: nn.Module,
               run_dir: Path, restarted: bool = False) -> Run:
-    conf, start = job.conf, job.start
-    channels, height, width = data.splits.shape
+    conf, start, task = job.conf, job.start, task_of(job.conf)
     report_data_issues(console, data, run_dir)
-    for note in [*data.splits.notes, *start.notes]:
+    for note in [*data.notes, *start.notes]:
         console.print(f"note: {note}", markup=False)
     check_free_space(run_dir, checkpoint_bytes(model))
     if not job.resuming:  # saved now, so a run that dies can be resumed from its folder
         cfg.save_config(conf, run_dir / CONFIG, extra=version_block())
-    n_val = 0 if data.val_rows is None else len(data.val_rows)
-    gray = " (gray repeated)" if data.data_channels != channels else ""
-    source = "" if start.norm is None else f"; normalization from {start.normalization_from}"
-    console.print(f"data {data.splits.name}: {len(data.train_rows)} train / {n_val} val / {len(data.test)} test "
-                  f"images of {channels}x{height}x{width}{gray}, {len(data.classes)} classes; model "
-                  f"{conf.model.name}: {count_parameters(model):,} parameters{source}; device {device}",
-                  markup=False)
+    console.print(task.data_line(data, conf, model, start, device), markup=False)
     plan = FreezePlan.of(model, conf) if start.freeze else None  # a fine-tune: what trains when, at which rate
 
     # 3. placement: device, memory format, DDP, compile, precision; then the first stage of a freeze plan
@@ -194,13 +187,13 @@ def _train_in(job: Job, console: Console, ranks: distributed.Distributed, device
 
     # 4. loaders
     generator = torch.Generator().manual_seed(conf.train.seed)
-    train_loader, val_loader = make_loaders(data, conf, norm, device, channels_last, ranks, generator)
+    train_loader, val_loader = task.loaders(data, conf, norm, device, channels_last, ranks, generator)
     if ranks.enabled:
         console.print(f"distributed: {ranks.world_size} processes, {train_loader.num_samples} training images "
                       f"each per epoch ({'nccl' if device.type == 'cuda' else 'gloo'})")
 
     # a fine-tune's head-only stages train on the frozen backbone's features, computed once
-    features = None if plan is None else feature_stage(console, conf, plan, model, trained, data, norm,
+    features = None if plan is None or not task.feature_cache else feature_stage(console, conf, plan, model, trained, data, norm,
                                                        train_loader, val_loader, device, channels_last,
                                                        ranks.enabled)
     if features is not None:
@@ -209,7 +202,7 @@ def _train_in(job: Job, console: Console, ranks: distributed.Distributed, device
     # 5. parameter groups, optimizer, schedule, loss
     optimizer = build_optimizer(model, conf.optim, plan.optimizer_groups() if plan is not None else None)
     schedule = build_schedule(optimizer, conf.optim, conf.train.epochs, len(train_loader))
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=conf.optim.label_smoothing)
+    loss_fn = task.loss(conf)
     if job.loss_for is not None:
         loss_fn = job.loss_for(model, data, norm)
 
@@ -229,16 +222,13 @@ def _train_in(job: Job, console: Console, ranks: distributed.Distributed, device
         state, _ = fit_scratch(model, train_loader, val_loader, conf.optim, conf.train.epochs, callbacks)
     else:
         state = fit(trained, train_loader, val_loader, optimizer, schedule, loss_fn, conf.train.epochs, callbacks,
-                    precision=precision)
+                    precision=precision, step=task.step, validate=task.validate)
     train_seconds = time.perf_counter() - started
     distributed.teardown(ranks)
     cost = find_callback(callbacks, Checkpointer).cost_line()
     if cost:
         console.print(cost, markup=False)
-    preprocess = Preprocess([height, width], channels, norm.mean, norm.std, start.normalization_from,
-                            data.data_channels if data.data_channels != channels else None,
-                            "channels_last" if channels_last else "contiguous")
-    run = Run(run_dir, model, conf, data.classes, preprocess, device=device)
+    run = task.make_run(run_dir, model, conf, data, norm, channels_last, device, start)
     if not ranks.is_main:
         return run
     stopper = find_callback(callbacks, EarlyStopping)
@@ -247,24 +237,25 @@ def _train_in(job: Job, console: Console, ranks: distributed.Distributed, device
                       f"{stopper.patience} epochs", markup=False)
 
     # 8. test metrics and the run folder
-    metrics = run.evaluate(arrays=data.test, classes=data.classes)
+    metrics = task.test_metrics(run, data)
     metrics.update(train_seconds=round(train_seconds, 3), best_epoch=state.best_epoch or state.epoch,
                    epochs_run=state.epoch)
     if plan is not None:
         metrics["freeze"] = state.extra.get("freeze")
     run.metrics = metrics
-    write_run(run, history.rows, plotter)
+    write_run(run, history.rows, plotter, task)
     if not job.keep_checkpoints:
         shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)
-    print_summary(console, run)
+    print_summary(console, run, task)
     return run
 
 
 # --- the steps ---------------------------------------------------------------------------------------------
 
 def recipe_for(data_name: str) -> dict:
+    """The dataset's recipe, and its task: the data says whether a run classifies or detects."""
     entry, _ = parse_data_name(data_name)
-    return entry.recipe
+    return {"task": entry.task, **entry.recipe}
 
 
 def seed_everything(seed: int) -> None:
@@ -272,6 +263,16 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     scratch.nn.manual_seed(seed)  # dropout in the scratch engine
+
+
+def refuse_options(conf: cfg.Config) -> None:
+    """What the run's task cannot do yet is refused by name before any data is loaded."""
+    task = task_of(conf)
+    for option, given in (("--engine scratch", conf.train.engine == "scratch"),
+                          ("--tensorboard", conf.train.tensorboard), ("--loader streaming", conf.data.loader ==
+                                                                      "streaming")):
+        if given:
+            task.refuse(option)
 
 
 def check_engine(job: Job, ranks: distributed.Distributed) -> None:
@@ -299,9 +300,9 @@ def make_callbacks(job: Job, console: Console, run_dir: Path, ranks: distributed
     """Everything around the loop, in order: the job's own, the freeze schedule, the NaN guard, progress, history,
     best model, early stopping, TensorBoard and, last, the checkpointer (it saves what the others updated).
     Callers find one by its type (find_callback), not by its place in the list."""
-    conf = job.conf
-    history = History(run_dir / HISTORY)
-    best = BestModel()
+    conf, task = job.conf, task_of(job.conf)
+    history = History(run_dir / HISTORY, task.history_fields)
+    best = BestModel(task.monitor, task.mode)
     callbacks = [*job.callbacks]
     if plan is not None:
         callbacks.append(plan.callback(lambda line: console.print(line, markup=False)))
@@ -312,7 +313,7 @@ def make_callbacks(job: Job, console: Console, run_dir: Path, ranks: distributed
         callbacks.insert(0, distributed.AllReduceMetrics(device))
     stateful = {"history": history, "best": best}
     if conf.train.early_stop and val_loader is not None:
-        stateful["early_stop"] = EarlyStopping(conf.train.early_stop)
+        stateful["early_stop"] = EarlyStopping(conf.train.early_stop, task.monitor, task.mode)
         callbacks.append(stateful["early_stop"])
     elif conf.train.early_stop:
         console.print("note: --early-stop needs a validation split (--val-fraction > 0); it is off")
@@ -331,27 +332,6 @@ def make_callbacks(job: Job, console: Console, run_dir: Path, ranks: distributed
                                   resumable=job.resumable and conf.train.engine != "scratch",
                                   every=conf.train.checkpoint_every))  # last: saves what the others updated
     return callbacks, history
-
-
-def make_loaders(data: RunData, conf: cfg.Config, norm: Normalization, device: torch.device, channels_last: bool,
-                 ranks: distributed.Distributed, generator: torch.Generator):
-    """Training and validation batches: in memory as one tensor, or streamed from the decoded-image cache."""
-    augment = build_augmentation(conf.data.augment, min(data.splits.shape[1:]), data.splits.hflip)
-    shard = {"rank": ranks.rank, "world_size": ranks.world_size}
-    if data.streamed:
-        train = data.splits.train
-        train_loader = StreamingLoader(train.images, train.labels, data.train_rows, conf.train.batch_size, norm,
-                                       device, shuffle=True, augment=augment, generator=generator,
-                                       channels_last=channels_last, **shard)
-        val_loader = None if data.val_rows is None else StreamingLoader(
-            train.images, train.labels, data.val_rows, VAL_BATCH, norm, device, channels_last=channels_last)
-        return train_loader, val_loader
-    train_loader = BatchLoader(data.train_arrays(), conf.train.batch_size, norm, device, shuffle=True,
-                               augment=augment, generator=generator, channels_last=channels_last, **shard)
-    val_set = data.val_arrays()
-    val_loader = None if val_set is None else BatchLoader(val_set, VAL_BATCH, norm, device,
-                                                          channels_last=channels_last)
-    return train_loader, val_loader
 
 
 def run_dir_path(conf: cfg.Config) -> Path:
@@ -445,29 +425,33 @@ def print_resume(console: Console, run_dir: Path, ranks: distributed.Distributed
 
 
 def report_data_issues(console: Console, data: RunData, run_dir: Path) -> None:
-    """Warn about each skipped image and write them to data_issues.json in the run folder."""
-    issues = data.splits.issues
-    if not issues:
+    """Warn about each skipped image (and each dropped or clipped box) and write them to data_issues.json."""
+    issues, boxes = data.issues, data.box_issues
+    if not issues and not boxes:
         return
-    for issue in issues[:MAX_ISSUE_LINES]:
-        console.print(f"warning: skipped {issue['path']}: {issue['problem']}", markup=False)
-    if len(issues) > MAX_ISSUE_LINES:
-        console.print(f"warning: ... and {len(issues) - MAX_ISSUE_LINES} more", markup=False)
-    console.print(f"warning: {len(issues)} unreadable images skipped (listed in {run_dir / DATA_ISSUES}; "
-                  "--strict makes them an error)", markup=False)
-    write_json(run_dir / DATA_ISSUES, {"skipped": len(issues), "files": issues})
+    lines = [f"skipped {issue['path']}: {issue['problem']}" for issue in issues]
+    lines += [f"{box['file']}: image {box['image']}, box {box['index']}: {box['problem']}" for box in boxes]
+    for line in lines[:MAX_ISSUE_LINES]:
+        console.print(f"warning: {line}", markup=False)
+    if len(lines) > MAX_ISSUE_LINES:
+        console.print(f"warning: ... and {len(lines) - MAX_ISSUE_LINES} more", markup=False)
+    counted = [f"{len(issues)} unreadable images skipped"] if issues else []
+    dropped = sum(box["problem"] != CLIPPED for box in boxes)
+    counted += [f"{dropped} boxes dropped, {len(boxes) - dropped} clipped"] if boxes else []
+    console.print(f"warning: {'; '.join(counted)} (listed in {run_dir / DATA_ISSUES}; --strict makes unreadable "
+                  "images an error)", markup=False)
+    document = {"skipped": len(issues), "files": issues}
+    if boxes:
+        document.update(boxes_dropped=dropped, boxes_clipped=len(boxes) - dropped, boxes=boxes)
+    write_json(run_dir / DATA_ISSUES, document)
 
 
-def write_run(run: Run, history: list[dict], plotter: PlotProcess | None = None) -> None:
-    """Config, weights, metrics and plots; the plots by `plotter`'s child process when there is one."""
+def write_run(run, history: list[dict], plotter: PlotProcess | None = None, task=None) -> None:
+    """Config, weights, metrics and the task's figures; the plots by `plotter`'s child process when there is one."""
     cfg.save_config(run.config, run.path / CONFIG, extra=version_block())
     run.save_model()
     run.save_metrics()
-    matrix, curves, confusion = run.metrics["confusion_matrix"], run.path / CURVES, run.path / CONFUSION
-    if plotter is not None:
-        plotter.draw(history, matrix, run.classes, curves, confusion)
-    else:
-        draw_run_plots(history, matrix, run.classes, curves, confusion)
+    (task or task_of(run.config)).write_figures(run, history, plotter)
 
 
 def print_config(console: Console, conf: cfg.Config, origin: dict[str, str],
@@ -489,16 +473,12 @@ def _shown(value) -> str:
     return repr(float(f"{value:.12g}")) if isinstance(value, float) else str(value)
 
 
-def print_summary(console: Console, run: Run) -> None:
+def print_summary(console: Console, run, task=None) -> None:
     m = run.metrics
     for warning in m.get("warnings", []):
         console.print(f"warning: {warning}", markup=False)
-    parts = [f"accuracy {m['accuracy']:.4f}"]
-    if "top5_accuracy" in m:
-        parts.append(f"top-5 {m['top5_accuracy']:.4f}")
-    parts += [f"macro F1 {m['macro_f1']:.4f}", f"{m['num_samples']} images"]
-    console.print("test: " + "  ".join(parts) + f"  (best epoch {m['best_epoch']}, trained {m['train_seconds']:.1f}s)",
-                  markup=False)
+    line = (task or task_of(run.config)).summary(m)
+    console.print(f"test: {line}  (best epoch {m['best_epoch']}, trained {m['train_seconds']:.1f}s)", markup=False)
     console.print(f"run folder: {run.path}", markup=False)
 
 

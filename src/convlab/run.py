@@ -105,6 +105,8 @@ def _check_labels(classes) -> list[str]:
 class Run:
     """A trained model with its labels and preprocessing; what `convlab.train` returns and `load_run` loads."""
 
+    task = "classify"  # the task table's name (a detection run is a detection.run.DetectionRun)
+
     def __init__(self, path: Path, model: nn.Module, config: Config, classes: list[str], preprocess: Preprocess,
                  metrics: dict | None = None, device: torch.device | str = "cpu"):
         self.path = Path(path)

@@ -139,11 +139,14 @@ def test_models_and_datasets_lists(capsys):
     code, out, _ = run_cli(capsys, "models")
     assert code == 0
     assert "mnist-cnn" in out and "34,826" in out and "resnet18" in out
+    assert "tiny-detector" in out and "fasterrcnn_mobilenet_v3_large_320_fpn" in out
     code, out, _ = run_cli(capsys, "datasets")
-    lines = out.strip().splitlines()
-    assert code == 0 and len(lines) == 5
+    tasks, *lines = out.strip().splitlines()
+    assert code == 0 and tasks.startswith("tasks: classify (") and "detect (" in tasks
+    assert [line.split()[0] for line in lines] == ["digits", "mnist", "fashion-mnist", "cifar10", "imagefolder:PATH",
+                                                   "coco:PATH", "yolo:PATH", "voc:PATH", "shapes"]
     assert lines[0].startswith("digits") and "recipe: model=small-cnn" in lines[0]
-    assert any(line.startswith("imagefolder:PATH") for line in lines)
+    assert "recipe: task=detect model=tiny-detector" in lines[-1]
 
 
 @pytest.mark.parametrize("command", ["train", "eval", "predict", "models", "datasets"])

@@ -108,3 +108,32 @@ def _wait_ready(url: str, process: subprocess.Popen, timeout: float) -> None:
             pass
         time.sleep(0.1)
     raise AssertionError(f"convlab serve did not get ready within {timeout} s")
+
+
+@pytest.fixture(scope="session")
+def shapes_run(tmp_path_factory):
+    """The small detection run of these tests and the web app's (trained once per session)."""
+    from .detection_run import trained_shapes_run
+
+    return trained_shapes_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def shapes_pngs(tmp_path_factory) -> list[Path]:
+    """Generated shapes images (64x64 RGB PNG, squares, discs and triangles) that the run did not train on."""
+    from .detection_run import fresh_shapes
+
+    return fresh_shapes(tmp_path_factory.mktemp("shapes-pngs"))
+
+
+@pytest.fixture(scope="session")
+def served_shapes(shapes_run):
+    from convlab.serve.served import load_served
+
+    return load_served("shapes", shapes_run.path)
+
+
+@pytest.fixture
+def detector_client(make_client, served_shapes, served):
+    """make(**settings) -> a started TestClient over the shapes detector ('shapes') beside the digits classifier."""
+    return lambda **settings: make_client({"shapes": served_shapes, "digits": served}, **settings)

@@ -33,3 +33,11 @@ def right_digit(digits_run):
     predicted = digits_run.predict_arrays(test.images).argmax(1)
     i = int(np.flatnonzero(predicted == test.labels)[0])
     return png_bytes(test.images[i, 0]), digits_run.classes[test.labels[i]]
+
+
+@pytest.fixture(scope="session")
+def shapes_run(tmp_path_factory):
+    """The small detection run the server tests train (once per session, shared with tests/serve)."""
+    from serve.detection_run import trained_shapes_run
+
+    return trained_shapes_run(tmp_path_factory)

@@ -1,4 +1,5 @@
-"""`convlab explain conv|pool|linear|residual|backprop`: the arithmetic of each layer, step by step."""
+"""`convlab explain conv|pool|linear|residual|backprop|iou|nms`: the arithmetic of each layer and of a detector's
+box post-processing, step by step."""
 from __future__ import annotations
 
 import argparse
@@ -7,9 +8,10 @@ from ..errors import ConvlabError
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("explain", help="show the computation of a layer step by step",
-                            description="Print a layer's computation step by step with small numbers. Matrices "
-                                        "are written as rows separated by ';', e.g. --input \"1 0 2; 0 1 1\".")
+    parser = sub.add_parser("explain", help="show the computation of a layer, IoU or NMS step by step",
+                            description="Print a layer's computation, or a detector's IoU and NMS, step by step "
+                                        "with small numbers. Matrices are written as rows separated by ';', e.g. "
+                                        "--input \"1 0 2; 0 1 1\".")
     topics = parser.add_subparsers(dest="topic", metavar="TOPIC", parser_class=type(parser))
     topics.required = True
 
@@ -54,6 +56,24 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     for name, default in (("x", 2.0), ("w", 0.5), ("b", -0.5), ("target", 1.0)):
         backprop.add_argument(f"--{name}", type=float, default=default, metavar="X", help=f"(default: {default})")
     backprop.set_defaults(func=cmd_backprop)
+
+    iou = topics.add_parser("iou", help="intersection over union of two boxes",
+                            description="IoU of two boxes step by step, checked against torchvision.ops.box_iou. "
+                                        "A box is x1 y1 x2 y2: its top-left and bottom-right corners (y down).")
+    iou.add_argument("--a", metavar="BOX", help="first box, e.g. \"10 10 50 50\" (default: a small example)")
+    iou.add_argument("--b", metavar="BOX", help="second box, e.g. \"30 20 70 60\" (default: a small example)")
+    iou.set_defaults(func=cmd_iou)
+
+    nms = topics.add_parser("nms", help="non-maximum suppression: why a box disappears",
+                            description="Non-maximum suppression step by step, checked against "
+                                        "torchvision.ops.nms (batched_nms when the boxes have classes). Without "
+                                        "--boxes: six boxes on two people.")
+    nms.add_argument("--boxes", metavar="BOXES", help="boxes with scores, one per ';': \"x1 y1 x2 y2 score; ...\"; "
+                                                       "a sixth number is the box's class, and then boxes are "
+                                                       "compared only with boxes of their own class")
+    nms.add_argument("--iou", type=float, default=0.5, metavar="X",
+                     help="a box whose IoU with a kept box is above this is suppressed (default: 0.5)")
+    nms.set_defaults(func=cmd_nms)
 
 
 def _matrix(option: str, text: str | None):
@@ -109,3 +129,26 @@ def cmd_backprop(args) -> int:
     from ..scratch import explain  # lazy: start-up time (NumPy)
 
     return _show(lambda: explain.explain_backprop(args.x, args.w, args.b, args.target), "backprop")
+
+
+def cmd_iou(args) -> int:
+    from ..detection import explain  # lazy: start-up time (torch)
+
+    a, b = (None if text is None else _parsed(explain.parse_box, option, text)
+            for option, text in (("--a", args.a), ("--b", args.b)))
+    return _show(lambda: explain.explain_iou(a, b), "--a/--b")
+
+
+def cmd_nms(args) -> int:
+    from ..detection import explain  # lazy: start-up time (torch)
+
+    boxes, scores, classes = (None, None, None) if args.boxes is None else \
+        _parsed(explain.parse_scored_boxes, "--boxes", args.boxes)
+    return _show(lambda: explain.explain_nms(boxes, scores, args.iou, classes), "--iou")  # the boxes are checked
+
+
+def _parsed(parse, option: str, text: str):
+    try:
+        return parse(text)
+    except ValueError as err:
+        raise ConvlabError(f"{option} {text!r}: {err}") from None

@@ -65,19 +65,22 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     rp = sub.add_parser("report", help="one self-contained HTML report of a run",
                         description="Write an HTML report of a run (test metrics, confusion matrix, per-class "
                                     "table, curves, most confident mistakes with Grad-CAM, attribution maps with "
-                                    "their faithfulness scores, then the config and dataset samples); images are "
-                                    "embedded, so the file opens anywhere without a server or network.")
+                                    "their faithfulness scores, then the config and dataset samples; for a "
+                                    "detector: COCO metrics, PR curves and the confusion matrix at IoU 0.5, the "
+                                    "test images with the most missed and false boxes); images are embedded, so "
+                                    "the file opens anywhere without a server or network.")
     rp.add_argument("run_dir", metavar="RUN_DIR")
     rp.add_argument("--out", metavar="FILE", help="where to write it (default: RUN_DIR/report.html)")
-    rp.add_argument("--method", default="gradcam,saliency,ig", metavar="NAME[,NAME...]",
-                    help="attribution methods of the report's attribution section (default: gradcam,saliency,ig; "
-                         "'none' leaves the section out)")
+    rp.add_argument("--method", metavar="NAME[,NAME...]",
+                    help="attribution methods of a classifier report's attribution section (default: "
+                         "gradcam,saliency,ig; 'none' leaves the section out)")
     rp.set_defaults(func=cmd_report)
 
     tu = sub.add_parser("tune", help="hyperparameter search with Optuna (resumable)",
                         description="Search settings with an Optuna study stored in STUDY_DIR/study.db (or the "
                                     "--storage database, shared by workers); rerunning the same command "
-                                    "continues it. Trials are scored by their best validation accuracy and "
+                                    "continues it. Trials are scored by their best validation accuracy (mAP for "
+                                    "detection data) and "
                                     "pruned after any epoch that falls below the median of earlier trials. "
                                     "Writes STUDY_DIR/search.png and STUDY_DIR/best.yaml (use it with "
                                     "convlab train --config). Other flags are the fixed settings of every trial.")
@@ -120,9 +123,9 @@ def _image_paths(items: list[str]) -> list[Path]:
 
 def cmd_gradcam(args) -> int:
     from ..insight.gradcam import gradcam_files  # lazy: start-up time
-    from ..run import load_run  # lazy: start-up time
+    from ..tasks import load_run  # lazy: start-up time
 
-    run = load_run(args.run_dir)
+    run = load_run(args.run_dir, command="gradcam")
     for path in gradcam_files(run, _image_paths(args.images), Path(args.out), args.layer, args.class_label):
         print(path)
     return 0
@@ -131,11 +134,11 @@ def cmd_gradcam(args) -> int:
 def cmd_attribute(args) -> int:
     from ..data.splits import stratified_sample  # lazy: start-up time
     from ..insight.attribution import Settings, attribute  # lazy: start-up time
-    from ..run import load_run  # lazy: start-up time
+    from ..tasks import load_run  # lazy: start-up time
 
     given = {key: getattr(args, key) for key in ("samples", "steps", "layer", "mask")}
     settings = Settings(**{key: value for key, value in given.items() if value is not None})  # checks the ranges
-    run = load_run(args.run_dir)
+    run = load_run(args.run_dir, command="attribute")
     if args.test_images is not None:
         if args.images:
             raise ConvlabError("pass image files or --test-images N, not both")
@@ -174,9 +177,9 @@ def _print_evaluation(rows: list[dict]) -> None:
 
 def cmd_features(args) -> int:
     from ..insight.features import write_feature_maps  # lazy: start-up time
-    from ..run import load_run  # lazy: start-up time
+    from ..tasks import load_run  # lazy: start-up time
 
-    run = load_run(args.run_dir)
+    run = load_run(args.run_dir, command="features")
     (image,) = _image_paths([args.image])[:1]
     for path in write_feature_maps(run, image, Path(args.out)):
         print(path)
@@ -188,7 +191,7 @@ def cmd_report(args) -> int:
 
     from ..insight.attribution.registry import parse_methods  # lazy: start-up time
 
-    methods = [] if args.method == "none" else parse_methods(args.method)
+    methods = None if args.method is None else [] if args.method == "none" else parse_methods(args.method)
     print(build_report(args.run_dir, args.out, methods))
     return 0
 

@@ -6,7 +6,8 @@ import argparse
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     models = sub.add_parser("models", help="list the models", description="List the presets (with layers and "
-                            "parameter counts for the given data) and every torchvision classifier.")
+                            "parameter counts for the given data), every torchvision classifier and the "
+                            "detectors.")
     models.add_argument("--data", metavar="NAME", default="mnist",
                         help="count parameters for this dataset's image shape (default: mnist)")
     models.set_defaults(func=cmd_models)
@@ -33,12 +34,19 @@ def cmd_models(args) -> int:
     print(f"torchvision classifiers ({len(names)}; head sized to the classes, 1-channel input adapted):")
     for name in names:
         print(f"  {name}")
+    from ..detection.models import list_detectors  # lazy: start-up time
+
+    print("detectors (for detection data: coco:, yolo:, voc:, shapes; head sized to the classes):")
+    for detector in list_detectors():
+        print(f"  {detector.name:<38} {detector.description}")
     return 0
 
 
 def cmd_datasets(args) -> int:
     from ..data.registry import list_datasets  # lazy: start-up time
+    from ..tasks import TASKS  # lazy: start-up time (importing the tasks registers their datasets)
 
+    print(f"tasks: {', '.join(f'{name} ({task.description})' for name, task in TASKS.items())}")
     for entry in list_datasets():
         shape = "x".join(map(str, entry.shape)) if entry.shape else "any size"
         classes = f"{entry.num_classes} classes" if entry.num_classes else "classes from folders"

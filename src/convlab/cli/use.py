@@ -1,27 +1,44 @@
-"""`convlab eval` and `convlab predict`: using a trained run."""
+"""`convlab eval` and `convlab predict`: using a trained run (a classifier or a detector)."""
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 
 from ..errors import ConvlabError
+
+# predict's flags each task reads (dest -> flag); a flag given for a run of another task is refused by name
+PREDICT_FLAGS = {"classify": {"top_k": "--top-k"}, "detect": {"conf": "--conf", "iou": "--iou", "save": "--save"}}
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     ev = sub.add_parser("eval", help="metrics of a run on its test split or on other data",
-                        description="Evaluate a run folder on its test split, or on --data/--data-dir.")
+                        description="Evaluate a run folder on its test split, or on --data/--data-dir: accuracy "
+                                    "and per-class precision/recall/F1 for a classifier, COCO mAP@[.5:.95], AP50, "
+                                    "AP75, AP small/medium/large, AR@100 and per-class AP for a detector.")
     ev.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, a compressed variant folder or a .onnx file")
     ev.add_argument("--data", metavar="NAME", help="evaluate on this dataset's test split instead")
     ev.add_argument("--data-dir", metavar="DIR", help="folder with that dataset's files")
     ev.add_argument("--json", action="store_true", help="print the metrics as one JSON document")
     ev.set_defaults(func=cmd_eval)
 
-    pr = sub.add_parser("predict", help="classify images with a run",
-                        description="Classify image files or folders of images with a trained run.")
+    pr = sub.add_parser("predict", help="classify images, or find their objects, with a run",
+                        description="Classify image files or folders of images with a trained classifier (the "
+                                    "top classes), or find their objects with a detector (boxes, classes, scores).")
     pr.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, a compressed variant folder or a .onnx file")
     pr.add_argument("paths", metavar="PATH", nargs="+", help="image files or folders")
-    pr.add_argument("--top-k", type=int, default=5, metavar="K", help="how many classes to show (default: 5)")
-    pr.add_argument("--json", action="store_true", help='print [{"path", "top": [{"label", "prob"}]}] as JSON')
+    pr.add_argument("--top-k", type=int, metavar="K", help="classifier: how many classes to show (default: 5)")
+    pr.add_argument("--conf", type=float, metavar="X",
+                    help="detector: keep boxes scoring at least X, 0 to 1 (default: 0.25; 0 keeps every box "
+                         "the detector gives, those mAP is computed on)")
+    pr.add_argument("--iou", type=float, metavar="X",
+                    help="detector: per-class NMS drops a box overlapping a better one by more than X, 0 to 1 "
+                         "(default: 0.5; 1 keeps the detector's own NMS only)")
+    pr.add_argument("--save", metavar="DIR", help="detector: write each image with its boxes drawn to DIR/NAME.png")
+    pr.add_argument("--json", action="store_true",
+                    help='print JSON: classifier [{"path", "top": [{"label", "prob"}]}], detector [{"path", '
+                         '"width", "height", "boxes": [{"label", "score", "box": [x1, y1, x2, y2]}]}]')
     pr.set_defaults(func=cmd_predict)
 
 
@@ -36,12 +53,12 @@ def set_cpu_threads() -> None:
 
 def cmd_eval(args) -> int:
     from rich.console import Console
-    from rich.table import Table
 
     from ..compress.load import load_variant  # lazy: start-up time
+    from ..tasks import task_of  # lazy: start-up time
 
     set_cpu_threads()
-    run = load_variant(args.run_dir)
+    run = load_variant(args.run_dir, command="eval")
     metrics = run.evaluate(data=args.data, data_dir=args.data_dir)
     if args.json:
         print(json.dumps(metrics, indent=1, ensure_ascii=False))
@@ -49,6 +66,13 @@ def cmd_eval(args) -> int:
     console = Console(highlight=False, soft_wrap=True)
     for warning in metrics.get("warnings", []):
         console.print(f"warning: {warning}", markup=False)
+    EVAL_PRINTERS[task_of(run.config).name](console, run, metrics)
+    return 0
+
+
+def _print_classification(console, run, metrics: dict) -> None:
+    from rich.table import Table
+
     head = f"accuracy {metrics['accuracy']:.4f}"
     if "top5_accuracy" in metrics:
         head += f"  top-5 {metrics['top5_accuracy']:.4f}"
@@ -59,21 +83,88 @@ def cmd_eval(args) -> int:
         table.add_row(label, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}",
                       str(row["support"]))
     console.print(table)
-    return 0
+
+
+def _print_detection(console, run, metrics: dict) -> None:
+    from rich.table import Table
+
+    console.print(f"{run.path}: mAP@[.5:.95] {_value(metrics['map'])}  AP50 {_value(metrics['map50'])}  AP75 "
+                  f"{_value(metrics['map75'])}  ({metrics['num_images']} images, {metrics['num_boxes']} boxes)",
+                  markup=False)
+    console.print(f"AP small/medium/large {_value(metrics['map_small'])}/{_value(metrics['map_medium'])}/"
+                  f"{_value(metrics['map_large'])}  AR@100 {_value(metrics['mar100'])}  ('-': no such boxes)",
+                  markup=False)
+    table = Table("class", "AP@[.5:.95]")
+    for label, ap in metrics["per_class_ap"].items():
+        table.add_row(label, _value(ap, 3))
+    console.print(table)
+
+
+def _value(value: float | None, digits: int = 4) -> str:
+    """A COCO metric, or '-' where COCO defines none (no ground truth of that kind)."""
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+EVAL_PRINTERS = {"classify": _print_classification, "detect": _print_detection}
 
 
 def cmd_predict(args) -> int:
     from ..compress.load import load_variant  # lazy: start-up time
+    from ..tasks import task_of  # lazy: start-up time
 
-    if args.top_k < 1:
-        raise ConvlabError(f"--top-k must be at least 1, got {args.top_k}")
+    run = load_variant(args.run_dir, command="predict")
+    task = task_of(run.config).name
+    options = _predict_options(args, task, run.path)
     set_cpu_threads()
-    run = load_variant(args.run_dir)
-    results = run.predict(args.paths, top_k=args.top_k)
+    save = options.pop("save", None)
+    results = run.predict(args.paths, **options)
+    if save is not None:
+        from ..detection.drawn import save_drawn  # lazy: start-up time
+
+        save_drawn(results, run.classes, Path(save))
     if args.json:
         print(json.dumps(results, indent=1, ensure_ascii=False))
-        return 0
+    else:
+        PREDICTION_PRINTERS[task](results)
+    if save is not None:
+        print(f"images with boxes: {save}", file=sys.stderr)
+    return 0
+
+
+def _predict_options(args, task: str, path) -> dict:
+    """The flags given that the run's task reads, checked; a flag for another task's runs is refused by name."""
+    for other, flags in PREDICT_FLAGS.items():
+        for dest, flag in flags.items():
+            if other != task and getattr(args, dest) is not None:
+                raise ConvlabError(f"{flag} is for {other} runs; {path} is a {task} run"
+                                   + (f" (its flags: {', '.join(PREDICT_FLAGS[task].values())})"
+                                      if task in PREDICT_FLAGS else ""))
+    if args.top_k is not None and args.top_k < 1:
+        raise ConvlabError(f"--top-k must be at least 1, got {args.top_k}")
+    for flag, value in (("--conf", args.conf), ("--iou", args.iou)):
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise ConvlabError(f"{flag} must be between 0 and 1, got {value}")
+    return {dest: getattr(args, dest) for dest in PREDICT_FLAGS[task] if getattr(args, dest) is not None}
+
+
+def _print_top(results: list[dict]) -> None:
     for result in results:
         tops = "  ".join(f"{t['label']} {t['prob']:.3f}" for t in result["top"])
         print(f"{result['path']}: {tops}")
-    return 0
+
+
+def _print_boxes(results: list[dict]) -> None:
+    """One row per box (x1 y1 x2 y2 in the image's pixels); an image without boxes gets a row saying so."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("image", "class", "score", "x1", "y1", "x2", "y2")
+    for result in results:
+        if not result["boxes"]:
+            table.add_row(result["path"], "(no boxes)", "", "", "", "", "")
+        for box in result["boxes"]:
+            table.add_row(result["path"], box["label"], f"{box['score']:.3f}", *(f"{v:.1f}" for v in box["box"]))
+    Console(highlight=False, soft_wrap=True).print(table)
+
+
+PREDICTION_PRINTERS = {"classify": _print_top, "detect": _print_boxes}

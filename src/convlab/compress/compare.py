@@ -1,9 +1,10 @@
-"""One table of model variants: size, accuracy and latency per image at batch 1 and 64, plus a bar chart.
+"""One table of model variants: size, test metric and latency per image at batch 1 and 64, plus a bar chart.
 
 Every variant is evaluated on its run's own test split (variants of one run share it; `data` puts every
 variant on that dataset's split) and timed in this process, one after another, on this machine's CPU: the
 numbers compare variants with each other, not with other machines. When the rows were scored on different
-splits, the table says per row which.
+splits, the table says per row which. The metric is the runs' task's test metric (accuracy for classifiers,
+mAP@[.5:.95] for detectors); one table holds runs of one task.
 """
 from __future__ import annotations
 
@@ -14,13 +15,22 @@ from typing import Callable
 import torch
 from rich.table import Table
 
+from ..errors import ConvlabError
 from ..evaluate.plots import new_figure
+from ..tasks import task_of
 from .measure import MB, file_size, gzip_size, measure_latency, weight_sparsity
 from .load import load_variant
 from .quantize import QuantizedRun, quantized_engine
 from .variant import variant_kind, weights_path
 
 BATCH_SIZES = (1, 64)
+METRIC_NAMES = {"accuracy": "accuracy", "map": "mAP"}  # a task's test metric as the table and chart name it
+
+# Each task's test split (loaded once for the variants of one run) and its metrics on it.
+TEST_SPLITS = {"classify": (lambda run, data, data_dir: run.test_data(data, data_dir),
+                            lambda run, test: run.evaluate(arrays=test)),
+               "detect": (lambda run, data, data_dir: run.test_items(data, data_dir),
+                          lambda run, test: run.evaluate(items=test[0], classes=test[1]))}
 
 
 def variant_label(path: Path) -> str:
@@ -33,19 +43,24 @@ def compare(paths: list[str | Path], data: str | None = None, data_dir: str | No
     """Evaluate and time each run, variant folder or .onnx file; one dict per variant, in order."""
     rows = []
     test_sets: dict[tuple, object] = {}
+    tasks = set()
     for path in paths:
-        run = load_variant(path)
+        run = load_variant(path, command="compare")
+        task = task_of(run.config)
+        tasks.add(task.name)
+        if len(tasks) > 1:
+            raise ConvlabError(f"compare ranks runs of one task by its test metric; {path} is a {task.name} run "
+                               f"and the others are not: compare them separately")
         conf = run.config.data
+        load_split, evaluate = TEST_SPLITS[task.name]
         # Variants of one run share its test split; the key is what defines it (data, folder, size, classes).
         key = (data or conf.name, data_dir if data_dir is not None else (conf.data_dir if data is None else None),
-               conf.image_size, None if data else conf.classes, run.preprocess.channels, tuple(run.preprocess.size),
-               tuple(run.classes))
+               conf.image_size, None if data else conf.classes, str(run.preprocess.to_json()), tuple(run.classes))
         if key not in test_sets:
-            test_sets[key] = run.test_data(data, data_dir)
-        test = test_sets[key]
+            test_sets[key] = load_split(run, data, data_dir)
         context = quantized_engine(run.engine) if isinstance(run, QuantizedRun) else nullcontext()
         with context:
-            metrics = run.evaluate(arrays=test)
+            metrics = evaluate(run, test_sets[key])
             latency = measure_latency(run, BATCH_SIZES, latency_seconds, threads)
         weights = weights_path(run)
         model = getattr(run, "model", None)
@@ -53,8 +68,9 @@ def compare(paths: list[str | Path], data: str | None = None, data_dir: str | No
             not isinstance(run, QuantizedRun) else None
         rows.append({"variant": variant_label(path), "kind": variant_kind(run), "model": run.config.model.name,
                      "path": str(path), "size_mb": file_size(weights) / MB, "gzip_mb": gzip_size(weights) / MB,
-                     "sparsity": sparsity, "accuracy": metrics["accuracy"], "test_data": data or conf.name,
-                     "test_images": metrics["num_samples"],
+                     "sparsity": sparsity, "metric": task.test_metric, task.test_metric: metrics[task.test_metric],
+                     "test_data": data or conf.name,
+                     "test_images": metrics.get("num_samples", metrics.get("num_images")),  # classify's, detect's
                      "threads": threads or torch.get_num_threads(),
                      **{f"ms_per_image_batch_{b}": latency[f"batch_{b}"] for b in BATCH_SIZES}})
     return rows
@@ -78,15 +94,30 @@ def _columns(rows: list[dict]) -> list[tuple[str, str, Callable[[dict], str]]]:
     return columns + [
         ("size MB", "right", lambda r: f"{r['size_mb']:.3f}"), ("gzip MB", "right", lambda r: f"{r['gzip_mb']:.3f}"),
         ("sparsity", "right", lambda r: "-" if r["sparsity"] is None else f"{r['sparsity']:.2f}"),
-        ("accuracy", "right", lambda r: f"{r['accuracy']:.4f}"),
+        (_metric_name(rows), "right", lambda r: _score_text(_score(r))),
         ("ms/img b=1", "right", lambda r: f"{r['ms_per_image_batch_1']:.4f}"),
         ("ms/img b=64", "right", lambda r: f"{r['ms_per_image_batch_64']:.4f}")]
 
 
+def _metric_name(rows: list[dict]) -> str:
+    metric = rows[0].get("metric", "accuracy") if rows else "accuracy"
+    return METRIC_NAMES.get(metric, metric)
+
+
+def _score(row: dict) -> float | None:
+    """The row's test metric (rows written before detection have no "metric": accuracy)."""
+    return row[row.get("metric", "accuracy")]
+
+
+def _score_text(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
 def table_title(rows: list[dict]) -> str:
-    """What the accuracies were scored on and how latency was timed."""
+    """What the metric was scored on and how latency was timed."""
     threads = rows[0]["threads"] if rows else 0
-    scored = shared_test_split(rows) or "accuracy on each row's own test split (test data: dataset and images)"
+    scored = shared_test_split(rows) or (f"{_metric_name(rows)} on each row's own test split (test data: dataset "
+                                         f"and images)")
     return (f"{scored}; latency: ms per image (fastest of repeated calls), {threads} CPU thread"
             f"{'s' if threads != 1 else ''}")
 
@@ -111,7 +142,7 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def plot_comparison(rows: list[dict], path: Path) -> None:
-    """Three panels of horizontal bars: size, accuracy, latency per image at batch 1 and 64."""
+    """Three panels of horizontal bars: size, test metric, latency per image at batch 1 and 64."""
     import numpy as np
 
     labels = [row["variant"] for row in rows]
@@ -122,11 +153,11 @@ def plot_comparison(rows: list[dict], path: Path) -> None:
     axes[0].barh(y, [row["gzip_mb"] for row in rows], color="tab:cyan", height=0.4, label="gzip -9")
     axes[0].set_title("size (MB)")
     axes[0].legend(fontsize=8)
-    accuracy = [row["accuracy"] for row in rows]
-    axes[1].barh(y, accuracy, color="tab:green")
-    axes[1].set_xlim(max(0.0, min(accuracy) - 0.05), 1.0)
-    axes[1].set_title("test accuracy")
-    for i, value in enumerate(accuracy):
+    scores = [_score(row) or 0.0 for row in rows]  # a metric COCO cannot define is drawn as 0
+    axes[1].barh(y, scores, color="tab:green")
+    axes[1].set_xlim(max(0.0, min(scores) - 0.05), 1.0)
+    axes[1].set_title(f"test {_metric_name(rows)}")
+    for i, value in enumerate(scores):
         axes[1].text(value, i, f" {value:.4f}", va="center", fontsize=8)
     axes[2].barh(y - 0.2, [row["ms_per_image_batch_1"] for row in rows], height=0.4, label="batch 1",
                  color="tab:orange")

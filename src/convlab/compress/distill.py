@@ -21,7 +21,8 @@ from ..data.batches import Normalization
 from ..data.run_data import RunData
 from ..errors import ConvlabError
 from ..layout import CONFIG, WEIGHTS, version_block
-from ..run import Run, load_run
+from ..run import Run
+from ..tasks import load_run
 from ..training.callbacks import Callback
 from .measure import cost_metrics
 

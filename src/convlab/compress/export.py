@@ -203,6 +203,9 @@ def load_onnx(path: str | Path, threads: int = 0) -> OnnxRun:
         raise ConvlabError(f"{path}: not a readable ONNX file ({str(err).splitlines()[0] if str(err) else err})") \
             from None
     meta = {entry.key: entry.value for entry in proto.metadata_props}
+    if meta.get("convlab.task", "classify") != "classify":
+        raise ConvlabError(f"{path} is an exported {meta['convlab.task']} model; convlab opens exported classifiers "
+                           f"only (for now): pass the run folder it was exported from")
     if "convlab.labels" not in meta or "convlab.preprocess" not in meta:
         raise ConvlabError(f"{path} has no convlab labels/preprocessing in its metadata; export it with "
                            f"'convlab export RUN_DIR'")

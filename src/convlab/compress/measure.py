@@ -90,18 +90,23 @@ def torch_threads(threads: int):
 
 def measure_latency(run, batch_sizes: tuple[int, ...] = (1, 64), min_seconds: float = 0.3,
                     threads: int = 1) -> dict[str, float]:
-    """Milliseconds per image at each batch size, for a Run (PyTorch, CPU) or an OnnxRun (onnxruntime).
+    """Milliseconds per image at each batch size, for a Run (PyTorch, CPU), an OnnxRun (onnxruntime) or a
+    DetectionRun (square images of its side, post-processing included).
 
     One thread by default: on a shared or busy machine, multi-threaded timings of small models
     measure the other processes more than the model.
     """
-    images = latency_images(run.preprocess.channels, run.preprocess.size, max(batch_sizes))
+    detector = hasattr(run, "detect_images")  # a detector takes a list of (3, H, W) images in [0, 1]
+    size = [run.preprocess.side] * 2 if detector else run.preprocess.size
+    images = latency_images(run.preprocess.channels, size, max(batch_sizes))
     result = {}
     with torch_threads(threads):
         for batch_size in batch_sizes:
             batch = images[:batch_size]
             if hasattr(run, "session_call"):  # an exported ONNX model: timed through onnxruntime
                 call = run.session_call(batch, threads)
+            elif detector:
+                call = torch_call(run.model.cpu(), list(torch.from_numpy(batch).float().div(255)))
             else:
                 call = torch_call(run.model.cpu(), run.preprocess.norm.apply(torch.from_numpy(batch)))
             result[f"batch_{batch_size}"] = round(time_per_image(call, batch_size, min_seconds), 5)

@@ -22,7 +22,8 @@ from torch.nn.utils import prune
 
 from ..errors import ConvlabError
 from ..layout import WEIGHTS
-from ..run import Run, load_run
+from ..run import Run
+from ..tasks import load_run
 from ..training.callbacks import Callback
 from .measure import cost_metrics, prunable_weights, weight_sparsity
 from .variant import variant_folder, write_variant_files

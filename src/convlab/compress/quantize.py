@@ -33,7 +33,8 @@ from ..data.run_data import load_run_data
 from ..errors import ConvlabError
 from ..layout import CONFIG, LABELS, PREPROCESS, QUANTIZED_WEIGHTS, WEIGHTS
 from ..models.weights import save_safetensors
-from ..run import Preprocess, Run, load_run, read_metrics, run_architecture
+from ..run import Preprocess, Run, read_metrics, run_architecture
+from ..tasks import load_run
 from .measure import cost_metrics
 from .variant import variant_folder, write_variant_files
 

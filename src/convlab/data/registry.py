@@ -26,18 +26,19 @@ class DatasetEntry:
     recipe: dict = field(default_factory=dict)  # flat config keys -> defaults for this dataset
     takes_argument: bool = False  # "imagefolder:PATH"
     streams: bool = False  # the loader takes loader="auto"|"memory"|"streaming" (decoded-image cache)
+    task: str = "classify"  # the task its labels are for (tasks/); a detection loader gets (data_dir, arg, seed)
 
 
 DATASETS: dict[str, DatasetEntry] = {}
 
 
 def register_dataset(name: str, *, description: str, shape=None, num_classes=None, recipe=None,
-                     takes_argument: bool = False, streams: bool = False):
+                     takes_argument: bool = False, streams: bool = False, task: str = "classify"):
     """Decorator: register `loader` under `name`."""
 
     def wrap(loader: Loader) -> Loader:
         DATASETS[name] = DatasetEntry(name, loader, description, shape, num_classes,
-                                      dict(recipe or {}), takes_argument, streams)
+                                      dict(recipe or {}), takes_argument, streams, task)
         return loader
 
     return wrap

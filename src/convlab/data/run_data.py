@@ -44,6 +44,23 @@ class RunData:
     def test(self) -> ImageArrays:
         return self.splits.test
 
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the model's input."""
+        return self.splits.shape
+
+    @property
+    def issues(self) -> list[dict]:
+        return self.splits.issues
+
+    @property
+    def notes(self) -> list[str]:
+        return self.splits.notes
+
+    @property
+    def box_issues(self) -> list[dict]:
+        return []  # a classifier's data has no boxes
+
     def train_arrays(self) -> ImageArrays:
         return self.splits.train if self.val_rows is None else self.splits.train.subset(self.train_rows)
 

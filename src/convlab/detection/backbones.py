@@ -18,7 +18,7 @@ from ..errors import ConvlabError
 from ..models.pretrained import parse_source, read_weights_file
 from ..models.registry import create_model
 from ..models.torchvision_models import torchvision_names
-from ..models.weights import load_exact
+from .checked import load_checked
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 TUTORIAL_SIDE = 800  # torchvision's Faster R-CNN default shorter side, whose anchors the tutorial uses
@@ -105,7 +105,7 @@ def backbone_detector(source: str, weights: str | None, classes: int, image_size
     classifier, channels, spec_mean, spec_std = parse_backbone(spec)
     body = feature_layers(classifier)
     if state is not None:
-        load_exact(body, state, f"--backbone {source}" if weights is None else f"--weights {weights}", spec)
+        load_checked(body, state, f"--backbone {source}" if weights is None else f"--weights {weights}", spec)
     backbone = ClassifierBackbone(body, channels, mean or spec_mean, std or spec_std)
     side = image_size or TUTORIAL_SIDE
     sizes = tuple(max(2, round(side * f)) for f in ANCHOR_FRACTIONS)
@@ -134,7 +134,7 @@ def _run_backbone(folder: str, weights: str | None):
     if weights is not None:
         raise ConvlabError(f"--backbone {folder}: a run folder brings its own weights; leave --weights out")
     run = load_run(folder, command="--backbone")
-    if getattr(run, "task", "classify") != "classify":
+    if run.task != "classify":
         raise ConvlabError(f"--backbone {folder}: a {run.task} run; give a classification run folder")
     height, width = run.preprocess.size
     spec = f"model:{run.config.model.name}@{run.preprocess.channels}x{height}x{width}"

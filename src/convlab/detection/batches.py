@@ -86,7 +86,9 @@ class DetectionLoader:
 
     def _sample(self, index: int) -> tuple[torch.Tensor, dict]:
         item = self.truth[index]
-        image, boxes, labels = self.images[index], torch.from_numpy(item.boxes), torch.from_numpy(item.labels)
+        objects = item.iscrowd == 0  # crowd regions are not objects to learn (as torchvision's references)
+        image = self.images[index]
+        boxes, labels = torch.from_numpy(item.boxes[objects]), torch.from_numpy(item.labels[objects])
         if self.augment is not None:
             image, boxes, labels = self.augment(image, boxes, labels, self.generator)
         return image, {"boxes": boxes.float().reshape(-1, 4), "labels": labels.long()}

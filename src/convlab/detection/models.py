@@ -23,8 +23,9 @@ from torch import nn
 
 from ..errors import ConvlabError
 from ..models.freeze import HEAD
-from ..models.weights import WEIGHT_SUFFIXES, load_exact, load_state_dict_file
+from ..models.weights import WEIGHT_SUFFIXES, load_state_dict_file
 from .backbones import backbone_detector
+from .checked import load_checked
 
 COCO_CLASSES = 91  # torchvision's COCO weights: 90 category ids and the background slot 0
 
@@ -195,7 +196,7 @@ def build_detector(name: str, num_classes: int, image_size: int | None, weights:
         return Detector(entry.builder(num_classes + shift, image_size), num_classes)
     saved_classes = entry.weights_classes or num_classes + shift  # what the file's class layers hold
     detector = Detector(entry.builder(saved_classes, image_size), saved_classes - shift)
-    load_exact(detector.model, read_detector_weights(weights), f"--weights {weights}", name)
+    load_checked(detector.model, read_detector_weights(weights), f"--weights {weights}", name)
     if detector.num_classes != num_classes:
         detector.reset_classes(num_classes)
     return detector

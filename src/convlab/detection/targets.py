@@ -47,9 +47,18 @@ class DetectionSet:
     issues: list[dict] = field(default_factory=list)  # {"path", "problem"}: files skipped (unreadable image)
     box_issues: list[dict] = field(default_factory=list)  # {"file", "index", "problem"}: boxes dropped/clipped
     notes: list[str] = field(default_factory=list)  # printed as note lines (e.g. "split by image with seed 0")
+    # the splits' names in the files (e.g. train2017/val2017), so a converted dataset keeps them
+    split_names: dict[str, str] = field(default_factory=lambda: {"train": "train", "test": "test"})
 
 
 def box_areas(boxes: np.ndarray) -> np.ndarray:
     """(K, 4) xyxy -> (K,) float32 areas."""
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     return ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).astype(np.float32)
+
+
+def box_counts(items: list[Annotated], classes: list[str]) -> dict[str, int]:
+    """Boxes per class name over `items`, in the order of `classes` (classes with no box count 0)."""
+    counts = np.bincount(np.concatenate([item.labels for item in items] or [np.zeros(0, np.int64)]),
+                         minlength=len(classes))
+    return {name: int(count) for name, count in zip(classes, counts)}

@@ -23,24 +23,32 @@ def new_figure(figsize):
     return Figure(figsize=figsize)
 
 
+# The panels of curves.png: (title, [(history key, label)]); a panel whose keys a task never logs is left out
+# (a classifier has no mAP, a detector no accuracy).
+CURVE_PANELS = [("loss", [("train_loss", "train"), ("val_loss", "validation")]),
+                ("accuracy", [("train_accuracy", "train"), ("val_accuracy", "validation")]),
+                ("mAP (validation)", [("val_map", "mAP@[.5:.95]"), ("val_map50", "AP50")])]
+
+
 def plot_curves(history: list[dict], path: Path) -> None:
-    """Loss, accuracy and learning rate per epoch, train vs validation."""
+    """Loss, accuracy (or mAP) and learning rate per epoch, train vs validation."""
     epochs = [row["epoch"] for row in history]
+    panels = [(title, [(key, label) for key, label in keys if any(row.get(key) is not None for row in history)])
+              for title, keys in CURVE_PANELS]
+    panels = [(title, keys) for title, keys in panels if keys]
     fig = new_figure((13, 3.8))
-    axes = fig.subplots(1, 3)
-    for ax, metric in zip(axes[:2], ("loss", "accuracy")):
-        ax.plot(epochs, [row[f"train_{metric}"] for row in history], marker="o", label="train")
-        val = [row.get(f"val_{metric}") for row in history]
-        if any(v is not None for v in val):
-            ax.plot(epochs, val, marker="o", label="validation")
-        ax.set_title(metric)
+    axes = fig.subplots(1, len(panels) + 1)
+    for ax, (title, keys) in zip(axes, panels):
+        for key, label in keys:
+            ax.plot(epochs, [row.get(key) for row in history], marker="o", label=label)
+        ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.legend()
-    axes[2].plot(epochs, [row["lr"] for row in history], marker="o", color="tab:green")
-    axes[2].set_title("learning rate (end of epoch)")
-    axes[2].set_xlabel("epoch")
-    axes[2].grid(alpha=0.3)
+    axes[-1].plot(epochs, [row["lr"] for row in history], marker="o", color="tab:green")
+    axes[-1].set_title("learning rate (end of epoch)")
+    axes[-1].set_xlabel("epoch")
+    axes[-1].grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

@@ -1,4 +1,5 @@
-"""The run report: one self-contained HTML file (images as data URIs, no scripts, no network)."""
+"""The run report: one self-contained HTML file per run (images as data URIs, no scripts, no network); a
+classifier's sections here, a detector's in report_detection.py."""
 from __future__ import annotations
 
 import html
@@ -12,11 +13,14 @@ from ..data.splits import stratified_sample
 from ..errors import ConvlabError
 from ..evaluate.metrics import classification_metrics
 from ..evaluate.mistakes import most_confident_mistakes
-from ..evaluate.pictures import confusion_png, curves_png, data_uri, enlarged, hwc, png_of_array, png_of_figure
+from ..evaluate.pictures import confusion_png, enlarged, hwc, png_of_array, png_of_figure
 from ..evaluate.plots import new_figure
-from ..layout import CURVES, HISTORY, REPORT
-from ..run import Run, load_run
+from ..layout import REPORT
+from ..run import Run
+from ..tasks import load_run, run_task, task_of
 from .gradcam import overlay, run_grad_cam
+from .page import config_section, curves_section, html_table, img, write_page
+from .report_detection import detection_parts
 
 SAMPLES_PER_CLASS = 8
 MAX_CLASSES_SHOWN = 20  # sample rows in the dataset picture
@@ -24,34 +28,8 @@ ATTRIBUTION_METHODS = ("gradcam", "saliency", "ig")  # the report's default: fas
 ATTRIBUTION_MISTAKES, ATTRIBUTION_CORRECT = 6, 3  # images shown with every method's map
 EVALUATED = 48  # test images the attribution table scores
 
-CSS = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; padding: 0 1em; }
-h1 { font-size: 1.5em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2em; margin-top: 1.6em; }
-table { border-collapse: collapse; margin: .5em 0; } td, th { padding: .2em .7em; border: 1px solid #ddd; }
-th { background: #f4f4f4; text-align: left; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-img { max-width: 100%; } .pixel { image-rendering: pixelated; }
-.mistakes { display: flex; flex-wrap: wrap; gap: 1em; } figure { margin: 0; text-align: center; }
-figcaption { font-size: .85em; } .low { background: #fde2e2; } .note { color: #666; font-size: .9em; }
-"""
-
-
-def _img(png: bytes, alt: str, pixel: bool = False) -> str:
-    cls = ' class="pixel"' if pixel else ""
-    return f'<img src="{data_uri(png)}" alt="{html.escape(alt)}"{cls}>'
-
 
 # -- sections ----------------------------------------------------------------------------------------------
-def _config_section(run: Run) -> str:
-    """The settings as config.yaml holds them: a run trained from scratch has no finetune section."""
-    rows = []
-    for section, values in run.config.to_dict().items():
-        if section == "finetune" and run.config.finetune.source is None:
-            continue
-        for key, value in values.items():
-            rows.append(f"<tr><th>{section}.{html.escape(key)}</th><td>{html.escape(str(value))}</td></tr>")
-    return "<h2>Config</h2><table>" + "".join(rows) + "</table>"
-
-
 def _samples_figure(splits, classes: list[str]) -> bytes:
     shown = list(range(min(len(classes), MAX_CLASSES_SHOWN)))
     fig = new_figure((SAMPLES_PER_CLASS * 0.9 + 1, len(shown) * 0.9))
@@ -84,15 +62,8 @@ def _dataset_section(run: Run, splits) -> str:
             f"(validation is held out of these) and {len(splits.test)} test images of {c}x{h}x{w}, "
             f"{len(splits.classes)} classes.</p>"
             f"<table><tr><th>class</th><th>train</th><th>test</th></tr>{rows}</table>"
-            f"<h3>Samples per class (training split)</h3>{_img(_samples_figure(splits, splits.classes), 'samples')}"
+            f"<h3>Samples per class (training split)</h3>{img(_samples_figure(splits, splits.classes), 'samples')}"
             f"{more}")
-
-
-def _curves_section(run: Run) -> str:
-    png = curves_png(run.path)
-    if png is None:
-        return f"<h2>Training curves</h2><p class=note>the run has no {CURVES} or {HISTORY}</p>"
-    return "<h2>Training curves</h2>" + _img(png, "training curves")
 
 
 def _metrics_sections(run: Run, metrics: dict) -> str:
@@ -100,7 +71,7 @@ def _metrics_sections(run: Run, metrics: dict) -> str:
             + (f", top-5 {metrics['top5_accuracy']:.4f}" if "top5_accuracy" in metrics else "")
             + f", macro precision/recall/F1 {metrics['macro_precision']:.4f} / {metrics['macro_recall']:.4f} / "
               f"{metrics['macro_f1']:.4f} on {metrics['num_samples']} images</p>")
-    confusion = _img(confusion_png(metrics, run.classes), "confusion matrix")
+    confusion = img(confusion_png(metrics, run.classes), "confusion matrix")
     worst = min((row["f1"] for row in metrics["per_class"].values() if row["support"]), default=None)
     rows = []
     for name, row in metrics["per_class"].items():
@@ -125,8 +96,8 @@ def _mistakes_section(run: Run, test, probs: np.ndarray, labels: np.ndarray) -> 
         big = enlarged(test.images[m.index])
         caption = (f"#{m.index}: true <b>{html.escape(m.true)}</b>, predicted <b>{html.escape(m.predicted)}</b> "
                    f"({m.prob:.2f})")
-        figures.append(f"<figure>{_img(png_of_array(big), f'test image {m.index}', pixel=True)} "
-                       f"{_img(png_of_array(overlay(big, heatmap)), f'Grad-CAM of test image {m.index}')}"
+        figures.append(f"<figure>{img(png_of_array(big), f'test image {m.index}', pixel=True)} "
+                       f"{img(png_of_array(overlay(big, heatmap)), f'Grad-CAM of test image {m.index}')}"
                        f"<figcaption>{caption}</figcaption></figure>")
     return (f"<h2>Most confident mistakes</h2><p>{wrong} of {len(labels)} test images are misclassified; "
             f"the {len(mistakes)} the model was surest about, each with the Grad-CAM of the predicted class at "
@@ -158,11 +129,11 @@ def _attribution_section(run: Run, test, probs: np.ndarray, labels: np.ndarray, 
                 f"{run.classes[predicted[i]]}" for i in shown]
     fig = grid_figure([hwc(test.images[i]) for i in shown], maps.maps, method_scales(maps.maps, maps.signed),
                       maps.signed, captions)
-    table = _html_table(COLUMNS, table_cells(scored.evaluation))
+    table = html_table(COLUMNS, table_cells(scored.evaluation))
     return (f"<h2>Attribution</h2><p>Why the model decided, by {len(methods)} methods, on the "
             f"{len(wrong)} mistakes and {len(right)} correct test images it was surest about, for the predicted "
             f"class (signed maps: red for it, blue against; the others: red highest; one colour scale per "
-            f"method).</p>{_img(png_of_figure(fig), 'attribution maps')}"
+            f"method).</p>{img(png_of_figure(fig), 'attribution maps')}"
             f"<h3>How faithful each method is on this model</h3><p class=note>on "
             f"{scored.evaluation[0]['images']} test images drawn from each class in proportion: "
             f"deletion/insertion AUC of the predicted class's "
@@ -170,54 +141,43 @@ def _attribution_section(run: Run, test, probs: np.ndarray, labels: np.ndarray, 
             f"randomized from the logits down (passes below 0.5; docs/attribution.md explains the scores)</p>{table}")
 
 
-def _html_table(columns: list[str], rows: list[list[str]]) -> str:
-    """A table of strings; every column but the first right-aligned."""
-    header = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = []
-    for cells in rows:
-        first, rest = cells[0], cells[1:]
-        body.append(f"<tr><td>{html.escape(first)}</td>"
-                    + "".join(f"<td class=num>{html.escape(cell)}</td>" for cell in rest) + "</tr>")
-    return f"<table><tr>{header}</tr>{''.join(body)}</table>"
+def _classification_parts(run: Run, methods) -> list[str]:
+    """Results first (metrics, confusion, per class, curves, mistakes, attribution), then the config and the data."""
+    conf = run.config
+    try:
+        data = load_run_data(conf, run.preprocess.channels, tuple(run.preprocess.size), f"run {run.path}")
+    except ConvlabError as err:
+        missing = (f"<h2>Dataset</h2><p class=note>the dataset could not be loaded here ({html.escape(str(err))}),"
+                   f" so the report has no samples, no mistakes and no attribution.</p>")
+        return ([_metrics_sections(run, run.metrics)] if run.metrics else []) + [
+            curves_section(run), config_section(run), missing]
+    test = test_split(data, run.classes, f"run {run.path}")
+    labels = test.labels
+    probs = run.predict_arrays(test.images)
+    metrics = classification_metrics(labels, probs, run.classes)
+    parts = [_metrics_sections(run, metrics), curves_section(run), _mistakes_section(run, test, probs, labels)]
+    if methods:
+        parts.append(_attribution_section(run, test, probs, labels, methods))
+    return parts + [config_section(run), _dataset_section(run, data.splits)]
+
+
+REPORT_PARTS = {"classify": _classification_parts, "detect": detection_parts}  # each task's sections
 
 
 def build_report(run_dir: str | Path, out: str | Path | None = None,
-                 methods: tuple[str, ...] | list[str] = ATTRIBUTION_METHODS) -> Path:
-    """Write the report of a run folder to `out` (default RUN_DIR/report.html) and return its path.
+                 methods: tuple[str, ...] | list[str] | None = None) -> Path:
+    """Write the report of a run folder (any task) to `out` (default RUN_DIR/report.html); return its path.
 
-    Results first (metrics, confusion, per class, curves, mistakes, attribution), then the config and the data.
+    `methods`: a classifier report's attribution methods (default ATTRIBUTION_METHODS; [] leaves the section
+    out); a detection report refuses them by name.
     """
+    if methods:
+        run_task(run_dir).refuse("report --method", run_dir)
     run = load_run(run_dir, command="report")
     out = Path(out) if out else run.path / REPORT
     conf = run.config
     parts = [f"<h1>convlab run report: {html.escape(run.path.name)}</h1>",
              f"<p class=note>{html.escape(str(run.path))}; model {html.escape(conf.model.name)} on "
              f"{html.escape(conf.data.name)}; written {datetime.now():%Y-%m-%d %H:%M}</p>"]
-    try:
-        data = load_run_data(conf, run.preprocess.channels, tuple(run.preprocess.size), f"run {run.path}")
-        splits = data.splits
-    except ConvlabError as err:
-        splits = None
-        missing = (f"<h2>Dataset</h2><p class=note>the dataset could not be loaded here ({html.escape(str(err))}),"
-                   f" so the report has no samples, no mistakes and no attribution.</p>")
-    if splits is not None:
-        test = test_split(data, run.classes, f"run {run.path}")
-        labels = test.labels
-        probs = run.predict_arrays(test.images)
-        metrics = classification_metrics(labels, probs, run.classes)
-        parts += [_metrics_sections(run, metrics), _curves_section(run), _mistakes_section(run, test, probs, labels)]
-        if methods:
-            parts.append(_attribution_section(run, test, probs, labels, methods))
-        parts += [_config_section(run), _dataset_section(run, splits)]
-    else:
-        if run.metrics:
-            parts.append(_metrics_sections(run, run.metrics))
-        parts += [_curves_section(run), _config_section(run), missing]
-    page = (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>convlab report: "
-            f"{html.escape(run.path.name)}</title><style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(page, encoding="utf-8")
-    except OSError as err:
-        raise ConvlabError(f"cannot write the report {out} ({err.strerror}); pass --out with a writable path") from None
-    return out
+    parts += REPORT_PARTS[task_of(run.config).name](run, ATTRIBUTION_METHODS if methods is None else methods)
+    return write_page(out, f"convlab report: {run.path.name}", parts)

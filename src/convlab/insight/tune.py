@@ -30,6 +30,7 @@ from .. import config as cfg
 from ..errors import ConvlabError
 from ..evaluate.plots import new_figure
 from ..pipeline import recipe_for, train
+from ..tasks import task_of
 from ..training.callbacks import Callback
 
 SEARCHES = ("grid", "random", "tpe")
@@ -156,26 +157,60 @@ def parse_space(texts: list[str], search: str) -> list[Param]:
     return space
 
 
+# -- what trials are scored by -----------------------------------------------------------------------------
+METRIC_WORDS = {"accuracy": ("accuracy", "acc"), "map": ("mAP", "mAP")}  # metric -> (in sentences, in columns)
+
+
+@dataclass(frozen=True)
+class Objective:
+    """The task's validation monitor (a trial's value is its best epoch's) and the test metric shown beside it."""
+
+    monitor: str = "val_accuracy"
+    mode: str = "max"
+    test_metric: str = "accuracy"
+
+    @classmethod
+    def of(cls, base: dict) -> Objective:
+        """The objective of the task the fixed settings `base` train (their data's, or --task's)."""
+        task = task_of(cfg.resolve(base, recipe_for=recipe_for)[0])
+        return cls(task.monitor, task.mode, task.test_metric)
+
+    @property
+    def words(self) -> str:
+        """'validation accuracy', 'validation mAP'."""
+        return f"validation {METRIC_WORDS.get(self.test_metric, (self.test_metric,))[0]}"
+
+    @property
+    def short(self) -> str:
+        """'acc', 'mAP': the columns' and progress lines' name of the metric."""
+        return METRIC_WORDS.get(self.test_metric, (None, self.test_metric))[1]
+
+    def better(self, a: float, b: float) -> float:
+        return max(a, b) if self.mode == "max" else min(a, b)
+
+
 # -- pruning -----------------------------------------------------------------------------------------------
 class ReportToTrial(Callback):
-    """After each epoch: report the validation accuracy to the Optuna trial and stop it if the pruner says so."""
+    """After each epoch: report the task's validation metric (val_accuracy, val_map, ...) to the Optuna trial and
+    stop it if the pruner says so."""
 
-    def __init__(self, trial):
+    def __init__(self, trial, objective: Objective = Objective()):
         self.trial = trial
+        self.objective = objective
         self.best: float | None = None
         self.epochs = 0
 
     def on_epoch_end(self, state, logs):
         import optuna
 
-        value = logs.get("val_accuracy")
+        value = logs.get(self.objective.monitor)
         if value is None:
             return
-        self.best = value if self.best is None else max(self.best, value)
+        self.best = value if self.best is None else self.objective.better(self.best, value)
         self.epochs = state.epoch
         self.trial.report(value, state.epoch)
         if self.trial.should_prune():
-            raise optuna.TrialPruned(f"validation accuracy {value:.4f} after epoch {state.epoch}")
+            raise optuna.TrialPruned(f"{self.objective.words} {value:.4f} after epoch {state.epoch}")
 
 
 # -- the study ---------------------------------------------------------------------------------------------
@@ -241,7 +276,8 @@ def tune(study_dir: str | Path, params: list[str], trials: int = 20, search: str
     """Run (or continue) the study: train until it has `trials` finished trials, counting every worker's.
 
     `params` are --param texts; `overrides` are fixed settings (the flags of `convlab train`), applied
-    after the YAML file `config`. Each trial's value is its best validation accuracy. `storage` is a
+    after the YAML file `config`. Each trial's value is its best epoch's validation metric (the task's
+    monitor: accuracy for a classifier, mAP for a detector). `storage` is a
     database URL shared by several workers (default: STUDY_DIR/study.db, this process alone); `heartbeat`
     is the seconds between a running trial's signs of life.
     """
@@ -261,6 +297,7 @@ def tune(study_dir: str | Path, params: list[str], trials: int = 20, search: str
                            f"keep one")
     if base.get("val_fraction", 0.1) <= 0:
         raise ConvlabError("convlab tune scores trials on the validation split; --val-fraction must be > 0")
+    objective_of = Objective.of(base)
 
     study_dir = Path(study_dir).expanduser()
     try:
@@ -287,7 +324,8 @@ def tune(study_dir: str | Path, params: list[str], trials: int = 20, search: str
     elif study is not None and search != "grid":  # a resumed sampler must not replay old draws; the grid
         seed += len(study.trials)  # sampler's seed fixes the order of grid points, so it must stay
     study = optuna.create_study(
-        study_name=study_name, storage=rdb, load_if_exists=True, direction="maximize",
+        study_name=study_name, storage=rdb, load_if_exists=True,
+        direction="maximize" if objective_of.mode == "max" else "minimize",
         sampler=_sampler(optuna, search, space, seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
     if not study.user_attrs.get("setup"):
@@ -318,7 +356,7 @@ def tune(study_dir: str | Path, params: list[str], trials: int = 20, search: str
         settings.update({p.key: p.suggest(trial) for p in space})
         run_dir = study_dir / "trials" / f"trial-{trial.number:04d}"
         trial.set_user_attr("run_dir", str(run_dir))
-        reporter = ReportToTrial(trial)
+        reporter = ReportToTrial(trial, objective_of)
         started = time.perf_counter()
         try:
             run = train(console=Console(file=io.StringIO()), callbacks=[reporter], out=str(run_dir), quiet=True,
@@ -326,18 +364,18 @@ def tune(study_dir: str | Path, params: list[str], trials: int = 20, search: str
         finally:
             trial.set_user_attr("seconds", round(time.perf_counter() - started, 2))
             trial.set_user_attr("epochs_run", reporter.epochs)
-        trial.set_user_attr("test_accuracy", run.metrics["accuracy"])
+        trial.set_user_attr(f"test_{objective_of.test_metric}", run.metrics[objective_of.test_metric])
         return reporter.best
 
     with _interrupt_says_rerun(optuna, study, where, quiet):
-        _run_until_target(optuna, study, objective, target, console, space, heartbeat)
+        _run_until_target(optuna, study, objective, target, console, space, heartbeat, objective_of)
     result = TuneResult(study, study_dir, None, None, todo)
-    print_trials(console, study, space)
+    print_trials(console, study, space, objective_of)
     if _finished(optuna, study, complete_only=True):
-        result.plot = plot_search(study, space, study_dir / "search.png")
-        result.best_config = write_best_config(study, base, study_dir / "best.yaml")
+        result.plot = plot_search(study, space, study_dir / "search.png", objective_of)
+        result.best_config = write_best_config(study, base, study_dir / "best.yaml", objective_of)
         best = study.best_trial
-        console.print(f"best: trial {best.number}, validation accuracy {best.value:.4f} "
+        console.print(f"best: trial {best.number}, {objective_of.words} {best.value:.4f} "
                       f"({', '.join(f'{k}={_fmt(v)}' for k, v in best.params.items())})", markup=False)
         console.print(f"best config: {result.best_config}  (convlab train --config {result.best_config})",
                       markup=False)
@@ -425,7 +463,7 @@ def _finished(optuna, study, complete_only: bool = False) -> list:
 
 
 def _run_until_target(optuna, study, objective, target: int, console: Console, space: list[Param],
-                      heartbeat: int) -> None:
+                      heartbeat: int, objective_of: Objective = Objective()) -> None:
     """Run trials until the study has `target` finished ones, all workers together.
 
     Trials other workers are running count as on their way, so this worker starts no more than the target
@@ -439,7 +477,8 @@ def _run_until_target(optuna, study, objective, target: int, console: Console, s
             return
         todo = target - finished - running
         if todo > 0:
-            _optimize(study, objective, todo, console, space, lambda: sum(_progress(optuna, study)) >= target)
+            _optimize(study, objective, todo, console, space, lambda: sum(_progress(optuna, study)) >= target,
+                      objective_of)
             continue
         if not waiting:
             console.print(f"waiting for the {running} trials running in other workers (a trial whose worker "
@@ -448,7 +487,8 @@ def _run_until_target(optuna, study, objective, target: int, console: Console, s
         time.sleep(heartbeat)
 
 
-def _optimize(study, objective, todo: int, console: Console, space: list[Param], enough) -> None:
+def _optimize(study, objective, todo: int, console: Console, space: list[Param], enough,
+              objective_of: Objective = Objective()) -> None:
     """Run trials until `enough()` says the study, all workers together, has its trials (at most `todo` here).
 
     Checked after each trial, counting the trials other workers are running: workers that finish at the
@@ -467,7 +507,8 @@ def _optimize(study, objective, todo: int, console: Console, space: list[Param],
         if trial.state.name == "PRUNED" and intermediate:
             value = f"{intermediate[max(intermediate)]:.4f} at epoch {max(intermediate)}"
         params = " ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
-        progress.console.print(f"trial {trial.number}: {params} -> val_acc {value} ({trial.state.name.lower()}, "
+        progress.console.print(f"trial {trial.number}: {params} -> val_{objective_of.short} {value} "
+                               f"({trial.state.name.lower()}, "
                                f"{trial.user_attrs.get('seconds', 0):.1f}s)", markup=False, highlight=False)
         progress.advance(task)
         if enough():
@@ -481,21 +522,22 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def print_trials(console: Console, study, space: list[Param]) -> None:
-    """The table of all trials: number, state, validation and test accuracy, the searched values, time."""
+def print_trials(console: Console, study, space: list[Param], objective: Objective = Objective()) -> None:
+    """The table of all trials: number, state, validation and test metric, the searched values, time."""
     from rich import box
     from rich.table import Table
 
     best = study.best_trial.number if any(t.state.name == "COMPLETE" for t in study.trials) else None
-    table = Table(title=f"{len(study.trials)} trials (val acc: best validation accuracy; * best trial)",
+    short = objective.short
+    table = Table(title=f"{len(study.trials)} trials (val {short}: best {objective.words}; * best trial)",
                   box=box.SIMPLE_HEAD, pad_edge=False)
-    for column in ["trial", "state", "val acc", "test acc", *[p.key for p in space], "epochs", "seconds"]:
+    for column in ["trial", "state", f"val {short}", f"test {short}", *[p.key for p in space], "epochs", "seconds"]:
         table.add_column(column, justify="left" if column == "state" else "right", no_wrap=True)
     for trial in study.trials:
         value = "" if trial.value is None else f"{trial.value:.4f}"
         if trial.state.name == "PRUNED" and trial.intermediate_values:
             value = f"({trial.intermediate_values[max(trial.intermediate_values)]:.4f})"
-        test = trial.user_attrs.get("test_accuracy")
+        test = trial.user_attrs.get(f"test_{objective.test_metric}")
         table.add_row(f"{trial.number}{' *' if trial.number == best else ''}", trial.state.name.lower(), value,
                       "" if test is None else f"{test:.4f}",
                       *[_fmt(trial.params[p.key]) if p.key in trial.params else "" for p in space],
@@ -505,8 +547,8 @@ def print_trials(console: Console, study, space: list[Param]) -> None:
     console.print(table)
 
 
-def plot_search(study, space: list[Param], path: Path) -> Path:
-    """Validation accuracy per trial with the best so far, and against each searched setting."""
+def plot_search(study, space: list[Param], path: Path, objective: Objective = Objective()) -> Path:
+    """The validation metric per trial with the best so far, and against each searched setting."""
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
     pruned = [t for t in study.trials if t.state.name == "PRUNED" and t.intermediate_values]
     last = {t.number: t.intermediate_values[max(t.intermediate_values)] for t in pruned}
@@ -517,14 +559,14 @@ def plot_search(study, space: list[Param], path: Path) -> Path:
     if pruned:
         ax.scatter(list(last), list(last.values()), marker="x", color="tab:red", label="pruned (last epoch)",
                    zorder=3)
-    best_so_far, best = [], -math.inf
+    best_so_far, best = [], -math.inf if objective.mode == "max" else math.inf
     for t in sorted(done, key=lambda t: t.number):
-        best = max(best, t.value)
+        best = objective.better(best, t.value)
         best_so_far.append((t.number, best))
     if best_so_far:
         ax.step(*zip(*best_so_far), where="post", color="tab:green", label="best so far")
     ax.set_xlabel("trial")
-    ax.set_ylabel("validation accuracy")
+    ax.set_ylabel(objective.words)
     ax.set_title("search history")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -540,20 +582,20 @@ def plot_search(study, space: list[Param], path: Path) -> Path:
             ax.scatter([labels.index(str(x)) for x in xs], ys, zorder=3)
             ax.set_xticks(range(len(labels)), labels=labels)
         ax.set_xlabel(param.key)
-        ax.set_title(f"validation accuracy vs {param.key}")
+        ax.set_title(f"{objective.words} vs {param.key}")
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return path
 
 
-def write_best_config(study, base: dict, path: Path) -> Path:
+def write_best_config(study, base: dict, path: Path, objective: Objective = Objective()) -> Path:
     """The best trial's full config as YAML, in the format `convlab train --config` reads."""
     best = study.best_trial
     conf, _ = cfg.resolve({**base, **best.params}, recipe_for=recipe_for)
     conf.train.out = None
     header = (f"# best of {len(study.trials)} trials in {path.parent / DB}: trial {best.number}, "
-              f"validation accuracy {best.value:.4f}\n# use it with: convlab train --config {path}\n")
+              f"{objective.words} {best.value:.4f}\n# use it with: convlab train --config {path}\n")
     cfg.save_config(conf, path)
     path.write_text(header + path.read_text())
     return path

@@ -29,7 +29,8 @@ class DeadlineExceeded(Exception):
 
 @dataclass
 class Job:
-    """One request's images (n, C, H, W): uint8 images or float32 inputs; its result goes to `future`."""
+    """One request's images (n, ...): a classifier's (n, C, H, W) uint8 images or float32 inputs, a detector's
+    n decoded images (an object array); its result goes to `future`."""
 
     batch: np.ndarray
     deadline: float  # time.monotonic() after which it is not run
@@ -47,7 +48,7 @@ class Batcher:
     gets back the rows of its own images.
     """
 
-    def __init__(self, infer: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], max_batch: int = 32,
+    def __init__(self, infer: Callable[[np.ndarray], tuple[np.ndarray, ...]], max_batch: int = 32,
                  max_delay_s: float = 0.002, max_queue: int = 256, threads: int = 1,
                  on_batch: Callable[[int], None] | None = None, name: str = "model",
                  on_depth: Callable[[int], None] | None = None):
@@ -81,8 +82,9 @@ class Batcher:
                 self.on_depth(len(self._queue))
         return job
 
-    async def run(self, batch: np.ndarray, timeout_s: float) -> tuple[np.ndarray, np.ndarray]:
-        """Queue `batch` and wait for its (logits, probabilities); DeadlineExceeded when not run in time."""
+    async def run(self, batch: np.ndarray, timeout_s: float) -> tuple[np.ndarray, ...]:
+        """Queue `batch` and wait for what `infer` gives for its rows (a classifier's (logits, probabilities));
+        DeadlineExceeded when not run in time."""
         job = self.submit(batch, time.monotonic() + timeout_s)
         loop = asyncio.get_running_loop()
         answer = loop.create_future()
@@ -195,7 +197,7 @@ class Batcher:
     def _answer(self, jobs: list[Job]) -> None:
         batch = jobs[0].batch if len(jobs) == 1 else np.concatenate([job.batch for job in jobs])
         try:
-            logits, probs = self._forward(batch)
+            outputs = self._forward(batch)
         except Exception as err:  # noqa: BLE001 - the model's failure goes to each request, the thread lives on
             for job in jobs:
                 job.future.set_exception(err)
@@ -203,13 +205,12 @@ class Batcher:
         start = 0
         for job in jobs:
             end = start + len(job.batch)
-            job.future.set_result((logits[start:end], probs[start:end]))
+            job.future.set_result(tuple(output[start:end] for output in outputs))
             start = end
 
-
-    def _forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(logits, probabilities) in forward passes of at most max_batch images: only a job larger than
-        max_batch (one request of many images) takes more than one."""
+    def _forward(self, batch: np.ndarray) -> tuple[np.ndarray, ...]:
+        """`infer`'s outputs (one row per image) in forward passes of at most max_batch images: only a job
+        larger than max_batch (one request of many images) takes more than one."""
         parts = []
         for start in range(0, len(batch), self.max_batch):
             part = batch[start:start + self.max_batch]
@@ -218,7 +219,7 @@ class Batcher:
                 self.on_batch(len(part))
         if len(parts) == 1:
             return parts[0]
-        return np.concatenate([logits for logits, _ in parts]), np.concatenate([probs for _, probs in parts])
+        return tuple(np.concatenate(column) for column in zip(*parts))
 
 
 class _Mailbox:

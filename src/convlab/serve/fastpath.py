@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from fastapi.responses import JSONResponse
 
-from ..run import top_predictions
 from .errors import RequestError, error_response, internal_error
 from .limits import check_token
 from .state import ServerState
@@ -23,12 +22,12 @@ class FastPredict:
 
     async def __call__(self, scope, receive, send):
         model = self._model(scope)
-        top_k = _top_k(scope["query_string"]) if model is not None else None
-        if top_k is None or not self._image_body(scope):
+        query = _query(scope["query_string"]) if model is not None else None
+        if query is None or not self._image_body(scope):
             return await self.app(scope, receive, send)
         scope["route"] = self.route  # what the metrics label the request with, as when routed
         try:
-            response = await self._predict(model, receive, top_k)
+            response = await self._predict(model, receive, query)
         except Exception as err:  # noqa: BLE001 - every failure gets the app's JSON error, never a traceback
             response = error_response(err) or internal_error(err)
         await response(scope, receive, send)
@@ -55,23 +54,24 @@ class FastPredict:
                 return False
         return True
 
-    async def _predict(self, model, receive, top_k: int) -> JSONResponse:
+    async def _predict(self, model, receive, query: dict) -> JSONResponse:
         batcher = self.state.batchers[model.name]
         with batcher.coming():
             body = await _read_body(receive)
             batch = await self.state.decode_all(model, [body])
-        _, probs = await batcher.run(batch, self.state.settings.timeout_s)
-        return JSONResponse(top_predictions(probs, model.labels, [None], top_k))
+        outputs = await batcher.run(batch, self.state.settings.timeout_s)
+        return JSONResponse(model.answer(outputs, [None], query))
 
 
-def _top_k(query: bytes) -> int | None:
-    """5 for no query, K for exactly top_k=K within the route's bounds; None for anything else."""
+def _query(query: bytes) -> dict | None:
+    """The route's query for no query ({}: the defaults) or exactly top_k=K within the route's bounds; None for
+    anything else (a detector's conf and iou included: the route parses and checks them)."""
     if not query:
-        return 5
+        return {}
     key, _, value = query.partition(b"=")
     if key != b"top_k" or not value.isdigit() or not 1 <= int(value) <= MAX_TOP_K:
         return None
-    return int(value)
+    return {"top_k": int(value)}
 
 
 async def _read_body(receive) -> bytes:

@@ -1,10 +1,11 @@
-"""The Learn page's convolution: a JSON request checked field by field, answered with explain's trace."""
+"""The Learn page's convolution and NMS: JSON requests checked field by field, answered with explain's traces."""
 from __future__ import annotations
 
 import math
 
 import numpy as np
 
+from ..detection.explain import EXAMPLE_BOXES, EXAMPLE_IOU, nms_steps, parse_scored_boxes, scored_box, unzip_scored
 from ..scratch.explain import EXAMPLE_INPUT, EXAMPLE_KERNEL, MODE_LINE, parse_matrix, trace_conv
 
 FIELDS = ("input", "kernel", "stride", "padding", "mode")
@@ -12,6 +13,8 @@ MAX_INPUT_SIDE = 16  # a page of numbers a person steps through, not a real imag
 MAX_KERNEL_SIDE = 7
 MAX_STRIDE = 8
 MAX_PADDING = 4
+NMS_FIELDS = ("boxes", "iou")
+MAX_BOXES = 20  # boxes a person tells apart in one picture
 
 
 class FieldError(ValueError):
@@ -24,11 +27,7 @@ def conv_steps(body: object) -> dict:
 
     Raises FieldError naming the field.
     """
-    if not isinstance(body, dict):
-        raise FieldError(f"body: expected a JSON object with any of {', '.join(FIELDS)}, got {type(body).__name__}")
-    unknown = sorted(set(body) - set(FIELDS))
-    if unknown:
-        raise FieldError(f"{unknown[0]}: not a field; the fields are {', '.join(FIELDS)}")
+    _check_fields(body, FIELDS)
     image = _matrix(body, "input", EXAMPLE_INPUT, MAX_INPUT_SIDE)
     kernel = _matrix(body, "kernel", EXAMPLE_KERNEL, MAX_KERNEL_SIDE)
     stride = _integer(body, "stride", 1, 1, MAX_STRIDE)
@@ -47,6 +46,63 @@ def conv_steps(body: object) -> dict:
         "windows": [{"row": w.row, "col": w.col, "top": w.top, "left": w.left, "window": w.window.tolist(),
                      "products": w.products.tolist(), "sum": w.total} for w in trace.windows],
     }
+
+
+def nms_rounds(body: object) -> dict:
+    """{"boxes" (text "x1 y1 x2 y2 score [class]; ..." or a list of [x1, y1, x2, y2, score(, class)]), "iou"},
+    every field optional (the two-person example at IoU 0.5) -> each round of NMS and the kept boxes, beside
+    torchvision's (ops.nms, or ops.batched_nms when the boxes have classes).
+
+    Raises FieldError naming the field.
+    """
+    _check_fields(body, NMS_FIELDS)
+    boxes, scores, classes = _scored_boxes(body.get("boxes", EXAMPLE_BOXES))
+    threshold = body.get("iou", EXAMPLE_IOU)
+    if not _is_number(threshold) or not 0 <= threshold <= 1:
+        raise FieldError(f"iou: must be a number from 0 to 1, got {repr(threshold)[:20]}")
+    s = nms_steps(boxes, scores, threshold, classes)
+    return {
+        "iou": s.threshold, "boxes": [list(box) for box in s.boxes], "scores": s.scores, "classes": s.classes,
+        "order": s.order,
+        "rounds": [{"best": r.best, "compared": [{"index": c.index, "iou": c.iou, "suppressed": c.suppressed}
+                                                 for c in r.compared]} for r in s.rounds],
+        "kept": s.kept, "reference": s.reference,
+    }
+
+
+def _check_fields(body: object, fields: tuple[str, ...]) -> None:
+    if not isinstance(body, dict):
+        raise FieldError(f"body: expected a JSON object with any of {', '.join(fields)}, got {type(body).__name__}")
+    unknown = sorted(set(body) - set(fields))
+    if unknown:
+        raise FieldError(f"{unknown[0]}: not a field; the fields are {', '.join(fields)}")
+
+
+def _scored_boxes(value: object) -> tuple[list, list[float], list[int] | None]:
+    """The "boxes" field as (boxes, scores, classes or None); FieldError says which box is wrong."""
+    try:
+        if isinstance(value, str):
+            boxes, scores, classes = parse_scored_boxes(value)
+        elif isinstance(value, list) and value:
+            boxes, scores, classes = unzip_scored([_scored_row(index, row) for index, row in enumerate(value)])
+        else:
+            raise ValueError("expected text \"x1 y1 x2 y2 score; ...\" or a list of [x1, y1, x2, y2, score]")
+    except ValueError as err:
+        raise FieldError(f"boxes: {err}") from None
+    if len(boxes) > MAX_BOXES:
+        raise FieldError(f"boxes: at most {MAX_BOXES} here, got {len(boxes)}; use `convlab explain nms` for more")
+    return boxes, scores, classes
+
+
+def _scored_row(index: int, row: object):
+    """One row of the "boxes" list: [x1, y1, x2, y2, score] or with a class after the score."""
+    if not (isinstance(row, list) and len(row) in (5, 6) and all(_is_number(v) for v in row)):
+        raise ValueError(f"box {index} ({str(row)[:40]}): expected 5 numbers [x1, y1, x2, y2, score], or 6 "
+                         f"with a class")
+    try:
+        return scored_box(row)
+    except ValueError as err:
+        raise ValueError(f"box {index}: {err}") from None
 
 
 def _matrix(body: dict, field: str, default: str, max_side: int) -> np.ndarray:

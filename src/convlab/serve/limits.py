@@ -7,10 +7,10 @@ from contextlib import contextmanager
 from typing import Mapping
 
 import numpy as np
-from PIL import Image
+from PIL import ExifTags, Image
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from ..data.decode import TooManyPixels, UnknownFormat, UnreadableImage, load_image, open_image
+from ..data.decode import ROTATED, TooManyPixels, UnknownFormat, UnreadableImage, decode, load_image, open_image
 from .errors import RequestError, error
 
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")  # the Host names of a loopback bind, any port
@@ -49,6 +49,20 @@ def decode_upload(data: bytes | Image.Image, channels: int, size: tuple[int, int
     decodes a file (data.decode.load_image)."""
     with _refusals():
         return load_image(data, channels, size, max_pixels, IMAGE_FORMATS)
+
+
+def decode_upload_rgb(data: bytes | Image.Image, at_least: tuple[int, int],
+                      max_pixels: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Encoded image bytes (or an image open_upload opened) -> (RGB (H, W, 3) uint8 reduced early to no less
+    than `at_least` (width, height), as data.decode.decode reduces; the (width, height) the image is shown at):
+    a detector's upload, whose boxes are given in the image's own pixels."""
+    with _refusals():
+        image = data if isinstance(data, Image.Image) else open_image(data, max_pixels, IMAGE_FORMATS)
+        width, height = image.size  # the header's, before a JPEG draft shrinks it
+        rgb = np.asarray(decode(image, at_least).convert("RGB"))
+        if image.getexif().get(ExifTags.Base.Orientation, 1) in ROTATED:  # read by decode already
+            width, height = height, width
+        return rgb, (width, height)
 
 
 @contextmanager

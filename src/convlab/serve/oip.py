@@ -24,7 +24,6 @@ IMAGE, INPUT = "image", "input"  # BYTES [-1] encoded images; FP32 [-1, C, H, W]
 # `images` is the exported .onnx file's input name: a client written for Triton serving that file (input
 # `images`, output `logits`) works here unchanged
 INPUT_NAMES = (INPUT, ONNX_INPUT)
-OUTPUTS = ("probabilities", "logits")
 HEADER_LENGTH = "Inference-Header-Content-Length"
 EXTENSIONS = ["binary_tensor_data", "classification"]
 VERSION = "1"
@@ -94,12 +93,7 @@ async def server_metadata() -> dict:
 @router.get("/v2/models/{name}/versions/{version}", summary="model metadata (this version)")
 async def model_metadata(name: str, state: State, version: str | None = None) -> dict:
     model = _versioned(state.models, name, version)
-    channels, height, width = model.input_shape
-    classes = len(model.labels)
-    return {"name": model.name, "versions": [VERSION], "platform": _platform(model.backend),
-            "inputs": [{"name": INPUT, "datatype": "FP32", "shape": [-1, channels, height, width]},
-                       {"name": IMAGE, "datatype": "BYTES", "shape": [-1]}],
-            "outputs": [{"name": output, "datatype": "FP32", "shape": [-1, classes]} for output in OUTPUTS]}
+    return {"name": model.name, "versions": [VERSION], "platform": _platform(model.backend), **model.oip_metadata()}
 
 
 @router.get("/v2/models/{name}/ready", summary="model ready", responses=NOT_READY)
@@ -117,9 +111,10 @@ async def infer(name: str, request: Request, state: State, version: str | None =
     batcher = state.batchers[model.name]
     with batcher.coming():
         document, inputs = _parse_request(await request.body(), request.headers.get(HEADER_LENGTH))
+        query = model.oip_query(_parameters(document))  # checked before any work
         batch = await _input_batch(model, inputs, state)
-    logits, probs = await batcher.run(batch, state.settings.timeout_s)
-    return _response(model, document, {"probabilities": probs.astype(np.float32), "logits": logits})
+    outputs = await batcher.run(batch, state.settings.timeout_s)
+    return _response(model, document, model.oip_outputs(outputs, query))
 
 
 def _versioned(models: Mapping, name: str, version: str | None):
@@ -178,7 +173,7 @@ async def _input_batch(model, inputs: list[tuple[dict, bytes | None]], state: Se
     if not (isinstance(shape, list) and shape and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
                                                       for v in shape)):
         raise RequestError(400, f"input {str(name)[:40]!r}: shape must be a list of non-negative integers")
-    if name in INPUT_NAMES:
+    if name in INPUT_NAMES and model.float_input:
         _check_count(shape[0], state)
         return _float_input(model, tensor, binary, datatype, shape)
     if name == IMAGE:
@@ -187,8 +182,8 @@ async def _input_batch(model, inputs: list[tuple[dict, bytes | None]], state: Se
         images = _bytes_elements(tensor, binary, shape[0])
         _check_count(len(images), state)
         return await state.decode_all(model, images)
-    raise RequestError(400, f"unknown input {str(name)[:40]!r}: model {model.name!r} takes {INPUT!r} (FP32 "
-                            f"[-1, {', '.join(map(str, model.input_shape))}]) or {IMAGE!r} (BYTES [-1])")
+    takes = " or ".join(f"{i['name']!r} ({i['datatype']} {i['shape']})" for i in model.oip_metadata()["inputs"])
+    raise RequestError(400, f"unknown input {str(name)[:40]!r}: model {model.name!r} takes {takes}")
 
 
 def _check_count(count: int, state: ServerState) -> None:
@@ -251,23 +246,31 @@ def _bytes_elements(tensor: dict, binary: bytes | None, count: int) -> list[byte
 
 
 # -- responses -----------------------------------------------------------------------------------------
+def _parameters(document: dict) -> dict:
+    """The request's parameters: binary_data_output, and what the model reads (a detector's conf and iou)."""
+    return document.get("parameters") if isinstance(document.get("parameters"), dict) else {}
+
+
 def _response(model, document: dict, values: dict[str, np.ndarray]) -> Response:
     requested = document.get("outputs")
-    parameters = document.get("parameters") if isinstance(document.get("parameters"), dict) else {}
-    binary_default = parameters.get("binary_data_output") is True
+    binary_default = _parameters(document).get("binary_data_output") is True
     if requested is None:
-        requested = [{"name": name, "parameters": {"binary_data": binary_default}} for name in OUTPUTS]
+        requested = [{"name": name, "parameters": {"binary_data": binary_default}} for name in values]
     if not isinstance(requested, list):
         raise RequestError(400, '"outputs" must be a list of {"name", "parameters"}')
     outputs, chunks = [], []
     for entry in requested:
         if not isinstance(entry, dict) or entry.get("name") not in values:
             asked = entry.get("name") if isinstance(entry, dict) else entry
-            raise RequestError(400, f"unknown output {str(asked)[:40]!r}; outputs are {', '.join(OUTPUTS)}")
+            raise RequestError(400, f"unknown output {str(asked)[:40]!r}; outputs are {', '.join(values)}")
         options = entry.get("parameters") or {}
         if not isinstance(options, dict):
             raise RequestError(400, f"output {entry['name']!r}: parameters must be an object")
-        tensor, raw = _output(entry["name"], values[entry["name"]], model.labels, options.get("classification"))
+        classification = options.get("classification")
+        if classification is not None and entry["name"] not in model.classifiable:
+            raise RequestError(400, f"output {entry['name']!r}: the classification parameter applies to a "
+                                    f"classifier's outputs, not to model {model.name!r}'s ({model.task})")
+        tensor, raw = _output(entry["name"], values[entry["name"]], model.labels, classification)
         if options.get("binary_data", binary_default) is True:
             tensor["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
@@ -285,18 +288,32 @@ def _response(model, document: dict, values: dict[str, np.ndarray]) -> Response:
                     headers={HEADER_LENGTH: str(len(header))})
 
 
+DATATYPES = {np.dtype(np.int64): ("INT64", "<i8")}  # and every float as FP32
+
+
 def _output(name: str, value: np.ndarray, labels: list[str], classification) -> tuple[dict, bytes]:
     """One output tensor (JSON part with `_data`) and its binary form."""
-    if classification is None:
-        return ({"name": name, "datatype": "FP32", "shape": list(value.shape), "_data": value.reshape(-1).tolist()},
-                np.ascontiguousarray(value, dtype="<f4").tobytes())
+    if classification is not None:
+        return _classification(name, value, labels, classification)
+    if value.dtype == object:  # strings: BYTES, serialized as Triton does
+        return {"name": name, "datatype": "BYTES", "shape": list(value.shape), "_data": value.tolist()}, \
+            _bytes_tensor(value.tolist())
+    datatype, layout = DATATYPES.get(value.dtype, ("FP32", "<f4"))
+    return ({"name": name, "datatype": datatype, "shape": list(value.shape), "_data": value.reshape(-1).tolist()},
+            np.ascontiguousarray(value, dtype=layout).tobytes())
+
+
+def _classification(name: str, value: np.ndarray, labels: list[str], classification) -> tuple[dict, bytes]:
+    """Triton's classification extension: the k best of each row as BYTES "score:index:label"."""
     if not isinstance(classification, int) or isinstance(classification, bool) or classification < 1:
         raise RequestError(400, f"output {name!r}: classification must be a positive integer, got {classification!r}")
     k = min(classification, value.shape[1])
     order = np.argsort(-value, axis=1, kind="stable")[:, :k]
     rows = [[f"{value[i, j]:f}:{j}:{labels[j]}" for j in row] for i, row in enumerate(order)]
     flat = [text for row in rows for text in row]
-    raw = b"".join(struct.pack("<I", len(encoded)) + encoded for encoded in (text.encode() for text in flat))
-    return {"name": name, "datatype": "BYTES", "shape": [len(rows), k], "_data": flat}, raw
+    return {"name": name, "datatype": "BYTES", "shape": [len(rows), k], "_data": flat}, _bytes_tensor(flat)
 
 
+def _bytes_tensor(texts: list[str]) -> bytes:
+    """BYTES elements as Triton serializes them: each a 4-byte little-endian length, then its UTF-8 bytes."""
+    return b"".join(struct.pack("<I", len(encoded)) + encoded for encoded in (text.encode() for text in texts))

@@ -1,5 +1,5 @@
 """What the Runs and Predict pages show of a served model beyond predictions: its results, Grad-CAM and the
-attribution methods' overlays.
+attribution methods' overlays (ModelViews, a classifier's; DetectionViews, a detector's results and figures).
 
 The pictures come from the functions the report draws with (evaluate/pictures.py, evaluate/mistakes.py), so the
 page and report.html agree; uploads are decoded once, at a bounded working size, and drawn at display size.
@@ -24,7 +24,7 @@ from ..evaluate.pictures import confusion_png, curves_png, data_uri, displayed, 
 from ..insight.attribution import METHODS, Settings, attribute
 from ..insight.attribution.figure import method_scales, overlay_map
 from ..insight.gradcam import overlay, run_grad_cam
-from ..layout import ONNX_SUFFIX, QUANTIZED_WEIGHTS
+from ..layout import CONFUSION, CURVES, ONNX_SUFFIX, PR_CURVES, QUANTIZED_WEIGHTS
 from ..run import Run
 
 
@@ -155,7 +155,9 @@ class ModelViews:
             metrics, source = classification_metrics(test.labels, probs, run.classes), "measured on the test split"
         mistakes = [] if probs is None else self._mistakes(run, test, probs)
         why = torch_graph_missing(self.path)
-        return {"name": self.name, "no_maps": f"no Grad-CAM or attribution maps: {self.name} {why}" if why else None, "model": run.config.model.name, "data": run.config.data.name,
+        return {"name": self.name, "task": "classify",
+                "no_maps": f"no Grad-CAM or attribution maps: {self.name} {why}" if why else None,
+                "model": run.config.model.name, "data": run.config.data.name,
                 "metrics": metrics, "metrics_source": source if metrics is not None else None,
                 "curves": data_uri(curves) if curves else None,
                 "confusion": data_uri(confusion_png(metrics, run.classes)) if metrics else None,
@@ -172,3 +174,40 @@ class ModelViews:
                           "image": data_uri(png_of_array(big)),
                           "gradcam": data_uri(png_of_array(overlay(big, cams.heatmaps[k]))) if cams else None})
         return found
+
+
+class NotForDetectors(ConvlabError):
+    """Grad-CAM and attribution explain one class score of a classifier; a detector has none per image."""
+
+
+class DetectionViews:
+    """A served detection run for the pages: its COCO metrics and the figures training wrote into its folder
+    (training curves, precision-recall curves, confusion matrix at IoU 0.5); no maps (NotForDetectors)."""
+
+    FIGURES = {"curves": CURVES, "pr_curves": PR_CURVES, "confusion": CONFUSION}
+
+    def __init__(self, name: str, run):
+        self.name, self.detection_run = name, run
+        self.no_maps = (f"no Grad-CAM or attribution maps: {name} is a detection run, and they explain one class "
+                        f"score of a classifier's image; the boxes' scores are on the Predict page")
+
+    def gradcam_png(self, image: Image.Image):
+        raise NotForDetectors(self.no_maps)
+
+    def attribution_png(self, image: Image.Image, method: str, settings: Settings | None = None):
+        raise NotForDetectors(self.no_maps)
+
+    def mistake_overlays(self, method: str, settings: Settings | None = None):
+        raise NotForDetectors(self.no_maps)
+
+    def results(self) -> dict:
+        """The Runs page: metrics.json (mAP, AP50, per-class AP), then the figures the run folder holds."""
+        run, found = self.detection_run, {}
+        for key, filename in self.FIGURES.items():
+            path = run.path / filename
+            found[key] = data_uri(path.read_bytes()) if path.is_file() else None
+        notes = [f"no {filename} in {run.path.name}" for key, filename in self.FIGURES.items() if not found[key]]
+        return {"name": self.name, "task": "detect", "no_maps": self.no_maps, "model": run.config.model.name,
+                "data": run.config.data.name, "metrics": run.metrics,
+                "metrics_source": "metrics.json" if run.metrics is not None else None, **found, "mistakes": [],
+                "notes": notes}

@@ -1,5 +1,7 @@
 """A model as the server serves it: loaded as `convlab predict` loads it (run folder, variant folder or .onnx
-file), with the torch or onnx backend, and the attributes the routes and the web app read."""
+file), with the torch or onnx backend, and what the routes and the web app ask of it. Each task has its served
+model (SERVED: a classifier here, a detector in detect.py) answering the same questions, so the routes, the
+batcher and the pages never ask which task they hold."""
 from __future__ import annotations
 
 import re
@@ -14,9 +16,13 @@ from rich.console import Console
 from ..compress.export import export_onnx
 from ..compress.load import load_variant
 from ..errors import ConvlabError
-from ..layout import ONNX, ONNX_SUFFIX
-from ..run import Run
+from ..layout import ONNX, ONNX_SUFFIX, QUANTIZED_WEIGHTS
+from ..run import Run, top_predictions
+from ..tasks import load_run
+from .detect import ServedDetector
 from .limits import decode_upload
+from .oip import IMAGE, INPUT
+from .results import ModelViews
 
 BACKENDS = ("torch", "onnx")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # usable in a URL path as it is
@@ -24,7 +30,13 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # usable in a URL
 
 @dataclass
 class ServedModel:
-    """What a route needs of a model: name, the path the user gave, labels, (C, H, W), test metrics."""
+    """A classifier as the routes use it: name, the path the user gave, labels, (C, H, W), test metrics; its
+    decoding, forward pass, /predict answer and OIP tensors."""
+
+    task = "classify"
+    float_input = True  # OIP `input`: FP32 images already normalized
+    top_k = 5  # /predict's default (as predict's --top-k)
+    classifiable = ("probabilities", "logits")  # the OIP outputs, all open to the classification extension
 
     name: str
     path: Path
@@ -50,11 +62,66 @@ class ServedModel:
         predict's preprocessing."""
         return decode_upload(data, self.run.preprocess.channels, tuple(self.run.preprocess.size), max_pixels)
 
+    @staticmethod
+    def collate(decoded: list[np.ndarray]) -> np.ndarray:
+        """What decode gave for each image of a request -> the batch infer takes, (N, C, H, W)."""
+        return np.stack(decoded)
+
     def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, C, H, W): uint8 images (normalized here, as predict does) or float32 model inputs already
         normalized -> (logits float32, probabilities float64), both (N, classes)."""
         logits = self.run.predict_logits(batch) if batch.dtype == np.uint8 else self.run.forward_inputs(batch)
         return logits, self.run.probabilities(logits)
+
+    def answer(self, outputs: tuple, names: list[str | None], query: dict) -> list[dict]:
+        """infer's outputs -> /predict's answer, predict --json's list [{"path", "top": [{"label", "prob"}]}]."""
+        return top_predictions(outputs[1], self.labels, names, query.get("top_k", self.top_k))
+
+    def describe(self) -> dict:
+        """The model as GET /api/models lists it."""
+        return {"name": self.name, "task": self.task, "backend": self.backend, "labels": self.labels,
+                "input_shape": list(self.input_shape), "metrics": self.metrics}
+
+    def oip_metadata(self) -> dict:
+        """OIP model metadata's inputs and outputs."""
+        channels, height, width = self.input_shape
+        return {"inputs": [{"name": INPUT, "datatype": "FP32", "shape": [-1, channels, height, width]},
+                           {"name": IMAGE, "datatype": "BYTES", "shape": [-1]}],
+                "outputs": [{"name": output, "datatype": "FP32", "shape": [-1, len(self.labels)]}
+                            for output in self.classifiable]}
+
+    @staticmethod
+    def oip_query(parameters: dict) -> dict:
+        """What an OIP request's parameters ask of the outputs: nothing for a classifier."""
+        return {}
+
+    def oip_outputs(self, outputs: tuple, query: dict) -> dict[str, np.ndarray]:
+        """infer's outputs -> the OIP output tensors by name (each may take Triton's classification parameter)."""
+        logits, probs = outputs
+        return {"probabilities": probs.astype(np.float32), "logits": logits}
+
+    @classmethod
+    def serve(cls, name: str, path: Path, run: Run, backend: str, threads: int,
+              exported: Path | None) -> "ServedModel":
+        """A loaded run served with `backend`: onnx uses the run's model.onnx, `exported` (an export of the run
+        made before, e.g. by the parent of several workers) or an export made now into a temporary folder."""
+        if backend == "torch":
+            return cls(name, path, run, "torch")
+        keep = []
+        onnx_path = path / ONNX
+        if not onnx_path.is_file() and exported is not None:
+            onnx_path = exported
+        if not onnx_path.is_file():
+            folder = tempfile.TemporaryDirectory(prefix="convlab-serve-")
+            keep.append(folder)
+            onnx_path = export_onnx(run, Path(folder.name) / ONNX, console=Console(quiet=True))
+        served = cls(name, path, load_variant(onnx_path, onnx_threads=threads), "onnx", onnx_path, keep)
+        served.run.metrics = run.metrics  # the .onnx file has no metrics.json; the run folder does
+        return served
+
+    def views(self) -> ModelViews:
+        """What the web app's pages show of this model beyond predictions."""
+        return ModelViews(self.name, self.path, self.metrics)
 
 
 def parse_spec(spec: str) -> tuple[str, Path]:
@@ -71,27 +138,17 @@ def parse_spec(spec: str) -> tuple[str, Path]:
 
 
 def load_served(name: str, path: Path, backend: str = "torch", threads: int = 0,
-                exported: Path | None = None) -> ServedModel:
-    """Load `path` as predict does; backend onnx uses the .onnx file given, the run's model.onnx, `exported`
-    (an export of the run made before, e.g. by the parent of several workers) or an export made now into a
-    temporary folder. A .onnx file is always served through onnxruntime."""
+                exported: Path | None = None):
+    """Load `path` as predict does, as the served model of its task (SERVED). A .onnx file is a classifier
+    served through onnxruntime; an int8 variant folder a classifier too."""
     if backend not in BACKENDS:
         raise ConvlabError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if not path.exists():
         raise ConvlabError(f"{path} does not exist: give a run folder, a compress variant folder or a .onnx file")
     if path.suffix == ONNX_SUFFIX:
         return ServedModel(name, path, load_variant(path, onnx_threads=threads), "onnx", path)
-    run = load_variant(path)
-    if backend == "torch":
-        return ServedModel(name, path, run, "torch")
-    keep = []
-    onnx_path = path / ONNX
-    if not onnx_path.is_file() and exported is not None:
-        onnx_path = exported
-    if not onnx_path.is_file():
-        folder = tempfile.TemporaryDirectory(prefix="convlab-serve-")
-        keep.append(folder)
-        onnx_path = export_onnx(run, Path(folder.name) / ONNX, console=Console(quiet=True))
-    served = ServedModel(name, path, load_variant(onnx_path, onnx_threads=threads), "onnx", onnx_path, keep)
-    served.run.metrics = run.metrics  # the .onnx file has no metrics.json; the run folder does
-    return served
+    run = load_variant(path) if (path / QUANTIZED_WEIGHTS).is_file() else load_run(path, command="convlab serve")
+    return SERVED[getattr(run, "task", ServedModel.task)].serve(name, path, run, backend, threads, exported)
+
+
+SERVED = {ServedModel.task: ServedModel, ServedDetector.task: ServedDetector}  # the served model of each task

@@ -51,18 +51,19 @@ class ServerState:
         return all(batcher.running for batcher in self.batchers.values())
 
     async def decode_all(self, model, images: list[bytes]) -> np.ndarray:
-        """(N, C, H, W) uint8: decoded and resized in the decoding threads, so it overlaps the model's forward
-        passes; one image declaring few pixels is decoded here, in the event loop: the hop to a thread costs more
-        than it. Only its header is read here before choosing."""
+        """The batch the model's infer takes (a classifier's (N, C, H, W) uint8): decoded and resized in the
+        decoding threads, so it overlaps the model's forward passes; one image declaring few pixels is decoded
+        here, in the event loop: the hop to a thread costs more than it. Only its header is read here before
+        choosing."""
         max_pixels = self.settings.max_pixels
         loop = asyncio.get_running_loop()
         if len(images) == 1:  # without gather's overhead
             image = open_upload(images[0], max_pixels)
             if declared_pixels(image) <= INLINE_DECODE_PIXELS:
-                return model.decode(image, max_pixels)[None]
-            return (await loop.run_in_executor(self.decoder, model.decode, image, max_pixels))[None]
-        return np.stack(await asyncio.gather(*(loop.run_in_executor(self.decoder, model.decode, data, max_pixels)
-                                               for data in images)))
+                return model.collate([model.decode(image, max_pixels)])
+            return model.collate([await loop.run_in_executor(self.decoder, model.decode, image, max_pixels)])
+        return model.collate(await asyncio.gather(*(loop.run_in_executor(self.decoder, model.decode, data, max_pixels)
+                                                    for data in images)))
 
 
 # `async def`: FastAPI runs a plain `def` dependency in a worker thread, a thread hop on every request

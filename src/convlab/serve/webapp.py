@@ -15,10 +15,10 @@ from starlette.concurrency import run_in_threadpool
 
 from ..errors import ConvlabError
 from ..insight.attribution import METHODS, Settings
-from .learn import FieldError, conv_steps
+from .learn import MAX_BOXES, FieldError, conv_steps, nms_rounds
 from .errors import RequestError, error
 from .limits import lookup, open_upload
-from .results import ModelViews, NoTorchGraph
+from .results import DetectionViews, ModelViews, NoTorchGraph, NotForDetectors
 from .state import ServerState, State
 from .uploads import read_images
 
@@ -42,6 +42,13 @@ EXPLAIN_BODY = {"requestBody": {"required": False, "content": {"application/json
         "stride": {"type": "integer", "minimum": 1, "maximum": 8, "default": 1},
         "padding": {"type": "integer", "minimum": 0, "maximum": 4, "default": 0},
         "mode": {"type": "string", "enum": ["correlation", "convolution"], "default": "correlation"}}}}}}}
+NMS_BODY = {"requestBody": {"required": False, "content": {"application/json": {"schema": {
+    "type": "object", "additionalProperties": False, "properties": {
+        # a box: x1 y1 x2 y2 score, and a class as a sixth number on every box for NMS per class
+        "boxes": {"oneOf": [{"type": "string", "example": "10 10 50 90 0.9; 14 12 54 92 0.8"},
+                            {"type": "array", "maxItems": MAX_BOXES, "items": {
+                                "type": "array", "minItems": 5, "maxItems": 6, "items": {"type": "number"}}}]},
+        "iou": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5}}}}}}}
 IMAGE_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["file"], "properties": {"file": {"type": "string", "format": "binary"}}}}}},
     "responses": {"200": {"description": "the overlay", "content": {"image/png": {}}}}}
@@ -72,12 +79,12 @@ def steps_query():
     return Query(DEFAULTS.steps, ge=1, le=MAX_STEPS, description="integral steps of ig and ig-blur")
 
 
-def view_of(state: ServerState, name: str) -> ModelViews:
+def view_of(state: ServerState, name: str) -> ModelViews | DetectionViews:
     """The views of the served model `name`, made on first use; names are looked up, never read as paths."""
     served = lookup(state.models, name)
     with state.views_lock:
         if name not in state.views:
-            state.views[name] = ModelViews(name, served.path, served.metrics)
+            state.views[name] = served.views()
         return state.views[name]
 
 
@@ -89,7 +96,7 @@ async def overlay(name: str, request: Request, state: ServerState, draw, headers
         data = await _one_upload(request, state.settings.max_images)
         max_pixels = state.settings.max_pixels
         png, first, second = await run_in_threadpool(lambda: draw(view, open_upload(data, max_pixels)))
-    except (RequestError, ConvlabError) as err:  # NoTorchGraph is a ConvlabError
+    except (RequestError, ConvlabError) as err:  # NoTorchGraph and NotForDetectors are ConvlabErrors
         return _refusal(name, err)
     return Response(png, media_type="image/png", headers=headers(first, second))
 
@@ -149,15 +156,27 @@ def run_results(name: str, state: State) -> Response:
 @router.post("/api/explain/conv", summary="every window of a convolution with its products and sum",
              openapi_extra=EXPLAIN_BODY)
 async def explain_conv(request: Request) -> Response:
+    return await _explained(request, conv_steps, '{"input": "1 0; 0 1", "kernel": "1"}')
+
+
+@router.post("/api/explain/nms", summary="each round of non-maximum suppression, beside torchvision's result",
+             openapi_extra=NMS_BODY)
+async def explain_nms(request: Request) -> Response:
+    return await _explained(request, nms_rounds, '{"boxes": "0 0 10 10 0.9; 1 1 11 11 0.8", "iou": 0.5}')
+
+
+async def _explained(request: Request, steps, example: str) -> Response:
+    """A Learn page request: a small JSON body (empty: the worked example) -> steps(body) as JSON; 4xx naming
+    the field otherwise."""
     raw = await request.body()
     if len(raw) > MAX_EXPLAIN_BYTES:
         return error(413, f"body: {len(raw):,} bytes, at most {MAX_EXPLAIN_BYTES:,} here")
     try:
         body = json.loads(raw) if raw.strip() else {}
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
-        return error(400, f"body: not JSON ({err}); send e.g. {{\"input\": \"1 0; 0 1\", \"kernel\": \"1\"}}")
+        return error(400, f"body: not JSON ({err}); send e.g. {example}")
     try:
-        return JSONResponse(conv_steps(body))
+        return JSONResponse(steps(body))
     except FieldError as err:
         return error(422, str(err))
 
@@ -166,7 +185,7 @@ def _refusal(name: str, err: RequestError | ConvlabError) -> Response:
     """The 4xx JSON answer of a page route for model `name` that raised `err`."""
     if isinstance(err, RequestError):
         return error(err.status, err.message, err.headers)
-    if isinstance(err, NoTorchGraph):  # its message names the model already
+    if isinstance(err, (NoTorchGraph, NotForDetectors)):  # its message names the model already
         return error(422, str(err))
     return error(422, f"model {name!r}: {err}")
 

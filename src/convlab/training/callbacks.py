@@ -60,12 +60,16 @@ class CallbackList(Callback):
             cb.on_train_end(state)
 
 
+# What an epoch's line shows, in order, for the logs a task writes: (key, label). A key a task does not log
+# (a detector has no accuracy, a classifier no mAP) is left out.
+EPOCH_COLUMNS = [("train_loss", "loss"), ("train_accuracy", "acc"), ("val_loss", "val_loss"),
+                 ("val_accuracy", "val_acc"), ("val_map", "val_mAP"), ("val_map50", "val_AP50")]
+
+
 def epoch_line(state, logs: dict) -> str:
     """The one-line summary of an epoch, shared by the progress bar and the plain logger."""
-    parts = [f"epoch {state.epoch:>{len(str(state.epochs))}}/{state.epochs}",
-             f"loss {logs['train_loss']:.4f}", f"acc {logs['train_accuracy']:.4f}"]
-    if logs.get("val_loss") is not None:
-        parts += [f"val_loss {logs['val_loss']:.4f}", f"val_acc {logs['val_accuracy']:.4f}"]
+    parts = [f"epoch {state.epoch:>{len(str(state.epochs))}}/{state.epochs}"]
+    parts += [f"{label} {logs[key]:.4f}" for key, label in EPOCH_COLUMNS if logs.get(key) is not None]
     parts += [f"lr {logs['lr']:.2e}", f"{logs['images_per_second']:,.0f} img/s", f"{logs['seconds']:.1f}s"]
     return "  ".join(parts)
 
@@ -105,7 +109,8 @@ class ProgressBar(Callback):
             return
         self.last_refresh = now
         seen = logs["seen"]
-        stats = (f"loss {float(logs['loss_sum']) / seen:.4f}  acc {float(logs['correct']) / seen:.4f}  "
+        accuracy = f"acc {float(logs['correct']) / seen:.4f}  " if logs.get("accuracy", True) else ""
+        stats = (f"loss {float(logs['loss_sum']) / seen:.4f}  {accuracy}"
                  f"{seen / max(now - self.started, 1e-9):,.0f} img/s")
         self.progress.update(self.task, completed=logs["batch"], stats=stats)
 
@@ -115,13 +120,14 @@ class ProgressBar(Callback):
 
 
 class History(Callback):
-    """Keeps a row of metrics per epoch and rewrites metrics.csv after each one."""
+    """Keeps a row of metrics per epoch and rewrites metrics.csv after each one (a task names its columns)."""
 
     FIELDS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds",
               "images_per_second"]
 
-    def __init__(self, csv_path: Path | None = None):
+    def __init__(self, csv_path: Path | None = None, fields: list[str] | None = None):
         self.csv_path = csv_path
+        self.FIELDS = list(fields or self.FIELDS)
         self.rows: list[dict] = []
 
     def on_epoch_end(self, state, logs):

@@ -193,7 +193,7 @@ class Checkpointer(Callback):
         # epoch whose end may go unsaved; a failure then redoes those epochs (at most DEFER_MAX_S of them).
         self.defer: Callable[[Any], bool] | None = None
         self.deferred = 0  # epoch ends left unsaved
-        self._unsaved_best: tuple | None = None  # (epoch, val_accuracy, weights) of a best epoch left unsaved
+        self._unsaved_best: tuple | None = None  # (epoch, monitor, value, weights) of a best epoch left unsaved
         self._saved_at = time.monotonic()
 
     # hooks
@@ -226,25 +226,26 @@ class Checkpointer(Callback):
             self._interrupt(state)
 
     def on_epoch_end(self, state, logs):
-        best = (self.ranks.is_main and logs.get("val_accuracy") is not None
+        monitor = getattr(self.stateful.get("best"), "monitor", "val_accuracy")  # the task's metric (mAP, ...)
+        best = (self.ranks.is_main and logs.get(monitor) is not None
                 and getattr(self.stateful.get("best"), "best_epoch", None) == state.epoch)
         weights = {k: v.detach().cpu() for k, v in state.plain_model.state_dict().items()} if best else None
         if self._may_defer(state):
             self.deferred += 1
             if best:  # a copy: the live weights move on before the next save writes it
-                self._unsaved_best = (state.epoch, logs["val_accuracy"], {k: v.clone() for k, v in weights.items()})
+                self._unsaved_best = (state.epoch, monitor, logs[monitor], {k: v.clone() for k, v in weights.items()})
         else:
             if best or self._unsaved_best:
-                self._write_best(*((state.epoch, logs["val_accuracy"], weights) if best else self._unsaved_best))
+                self._write_best(*((state.epoch, monitor, logs[monitor], weights) if best else self._unsaved_best))
             self._unsaved_best = None
             self.save(state)
         if self.interrupt_requested:
             self._interrupt(state)
 
-    def _write_best(self, epoch: int, val_accuracy: float, weights: dict[str, torch.Tensor]) -> None:
+    def _write_best(self, epoch: int, monitor: str, value: float, weights: dict[str, torch.Tensor]) -> None:
         from safetensors.torch import save
 
-        meta = {"epoch": str(epoch), "val_accuracy": repr(val_accuracy)}
+        meta = {"epoch": str(epoch), monitor: repr(value)}
         atomic_write(self.folder / BEST, save({k: v.contiguous() for k, v in weights.items()}, metadata=meta))
 
     def _may_defer(self, state) -> bool:

@@ -152,9 +152,10 @@ class AllReduceMetrics(Callback):
         self.device = device
 
     def on_epoch_end(self, state, logs):
-        values = torch.tensor([float(logs[k]) for k in self.KEYS], dtype=torch.float64, device=self.device)
+        keys = [k for k in self.KEYS if k in logs]  # a detector logs no training accuracy
+        values = torch.tensor([float(logs[k]) for k in keys], dtype=torch.float64, device=self.device)
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
         values /= dist.get_world_size()
-        for key, value in zip(self.KEYS, values.tolist()):
+        for key, value in zip(keys, values.tolist()):
             logs[key] = value
         logs["images_per_second"] = logs["images_per_second"] * dist.get_world_size()

@@ -44,7 +44,11 @@ def bare(model: nn.Module) -> nn.Module:
 
 
 def fit(model: nn.Module, train_loader, val_loader, optimizer: torch.optim.Optimizer, schedule: Schedule,
-        loss_fn: nn.Module, epochs: int, callbacks: list[Callback], precision: Precision | None = None) -> LoopState:
+        loss_fn: nn.Module | None, epochs: int, callbacks: list[Callback], precision: Precision | None = None,
+        step=None, validate=None) -> LoopState:
+    """Train for `epochs`. A task (tasks/) gives its `step` and `validate` (default: a classifier's): the loop
+    is the same for every task."""
+    step, validate = step or classify_step, validate or classify_validate
     state = LoopState(model, optimizer, epochs, len(train_loader))
     precision = precision or Precision("cpu")
     hooks = CallbackList(callbacks)
@@ -53,14 +57,13 @@ def fit(model: nn.Module, train_loader, val_loader, optimizer: torch.optim.Optim
         state.epoch = epoch
         hooks.on_epoch_begin(state)
         started = time.perf_counter()
-        logs = train_one_epoch(state, train_loader, schedule, loss_fn, hooks, precision)
+        logs = train_one_epoch(state, train_loader, schedule, loss_fn, hooks, precision, step)
         logs["lr"] = optimizer.param_groups[0]["lr"]
         schedule.after_epoch()
         logs["seconds"] = time.perf_counter() - started
         logs["images_per_second"] = train_loader.num_samples / max(logs["seconds"], 1e-9)
         if val_loader is not None:
-            val = evaluate_loss_accuracy(model, val_loader, loss_fn)
-            logs["val_loss"], logs["val_accuracy"] = val["loss"], val["accuracy"]
+            logs.update(validate(model, val_loader, loss_fn))
         hooks.on_epoch_end(state, logs)
         if state.stop:
             break
@@ -68,9 +71,12 @@ def fit(model: nn.Module, train_loader, val_loader, optimizer: torch.optim.Optim
     return state
 
 
-def train_one_epoch(state: LoopState, loader, schedule: Schedule, loss_fn: nn.Module, hooks: Callback,
-                    precision: Precision | None = None) -> dict:
-    """One pass over the training batches. Running sums stay tensors: no host sync per step."""
+def train_one_epoch(state: LoopState, loader, schedule: Schedule, loss_fn: nn.Module | None, hooks: Callback,
+                    precision: Precision | None = None, step=None) -> dict:
+    """One pass over the training batches. Running sums stay tensors: no host sync per step.
+
+    `step(model, batch, loss_fn) -> (loss, count, correct)` is the task's: correct is None where the task
+    has no training accuracy (a detector's), and then none is logged."""
     model, optimizer = state.model, state.optimizer
     precision = precision or Precision("cpu")
     model.train()
@@ -82,16 +88,37 @@ def train_one_epoch(state: LoopState, loader, schedule: Schedule, loss_fn: nn.Mo
         loss_sum += state.resume_partial["loss_sum"].to(loss_sum.device)
         correct += state.resume_partial["correct"].to(correct.device)
         seen = state.resume_partial["seen"]
-    for batch, (images, labels) in enumerate(loader, start=1):
+    step = step or classify_step
+    accuracy = True
+    for batch, inputs in enumerate(loader, start=1):
         if batch <= skip:
             continue
         with precision.autocast():
-            logits = model(images)
-            loss = loss_fn(logits, labels)
+            loss, count, hits = step(model, inputs, loss_fn)
         precision.backward_step(loss, optimizer)
         schedule.after_batch()
-        loss_sum += loss.detach() * len(labels)
-        correct += (logits.detach().argmax(1) == labels).sum()
-        seen += len(labels)
-        hooks.on_batch_end(state, {"batch": batch, "seen": seen, "loss_sum": loss_sum, "correct": correct})
-    return {"train_loss": float(loss_sum) / max(seen, 1), "train_accuracy": float(correct) / max(seen, 1)}
+        loss_sum += loss.detach() * count
+        if hits is not None:
+            correct += hits
+        accuracy = hits is not None
+        seen += count
+        hooks.on_batch_end(state, {"batch": batch, "seen": seen, "loss_sum": loss_sum, "correct": correct,
+                                   "accuracy": accuracy})
+    logs = {"train_loss": float(loss_sum) / max(seen, 1)}
+    if accuracy:
+        logs["train_accuracy"] = float(correct) / max(seen, 1)
+    return logs
+
+
+def classify_step(model: nn.Module, batch, loss_fn: nn.Module):
+    """A classifier's training step: logits, the loss, and how many of the batch it got right."""
+    images, labels = batch
+    logits = model(images)
+    loss = loss_fn(logits, labels)
+    return loss, len(labels), (logits.detach().argmax(1) == labels).sum()
+
+
+def classify_validate(model: nn.Module, loader, loss_fn: nn.Module) -> dict:
+    """A classifier's validation logs: val_loss and val_accuracy."""
+    val = evaluate_loss_accuracy(model, loader, loss_fn)
+    return {"val_loss": val["loss"], "val_accuracy": val["accuracy"]}

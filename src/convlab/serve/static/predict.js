@@ -1,7 +1,9 @@
 "use strict";
 // The Predict page: images -> POST predict/{model}?top_k=K (the server's predict API) -> top-k bars per
 // image; with the toggle on, POST api/attribute/{model}?method=M per image -> the overlay beside it (the
-// methods of the menu come from GET api/attribute-methods, Grad-CAM first).
+// methods of the menu come from GET api/attribute-methods, Grad-CAM first). A detector's images ->
+// POST predict/{model}?conf=C&iou=I -> its boxes drawn over each image, with their labels and scores;
+// a detector has no top-k or attribution, so those controls are hidden for it.
 (() => {
   const $ = id => document.getElementById(id);
   let modelList = [];
@@ -12,13 +14,21 @@
 
   const currentModel = () => modelList.find(m => m.name === $("predict-model").value);
 
+  const detects = () => Boolean(currentModel() && currentModel().task === "detect");
+
   function showAccuracy() {
     const metrics = currentModel() && currentModel().metrics;
-    const text = metrics && typeof metrics.accuracy === "number"
-      ? `test accuracy ${convlab.percent(metrics.accuracy)}` +
-        (typeof metrics.macro_f1 === "number" ? `, macro F1 ${metrics.macro_f1.toFixed(3)}` : "")
-      : "no test metrics for this model";
+    let text = "no test metrics for this model";
+    if (metrics && typeof metrics.map === "number") {
+      text = `test mAP ${metrics.map.toFixed(3)}, AP50 ${metrics.map50.toFixed(3)}`;
+    } else if (metrics && typeof metrics.accuracy === "number") {
+      text = `test accuracy ${convlab.percent(metrics.accuracy)}` +
+        (typeof metrics.macro_f1 === "number" ? `, macro F1 ${metrics.macro_f1.toFixed(3)}` : "");
+    }
     $("predict-accuracy").textContent = text;
+    // each control shows for its task: top-k and the maps for a classifier, the thresholds for a detector
+    const task = detects() ? "detect" : "classify";
+    for (const node of document.querySelectorAll("#predict [data-task]")) node.hidden = node.dataset.task !== task;
   }
 
   function objectURL(blob) {
@@ -37,6 +47,42 @@
         convlab.el("span", {className: "prob", textContent: entry.prob.toFixed(3)}),
       ]);
     }));
+  }
+
+  // The boxes over the image: one absolutely placed element per box, its corners in percent of the image's
+  // own width and height, so the boxes follow the picture at any displayed size.
+  function boxesOver(file, result) {
+    const labels = currentModel().labels;
+    const percent = (value, total) => `${(100 * value / total).toFixed(3)}%`;
+    const layer = convlab.el("div", {className: "boxes"}, result.boxes.map(found => {
+      const [x1, y1, x2, y2] = found.box;
+      const hue = Math.max(0, labels.indexOf(found.label)) % 6;  // one colour per class
+      const box = convlab.el("div", {className: `box hue${hue}`, title: `${found.label} ${found.score}`}, [
+        convlab.el("span", {className: "tag", textContent: `${found.label} ${found.score.toFixed(2)}`})]);
+      box.dataset.label = found.label;
+      Object.assign(box.style, {left: percent(x1, result.width), top: percent(y1, result.height),
+                                width: percent(x2 - x1, result.width), height: percent(y2 - y1, result.height)});
+      return box;
+    }));
+    const picture = convlab.el("img", {src: objectURL(file), alt: `uploaded ${file.name}`});
+    return convlab.el("div", {className: "frame"}, [picture, layer]);
+  }
+
+  function boxList(boxes) {
+    if (!boxes.length) return convlab.el("p", {className: "note", textContent: "no box above the score threshold"});
+    return convlab.el("ol", {className: "box-list"}, boxes.map(found =>
+      convlab.el("li", {textContent: `${found.label} ${found.score.toFixed(3)} at ` +
+                                     `[${found.box.map(v => v.toFixed(0)).join(", ")}]`})));
+  }
+
+  function renderBoxes(results) {
+    cards = [];  // no attribution overlays for a detector
+    $("predict-results").replaceChildren(...results.map((result, i) =>
+      convlab.el("div", {className: "card detection"}, [
+        convlab.el("p", {className: "name", textContent: files[i].name}),
+        boxesOver(files[i], result),
+        boxList(result.boxes),
+      ])));
   }
 
   function render(results) {
@@ -107,11 +153,17 @@
     const model = currentModel();
     if (!model || !files.length) return;
     const k = Math.max(1, parseInt($("predict-topk").value, 10) || 3);
+    const query = detects()
+      ? `conf=${encodeURIComponent($("predict-conf").value)}&iou=${encodeURIComponent($("predict-iou").value)}`
+      : `top_k=${k}`;
     const body = new FormData();
     for (const file of files) body.append("file", file, file.name);
     try {
-      const results = await convlab.json(`predict/${encodeURIComponent(model.name)}?top_k=${k}`,
-                                         {method: "POST", body});
+      const results = await convlab.json(`predict/${encodeURIComponent(model.name)}?${query}`, {method: "POST", body});
+      if (detects()) {
+        renderBoxes(results);
+        return;
+      }
       render(results);
       await showGradcams();
     } catch (err) {
@@ -146,7 +198,7 @@
     }
     showAccuracy();
     $("predict-model").addEventListener("change", () => { showAccuracy(); predict(); });
-    $("predict-topk").addEventListener("change", predict);
+    for (const id of ["predict-topk", "predict-conf", "predict-iou"]) $(id).addEventListener("change", predict);
     $("predict-gradcam").addEventListener("change", () =>
       showGradcams().catch(err => convlab.showError("predict-error", err)));
     $("predict-method").addEventListener("change", () => {

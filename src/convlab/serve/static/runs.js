@@ -1,13 +1,32 @@
 "use strict";
 // The Runs page: GET api/runs/{model} -> results first (accuracy, macro F1, per-class table), then the
 // training curves, the confusion matrix and the most confident mistakes, explained by Grad-CAM or by the
-// method of the menu (GET api/mistakes/{model}?method=M).
+// method of the menu (GET api/mistakes/{model}?method=M). A detection run shows its COCO mAP, AP50, AP75 and
+// per-class AP, then its training and precision-recall curves and its confusion matrix at IoU 0.5.
 (() => {
   const $ = id => document.getElementById(id);
   const el = convlab.el;
   let started = false;
 
+  const num = v => (typeof v === "number" ? v.toFixed(4) : "n/a");  // COCO leaves undefined values null
+
+  function detectionSummary(doc) {
+    const m = doc.metrics;
+    if (!m) return `${doc.name}: no test metrics (no metrics.json in the run folder)`;
+    return `${doc.name} (${doc.model} on ${doc.data}): test mAP ${num(m.map)}, AP50 ${num(m.map50)}, ` +
+           `AP75 ${num(m.map75)}, AR@100 ${num(m.mar100)} on ${m.num_images} images (${doc.metrics_source})`;
+  }
+
+  function detectionRows(metrics) {
+    if (!metrics || !metrics.per_class_ap) return [];
+    return Object.entries(metrics.per_class_ap).map(([name, ap]) =>
+      el("tr", {}, [el("td", {textContent: name}), el("td", {className: "num", textContent: num(ap)})]));
+  }
+
+  const HEADS = {classify: ["class", "precision", "recall", "F1", "support"], detect: ["class", "AP@[.5:.95]"]};
+
   function summary(doc) {
+    if (doc.task === "detect") return detectionSummary(doc);
     const m = doc.metrics;
     if (!m) return `${doc.name}: no test metrics (no metrics.json, and the test data could not be loaded)`;
     const parts = [`test accuracy ${m.accuracy.toFixed(4)}`];
@@ -84,10 +103,14 @@
     try {
       const doc = await convlab.json(`api/runs/${encodeURIComponent(name)}`);
       current = {name, doc};
+      const task = doc.task === "detect" ? "detect" : "classify";
+      for (const node of document.querySelectorAll("#runs [data-task]")) node.hidden = node.dataset.task !== task;
       $("runs-summary").textContent = summary(doc);
-      $("runs-classes").tBodies[0].replaceChildren(...classRows(doc.metrics));
+      $("runs-classes").tHead.rows[0].replaceChildren(...HEADS[task].map(text => el("th", {textContent: text})));
+      $("runs-classes").tBodies[0].replaceChildren(...(task === "detect" ? detectionRows : classRows)(doc.metrics));
       $("runs-notes").textContent = doc.notes.join("; ");
       picture($("runs-curves"), doc.curves);
+      picture($("runs-pr"), doc.pr_curves);
       picture($("runs-confusion"), doc.confusion);
       const found = doc.mistakes.map(mistake);
       $("runs-mistakes").replaceChildren(...(found.length ? found

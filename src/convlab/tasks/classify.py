@@ -1,0 +1,95 @@
+"""Classification, the first task: one label per image, cross-entropy, accuracy, a confusion matrix."""
+from __future__ import annotations
+
+from torch import nn
+
+from ..data.augment import build_augmentation
+from ..data.batches import BatchLoader
+from ..data.run_data import RunData, load_run_data
+from ..data.streaming import StreamingLoader
+from ..evaluate.plots import draw_run_plots
+from ..layout import CONFUSION, CURVES
+from ..models.registry import count_parameters, create_model
+from ..run import Preprocess, Run, load_run
+from ..training.callbacks import History
+from ..training.loop import classify_step, classify_validate
+from .registry import Task, register_task
+
+VAL_BATCH = 512
+
+
+@register_task
+class Classify(Task):
+    name = "classify"
+    description = "one label per image (image folders, MNIST, CIFAR-10, ...)"
+    monitor, mode, test_metric = "val_accuracy", "max", "accuracy"
+    history_fields = History.FIELDS
+
+    def load_data(self, conf, start) -> RunData:
+        return load_run_data(conf, start.channels, start.size, who=f"--model {conf.model.name}")
+
+    def fresh_builder(self, conf):
+        return lambda channels, classes, size, dropout: create_model(conf.model.name, channels, classes, size,
+                                                                     dropout)
+
+    def loaders(self, data: RunData, conf, norm, device, channels_last, ranks, generator):
+        """Training and validation batches: in memory as one tensor, or streamed from the decoded-image cache."""
+        augment = build_augmentation(conf.data.augment, min(data.splits.shape[1:]), data.splits.hflip)
+        shard = {"rank": ranks.rank, "world_size": ranks.world_size}
+        if data.streamed:
+            train = data.splits.train
+            train_loader = StreamingLoader(train.images, train.labels, data.train_rows, conf.train.batch_size, norm,
+                                           device, shuffle=True, augment=augment, generator=generator,
+                                           channels_last=channels_last, **shard)
+            val_loader = None if data.val_rows is None else StreamingLoader(
+                train.images, train.labels, data.val_rows, VAL_BATCH, norm, device, channels_last=channels_last)
+            return train_loader, val_loader
+        train_loader = BatchLoader(data.train_arrays(), conf.train.batch_size, norm, device, shuffle=True,
+                                   augment=augment, generator=generator, channels_last=channels_last, **shard)
+        val_set = data.val_arrays()
+        val_loader = None if val_set is None else BatchLoader(val_set, VAL_BATCH, norm, device,
+                                                              channels_last=channels_last)
+        return train_loader, val_loader
+
+    def loss(self, conf):
+        return nn.CrossEntropyLoss(label_smoothing=conf.optim.label_smoothing)
+
+    step = staticmethod(classify_step)
+    validate = staticmethod(classify_validate)
+
+    def data_line(self, data: RunData, conf, model, start, device) -> str:
+        channels, height, width = data.splits.shape
+        n_val = 0 if data.val_rows is None else len(data.val_rows)
+        gray = " (gray repeated)" if data.data_channels != channels else ""
+        source = "" if start.norm is None else f"; normalization from {start.normalization_from}"
+        return (f"data {data.splits.name}: {len(data.train_rows)} train / {n_val} val / {len(data.test)} test "
+                f"images of {channels}x{height}x{width}{gray}, {len(data.classes)} classes; model "
+                f"{conf.model.name}: {count_parameters(model):,} parameters{source}; device {device}")
+
+    def make_run(self, run_dir, model, conf, data: RunData, norm, channels_last, device, start) -> Run:
+        channels, height, width = data.splits.shape
+        preprocess = Preprocess([height, width], channels, norm.mean, norm.std, start.normalization_from,
+                                data.data_channels if data.data_channels != channels else None,
+                                "channels_last" if channels_last else "contiguous")
+        return Run(run_dir, model, conf, data.classes, preprocess, device=device)
+
+    def test_metrics(self, run: Run, data: RunData) -> dict:
+        return run.evaluate(arrays=data.test, classes=data.classes)
+
+    def write_figures(self, run: Run, history: list[dict], plotter) -> None:
+        """Training curves and the confusion matrix; by `plotter`'s child process when there is one."""
+        matrix, curves, confusion = run.metrics["confusion_matrix"], run.path / CURVES, run.path / CONFUSION
+        if plotter is not None:
+            plotter.draw(history, matrix, run.classes, curves, confusion)
+        else:
+            draw_run_plots(history, matrix, run.classes, curves, confusion)
+
+    def summary(self, metrics: dict) -> str:
+        parts = [f"accuracy {metrics['accuracy']:.4f}"]
+        if "top5_accuracy" in metrics:
+            parts.append(f"top-5 {metrics['top5_accuracy']:.4f}")
+        parts += [f"macro F1 {metrics['macro_f1']:.4f}", f"{metrics['num_samples']} images"]
+        return "  ".join(parts)
+
+    def load_run(self, path, device, command: str) -> Run:
+        return load_run(path, device, command)

@@ -1,0 +1,94 @@
+"""The task table, a leaf: each task is one object whose methods own what differs between tasks.
+
+The pipeline, the loop and the tools call these methods and never ask which task they hold (as Ultralytics
+keeps TASK2DATA, TASK2MODEL and TASK2METRIC in one table). A task is inferred from the dataset (the data
+registry's entry names it), recorded in config.yaml, and `--task` overrides it.
+"""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+from ..config import load_saved_config
+from ..data.registry import parse_data_name
+from ..errors import ConvlabError
+from ..layout import CONFIG
+from ..run import check_float_run
+
+
+class Task:
+    """One task's answers. Subclasses fill in every method; the attributes are its row in the table."""
+
+    name: str = ""
+    description: str = ""
+    monitor: str = "val_accuracy"  # the validation metric that picks the best epoch and drives early stopping
+    mode: str = "max"
+    test_metric: str = "accuracy"  # the test metric compare and tune rank runs by
+    history_fields: list[str] = []  # metrics.csv's columns
+    refuses: dict[str, str] = {}  # what this task cannot do yet: option or command -> why (refused by name)
+    feature_cache: bool = True  # a frozen backbone's features may be computed once (training/feature_cache.py)
+
+    # data -> model -> loaders -> step/validate -> run -> metrics -> figures
+    def load_data(self, conf, start) -> Any: ...
+    def fresh_builder(self, conf): ...
+    def loaders(self, data, conf, norm, device, channels_last, ranks, generator): ...
+    def loss(self, conf): ...
+    def step(self, model, batch, loss_fn): ...
+    def validate(self, model, loader, loss_fn) -> dict: ...
+    def make_run(self, run_dir, model, conf, data, norm, channels_last, device, start): ...
+    def test_metrics(self, run, data) -> dict: ...
+    def write_figures(self, run, history: list[dict], plotter) -> None: ...
+    def summary(self, metrics: dict) -> str: ...
+    def data_line(self, data, conf) -> str: ...
+    def load_run(self, path, device, command: str): ...
+
+    def refuse(self, what: str, run=None) -> None:
+        """Raise the task's one-line refusal of `what` (a command or option) when it cannot do it; `run` names
+        the run folder it was asked of."""
+        if what in self.refuses:
+            whose = "" if run is None else f"{run} is a {self.name} run; "
+            raise ConvlabError(f"{whose}{what} is not available for {self.name} runs yet: {self.refuses[what]}")
+
+
+TASKS: dict[str, Task] = {}
+
+
+def register_task(task_class: type[Task]) -> type[Task]:
+    """Class decorator: one instance of each task in the table."""
+    TASKS[task_class.name] = task_class()
+    return task_class
+
+
+def find_task(name: str) -> Task:
+    if name not in TASKS:
+        close = difflib.get_close_matches(name, list(TASKS), n=1)
+        hint = f" Did you mean {close[0]}?" if close else ""
+        raise ConvlabError(f"unknown task '{name}' for --task.{hint} Choose from {', '.join(TASKS)}.")
+    return TASKS[name]
+
+
+def task_of(conf) -> Task:
+    """The run's task: its config's `task`, else the one its dataset names."""
+    entry, _ = parse_data_name(conf.data.name)
+    if conf.data.task and conf.data.task != entry.task:
+        raise ConvlabError(f"--task {conf.data.task} does not fit --data {conf.data.name}: its labels are for "
+                           f"{entry.task}; leave --task out, or give data labelled for {conf.data.task}")
+    return find_task(conf.data.task or entry.task)
+
+
+def run_task(path) -> Task:
+    """The task of a run folder: its config.yaml's (a folder without one is left to the classifier's checks)."""
+    config = Path(path) / CONFIG
+    return task_of(load_saved_config(config)) if config.is_file() else find_task("classify")
+
+
+def load_run(path, device="cpu", command: str = "this command"):
+    """Any run folder -> the Run of its task (a classifier's Run, a DetectionRun, ...); needs nothing but the
+    folder. `command` names who needs it in the messages for what is not a float run folder, and is refused
+    by name (before the model is built) when the run's task cannot do it yet."""
+    path = Path(path)
+    check_float_run(path, command)
+    task = run_task(path)
+    task.refuse(command, path)
+    return task.load_run(path, device, command)
