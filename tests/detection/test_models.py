@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from convlab.config import Config
-from convlab.detection.models import (DETECTORS, Detector, build_detector, find_detector, list_detectors)
+from convlab.detection.models import DETECTORS, Detector, build_detector, find_detector, list_detectors
 from convlab.detection.synthetic import make_shapes
 from convlab.errors import ConvlabError
 from convlab.models.freeze import HEAD
@@ -17,6 +17,12 @@ ISSUE_DETECTORS = {"ssdlite320_mobilenet_v3_large", "fasterrcnn_mobilenet_v3_lar
                    "fasterrcnn_mobilenet_v3_large_fpn", "fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2",
                    "retinanet_resnet50_fpn", "retinanet_resnet50_fpn_v2", "fcos_resnet50_fpn", "tiny-detector"}
 LARGE = {name for name in DETECTORS if "resnet50" in name}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small tensors: one thread is several times faster than two on a busy CPU (conftest restores the count)."""
+    torch.set_num_threads(1)
 
 
 def class_scores(detector: Detector) -> int:
@@ -154,6 +160,16 @@ def test_a_backbone_weights_file_that_does_not_fit_names_the_file(tmp_path):
                        backbone_weights=str(tmp_path / "resnet18.safetensors"))
 
 
+@pytest.mark.parametrize("spec, message", [
+    ("runs/missing", "--backbone runs/missing: no such run folder"),
+    ("torchvision:resnet_18", "--backbone torchvision:resnet_18: torchvision has no classifier 'resnet_18'"),
+    ("model:mnist-cnn@1x28", "--backbone model:mnist-cnn@1x28: write model:NAME@CxHxW"),
+])
+def test_a_backbone_convlab_cannot_find_is_refused_by_name(spec, message):
+    with pytest.raises(ConvlabError, match=message):
+        build_detector("ignored", 2, 64, backbone=spec)
+
+
 def test_a_classification_run_becomes_a_backbone(digits_run):
     detector = build_detector("ignored", 3, 64, backbone=str(digits_run.path))
     size = digits_run.preprocess.size
@@ -175,20 +191,22 @@ def _plan(detector, **finetune) -> FreezePlan:
     return FreezePlan.of(detector, conf)
 
 
-def test_freeze_backbone_holds_the_backbone_and_trains_the_heads():
+def test_freeze_backbone_holds_the_feature_extractor_and_trains_the_rest():
     torch.manual_seed(4)
     detector = build_detector("fasterrcnn_mobilenet_v3_large_320_fpn", 3, 96)
     plan = _plan(detector, freeze="backbone", strategy="full")
-    assert plan.groups[-1].name == HEAD and plan.groups[-1].modules == ["model.rpn", "model.roi_heads"]
-    assert plan.frozen == {n for n, _ in detector.named_parameters() if n.startswith("model.backbone.")}
+    assert plan.groups[-1].name == HEAD
+    assert plan.groups[-1].modules == ["model.backbone.fpn", "model.rpn", "model.roi_heads"]
+    assert plan.frozen == {n for n, _ in detector.named_parameters() if n.startswith("model.backbone.body.")}
     plan.apply_first_stage()
     before = {n: p.detach().clone() for n, p in detector.named_parameters()}
     optimizer = torch.optim.SGD(plan.optimizer_groups(), lr=0.1)
     sum(one_step_losses(detector).values()).backward()
     optimizer.step()
     moved = {n for n, p in detector.named_parameters() if not torch.equal(before[n], p)}
-    assert moved and all(n.startswith(("model.rpn.", "model.roi_heads.")) for n in moved)
-    assert all(not p.requires_grad for n, p in detector.named_parameters() if n.startswith("model.backbone."))
+    assert {n.split(".")[2] for n in moved if n.startswith("model.backbone.")} == {"fpn"}
+    assert {n.split(".")[1] for n in moved} == {"backbone", "rpn", "roi_heads"}
+    assert all(not p.requires_grad for n, p in detector.named_parameters() if n.startswith("model.backbone.body."))
 
 
 def test_two_stage_trains_the_heads_first_then_the_backbone():

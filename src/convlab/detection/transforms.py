@@ -7,7 +7,7 @@ from the loader's generator instead, so a seed fixes them and a resumed run repl
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import torch
 
@@ -36,7 +36,7 @@ class DetectionAugmentation:
         return image.as_subclass(torch.Tensor), target["boxes"].as_subclass(torch.Tensor), target["labels"]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _pipeline(level: str):
     """light: a horizontal flip half the time; standard: that, scale jitter (objects 0.75x-1.33x about the
     centre, the canvas kept) and photometric changes (brightness, contrast, saturation, hue)."""
