@@ -3,9 +3,10 @@
     python benchmarks/detection.py DATA_DIR [--epochs 3] [--image-size 320] [--threads 2]
 
 DATA_DIR holds the kit's pennfudan/ (COCO layout: the first 120 images train, the last 50 test) and
-mobilenet_v2_imagenet.safetensors. Both sides train the tutorial's second model: a Faster R-CNN on MobileNetV2's
-ImageNet features (anchors 32-512 px scaled to the image size, RoIAlign 7x7), every layer trained, images
-resized so their longer side is --image-size.
+mobilenet_v2_imagenet.safetensors. Both sides train the same detector, built by convlab: the tutorial's second
+model, a Faster R-CNN on MobileNetV2's ImageNet features (anchors 32-512 px scaled to the image size, RoIAlign
+7x7, with convlab's 1x1 neck to 256 channels), every layer trained, images resized so their longer side is
+--image-size.
 
 (a) the tutorial's engine, written out: a Dataset that decodes each image every epoch, random horizontal flips,
     a DataLoader of batch 2, SGD lr 0.005 momentum 0.9 weight decay 5e-4, StepLR(3, 0.1), the first epoch's
