@@ -50,13 +50,7 @@ def export_onnx(run: Run, out: str | Path | None = None, opset: int = DEFAULT_OP
                            f"float run it came from (onnxruntime can quantize the ONNX model itself)")
     if not 7 <= opset <= 25:
         raise ConvlabError(f"--opset must be between 7 and 25, got {opset}")
-    if not tolerance >= 0:
-        raise ConvlabError(f"--tolerance must be >= 0, got {tolerance}")
-    out = Path(out) if out is not None else run.path / ONNX
-    if out.suffix != ONNX_SUFFIX:
-        raise ConvlabError(f"--out {out}: the file name must end in .onnx")
-    if not out.parent.is_dir():
-        raise ConvlabError(f"--out {out}: the folder {out.parent} does not exist")
+    out = export_target(run, out, tolerance)
     model = copy.deepcopy(run.model).cpu().float().eval()
     shape = (run.preprocess.channels, *run.preprocess.size)
     example = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
@@ -221,3 +215,15 @@ def load_onnx(path: str | Path, threads: int = 0) -> OnnxRun:
             section, name = cfg.FLAT_KEYS[key]
             setattr(getattr(config, section), name, cfg.coerce(key, value, str(path)))
     return OnnxRun(path, _session(path, threads), config, classes, preprocess)
+
+
+def export_target(run, out: str | Path | None, tolerance: float) -> Path:
+    """The checked --out file (default RUN_DIR/model.onnx) and --tolerance, shared by every task's exporter."""
+    if not tolerance >= 0:
+        raise ConvlabError(f"--tolerance must be >= 0, got {tolerance}")
+    out = Path(out) if out is not None else run.path / ONNX
+    if out.suffix != ONNX_SUFFIX:
+        raise ConvlabError(f"--out {out}: the file name must end in .onnx")
+    if not out.parent.is_dir():
+        raise ConvlabError(f"--out {out}: the folder {out.parent} does not exist")
+    return out

@@ -25,9 +25,8 @@ from torch import nn
 from ..detection.batches import resize_longer
 from ..detection.run import DetectionRun, read_rgb
 from ..errors import ConvlabError
-from ..layout import ONNX, ONNX_SUFFIX
 from ..version import __version__
-from .export import _require_onnx, _session
+from .export import _require_onnx, _session, export_target
 
 INPUT, OUTPUTS = "image", ("boxes", "labels", "scores")
 DEFAULT_TOLERANCE = 1e-3  # largest |onnxruntime - PyTorch| on a box corner (pixels) or a score
@@ -58,13 +57,7 @@ def export_detector_onnx(run: DetectionRun, out: str | Path | None = None, opset
     if not 7 <= opset <= 20:
         raise ConvlabError(f"--opset must be between 7 and 20 for a detector (torch.onnx's TorchScript exporter), "
                            f"got {opset}")
-    if not tolerance >= 0:
-        raise ConvlabError(f"--tolerance must be >= 0, got {tolerance}")
-    out = Path(out) if out is not None else run.path / ONNX
-    if out.suffix != ONNX_SUFFIX:
-        raise ConvlabError(f"--out {out}: the file name must end in .onnx")
-    if not out.parent.is_dir():
-        raise ConvlabError(f"--out {out}: the folder {out.parent} does not exist")
+    out = export_target(run, out, tolerance)
     model = OneImage(copy.deepcopy(run.model).cpu().float().eval()).eval()
     test, source = check_images(run)
     staging = out.with_name(out.name + ".partial")
