@@ -5,7 +5,7 @@ from convlab import config as cfg
 from convlab.errors import ConvlabError
 
 
-def recipe(name):
+def recipe(name, task=None):
     return {"model": "lenet", "lr": 0.5, "epochs": 7}
 
 

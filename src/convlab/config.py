@@ -22,6 +22,7 @@ Loader = Literal["auto", "memory", "streaming"]
 Amp = Literal["auto", "off", "bf16", "fp16"]
 Switch = Literal["auto", "on", "off"]
 Engine = Literal["torch", "scratch"]
+Loss = Literal["ce", "dice", "dice+ce"]
 
 
 def _opt(default, help: str, **checks):
@@ -45,8 +46,9 @@ class DataConfig:
     loader: Loader = _opt("auto", "memory: whole dataset as one tensor on the device; streaming: a decoded-image "
                                   "cache on disk (workers read it for a GPU); auto: memory when it fits (folders)")
     strict: bool = _opt(False, "stop at the first unreadable image of a folder instead of skipping it with a warning")
-    task: str | None = _opt(None, "classify or detect (default: the dataset's: coco:, yolo:, voc: and shapes "
-                                       "are detection)")
+    task: str | None = _opt(None, "classify, detect or segment (default: the dataset's: coco:, yolo:, voc: and "
+                                   "shapes are detection, masks: and shape-masks segmentation; --task segment "
+                                   "reads the masks of coco: and yolo: files)")
 
 
 @dataclass
@@ -63,6 +65,8 @@ class OptimConfig:
     weight_decay: float = _opt(0.0, "L2 weight decay", min=0.0)
     schedule: Schedule = _opt("none", "learning-rate schedule")
     label_smoothing: float = _opt(0.0, "label smoothing for the cross-entropy loss", min=0.0, below=1.0)
+    loss: Loss = _opt("ce", "the training loss: ce (cross-entropy), or for segmentation dice or dice+ce (binary "
+                            "and medical masks: the Dice overlap ignores how large the background is)")
 
 
 @dataclass
@@ -248,13 +252,15 @@ def resolve(overrides: dict[str, Any] | None = None, config_file: str | Path | N
             recipe_for=None) -> tuple[Config, dict[str, str]]:
     """Build the run's config: defaults, then the dataset's recipe, then the file, then the overrides.
 
-    `recipe_for(data_name) -> dict` supplies the dataset recipe. Returns the config and, per flat key,
-    where its value came from ("default", "recipe", "file", "flag") for the printed summary.
+    `recipe_for(data_name, task) -> dict` supplies the dataset recipe (task: --task or the file's, else None).
+    Returns the config and, per flat key, where its value came from ("default", "recipe", "file", "flag") for
+    the printed summary.
     """
     from_file = read_config_file(config_file) if config_file else {}
     from_flags = {key: coerce(key, value, "flags") for key, value in (overrides or {}).items() if value is not None}
     data_name = from_flags.get("data", from_file.get("data", DataConfig.name))
-    recipe = dict(recipe_for(data_name)) if recipe_for else {}
+    task = from_flags.get("task", from_file.get("task"))
+    recipe = dict(recipe_for(data_name, task)) if recipe_for else {}
     for key, value in recipe.items():
         recipe[key] = coerce(key, value, f"recipe of {data_name}")
 

@@ -252,9 +252,13 @@ def _train_in(job: Job, console: Console, ranks: distributed.Distributed, device
 
 # --- the steps ---------------------------------------------------------------------------------------------
 
-def recipe_for(data_name: str) -> dict:
-    """The dataset's recipe, and its task: the data says whether a run classifies or detects."""
+def recipe_for(data_name: str, task: str | None = None) -> dict:
+    """The dataset's recipe, and its task: the data says whether a run classifies, detects or segments (files
+    that serve several tasks, as COCO's, have a recipe for each; `task` picks one, None the data's own)."""
     entry, _ = parse_data_name(data_name)
+    if task is not None and task not in entry.tasks:
+        return {}  # task_of refuses the pair by name once the config is resolved
+    entry = entry.for_task(task)
     return {"task": entry.task, **entry.recipe}
 
 
@@ -270,7 +274,8 @@ def refuse_options(conf: cfg.Config) -> None:
     task = task_of(conf)
     for option, given in (("--engine scratch", conf.train.engine == "scratch"),
                           ("--tensorboard", conf.train.tensorboard), ("--loader streaming", conf.data.loader ==
-                                                                      "streaming")):
+                                                                      "streaming"),
+                          (f"--loss {conf.optim.loss}", conf.optim.loss != "ce")):
         if given:
             task.refuse(option)
 

@@ -27,6 +27,15 @@ class DatasetEntry:
     takes_argument: bool = False  # "imagefolder:PATH"
     streams: bool = False  # the loader takes loader="auto"|"memory"|"streaming" (decoded-image cache)
     task: str = "classify"  # the task its labels are for (tasks/); a detection loader gets (data_dir, arg, seed)
+    also: dict = field(default_factory=dict)  # other tasks the same files serve -> their entry (COCO: segment)
+
+    def for_task(self, task: str | None) -> "DatasetEntry":
+        """The entry that reads these files for `task` (None: its own task): its loader and recipe."""
+        return self if task in (None, self.task) else self.also[task]
+
+    @property
+    def tasks(self) -> list[str]:
+        return [self.task, *self.also]
 
 
 DATASETS: dict[str, DatasetEntry] = {}
@@ -39,6 +48,19 @@ def register_dataset(name: str, *, description: str, shape=None, num_classes=Non
     def wrap(loader: Loader) -> Loader:
         DATASETS[name] = DatasetEntry(name, loader, description, shape, num_classes,
                                       dict(recipe or {}), takes_argument, streams, task)
+        return loader
+
+    return wrap
+
+
+def register_also(name: str, task: str, *, description: str, recipe=None):
+    """Decorator: let the registered dataset `name` serve `task` too, read by `loader` with its own recipe
+    (COCO files hold boxes and masks: `--data coco:... --task segment` reads the masks)."""
+
+    def wrap(loader: Loader) -> Loader:
+        own = DATASETS[name]
+        own.also[task] = DatasetEntry(name, loader, description, None, None, dict(recipe or {}),
+                                      own.takes_argument, False, task)
         return loader
 
     return wrap

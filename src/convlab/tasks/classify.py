@@ -21,6 +21,8 @@ VAL_BATCH = 512
 @register_task
 class Classify(Task):
     name = "classify"
+    refuses = {"--loss dice": "the Dice loss scores masks; a classifier trains with the cross-entropy",
+               "--loss dice+ce": "the Dice loss scores masks; a classifier trains with the cross-entropy"}
     description = "one label per image (image folders, MNIST, CIFAR-10, ...)"
     monitor, mode, test_metric = "val_accuracy", "max", "accuracy"
     history_fields = History.FIELDS

@@ -26,6 +26,8 @@ class Detect(Task):
     refuses = {"--engine scratch": "the NumPy engine trains classifiers; use --engine torch",
                "--tensorboard": "it logs a classifier's confusion matrix; follow metrics.csv instead",
                "--loader streaming": "detection images are decoded once and kept in memory",
+               "--loss dice": "a detector trains with its own losses (torchvision's)",
+               "--loss dice+ce": "a detector trains with its own losses (torchvision's)",
                # the tools that explain or shrink a classifier (a detector has no single logit to explain and
                # its RoI heads and post-processing are not what the int8 and pruning recipes were written for)
                "gradcam": "Grad-CAM explains a classifier's one label per image; use predict --save to see "

@@ -71,9 +71,10 @@ def find_task(name: str) -> Task:
 def task_of(conf) -> Task:
     """The run's task: its config's `task`, else the one its dataset names."""
     entry, _ = parse_data_name(conf.data.name)
-    if conf.data.task and conf.data.task != entry.task:
+    if conf.data.task and conf.data.task not in entry.tasks:
         raise ConvlabError(f"--task {conf.data.task} does not fit --data {conf.data.name}: its labels are for "
-                           f"{entry.task}; leave --task out, or give data labelled for {conf.data.task}")
+                           f"{' or '.join(entry.tasks)}; leave --task out, or give data labelled for "
+                           f"{conf.data.task}")
     return find_task(conf.data.task or entry.task)
 
 
