@@ -27,7 +27,8 @@ def new_figure(figsize):
 # (a classifier has no mAP, a detector no accuracy).
 CURVE_PANELS = [("loss", [("train_loss", "train"), ("val_loss", "validation")]),
                 ("accuracy", [("train_accuracy", "train"), ("val_accuracy", "validation")]),
-                ("mAP (validation)", [("val_map", "mAP@[.5:.95]"), ("val_map50", "AP50")])]
+                ("mAP (validation)", [("val_map", "mAP@[.5:.95]"), ("val_map50", "AP50")]),
+                ("mIoU (validation)", [("val_miou", "mIoU"), ("val_pixel_accuracy", "pixel accuracy")])]
 
 
 def plot_curves(history: list[dict], path: Path) -> None:
