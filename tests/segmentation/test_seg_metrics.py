@@ -23,10 +23,10 @@ def square(size=32, top=8, left=8, side=12, value=1, base=None):
     return mask
 
 
-def torchmetrics_values(pred, target, k=len(CLASSES)):
+def torchmetrics_values(pred, target):
     """torchmetrics on the same pixels: macro IoU and F1 (= Dice), micro accuracy, per-class IoU and F1."""
     pred, target = torch.as_tensor(np.asarray(pred)).long(), torch.as_tensor(np.asarray(target)).long()
-    common = {"num_classes": k, "ignore_index": IGNORE}
+    common = {"num_classes": len(CLASSES), "ignore_index": IGNORE}
     return {"miou": MulticlassJaccardIndex(average="macro", **common)(pred, target).item(),
             "dice": MulticlassF1Score(average="macro", **common)(pred, target).item(),
             "pixel_accuracy": MulticlassAccuracy(average="micro", **common)(pred, target).item(),
