@@ -46,6 +46,10 @@ class SegmentationData:
     def notes(self) -> list[str]:
         return self.set.notes
 
+    @property
+    def box_issues(self) -> list[dict]:
+        return []  # masks have no boxes to drop
+
     def train_items(self) -> list[Masked]:
         return [self.set.train[i] for i in self.train_rows]
 
