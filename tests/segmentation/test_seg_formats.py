@@ -105,7 +105,7 @@ def test_train_and_val_folders_are_the_splits_and_data_yaml_names_the_classes(tm
     read = read_segmentation(f"masks:{tmp_path}")
     assert read.classes == ["background", "road", "car"]
     assert [i.path.name for i in read.train] == ["a.png"] and [i.path.name for i in read.test] == ["b.png", "c.png"]
-    assert read.split_names == {"train": "train", "test": "test"} and read.notes == []
+    assert read.split_names == {"train": "train", "test": "val"} and read.notes == []
     assert read.test[1].mask.max() == IGNORE
 
 

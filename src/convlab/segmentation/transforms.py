@@ -48,8 +48,8 @@ def _pipeline(level: str, channels: int, height: int, width: int):
 
     steps = [v2.RandomHorizontalFlip(0.5)]
     if level == "standard":
-        shorter = min(height, width)
-        steps += [_random_scale()(int(shorter * SCALES[0]), int(shorter * SCALES[1])),
+        low = max(1, round(min(height, width) * SCALES[0]))
+        steps += [_random_scale()(low, max(low + 1, round(min(height, width) * SCALES[1]))),
                   v2.RandomCrop((height, width), pad_if_needed=True, fill={tv_tensors.Mask: IGNORE, "others": 0})]
         if channels == 3:
             steps.append(v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02))

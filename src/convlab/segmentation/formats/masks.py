@@ -27,8 +27,8 @@ def read(path: Path, extra: list[str]) -> Found:
     checker, issues = Checker(), []
     splits = {name: _read_split(folder, checker, issues) for name, folder in folders.items()}
     classes, names_file = class_names(path)
-    found = Found(path, classes or [], splits, "train", "test" if "test" in folders else None,
-                  checker.issues + issues)
+    test = next((name for name in folders if name != "train"), None)
+    found = Found(path, classes or [], splits, "train", test, checker.issues + issues)
     if classes is None:
         found.classes = _numbered(splits, path, found.notes)
     else:
@@ -39,11 +39,12 @@ def read(path: Path, extra: list[str]) -> Found:
 
 
 def _split_folders(root: Path) -> dict[str, Path]:
-    """{"train": root/train, "test": root/test or root/val} where those exist, else {"train": root}."""
+    """{"train": root/train, and "test": root/test or else "val": root/val} where those exist, else
+    {"train": root}: the splits by the names of their folders."""
     if not (root / "train").is_dir():
         return {"train": root}
-    test = next((root / name for name in ("test", "val") if (root / name).is_dir()), None)
-    return {"train": root / "train", **({"test": test} if test else {})}
+    test = next((name for name in ("test", "val") if (root / name).is_dir()), None)
+    return {"train": root / "train", **({test: root / test} if test else {})}
 
 
 def _read_split(folder: Path, checker: Checker, issues: list[dict]) -> list[Masked]:
