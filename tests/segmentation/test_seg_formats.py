@@ -155,6 +155,14 @@ def test_a_colour_mask_is_refused_by_file(tmp_path):
     assert "palette (P) or gray (L)" in _one_line_error(f"masks:{tmp_path}", tmp_path / "masks" / "a.png")
 
 
+def test_a_16_bit_mask_within_0_255_is_read_and_over_255_is_refused(tmp_path):
+    _folder(tmp_path, {"a": _mask(1)}, classes=["background", "x"])
+    Image.fromarray(_mask(1).astype(np.uint16)).save(tmp_path / "masks" / "a.png")
+    np.testing.assert_array_equal(read_segmentation(f"masks:{tmp_path}").train[0].mask, _mask(1))
+    Image.fromarray(_mask(1).astype(np.uint16) * 300).save(tmp_path / "masks" / "a.png")
+    assert "value 300, outside 0-255" in _one_line_error(f"masks:{tmp_path}", tmp_path / "masks" / "a.png")
+
+
 def test_an_unreadable_mask_or_image_is_skipped_and_listed(tmp_path):
     _folder(tmp_path, {"a": _mask(1), "b": _mask(1), "c": _mask(1)}, classes=["background", "x"])
     (tmp_path / "masks" / "b.png").write_bytes(b"not a png")

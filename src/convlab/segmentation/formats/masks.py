@@ -87,7 +87,7 @@ def _masked(image: Path, mask_path: Path, image_id: int, checker: Checker, issue
 
 
 def read_mask(path: Path) -> np.ndarray:
-    """A class-index mask file -> (H, W) uint8, IGNORE (255) kept; indices over 255 (16-bit masks) are
+    """A class-index mask file -> (H, W) uint8, IGNORE (255) kept; values outside 0-255 (16-bit masks) are
     refused. A palette (P) PNG gives its indices, not its colours; a 1-bit mask gives 0 and 1. A file that cannot
     be decoded raises UnreadableImage (the reader skips and lists it, as an unreadable image)."""
     try:
@@ -99,8 +99,9 @@ def read_mask(path: Path) -> np.ndarray:
     if values is None:
         raise ConvlabError(f"mask {path} is a {mode} image; a mask holds one class index per pixel: save it as a "
                            f"palette (P) or gray (L) PNG")
-    if values.max(initial=0) > IGNORE:
-        raise ConvlabError(f"mask {path} holds the value {int(values.max())}, over 255; a mask holds class "
+    outside = values[(values < 0) | (values > IGNORE)]  # a 16- or 32-bit mask's
+    if outside.size:
+        raise ConvlabError(f"mask {path} holds the value {int(outside[0])}, outside 0-255; a mask holds class "
                            f"indices 0-254 (255 ignored): save it as an 8-bit palette or gray PNG")
     return values.astype(np.uint8)
 
