@@ -107,6 +107,7 @@ def test_train_and_val_folders_are_the_splits_and_data_yaml_names_the_classes(tm
     assert [i.path.name for i in read.train] == ["a.png"] and [i.path.name for i in read.test] == ["b.png", "c.png"]
     assert read.split_names == {"train": "train", "test": "val"} and read.notes == []
     assert read.test[1].mask.max() == IGNORE
+    assert [item.image_id for item in read.train + read.test] == [1, 2, 3]
 
 
 def test_without_names_the_classes_are_numbered_up_to_the_largest_index(tmp_path):

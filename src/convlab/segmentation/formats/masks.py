@@ -25,7 +25,9 @@ def read(path: Path, extra: list[str]) -> Found:
         raise ConvlabError(f"masks:{path} is not a folder; {HINT}")
     folders = _split_folders(path)
     checker, issues = Checker(), []
-    splits = {name: _read_split(folder, checker, issues) for name, folder in folders.items()}
+    splits = {}
+    for name, folder in folders.items():  # image ids 1, 2, ... across the splits
+        splits[name] = _read_split(folder, checker, issues, first_id=sum(map(len, splits.values())) + 1)
     classes, names_file = class_names(path)
     test = next((name for name in folders if name != "train"), None)
     found = Found(path, classes or [], splits, "train", test, checker.issues + issues)
@@ -47,7 +49,7 @@ def _split_folders(root: Path) -> dict[str, Path]:
     return {"train": root / "train", **({test: root / test} if test else {})}
 
 
-def _read_split(folder: Path, checker: Checker, issues: list[dict]) -> list[Masked]:
+def _read_split(folder: Path, checker: Checker, issues: list[dict], first_id: int) -> list[Masked]:
     """Each image of folder/images with its mask of folder/masks (same relative name, any image suffix)."""
     images_dir, masks_dir = folder / "images", folder / "masks"
     for part in (images_dir, masks_dir):
@@ -63,7 +65,7 @@ def _read_split(folder: Path, checker: Checker, issues: list[dict]) -> list[Mask
                            f"{missing[0].relative_to(images_dir).with_suffix('.png')}; {len(missing)} of "
                            f"{len(images)} images have none); add the masks or move those images out")
     items = []
-    for image_id, image in enumerate(images, 1):
+    for image_id, image in enumerate(images, first_id):
         item = _masked(image, by_name[image.relative_to(images_dir).with_suffix("")], image_id, checker, issues)
         items += [item] if item is not None else []
     return items
