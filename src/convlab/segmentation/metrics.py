@@ -46,8 +46,8 @@ class ConfusionMeter:
         for name, values in (("target", target), ("prediction", pred)):
             outside = kept & ((values < 0) | (values >= self.num_classes))
             if outside.any():
-                raise ValueError(f"{name} holds class index {int(values[outside][0])}, outside "
-                                 f"0..{self.num_classes - 1} ({self.num_classes} classes; {self.ignore_index} = ignore)")
+                raise ValueError(f"{name} holds class index {int(values[outside][0])}, outside 0.."
+                                 f"{self.num_classes - 1} ({self.num_classes} classes; {self.ignore_index} = ignore)")
         # ignored pixels go to one extra bin, dropped: cheaper than selecting the kept pixels (a boolean index)
         bins = torch.where(kept, target * self.num_classes + pred, self.num_classes ** 2)
         counts = torch.bincount(bins.ravel(), minlength=self.num_classes ** 2 + 1)[:-1]
