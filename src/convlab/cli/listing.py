@@ -42,6 +42,9 @@ def cmd_models(args) -> int:
     return 0
 
 
+CLASSES_FROM = {"classify": "classes from folders", "detect": "classes from files", "segment": "classes from files"}
+
+
 def cmd_datasets(args) -> int:
     from ..data.registry import list_datasets  # lazy: start-up time
     from ..tasks import TASKS  # lazy: start-up time (importing the tasks registers their datasets)
@@ -49,8 +52,11 @@ def cmd_datasets(args) -> int:
     print(f"tasks: {', '.join(f'{name} ({task.description})' for name, task in TASKS.items())}")
     for entry in list_datasets():
         shape = "x".join(map(str, entry.shape)) if entry.shape else "any size"
-        classes = f"{entry.num_classes} classes" if entry.num_classes else "classes from folders"
+        classes = f"{entry.num_classes} classes" if entry.num_classes else CLASSES_FROM[entry.task]
         recipe = " ".join(f"{k}={v}" for k, v in entry.recipe.items())
         name = entry.name + (":PATH" if entry.takes_argument else "")
         print(f"{name:<17} {shape:<8} {classes:<21} recipe: {recipe}  -- {entry.description}")
+        for task, other in entry.also.items():  # the same files read for another task (--task)
+            recipe = " ".join(f"{k}={v}" for k, v in other.recipe.items())
+            print(f"{'':<17} {'':<8} {'--task ' + task:<21} recipe: {recipe}  -- {other.description}")
     return 0
