@@ -6,8 +6,8 @@ import argparse
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     models = sub.add_parser("models", help="list the models", description="List the presets (with layers and "
-                            "parameter counts for the given data), every torchvision classifier and the "
-                            "detectors.")
+                            "parameter counts for the given data), every torchvision classifier, the "
+                            "detectors and the segmenters.")
     models.add_argument("--data", metavar="NAME", default="mnist",
                         help="count parameters for this dataset's image shape (default: mnist)")
     models.set_defaults(func=cmd_models)
@@ -39,6 +39,12 @@ def cmd_models(args) -> int:
     print("detectors (for detection data: coco:, yolo:, voc:, shapes; head sized to the classes):")
     for detector in list_detectors():
         print(f"  {detector.name:<38} {detector.description}")
+    from ..segmentation.models import list_segmenters  # lazy: start-up time
+
+    print("segmenters (for segmentation data: masks:, shape-masks, coco: with --task segment; head sized to the "
+          "classes, 1-channel input adapted):")
+    for segmenter in list_segmenters():
+        print(f"  {segmenter.name:<38} {segmenter.description}; {segmenter.cpu}")
     return 0
 
 
