@@ -174,13 +174,14 @@ def _checkerboard_lines(s: TransposedSteps) -> list[str]:
             lines.append(f"kernel {kh}x{kw}: no map at this stride and padding on a {shape[0]}x{shape[1]} input "
                          f"(larger than {MAX_OUTPUT_SIDE} a side, or cut away by the padding)")
             continue
-        lines += [f"kernel {kh}x{kw}, {_evenness((kh, kw), s.stride)}:", *matrix_lines(counts, "  ")]
+        lines += [f"kernel {kh}x{kw}, {evenness((kh, kw), s.stride)}:", *matrix_lines(counts, "  ")]
     lines.append("bilinear upsampling (--mode bilinear) of a constant input is constant everywhere: no "
                  "checkerboard, which is why decoders often upsample bilinearly and then convolve")
     return lines
 
 
-def _evenness(kernel_shape: tuple[int, int], stride: int) -> str:
+def evenness(kernel_shape: tuple[int, int], stride: int) -> str:
+    """Whether stamps of this size at this stride cover the cells evenly, and why, in words."""
     if is_even(kernel_shape, stride):
         times = (kernel_shape[0] // stride) * (kernel_shape[1] // stride)
         return f"even: away from the border every cell is covered {times} time{'s' if times != 1 else ''}"
