@@ -190,6 +190,8 @@ def test_nearest_copies_blocks(capsys):
                                                       "only with --mode transposed"]),
     (["--mode", "nearest", "--padding", "1"], ["nearest upsampling has no kernel and no padding"]),
     (["--mode", "nearest", "--stride", "33"], ["the output would be 66x66"]),
+    (["--input", "1e400 1"], ["every number of the input and kernel must be finite"]),
+    (["--input", "1e308 1e308", "--kernel", "10", "--stride", "1"], ["the stamps' sums overflow float64"]),
 ])
 def test_bad_options_fail_in_one_line(capsys, args, fragments):
     code, out, err = run_cli(capsys, "explain", "upsample", *args)

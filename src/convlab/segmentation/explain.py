@@ -100,8 +100,9 @@ def transposed_steps(image: np.ndarray | None = None, kernel: np.ndarray | None 
     for i in range(h):
         for j in range(w):
             top, left = i * stride, j * stride
-            stamp = image[i, j] * kernel
-            full[top:top + kh, left:left + kw] += stamp
+            with np.errstate(over="ignore", invalid="ignore"):  # numbers near float64's limit give inf, as in torch
+                stamp = image[i, j] * kernel
+                full[top:top + kh, left:left + kw] += stamp
             covered[top:top + kh, left:left + kw] += 1
             stamps.append(Stamp(i, j, float(image[i, j]), top, left, stamp, full.copy(), covered.copy()))
     output = full[padding:full_h - padding, padding:full_w - padding]
@@ -131,6 +132,8 @@ def explain_transposed(image: np.ndarray | None = None, kernel: np.ndarray | Non
                        stride: int = EXAMPLE_STRIDE, padding: int = 0) -> str:
     """The text of `convlab explain upsample --mode transposed`."""
     s = transposed_steps(image, kernel, stride, padding)
+    if not np.isfinite(s.full).all():
+        raise ValueError("the stamps' sums overflow float64; use smaller numbers in the input and kernel")
     (h, w), (kh, kw), (oh, ow) = s.image.shape, s.kernel.shape, s.output.shape
     lines = ["transposed convolution: each input value times the kernel is stamped into the output, stamps "
              f"{stride} cells apart (the stride); where stamps overlap their numbers add up",
@@ -324,6 +327,8 @@ def explain_upsample(mode: str = "transposed", image: np.ndarray | None = None, 
     """The text of `convlab explain upsample`. Raises ValueError naming what does not fit."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)} (got {mode!r})")
+    if any(m is not None and not np.isfinite(m).all() for m in (image, kernel)):
+        raise ValueError("every number of the input and kernel must be finite")
     if mode not in WEIGHTED and (kernel is not None or padding):
         raise ValueError(f"{mode} upsampling has no kernel and no padding: give --kernel and --padding only with "
                          f"--mode transposed")
