@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("fastapi", reason="the web app needs the serve extra (pip install -e '.[serve]')")
 from browser import open_page  # noqa: E402
@@ -87,6 +89,25 @@ def test_any_small_body_is_answered_or_refused_by_field():
             assert str(err).split(":")[0] in ("input", "kernel", "stride", "padding", "body")
         else:
             json.dumps(doc, allow_nan=False)  # as the route answers it: every number finite
+
+
+NUMBERS = st.integers(-10 ** 6, 10 ** 6) | st.floats(allow_nan=True, allow_infinity=True)
+ROWS = st.lists(st.lists(NUMBERS, min_size=0, max_size=7), max_size=7)
+FIELD_VALUES = ROWS | st.text(max_size=20) | st.integers(-5, 10) | st.floats() | st.none() | st.booleans()
+
+
+@pytest.mark.slow
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["input", "kernel", "stride", "padding", "other"]), FIELD_VALUES))
+def test_any_json_body_is_answered_or_refused_by_field(body):
+    """Whatever arrives, the upsample route answers with finite numbers equal to torch's, or names the field."""
+    try:
+        doc = upsample_stamps(body)
+    except FieldError as err:
+        assert str(err).split(":")[0] in ("input", "kernel", "stride", "padding", "body", "other")
+    else:
+        json.dumps(doc, allow_nan=False)
+        assert doc["same"] and np.allclose(doc["output"], doc["reference"], rtol=1e-9, atol=1e-12)
 
 
 def test_openapi_describes_the_upsample_body(client):
