@@ -2,6 +2,10 @@
 each against torch in float64; the checkerboard's overlap counts; bad options in one line."""
 from __future__ import annotations
 
+import re
+import shlex
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -208,3 +212,30 @@ def test_an_unknown_mode_fails_in_one_line(capsys):
 def test_explain_upsample_refuses_an_unknown_mode():
     with pytest.raises(ValueError, match="mode must be one of transposed, bilinear, nearest"):
         explain_upsample("bicubic")
+
+
+def docs_section() -> str:
+    """The upsampling section of docs/from-scratch.md."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "from-scratch.md").read_text(encoding="utf-8")
+    section = re.search(r"^## Upsampling: `convlab explain upsample`\n(.*?)(?=^## )", text, flags=re.S | re.M)
+    assert section, "docs/from-scratch.md has no upsampling section"
+    return section.group(1)
+
+
+def test_the_documented_commands_run(capsys):
+    block = re.search(r"^```bash\n(.*?)^```", docs_section(), flags=re.S | re.M).group(1)
+    commands = [shlex.split(line) for line in block.splitlines() if line.strip()]
+    assert len(commands) == 4 and all(c[:3] == ["convlab", "explain", "upsample"] for c in commands)
+    for command in commands:
+        code, out, err = run_cli(capsys, *command[1:])
+        assert code == 0 and err == "" and out.rstrip().endswith(("the same", "then convolve")), command
+
+
+def test_the_sample_in_the_docs_is_what_the_command_prints(capsys):
+    sample = re.search(r"^```text\n(.*?)^```", docs_section(), flags=re.S | re.M).group(1).splitlines()
+    _, out, _ = run_cli(capsys, "explain", "upsample")
+    printed = out.splitlines()
+    shown = [line for line in sample if line != "..."]
+    assert len(shown) > 20 and all(line in printed for line in shown)
+    at = [printed.index(line) for line in shown if printed.count(line) == 1]
+    assert at == sorted(at)  # in the order the command prints them
