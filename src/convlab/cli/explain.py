@@ -8,10 +8,10 @@ from ..errors import ConvlabError
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("explain", help="show the computation of a layer, IoU or NMS step by step",
-                            description="Print a layer's computation, or a detector's IoU and NMS, step by step "
-                                        "with small numbers. Matrices are written as rows separated by ';', e.g. "
-                                        "--input \"1 0 2; 0 1 1\".")
+    parser = sub.add_parser("explain", help="show the computation of a layer, IoU, NMS or upsampling step by step",
+                            description="Print a layer's computation, a detector's IoU and NMS, or a decoder's "
+                                        "upsampling, step by step with small numbers. Matrices are written as rows "
+                                        "separated by ';', e.g. --input \"1 0 2; 0 1 1\".")
     topics = parser.add_subparsers(dest="topic", metavar="TOPIC", parser_class=type(parser))
     topics.required = True
 

@@ -147,20 +147,26 @@ def explain_transposed(image: np.ndarray | None = None, kernel: np.ndarray | Non
     if padding:
         lines += [f"all stamps added, {s.full.shape[0]}x{s.full.shape[1]}, before padding {padding} cuts "
                   f"{padding} row(s) and column(s) from each side:", *matrix_lines(s.full, "  ")]
-    lines.append("where stamps overlap, the output cell is the sum of their numbers (input value x kernel weight):")
-    for r in range(oh):
-        for c in range(ow):
-            terms = s.cell_terms(r, c)
-            if len(terms) > 1:
-                sum_text = " + ".join(f"{fmt(v)}*{fmt(k)}" for v, k in terms)
-                lines.append(f"  ({r},{c}) = {sum_text} = {fmt(s.output[r, c])}")
-    if all(len(s.cell_terms(r, c)) <= 1 for r in range(oh) for c in range(ow)):
-        lines.append("  (none overlap here: each cell holds one stamp's number, or 0 where no stamp reaches)")
+    lines += ["where stamps overlap, the output cell is the sum of their numbers (input value x kernel weight):",
+              *(_overlap_sums(s) or ["  (none overlap here: each cell holds one stamp's number, or 0 where no "
+                                     "stamp reaches)"])]
     verdict = "the same" if agrees(s.output, s.reference) else \
         f"different (largest difference {fmt(np.abs(s.output - s.reference).max())})"
     lines += [f"output {oh}x{ow}:", *matrix_lines(s.output, "  "),
               f"torch.nn.functional.conv_transpose2d in float64: {verdict}"]
     return "\n".join(lines + _checkerboard_lines(s))
+
+
+def _overlap_sums(s: TransposedSteps) -> list[str]:
+    """'(r,c) = value*weight + ... = total' for every output cell that two or more stamps cover."""
+    lines = []
+    for r in range(s.output.shape[0]):
+        for c in range(s.output.shape[1]):
+            terms = s.cell_terms(r, c)
+            if len(terms) > 1:
+                products = " + ".join(f"{fmt(value)}*{fmt(weight)}" for value, weight in terms)
+                lines.append(f"  ({r},{c}) = {products} = {fmt(s.output[r, c])}")
+    return lines
 
 
 def _checkerboard_lines(s: TransposedSteps) -> list[str]:
@@ -312,12 +318,10 @@ def _result_lines(s: InterpolateSteps, library: str) -> list[str]:
 
 # --- the modes, by name -------------------------------------------------------------------------------------
 
-MODES = {  # mode -> (what it is, in a phrase; its text, from (input, kernel, stride, padding))
-    "transposed": ("a transposed convolution: learned weights stamped at stride offsets", explain_transposed),
-    "bilinear": ("bilinear interpolation: a weighted mean of the four nearest input cells",
-                 lambda image, kernel, stride, padding: explain_bilinear(image, stride)),
-    "nearest": ("nearest neighbour: each input cell copied into a block",
-                lambda image, kernel, stride, padding: explain_nearest(image, stride)),
+MODES = {  # mode -> its text, from (input, kernel, stride, padding)
+    "transposed": explain_transposed,
+    "bilinear": lambda image, kernel, stride, padding: explain_bilinear(image, stride),
+    "nearest": lambda image, kernel, stride, padding: explain_nearest(image, stride),
 }
 WEIGHTED = {"transposed"}  # the modes that take --kernel and --padding
 
@@ -332,4 +336,4 @@ def explain_upsample(mode: str = "transposed", image: np.ndarray | None = None, 
     if mode not in WEIGHTED and (kernel is not None or padding):
         raise ValueError(f"{mode} upsampling has no kernel and no padding: give --kernel and --padding only with "
                          f"--mode transposed")
-    return MODES[mode][1](image, kernel, stride, padding)
+    return MODES[mode](image, kernel, stride, padding)
