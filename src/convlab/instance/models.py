@@ -78,7 +78,7 @@ def tiny_maskrcnn(classes: int, image_size: int | None) -> nn.Module:
                     rpn_anchor_generator=AnchorGenerator(((8, 16, 32),), ((0.5, 1.0, 2.0),)),
                     rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=300, rpn_pre_nms_top_n_test=300,
                     rpn_post_nms_top_n_test=100, box_batch_size_per_image=32, box_detections_per_img=20,
-                    box_roi_pool=MultiScaleRoIAlign(["0"], output_size=7, sampling_ratio=2),
+                    box_roi_pool=MultiScaleRoIAlign(["0"], output_size=7, sampling_ratio=1),
                     box_head=TwoMLPHead(width * 7 * 7, 128), box_predictor=FastRCNNPredictor(128, classes),
-                    mask_roi_pool=MultiScaleRoIAlign(["0"], output_size=14, sampling_ratio=2),
+                    mask_roi_pool=MultiScaleRoIAlign(["0"], output_size=14, sampling_ratio=1),
                     mask_head=MaskRCNNHeads(width, [32, 32], 1), mask_predictor=MaskRCNNPredictor(32, 32, classes))
