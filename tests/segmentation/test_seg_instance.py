@@ -13,10 +13,11 @@ from PIL import Image
 from convlab.detection.batches import DetectionLoader
 from convlab.detection.transforms import build_detection_augmentation
 from convlab.errors import ConvlabError
-from convlab.instance.datasets import load_coco_instances, load_instance_pngs, load_shape_instances
-from convlab.instance.metrics import instance_metrics, mask_ap
-from convlab.instance.models import MASK_MODELS, build_mask_model
-from convlab.instance.targets import outlined
+from convlab.segmentation.instance.datasets import (load_coco_instances, load_instance_pngs,
+                                                    load_shape_instances)
+from convlab.segmentation.instance.metrics import instance_metrics, mask_ap
+from convlab.segmentation.instance.models import MASK_MODELS, build_mask_model
+from convlab.segmentation.instance.targets import outlined
 from cli_output import assert_one_line_error, run_cli
 
 
@@ -141,7 +142,7 @@ def _items():
 
 
 def _found(masks, labels, scores):
-    from convlab.instance.targets import mask_boxes
+    from convlab.segmentation.instance.targets import mask_boxes
 
     masks = np.asarray(masks, dtype=bool).reshape(-1, 20, 20)
     return {"masks": masks, "boxes": mask_boxes(masks), "labels": np.array(labels), "scores": np.array(scores)}

@@ -8,9 +8,9 @@ from __future__ import annotations
 import torch
 
 from ..detection.run import DetectionInput
-from ..instance import datasets  # noqa: F401  (registers shape-instances, instances: and coco: --task instance)
-from ..instance.models import build_mask_model
-from ..instance.run import InstanceRun, load_instance_run
+from ..segmentation.instance import datasets  # noqa: F401  (registers shape-instances, instances:, coco: masks)
+from ..segmentation.instance.models import build_mask_model
+from ..segmentation.instance.run import InstanceRun, load_instance_run
 from .detect import Detect
 from .registry import register_task
 
@@ -37,7 +37,7 @@ class Instance(Detect):
     @staticmethod
     def validate(model, loader, loss_fn) -> dict:
         """COCO mask mAP@[.5:.95] (the monitor) and box mAP on the validation images."""
-        from ..instance.metrics import instance_metrics  # lazy: start-up time (the COCO evaluator)
+        from ..segmentation.instance.metrics import instance_metrics  # lazy: start-up time (the COCO evaluator)
 
         model.eval()
         found = []

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..detection.metrics import (_STATS, _defined, _mean_defined, _quiet, coco_metrics, to_coco_detections,
+from ...detection.metrics import (_STATS, _defined, _mean_defined, _quiet, coco_metrics, to_coco_detections,
                                  to_coco_ground_truth)
-from ..detection.targets import Annotated
+from ...detection.targets import Annotated
 
 
 def mask_ap(truth: list[Annotated], found: list[dict], classes: list[str]) -> dict:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..detection.targets import Annotated, DetectionSet
-from ..segmentation.targets import Masked, SegmentationSet
+from ...detection.targets import Annotated, DetectionSet
+from ..targets import Masked, SegmentationSet
 
 
 def mask_boxes(masks: np.ndarray) -> np.ndarray:

@@ -6,11 +6,11 @@ from typing import Any
 
 import torch
 
-from ..data.decode import list_images
-from ..detection.run import CONF, IOU, DetectionRun, kept, load_detection_run, read_rgb
-from ..detection.targets import Annotated
-from ..errors import ConvlabError
-from ..run import _expand_inputs
+from ...data.decode import list_images
+from ...detection.run import CONF, IOU, DetectionRun, kept, load_detection_run, read_rgb
+from ...detection.targets import Annotated
+from ...errors import ConvlabError
+from ...run import _expand_inputs
 from .models import build_mask_model
 
 

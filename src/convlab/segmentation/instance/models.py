@@ -11,9 +11,9 @@ from functools import partial
 
 from torch import nn
 
-from ..detection.backbones import backbone_detector
-from ..detection.models import Detector, DetectorEntry, TinyBackbone, build_entry, set_image_size
-from ..errors import ConvlabError
+from ...detection.backbones import backbone_detector
+from ...detection.models import Detector, DetectorEntry, TinyBackbone, build_entry, set_image_size
+from ...errors import ConvlabError
 
 MASK_MODELS: dict[str, DetectorEntry] = {}
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..data.decode import list_images
-from ..data.splits import stratified_split
-from ..detection.formats import parse_spec, read_detection
-from ..detection.targets import Annotated, DetectionSet
-from ..errors import ConvlabError
+from ...data.decode import list_images
+from ...data.splits import stratified_split
+from ...detection.formats import parse_spec, read_detection
+from ...detection.targets import Annotated, DetectionSet
+from ...errors import ConvlabError
 from .targets import outlined
 
 # (images folder, masks folder) pairs an instances:DIR may hold; a mask is named as its image, or stem_mask.png

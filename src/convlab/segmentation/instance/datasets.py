@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..data.download import cache_root
-from ..data.registry import register_also, register_dataset
-from ..detection import datasets  # noqa: F401  (registers coco:, which instance masks are read from too)
-from ..detection.datasets import FILES_RECIPE
-from ..detection.targets import DetectionSet
-from ..errors import ConvlabError
-from ..segmentation.synthetic import make_shape_masks
+from ...data.download import cache_root
+from ...data.registry import register_also, register_dataset
+from ...detection import datasets  # noqa: F401  (registers coco:, which instance masks are read from too)
+from ...detection.datasets import FILES_RECIPE
+from ...detection.targets import DetectionSet
+from ...errors import ConvlabError
+from ..synthetic import make_shape_masks
 from .formats import INSTANCES_SPEC, read_coco_instances, read_instance_pngs
 from .targets import from_segmentation
 
