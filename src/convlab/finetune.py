@@ -89,8 +89,62 @@ def detector_start(conf: cfg.Config, origin: dict[str, str]) -> Start:
                                                                        if conf.finetune.weights else "")])
 
 
+def segmenter_start(conf: cfg.Config, origin: dict[str, str]) -> Start:
+    """A segmenter fine-tune. --from names a segmenter (torchvision:lraspp_..., its weights with --weights: the
+    class layers are rebuilt) or a classification network to build a U-Net on (torchvision:NAME with an
+    ImageNet --weights FILE, or a convlab run folder: its features become the encoder)."""
+    from .models.pretrained import parse_source  # lazy: start-up time
+    from .pipeline import Start  # lazy: start-up time
+    from .segmentation.models import SEGMENTERS, build_segmenter  # lazy: start-up time
+
+    kind, name = parse_source(conf.finetune.source)
+    segmenter = kind == "torchvision" and name in SEGMENTERS
+    if segmenter:
+        if origin["model"] in ("flag", "file") and conf.model.name != name:
+            raise ConvlabError(f"--model {conf.model.name} does not match --from {conf.finetune.source}; leave "
+                               f"--model out, the source decides the segmenter")
+        conf.model.name, origin["model"] = name, "source"
+        weights, backbone = conf.finetune.weights, None
+    else:  # a U-Net whose encoder is the pretrained classification network
+        weights, backbone = None, conf.finetune.source
+        conf.model.name, origin["model"] = "unet", "source"
+
+    def build(channels: int, classes: int, image_size: tuple[int, int], dropout: float):
+        return build_segmenter(conf.model.name, classes, channels, weights=weights, backbone=backbone,
+                               backbone_weights=None if segmenter else conf.finetune.weights)
+
+    what = f"{conf.model.name} from {conf.finetune.source}" if segmenter else f"a U-Net on {backbone}'s features"
+    norm, channels, norm_from = source_input(conf.finetune.source, conf.finetune.weights)
+    return Start(build, channels=channels, norm=norm, normalization_from=norm_from, freeze=True,
+                 notes=[f"fine-tuning {what}" + (f" with weights {conf.finetune.weights}" if conf.finetune.weights
+                                                 else "")])
+
+
+def source_input(source: str, weights: str | None):
+    """The normalization and channels pretrained weights expect, without loading them: ImageNet's for torchvision
+    weights, a run folder's own; (None, None, ...) when there are no weights (measured on the data)."""
+    import json
+
+    from .data.batches import Normalization  # lazy: start-up time
+    from .layout import PREPROCESS
+    from .models.pretrained import parse_source  # lazy: start-up time
+
+    kind, name = parse_source(source)
+    if kind != "run":
+        if weights is None:
+            return None, None, "training data"
+        return Normalization([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]), 3, f"pretrained: ImageNet ({weights})"
+    try:
+        document = json.loads((Path(name).expanduser() / PREPROCESS).read_text())
+        return (Normalization(document["mean"], document["std"]), int(document["channels"]),
+                f"pretrained: the source run {name}")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ConvlabError(f"--from {source}: cannot read its {PREPROCESS} ({err}); give a finished convlab run "
+                           f"folder") from None
+
+
 # The task's way to start a fine-tune (tasks/): what --from and --weights mean for it.
-STARTS = {"classify": classifier_start, "detect": detector_start}
+STARTS = {"classify": classifier_start, "detect": detector_start, "segment": segmenter_start}
 
 
 def pretrained_start(conf: cfg.Config, pretrained: Pretrained) -> Start:

@@ -1,5 +1,6 @@
 """Classification networks as detection backbones: the torchvision tutorial's second way, a Faster R-CNN on any
 classifier's feature layers, from a torchvision classifier (with an ImageNet weights file) or a convlab run.
+The same feature layers (classifier_features) are the encoder of segmentation's U-Net.
 
 A backbone is named by a spec that rebuilds its architecture without any file, so a detection run can be loaded
 anywhere: `torchvision:NAME` (a torchvision classifier) or `model:NAME@CxHxW` (a convlab model as create_model
@@ -9,6 +10,7 @@ builds it for C channels and HxW images: a run's network). A run folder given as
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -93,6 +95,28 @@ def parse_backbone(spec: str) -> tuple[nn.Module, int, list[float], list[float]]
                        f"torchvision:NAME or model:NAME@CxHxW")
 
 
+@dataclass
+class ClassifierFeatures:
+    """A classifier's feature layers as a backbone gets them (detection's Faster R-CNN, segmentation's U-Net)."""
+
+    body: nn.Sequential  # the layers before its pooling and classifier, with the weights given (else untrained)
+    channels: int  # the input channels they take
+    mean: list[float]  # the normalization they were trained with
+    std: list[float]
+    spec: str  # rebuilds the architecture without any file (torchvision:NAME, model:NAME@CxHxW)
+
+
+def classifier_features(source: str, weights: str | None) -> ClassifierFeatures:
+    """The feature layers of the classifier `source` names: `torchvision:NAME` (with `weights`, the classifier's
+    weights file, its classifier layer left out), `model:NAME@CxHxW` or a convlab classification run folder."""
+    spec, state, mean, std = _resolve(source, weights)
+    classifier, channels, spec_mean, spec_std = parse_backbone(spec)
+    body = feature_layers(classifier)
+    if state is not None:
+        load_checked(body, state, f"--backbone {source}" if weights is None else f"--weights {weights}", spec)
+    return ClassifierFeatures(body, channels, mean or spec_mean, std or spec_std, spec)
+
+
 def backbone_detector(source: str, weights: str | None, classes: int, image_size: int | None,
                       masks: bool = False) -> tuple[nn.Module, str]:
     """A Faster R-CNN with `classes` outputs (background included) on the backbone `source` names -> (the
@@ -106,12 +130,8 @@ def backbone_detector(source: str, weights: str | None, classes: int, image_size
     from torchvision.models.detection.anchor_utils import AnchorGenerator
     from torchvision.ops import MultiScaleRoIAlign
 
-    spec, state, mean, std = _resolve(source, weights)
-    classifier, channels, spec_mean, spec_std = parse_backbone(spec)
-    body = feature_layers(classifier)
-    if state is not None:
-        load_checked(body, state, f"--backbone {source}" if weights is None else f"--weights {weights}", spec)
-    backbone = ClassifierBackbone(body, channels, mean or spec_mean, std or spec_std)
+    features = classifier_features(source, weights)
+    backbone = ClassifierBackbone(features.body, features.channels, features.mean, features.std)
     side = image_size or TUTORIAL_SIDE
     sizes = tuple(max(2, round(side * f)) for f in ANCHOR_FRACTIONS)
     heads = {"mask_roi_pool": MultiScaleRoIAlign(["0"], output_size=14, sampling_ratio=2)} if masks else {}
@@ -121,7 +141,7 @@ def backbone_detector(source: str, weights: str | None, classes: int, image_size
         box_roi_pool=MultiScaleRoIAlign(["0"], output_size=7, sampling_ratio=2),
         box_batch_size_per_image=BOX_SAMPLES, rpn_post_nms_top_n_test=TEST_PROPOSALS,
         image_mean=[0.0, 0.0, 0.0], image_std=[1.0, 1.0, 1.0], **heads)  # the backbone normalizes
-    return model, spec
+    return model, features.spec
 
 
 def _resolve(source: str, weights: str | None):

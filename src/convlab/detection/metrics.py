@@ -3,7 +3,7 @@
 mAP is never computed here by hand: the boxes go to faster-coco-eval's COCOeval (the C++ port of
 pycocotools' COCOeval, same numbers, no stdout table, and an empty set of detections evaluates instead of
 failing). `to_coco_ground_truth` and `to_coco_detections` give the exact dicts it scores, so anyone can
-re-score them with pycocotools and get the same mAP.
+re-score them with pycocotools and get the same mAP. Segmentation's mask AP goes through the same `evaluate_coco`.
 
 Ids in the COCO dicts: a category id is the 0-based class index + 1 (COCO's ids start at 1); an image id is
 the dataset's own `Annotated.image_id` when those are distinct, else the image's position + 1.
@@ -54,10 +54,7 @@ def coco_metrics(truth: list[Annotated], predictions: list[dict], classes: list[
     {class: AP@[.5:.95]}, num_images, num_boxes. A value COCO cannot define (a class without ground truth,
     no small objects, ...) is None, where COCOeval says -1. Only classes with ground truth enter the mean.
     """
-    evaluation = _evaluate(truth, predictions, classes)
-    metrics = {name: _defined(evaluation.stats[index]) for name, index in _STATS.items()}
-    precision = evaluation.eval["precision"][:, :, :, 0, -1]  # (IoU, recall, class) at area "all", 100 dets
-    metrics["per_class_ap"] = {name: _mean_defined(precision[:, :, k]) for k, name in enumerate(classes)}
+    metrics = coco_summary(_evaluate(truth, predictions, classes), classes)
     metrics["num_images"] = len(truth)
     metrics["num_boxes"] = int(sum(len(item) for item in truth))
     return metrics
@@ -90,7 +87,7 @@ def confusion_at_iou(truth: list[Annotated], predictions: list[dict], classes: l
     predicted] (false). Crowd regions are not objects to find: they are never missed, and a prediction
     overlapping one by more than `iou` is not counted as false (COCO ignores both).
     """
-    _check(truth, predictions, classes)
+    check_predictions(truth, predictions, classes)
     matrix = np.zeros((len(classes) + 1, len(classes) + 1), dtype=np.int64)
     for item, pred in zip(truth, predictions):
         matrix += _image_confusion(item, pred, len(classes), iou, conf)
@@ -104,7 +101,7 @@ def image_errors(truth: list[Annotated], predictions: list[dict], classes: list[
     A box found with the wrong class counts once as missed (its true class) and once as false (the
     predicted one), as in the confusion matrix's off-diagonal cells.
     """
-    _check(truth, predictions, classes)
+    check_predictions(truth, predictions, classes)
     rows = []
     for item, pred in zip(truth, predictions):
         matrix = _image_confusion(item, pred, len(classes), iou, conf)
@@ -154,28 +151,45 @@ def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return box_iou(torch.from_numpy(np.asarray(a, np.float64)), torch.from_numpy(np.asarray(b, np.float64))).numpy()
 
 
-def _evaluate(truth: list[Annotated], predictions: list[dict], classes: list[str]):
-    """faster-coco-eval's COCOeval on the boxes, evaluated, accumulated and summarized, printing nothing."""
+def coco_summary(evaluation, classes: list[str]) -> dict:
+    """An evaluated COCOeval's numbers, flat and JSON-ready: _STATS' keys and per_class_ap (see coco_metrics)."""
+    metrics = {name: _defined(evaluation.stats[index]) for name, index in _STATS.items()}
+    precision = evaluation.eval["precision"][:, :, :, 0, -1]  # (IoU, recall, class) at area "all", 100 dets
+    metrics["per_class_ap"] = {name: _mean_defined(precision[:, :, k]) for k, name in enumerate(classes)}
+    return metrics
+
+
+def evaluate_coco(ground_truth: dict, results: list[dict], iou_type: str = "bbox"):
+    """faster-coco-eval's COCOeval of COCO `results` against a COCO `ground_truth` dict ("bbox" or "segm"
+    iouType), evaluated, accumulated and summarized, printing nothing."""
     from faster_coco_eval import COCO, COCOeval_faster
 
-    _check(truth, predictions, classes)
-    ground_truth = COCO(to_coco_ground_truth(truth, classes), print_function=_quiet)
-    detections = ground_truth.loadRes(to_coco_detections(predictions, truth))
-    detections.print_function = _quiet
-    evaluation = COCOeval_faster(ground_truth, detections, iouType="bbox", print_function=_quiet)
+    truth = COCO(ground_truth, print_function=_quiet)
+    found = truth.loadRes(results)
+    found.print_function = _quiet
+    evaluation = COCOeval_faster(truth, found, iouType=iou_type, print_function=_quiet)
     evaluation.evaluate()
     evaluation.accumulate()
     evaluation.summarize()
     return evaluation
 
 
-def _check(truth: list[Annotated], predictions: list[dict], classes: list[str]) -> None:
-    """One prediction dict per image, each label a class index: else a ValueError saying which and what to do."""
+def _evaluate(truth: list[Annotated], predictions: list[dict], classes: list[str]):
+    """COCOeval on the boxes (see evaluate_coco)."""
+    check_predictions(truth, predictions, classes)
+    return evaluate_coco(to_coco_ground_truth(truth, classes), to_coco_detections(predictions, truth))
+
+
+def check_predictions(truth: list, predictions: list[dict], classes: list[str], kind: str = "boxes") -> None:
+    """One prediction dict per image, each label a class index: else a ValueError saying which and what to do.
+
+    `truth` items need a `path`; `kind` names what the dicts hold beside labels and scores (boxes, masks).
+    """
     if len(predictions) != len(truth):
         raise ValueError(f"got predictions for {len(predictions)} images but {len(truth)} images of ground "
-                         "truth: give one dict (boxes, labels, scores) per image, empty arrays when none")
+                         f"truth: give one dict ({kind}, labels, scores) per image, empty arrays when none")
     for item, pred in zip(truth, predictions):
-        labels = _as_arrays(pred)[1]
+        labels = np.asarray(pred["labels"], dtype=np.int64).reshape(-1)
         if labels.size and not 0 <= labels.min() <= labels.max() < len(classes):
             bad = labels[(labels < 0) | (labels >= len(classes))][0]
             raise ValueError(f"{item.path.name}: predicted label {bad} is not a class index 0..{len(classes) - 1} "

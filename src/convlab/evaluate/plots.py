@@ -24,10 +24,11 @@ def new_figure(figsize):
 
 
 # The panels of curves.png: (title, [(history key, label)]); a panel whose keys a task never logs is left out
-# (a classifier has no mAP, a detector no accuracy).
+# (a classifier has no mAP, a detector no accuracy, a segmenter logs mIoU).
 CURVE_PANELS = [("loss", [("train_loss", "train"), ("val_loss", "validation")]),
                 ("accuracy", [("train_accuracy", "train"), ("val_accuracy", "validation")]),
-                ("mAP (validation)", [("val_map", "mAP@[.5:.95]"), ("val_map50", "AP50")])]
+                ("mAP (validation)", [("val_map", "mAP@[.5:.95]"), ("val_map50", "AP50")]),
+                ("mIoU (validation)", [("val_miou", "mIoU"), ("val_pixel_accuracy", "pixel accuracy")])]
 
 
 def plot_curves(history: list[dict], path: Path) -> None:
