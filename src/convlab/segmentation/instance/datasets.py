@@ -1,17 +1,19 @@
-"""The instance-segmentation datasets in the data registry: COCO files' masks (`--data coco:... --task instance`),
-folders of instance-id PNGs (`instances:DIR`) and generated shapes (`shape-instances`)."""
+"""The instance-segmentation datasets in the data registry: COCO and YOLO-seg files' objects (`--data coco:...
+--task instance`, read by segmentation's readers), folders of instance-id PNGs (`instances:DIR`) and generated
+shapes (`shape-instances`)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from ...data.download import cache_root
 from ...data.registry import register_also, register_dataset
-from ...detection import datasets  # noqa: F401  (registers coco:, which instance masks are read from too)
 from ...detection.datasets import FILES_RECIPE
 from ...detection.targets import DetectionSet
 from ...errors import ConvlabError
+from .. import datasets  # noqa: F401  (registers coco: and yolo:, which serve instance too)
+from ..formats import read_segmentation
 from ..synthetic import make_shape_masks
-from .formats import INSTANCES_SPEC, read_coco_instances, read_instance_pngs
+from .formats import INSTANCES_SPEC, read_instance_pngs
 from .targets import from_segmentation
 
 FILES_RECIPE = {**FILES_RECIPE, "task": "instance", "model": "maskrcnn_resnet50_fpn", "image_size": 320}
@@ -23,10 +25,18 @@ def _path(data_dir: Path | None, arg: str) -> str:
     return arg if data_dir is None else str(data_dir / arg)
 
 
-@register_also("coco", "instance", description="instance masks, COCO polygons or RLE: coco:ANNOTATIONS.json"
-                                               "[,IMAGES_DIR] or coco:FOLDER --task instance", recipe=FILES_RECIPE)
-def load_coco_instances(data_dir: Path | None, arg: str | None, seed: int) -> DetectionSet:
-    return read_coco_instances(f"coco:{_path(data_dir, arg)}", seed=seed)
+def _files(kind: str):
+    def loader(data_dir: Path | None, arg: str | None, seed: int) -> DetectionSet:
+        return from_segmentation(read_segmentation(f"{kind}:{_path(data_dir, arg)}", seed=seed))
+
+    return loader
+
+
+register_also("coco", "instance", description="instance masks, COCO polygons or RLE: coco:ANNOTATIONS.json"
+                                              "[,IMAGES_DIR] or coco:FOLDER --task instance",
+              recipe=FILES_RECIPE)(_files("coco"))
+register_also("yolo", "instance", description="instance masks, YOLO-seg polygons: yolo:DATA.yaml or yolo:FOLDER "
+                                              "--task instance", recipe=FILES_RECIPE)(_files("yolo"))
 
 
 @register_dataset("instances", description=f"instance masks as instance-id PNGs (0 background, k object k): "

@@ -1,8 +1,7 @@
-"""Instance masks in their files: COCO polygons and RLE (read beside detection's COCO reader, which checks the
-images and splits) and folders of instance-id PNGs (0 background, k = object k, as Penn-Fudan's PedMasks)."""
+"""Instance masks in folders of instance-id PNGs (0 background, k = object k, as Penn-Fudan's PedMasks); COCO and
+YOLO-seg files are segmentation's readers' (segmentation/formats), their objects taken as they are."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +9,6 @@ from PIL import Image
 
 from ...data.decode import list_images
 from ...data.splits import stratified_split
-from ...detection.formats import parse_spec, read_detection
 from ...detection.targets import Annotated, DetectionSet
 from ...errors import ConvlabError
 from .targets import outlined
@@ -18,46 +16,6 @@ from .targets import outlined
 # (images folder, masks folder) pairs an instances:DIR may hold; a mask is named as its image, or stem_mask.png
 LAYOUTS = (("images", "masks"), ("PNGImages", "PedMasks"))
 INSTANCES_SPEC = "instances:DIR (images/ and masks/, or train/ and test/ each with them; PNGImages/ and PedMasks/)"
-
-
-def read_coco_instances(spec: str, seed: int = 0) -> DetectionSet:
-    """coco:FILE or coco:FOLDER -> its objects with masks decoded from their polygons or RLE (boxes derived from
-    the masks); the images, classes and splits are detection's reader's."""
-    found = read_detection(spec, seed=seed)
-    _, path, _ = parse_spec(spec)
-    files = _annotation_files(path, found.split_names)
-    by_file = {file: _annotations(file) for file in set(files.values())}
-    found.train = [_with_masks(item, *by_file[files["train"]]) for item in found.train]
-    found.test = [_with_masks(item, *by_file[files["test"]]) for item in found.test]
-    found.box_issues = []  # the boxes are the masks'
-    return found
-
-
-def _annotation_files(path: Path, split_names: dict[str, str]) -> dict[str, Path]:
-    """The annotation file each split's images come from (a one-file dataset's test split is cut from it)."""
-    if path.is_file():
-        return {"train": path, "test": path}
-    files = {role: path / "annotations" / f"instances_{name}.json" for role, name in split_names.items()}
-    return {role: file if file.is_file() else files["train"] for role, file in files.items()}
-
-
-def _annotations(file: Path):
-    """A COCO file -> (its faster-coco-eval COCO index, {category id: 0-based index})."""
-    from faster_coco_eval import COCO
-
-    coco = COCO(json.loads(file.read_text(encoding="utf-8")), print_function=lambda *a, **k: None)
-    return coco, {cid: i for i, cid in enumerate(sorted(coco.getCatIds()))}
-
-
-def _with_masks(item: Annotated, coco, index: dict[int, int]) -> Annotated:
-    image = coco.imgs[item.image_id]
-    if (image.get("width"), image.get("height")) != (item.width, item.height):
-        raise ConvlabError(f"{item.path}: the annotations give {image.get('width')} x {image.get('height')} "
-                           f"pixels but the image is {item.width} x {item.height}; fix the file's width and height")
-    anns = [ann for ann in coco.imgToAnns[item.image_id] if ann.get("segmentation")]
-    masks = np.array([coco.annToMask(ann) for ann in anns], dtype=bool).reshape(-1, item.height, item.width)
-    return outlined(item.path, masks, [index[ann["category_id"]] for ann in anns],
-                    [int(ann.get("iscrowd") or 0) for ann in anns], item.image_id)
 
 
 def read_instance_pngs(root: Path, seed: int = 0, test_fraction: float = 0.2) -> DetectionSet:
