@@ -41,19 +41,19 @@ def export_segmenter_onnx(run: SegmentationRun, out: str | Path | None = None, o
         raise ConvlabError(f"--opset must be between 7 and 25, got {opset}")
     out = export_target(run, out, tolerance)
     model = copy.deepcopy(run.model).cpu().float().eval()
-    test, source = check_images(run)
+    test = check_images(run)
     staging = out.with_name(out.name + ".partial")
     try:
         try:
             dynamic, why_fixed = True, None
-            difference, inputs = _export_checked(model, run, test, staging, opset, dynamic=True)
+            difference, inputs, real = _export_checked(model, run, test, staging, opset, dynamic=True)
             if not difference <= tolerance:
                 why_fixed = f"at free sizes onnxruntime's logits differed by up to {difference:.3g}"
         except Exception as err:  # the exporter's failures come in many types: retried at a fixed size
             why_fixed = f"exporting free sizes failed: {_first_line(err)}"
         if why_fixed is not None:
             dynamic = False
-            difference, inputs = _export_checked(model, run, test, staging, opset, dynamic=False)
+            difference, inputs, real = _export_checked(model, run, test, staging, opset, dynamic=False)
     except ConvlabError:
         staging.unlink(missing_ok=True)
         raise
@@ -62,8 +62,8 @@ def export_segmenter_onnx(run: SegmentationRun, out: str | Path | None = None, o
         raise ConvlabError(f"ONNX export of {run.path} ({run.config.model.name}) failed: {_first_line(err)}") \
             from None
     side = run.preprocess.side
-    checked = (f"{sum(len(x) for x in inputs)} inputs of {len({tuple(x.shape[2:]) for x in inputs})} sizes "
-               f"({source} and random)")
+    checked = (f"{sum(len(x) for x in inputs)} images of {len({tuple(x.shape[2:]) for x in inputs})} sizes "
+               f"({real} of the run's test images, the others random)")
     if not difference <= tolerance:  # also catches NaN
         staging.unlink(missing_ok=True)
         raise ConvlabError(f"export refused: onnxruntime's logits differ from PyTorch's by up to {difference:.3g} "
@@ -81,16 +81,17 @@ def _first_line(err: Exception) -> str:
 
 
 def _export_checked(model: nn.Module, run: SegmentationRun, test: list[torch.Tensor], path: Path, opset: int,
-                    dynamic: bool) -> tuple[float, list[torch.Tensor]]:
+                    dynamic: bool) -> tuple[float, list[torch.Tensor], int]:
     """Export at free sizes (or side x side), add the metadata and return the largest logit difference on the check
-    inputs that the graph takes, with those inputs."""
+    inputs that the graph takes, those inputs (batches) and how many of them are test images."""
     import onnx
 
     side, channels = run.preprocess.side, run.preprocess.channels
     generator = torch.Generator().manual_seed(1)
     shapes = [(2, side, side)] + ([(1, max(16, side * 3 // 4), side + side // 4)] if dynamic else [])
     inputs = [torch.randn(n, channels, h, w, generator=generator) for n, h, w in shapes]
-    inputs += [image[None] for image in test if dynamic or tuple(image.shape[1:]) == (side, side)]
+    real = [image[None] for image in test if dynamic or tuple(image.shape[1:]) == (side, side)]
+    inputs += real
     batch = torch.export.Dim("batch", min=1)
     axes = {0: batch, 2: torch.export.Dim("height", min=16), 3: torch.export.Dim("width", min=16)} if dynamic \
         else {0: batch}
@@ -103,18 +104,17 @@ def _export_checked(model: nn.Module, run: SegmentationRun, test: list[torch.Ten
     _add_metadata(proto, run, dynamic)
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
-    return max_difference(path, model, inputs), inputs
+    return max_difference(path, model, inputs), inputs, len(real)
 
 
-def check_images(run: SegmentationRun, count: int = CHECK_IMAGES) -> tuple[list[torch.Tensor], str]:
+def check_images(run: SegmentationRun, count: int = CHECK_IMAGES) -> list[torch.Tensor]:
     """The first test images of the run as predict gives them to the model (normalized, longer side resized to the
     training side), or none when the data is not here."""
     try:
         items, _ = run.test_items()
     except ConvlabError:
-        return [], "no test images: the data is not here"
-    images = [fit_longer(run.tensor(*read_image(item.path)), None, run.preprocess.side)[0] for item in items[:count]]
-    return images, "test images"
+        return []
+    return [fit_longer(run.tensor(*read_image(item.path)), None, run.preprocess.side)[0] for item in items[:count]]
 
 
 def max_difference(path: Path, model: nn.Module, inputs: list[torch.Tensor]) -> float:
