@@ -288,7 +288,7 @@ def _response(model, document: dict, values: dict[str, np.ndarray]) -> Response:
                     headers={HEADER_LENGTH: str(len(header))})
 
 
-DATATYPES = {np.dtype(np.int64): ("INT64", "<i8")}  # and every float as FP32
+DATATYPES = {np.dtype(np.int64): ("INT64", "<i8"), np.dtype(np.uint8): ("UINT8", "u1")}  # and every float as FP32
 
 
 def _output(name: str, value: np.ndarray, labels: list[str], classification) -> tuple[dict, bytes]:

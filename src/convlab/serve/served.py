@@ -1,7 +1,7 @@
 """A model as the server serves it: loaded as `convlab predict` loads it (run folder, variant folder or .onnx
 file), with the torch or onnx backend, and what the routes and the web app ask of it. Each task has its served
-model (SERVED: a classifier here, a detector in detect.py) answering the same questions, so the routes, the
-batcher and the pages never ask which task they hold."""
+model (SERVED: a classifier here, a detector in detect.py, a segmenter in segment.py) answering the same
+questions, so the routes, the batcher and the pages never ask which task they hold."""
 from __future__ import annotations
 
 import re
@@ -23,6 +23,7 @@ from .detect import ServedDetector
 from .limits import decode_upload
 from .oip import IMAGE, INPUT
 from .results import ModelViews
+from .segment import ServedSegmenter
 
 BACKENDS = ("torch", "onnx")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # usable in a URL path as it is
@@ -151,4 +152,5 @@ def load_served(name: str, path: Path, backend: str = "torch", threads: int = 0,
     return SERVED[getattr(run, "task", ServedModel.task)].serve(name, path, run, backend, threads, exported)
 
 
-SERVED = {ServedModel.task: ServedModel, ServedDetector.task: ServedDetector}  # the served model of each task
+# the served model of each task
+SERVED = {served.task: served for served in (ServedModel, ServedDetector, ServedSegmenter)}
