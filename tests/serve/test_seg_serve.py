@@ -1,5 +1,5 @@
 """A segmentation run served: /predict's masks (palette PNG by default, COCO RLE with ?mask=rle, the parameter
-checked), OIP's class_map and shape tensors and their metadata, the ONNX backend refused by name, in process
+checked; sliding windows with tile and overlap), OIP's class_map and shape tensors and their metadata, the ONNX backend refused by name, in process
 (TestClient); a real server driven by tritonclient."""
 from __future__ import annotations
 
@@ -103,6 +103,54 @@ def test_predict_refuses_an_unknown_mask_format(seg_client, mask_pngs, query):
         answer = client.post(f"/predict/masks?{query}", **body)
         assert answer.status_code == 422, answer.text
         assert answer.json()["error"].startswith("query.mask:") and "'png' or 'rle'" in answer.json()["error"]
+
+
+@pytest.fixture(scope="module")
+def large_png(mask_pngs, tmp_path_factory):
+    """A shapes image three times the run's side: a whole pass shrinks it to 64 pixels, tiles do not."""
+    path = tmp_path_factory.mktemp("large") / "large.png"
+    Image.open(mask_pngs[0]).convert("RGB").resize((192, 192), Image.NEAREST).save(path)
+    return path
+
+
+def test_predict_runs_sliding_windows_with_tile_and_overlap(seg_client, mask_run, large_png):
+    from convlab.segmentation.images import read_image
+
+    client = seg_client(max_batch=4)
+    pixels, scale = read_image(large_png)
+    tiled = mask_run.segment(pixels, scale, tile=64, overlap=0.5)
+    assert not np.array_equal(tiled, mask_run.segment(pixels, scale)), "tiles see the shapes at another scale"
+    for query, wanted in (("tile=64&overlap=0.5", tiled), ("", mask_run.segment(pixels, scale)),
+                          ("tile=64", mask_run.segment(pixels, scale, tile=64))):
+        answer = client.post(f"/predict/masks?{query}", files=multipart([large_png]))
+        assert answer.status_code == 200, answer.text
+        assert np.array_equal(np.asarray(png_of(answer.json()[0])), wanted), query
+    image = base64.b64encode(large_png.read_bytes()).decode()
+    body = {"parameters": {"tile": 64, "overlap": 0.5},
+            "inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [image]}]}
+    outputs = {o["name"]: o for o in client.post("/v2/models/masks/infer", json=body).json()["outputs"]}
+    assert np.array_equal(np.asarray(outputs["class_map"]["data"], np.uint8).reshape(192, 192), tiled)
+
+
+@pytest.mark.parametrize("query, field", [("tile=8", "tile"), ("tile=4096", "tile"), ("tile=big", "tile"),
+                                          ("tile=64&overlap=1", "overlap"), ("tile=64&overlap=-0.1", "overlap"),
+                                          ("overlap=nan", "overlap")])
+def test_predict_refuses_a_bad_tiling(seg_client, mask_pngs, query, field):
+    answer = seg_client().post(f"/predict/masks?{query}", files=multipart(mask_pngs[:1]))
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"].startswith(f"query.{field}:")
+
+
+@pytest.mark.parametrize("parameters, words", [
+    ({"tile": 8}, "parameters.tile: must be a whole number of pixels from 16 to 2048, got 8"),
+    ({"tile": 64.0}, "parameters.tile: must be a whole number"), ({"tile": True}, "parameters.tile:"),
+    ({"tile": 64, "overlap": 1}, "parameters.overlap: must be a number from 0 up to (not including) 1, got 1"),
+    ({"overlap": "some"}, "parameters.overlap:")])
+def test_oip_refuses_a_bad_tiling(seg_client, parameters, words):
+    body = {"parameters": parameters,
+            "inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": ["bm90IGRlY29kZWQ="]}]}
+    answer = seg_client().post("/v2/models/masks/infer", json=body)  # refused before the image is decoded
+    assert answer.status_code == 400 and words in answer.json()["error"]
 
 
 def test_a_16_bit_upload_keeps_its_range(seg_client, mask_run, mask_pngs, tmp_path):

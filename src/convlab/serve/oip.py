@@ -112,7 +112,7 @@ async def infer(name: str, request: Request, state: State, version: str | None =
     with batcher.coming():
         document, inputs = _parse_request(await request.body(), request.headers.get(HEADER_LENGTH))
         query = model.oip_query(_parameters(document))  # checked before any work
-        batch = await _input_batch(model, inputs, state)
+        batch = model.requested(await _input_batch(model, inputs, state), query)
     outputs = await batcher.run(batch, state.settings.timeout_s)
     return _response(model, document, model.oip_outputs(outputs, query))
 

@@ -2,11 +2,13 @@
 answered with class maps. /predict answers predict --json's list, each mask a palette PNG (base64) or, with
 ?mask=rle, one COCO RLE per class present; OIP `infer` answers two tensors (the layout of docs/serving.md):
 `class_map` UINT8 [-1], every image's (H, W) class map flattened row by row, one after the other, and `shape`
-INT64 [N, 2], each image's height and width."""
+INT64 [N, 2], each image's height and width. Both may run sliding windows: /predict's ?tile=&overlap=, OIP's
+parameters tile and overlap (predict's --tile and --overlap)."""
 from __future__ import annotations
 
 import base64
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +17,8 @@ from PIL import Image, ImageOps
 
 from ..errors import ConvlabError
 from ..segmentation.figures import palette_image
-from ..segmentation.run import SegmentationRun, read_input
+from ..segmentation.run import OVERLAP, SegmentationRun, read_input
+from ..segmentation.tiles import MIN_TILE
 from .detect import _objects
 from .errors import RequestError
 from .limits import open_upload
@@ -23,6 +26,7 @@ from .oip import IMAGE
 from .results import SegmentationViews
 
 OUTPUTS = {"class_map": ("UINT8", [-1]), "shape": ("INT64", [-1, 2])}
+MAX_TILE = 2048  # a tile is one forward pass of tile x tile pixels: the most one request may ask
 
 
 @dataclass
@@ -31,6 +35,8 @@ class Upload:
 
     pixels: np.ndarray  # (H, W, C) uint8 or uint16
     scale: float  # the pixels' maximum: 255 or 65535
+    tile: int | None = None  # sliding windows of tile x tile, as the request asked (None: one whole pass)
+    overlap: float = OVERLAP
 
 
 def png_mask(mask: np.ndarray) -> str:
@@ -101,9 +107,18 @@ class ServedSegmenter:
     def collate(decoded: list[Upload]) -> np.ndarray:
         return _objects(decoded)
 
+    @staticmethod
+    def requested(batch: np.ndarray, query: dict) -> np.ndarray:
+        """The uploads with their request's tile and overlap: each is run as its request asked, also when the
+        batcher groups it with other requests' images."""
+        for upload in batch:
+            upload.tile, upload.overlap = query.get("tile"), query.get("overlap", OVERLAP)
+        return batch
+
     def infer(self, batch: np.ndarray) -> tuple[np.ndarray]:
         """(N,) Uploads -> ((N,) (H, W) uint8 class maps, each at its image's size)."""
-        return (_objects([self.run.segment(upload.pixels, upload.scale) for upload in batch]),)
+        return (_objects([self.run.segment(upload.pixels, upload.scale, upload.tile, upload.overlap)
+                          for upload in batch]),)
 
     def answer(self, outputs: tuple, names: list[str | None], query: dict) -> list[dict]:
         """infer's outputs -> predict --json's list [{"path", "width", "height", "pixels": {class: count},
@@ -128,8 +143,18 @@ class ServedSegmenter:
 
     @staticmethod
     def oip_query(parameters: dict) -> dict:
-        """What an OIP request's parameters ask of the outputs: nothing for a segmenter."""
-        return {}
+        """The request's parameters tile (whole pixels, MIN_TILE..MAX_TILE; absent: one whole pass) and overlap
+        (a fraction in [0, 1)), else a 400 naming the parameter."""
+        tile, overlap = parameters.get("tile"), parameters.get("overlap", OVERLAP)
+        if tile is not None and (not isinstance(tile, int) or isinstance(tile, bool)
+                                 or not MIN_TILE <= tile <= MAX_TILE):
+            raise RequestError(400, f"parameters.tile: must be a whole number of pixels from {MIN_TILE} to "
+                                    f"{MAX_TILE}, got {tile!r:.40}")
+        if isinstance(overlap, bool) or not isinstance(overlap, (int, float)) or not (
+                math.isfinite(overlap) and 0 <= overlap < 1):
+            raise RequestError(400, f"parameters.overlap: must be a number from 0 up to (not including) 1, "
+                                    f"got {overlap!r:.40}")
+        return {"tile": tile, "overlap": float(overlap)}
 
     def oip_outputs(self, outputs: tuple, query: dict) -> dict[str, np.ndarray]:
         """infer's outputs -> class_map (sum of H * W,) uint8 and shape (N, 2) int64."""

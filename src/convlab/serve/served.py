@@ -68,6 +68,11 @@ class ServedModel:
         """What decode gave for each image of a request -> the batch infer takes, (N, C, H, W)."""
         return np.stack(decoded)
 
+    @staticmethod
+    def requested(batch: np.ndarray, query: dict) -> np.ndarray:
+        """The batch as its request's query asks it run (a segmenter's tile): a classifier's runs as it is."""
+        return batch
+
     def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, C, H, W): uint8 images (normalized here, as predict does) or float32 model inputs already
         normalized -> (logits float32, probabilities float64), both (N, classes)."""

@@ -9,6 +9,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from ..detection.run import CONF, IOU
+from ..segmentation.run import OVERLAP
+from ..segmentation.tiles import MIN_TILE
+from .segment import MAX_TILE
 from .limits import lookup
 from .state import State
 from .uploads import read_images
@@ -35,14 +38,18 @@ async def predict(name: str, request: Request, state: State,
                   conf: float = Query(CONF, ge=0, le=1, description="a detector's: as predict's --conf"),
                   iou: float = Query(IOU, ge=0, le=1, description="a detector's: as predict's --iou"),
                   mask: Literal["png", "rle"] = Query("png", description="a segmenter's: each mask as a palette "
-                                                      "PNG (base64) or a COCO RLE per class")) -> JSONResponse:
+                                                      "PNG (base64) or a COCO RLE per class"),
+                  tile: int | None = Query(None, ge=MIN_TILE, le=MAX_TILE, description="a segmenter's: as predict's "
+                                           "--tile (sliding windows of this side; none: one whole pass)"),
+                  overlap: float = Query(OVERLAP, ge=0, lt=1, description="a segmenter's: as predict's --overlap")
+                  ) -> JSONResponse:
     model = lookup(state.models, name)
     batcher = state.batchers[model.name]
     with batcher.coming():
         names, images = await read_images(request, state.settings.max_images)
-        batch = await state.decode_all(model, images)
+        query = {"top_k": top_k, "conf": conf, "iou": iou, "mask": mask, "tile": tile, "overlap": overlap}
+        batch = model.requested(await state.decode_all(model, images), query)
     outputs = await batcher.run(batch, state.settings.timeout_s)
-    query = {"top_k": top_k, "conf": conf, "iou": iou, "mask": mask}
     return JSONResponse(model.answer(outputs, names, query))  # as it is: no re-validation
 
 
