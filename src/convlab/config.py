@@ -14,7 +14,7 @@ from .errors import ConvlabError
 from .files import atomic_write_text
 
 Optimizer = Literal["sgd", "adam", "adamw"]
-Schedule = Literal["none", "step", "cosine", "onecycle"]
+Schedule = Literal["none", "step", "cosine", "onecycle", "poly"]
 Augment = Literal["none", "light", "standard"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 Strategy = Literal["linear-probe", "full", "two-stage", "gradual"]

@@ -142,11 +142,16 @@ def test_models_and_datasets_lists(capsys):
     assert "tiny-detector" in out and "fasterrcnn_mobilenet_v3_large_320_fpn" in out
     code, out, _ = run_cli(capsys, "datasets")
     tasks, *lines = out.strip().splitlines()
-    assert code == 0 and tasks.startswith("tasks: classify (") and "detect (" in tasks
-    assert [line.split()[0] for line in lines] == ["digits", "mnist", "fashion-mnist", "cifar10", "imagefolder:PATH",
-                                                   "coco:PATH", "yolo:PATH", "voc:PATH", "shapes"]
+    assert code == 0 and tasks.startswith("tasks: classify (") and "detect (" in tasks and "segment (" in tasks
+    named = [line.split()[0] for line in lines if not line.startswith(" ")]
+    assert named == ["digits", "mnist", "fashion-mnist", "cifar10", "imagefolder:PATH", "coco:PATH", "yolo:PATH",
+                     "voc:PATH", "shapes", "masks:PATH", "shape-masks"]
     assert lines[0].startswith("digits") and "recipe: model=small-cnn" in lines[0]
-    assert "recipe: task=detect model=tiny-detector" in lines[-1]
+    shapes = next(line for line in lines if line.startswith("shapes"))
+    assert "recipe: task=detect model=tiny-detector" in shapes
+    assert "recipe: task=segment model=tiny-unet" in lines[-1]
+    coco = lines.index(next(line for line in lines if line.startswith("coco:PATH")))
+    assert "--task segment" in lines[coco + 1] and "task=segment" in lines[coco + 1]
 
 
 @pytest.mark.parametrize("command", ["train", "eval", "predict", "models", "datasets"])

@@ -105,8 +105,9 @@ def test_train_and_val_folders_are_the_splits_and_data_yaml_names_the_classes(tm
     read = read_segmentation(f"masks:{tmp_path}")
     assert read.classes == ["background", "road", "car"]
     assert [i.path.name for i in read.train] == ["a.png"] and [i.path.name for i in read.test] == ["b.png", "c.png"]
-    assert read.split_names == {"train": "train", "test": "test"} and read.notes == []
+    assert read.split_names == {"train": "train", "test": "val"} and read.notes == []
     assert read.test[1].mask.max() == IGNORE
+    assert [item.image_id for item in read.train + read.test] == [1, 2, 3]
 
 
 def test_without_names_the_classes_are_numbered_up_to_the_largest_index(tmp_path):
@@ -153,6 +154,14 @@ def test_a_colour_mask_is_refused_by_file(tmp_path):
     _folder(tmp_path, {"a": _mask(1)}, classes=["background", "x"])
     Image.new("RGB", (8, 6)).save(tmp_path / "masks" / "a.png")
     assert "palette (P) or gray (L)" in _one_line_error(f"masks:{tmp_path}", tmp_path / "masks" / "a.png")
+
+
+def test_a_16_bit_mask_within_0_255_is_read_and_over_255_is_refused(tmp_path):
+    _folder(tmp_path, {"a": _mask(1)}, classes=["background", "x"])
+    Image.fromarray(_mask(1).astype(np.uint16)).save(tmp_path / "masks" / "a.png")
+    np.testing.assert_array_equal(read_segmentation(f"masks:{tmp_path}").train[0].mask, _mask(1))
+    Image.fromarray(_mask(1).astype(np.uint16) * 300).save(tmp_path / "masks" / "a.png")
+    assert "value 300, outside 0-255" in _one_line_error(f"masks:{tmp_path}", tmp_path / "masks" / "a.png")
 
 
 def test_an_unreadable_mask_or_image_is_skipped_and_listed(tmp_path):

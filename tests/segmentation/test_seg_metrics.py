@@ -1,4 +1,5 @@
-"""Segmentation metrics equal torchmetrics' (IoU, Dice, pixel accuracy) and pycocotools' (mask AP) on hand-made cases."""
+"""Segmentation metrics equal torchmetrics' (IoU, Dice, pixel accuracy) and pycocotools' (mask AP) on hand-made
+cases."""
 from __future__ import annotations
 
 import contextlib

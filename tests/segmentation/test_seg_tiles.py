@@ -45,6 +45,18 @@ def test_an_image_of_the_tile_size_is_one_window_and_the_whole_image_pass():
     torch.testing.assert_close(tiled, whole(net, image), atol=1e-6, rtol=0)
 
 
+@pytest.mark.slow
+def test_a_torchvision_segmentation_model_on_an_image_of_the_tile_size_is_the_whole_image_pass():
+    from torchvision.models.segmentation import lraspp_mobilenet_v3_large
+
+    torch.manual_seed(0)
+    net = lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=K).eval()
+    image = torch.randn(3, 64, 64)
+    with torch.no_grad():
+        expected = net(image[None])["out"][0].softmax(0)
+    torch.testing.assert_close(predict_tiled(lambda x: net(x)["out"], image, 64, 0.5, K), expected, atol=1e-6, rtol=0)
+
+
 def test_an_image_smaller_than_the_tile_is_padded_right_and_bottom_then_cropped():
     image = torch.randn(3, 20, 27)
     deep = model(3, layers=3)  # the definition, for any model: zeros padded on, the result cropped off

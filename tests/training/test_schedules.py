@@ -31,7 +31,7 @@ def _run_schedule(schedule_name: str, optimizer_name: str, epochs: int, steps: i
 
 
 @settings(max_examples=150, deadline=None)
-@given(schedule_name=st.sampled_from(["none", "step", "cosine", "onecycle"]),
+@given(schedule_name=st.sampled_from(["none", "step", "cosine", "onecycle", "poly"]),
        optimizer_name=st.sampled_from(["sgd", "adam", "adamw"]),
        epochs=st.integers(1, 12), dataset_size=st.integers(1, 300), batch_size=st.integers(1, 400))
 def test_every_schedule_steps_through_any_run_length(schedule_name, optimizer_name, epochs, dataset_size,
@@ -65,3 +65,10 @@ def test_cli_onecycle_run_of_four_steps(tmp_path):
     out = tmp_path / "run"
     assert main(["train", "--epochs", "4", "--batch-size", "2000", "--out", str(out), "--quiet"]) == 0
     assert (out / "model.safetensors").is_file()
+
+
+def test_poly_follows_the_segmentation_references_formula():
+    """lr x (1 - step / total) ** 0.9 at every step, as torchvision's segmentation reference schedules it."""
+    used, logged = _run_schedule("poly", "sgd", 2, 5)
+    assert used == pytest.approx([PEAK * (1 - step / 10) ** 0.9 for step in range(10)], rel=1e-9)
+    assert logged[-1] == 0.0

@@ -6,8 +6,8 @@ import argparse
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     models = sub.add_parser("models", help="list the models", description="List the presets (with layers and "
-                            "parameter counts for the given data), every torchvision classifier and the "
-                            "detectors.")
+                            "parameter counts for the given data), every torchvision classifier, the "
+                            "detectors and the segmenters.")
     models.add_argument("--data", metavar="NAME", default="mnist",
                         help="count parameters for this dataset's image shape (default: mnist)")
     models.set_defaults(func=cmd_models)
@@ -39,7 +39,16 @@ def cmd_models(args) -> int:
     print("detectors (for detection data: coco:, yolo:, voc:, shapes; head sized to the classes):")
     for detector in list_detectors():
         print(f"  {detector.name:<38} {detector.description}")
+    from ..segmentation.models import list_segmenters  # lazy: start-up time
+
+    print("segmenters (for segmentation data: masks:, shape-masks, coco: with --task segment; head sized to the "
+          "classes, 1-channel input adapted):")
+    for segmenter in list_segmenters():
+        print(f"  {segmenter.name:<38} {segmenter.description}; {segmenter.cpu}")
     return 0
+
+
+CLASSES_FROM = {"classify": "classes from folders", "detect": "classes from files", "segment": "classes from files"}
 
 
 def cmd_datasets(args) -> int:
@@ -49,8 +58,11 @@ def cmd_datasets(args) -> int:
     print(f"tasks: {', '.join(f'{name} ({task.description})' for name, task in TASKS.items())}")
     for entry in list_datasets():
         shape = "x".join(map(str, entry.shape)) if entry.shape else "any size"
-        classes = f"{entry.num_classes} classes" if entry.num_classes else "classes from folders"
+        classes = f"{entry.num_classes} classes" if entry.num_classes else CLASSES_FROM[entry.task]
         recipe = " ".join(f"{k}={v}" for k, v in entry.recipe.items())
         name = entry.name + (":PATH" if entry.takes_argument else "")
         print(f"{name:<17} {shape:<8} {classes:<21} recipe: {recipe}  -- {entry.description}")
+        for task, other in entry.also.items():  # the same files read for another task (--task)
+            recipe = " ".join(f"{k}={v}" for k, v in other.recipe.items())
+            print(f"{'':<17} {'':<8} {'--task ' + task:<21} recipe: {recipe}  -- {other.description}")
     return 0

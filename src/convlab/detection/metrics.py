@@ -3,7 +3,7 @@
 mAP is never computed here by hand: the boxes go to faster-coco-eval's COCOeval (the C++ port of
 pycocotools' COCOeval, same numbers, no stdout table, and an empty set of detections evaluates instead of
 failing). `to_coco_ground_truth` and `to_coco_detections` give the exact dicts it scores, so anyone can
-re-score them with pycocotools and get the same mAP.
+re-score them with pycocotools and get the same mAP. Segmentation's mask AP goes through the same `evaluate_coco`.
 
 Ids in the COCO dicts: a category id is the 0-based class index + 1 (COCO's ids start at 1); an image id is
 the dataset's own `Annotated.image_id` when those are distinct, else the image's position + 1.

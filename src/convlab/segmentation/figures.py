@@ -112,7 +112,8 @@ def plot_worst(worst: list[tuple], classes: list[str], path: Path, opacity: floa
     shown = set()
     for row, (image, truth, pred, title) in zip(axes, worst):
         shown |= set(np.unique(truth).tolist()) | set(np.unique(pred).tolist())
-        panels = [(image, title), (overlay(image, truth, opacity), "truth"), (overlay(image, pred, opacity), "predicted")]
+        panels = [(image, title), (overlay(image, truth, opacity), "truth"),
+                  (overlay(image, pred, opacity), "predicted")]
         for ax, (picture, label) in zip(row, panels):
             ax.imshow(picture)
             ax.set_title(label, fontsize=9)

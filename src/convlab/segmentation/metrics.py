@@ -41,14 +41,16 @@ class ConfusionMeter:
         if pred.shape != target.shape:
             raise ValueError(f"prediction shape {tuple(pred.shape)} differs from target shape {tuple(target.shape)}: "
                              "give one class index per pixel in both (argmax the logits over classes first)")
+        target, pred = target.long(), pred.long()
         kept = target != self.ignore_index
-        target, pred = target[kept].long(), pred[kept].long()
         for name, values in (("target", target), ("prediction", pred)):
-            if values.numel() and not 0 <= int(values.min()) <= int(values.max()) < self.num_classes:
-                bad = values[(values < 0) | (values >= self.num_classes)][0]
-                raise ValueError(f"{name} holds class index {int(bad)}, outside 0..{self.num_classes - 1} "
-                                 f"({self.num_classes} classes; {self.ignore_index} = ignore)")
-        counts = torch.bincount(target * self.num_classes + pred, minlength=self.num_classes ** 2)
+            outside = kept & ((values < 0) | (values >= self.num_classes))
+            if outside.any():
+                raise ValueError(f"{name} holds class index {int(values[outside][0])}, outside 0.."
+                                 f"{self.num_classes - 1} ({self.num_classes} classes; {self.ignore_index} = ignore)")
+        # ignored pixels go to one extra bin, dropped: cheaper than selecting the kept pixels (a boolean index)
+        bins = torch.where(kept, target * self.num_classes + pred, self.num_classes ** 2)
+        counts = torch.bincount(bins.ravel(), minlength=self.num_classes ** 2 + 1)[:-1]
         self.matrix += counts.reshape(self.num_classes, self.num_classes).cpu()
 
     def compute(self) -> dict:

@@ -48,12 +48,29 @@ def _pipeline(level: str, channels: int, height: int, width: int):
 
     steps = [v2.RandomHorizontalFlip(0.5)]
     if level == "standard":
-        shorter = min(height, width)
-        steps += [v2.RandomResize(int(shorter * SCALES[0]), int(shorter * SCALES[1])),
+        low = max(1, round(min(height, width) * SCALES[0]))
+        steps += [_random_scale()(low, max(low + 1, round(min(height, width) * SCALES[1]))),
                   v2.RandomCrop((height, width), pad_if_needed=True, fill={tv_tensors.Mask: IGNORE, "others": 0})]
         if channels == 3:
             steps.append(v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02))
     return v2.Compose(steps)
+
+
+@cache
+def _random_scale():
+    """v2.RandomResize with masks resized nearest-exact (pixel centres, where the bilinear image samples): v2 resizes
+    a mask with torch's plain nearest, which shifts its edges up to a pixel against the image's when shrinking."""
+    from torchvision import tv_tensors
+    from torchvision.transforms import InterpolationMode, v2
+    from torchvision.transforms.v2 import functional
+
+    class RandomScale(v2.RandomResize):
+        def transform(self, inpt, params):
+            if isinstance(inpt, tv_tensors.Mask):
+                return functional.resize(inpt, params["size"], interpolation=InterpolationMode.NEAREST_EXACT)
+            return super().transform(inpt, params)
+
+    return RandomScale
 
 
 def build_segmentation_augmentation(level: str) -> SegmentationAugmentation | None:

@@ -68,11 +68,20 @@ def _onecycle(opt, config, epochs, steps):
                     per_batch=True)
 
 
+POLY_POWER = 0.9  # torchvision's segmentation reference (and DeepLab's): lr x (1 - step / total) ** 0.9
+
+
+def _poly(opt, config, epochs, steps):
+    return Schedule(torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=epochs * steps, power=POLY_POWER),
+                    per_batch=True)
+
+
 SCHEDULES: dict[str, Callable[..., Schedule]] = {
     "none": lambda opt, config, epochs, steps: Schedule(None, per_batch=False),
     "step": _step,
     "cosine": _cosine,
     "onecycle": _onecycle,
+    "poly": _poly,
 }
 
 

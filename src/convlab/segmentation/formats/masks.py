@@ -25,10 +25,12 @@ def read(path: Path, extra: list[str]) -> Found:
         raise ConvlabError(f"masks:{path} is not a folder; {HINT}")
     folders = _split_folders(path)
     checker, issues = Checker(), []
-    splits = {name: _read_split(folder, checker, issues) for name, folder in folders.items()}
+    splits = {}
+    for name, folder in folders.items():  # image ids 1, 2, ... across the splits
+        splits[name] = _read_split(folder, checker, issues, first_id=sum(map(len, splits.values())) + 1)
     classes, names_file = class_names(path)
-    found = Found(path, classes or [], splits, "train", "test" if "test" in folders else None,
-                  checker.issues + issues)
+    test = next((name for name in folders if name != "train"), None)
+    found = Found(path, classes or [], splits, "train", test, checker.issues + issues)
     if classes is None:
         found.classes = _numbered(splits, path, found.notes)
     else:
@@ -39,14 +41,15 @@ def read(path: Path, extra: list[str]) -> Found:
 
 
 def _split_folders(root: Path) -> dict[str, Path]:
-    """{"train": root/train, "test": root/test or root/val} where those exist, else {"train": root}."""
+    """{"train": root/train, and "test": root/test or else "val": root/val} where those exist, else
+    {"train": root}: the splits by the names of their folders."""
     if not (root / "train").is_dir():
         return {"train": root}
-    test = next((root / name for name in ("test", "val") if (root / name).is_dir()), None)
-    return {"train": root / "train", **({"test": test} if test else {})}
+    test = next((name for name in ("test", "val") if (root / name).is_dir()), None)
+    return {"train": root / "train", **({test: root / test} if test else {})}
 
 
-def _read_split(folder: Path, checker: Checker, issues: list[dict]) -> list[Masked]:
+def _read_split(folder: Path, checker: Checker, issues: list[dict], first_id: int) -> list[Masked]:
     """Each image of folder/images with its mask of folder/masks (same relative name, any image suffix)."""
     images_dir, masks_dir = folder / "images", folder / "masks"
     for part in (images_dir, masks_dir):
@@ -62,7 +65,7 @@ def _read_split(folder: Path, checker: Checker, issues: list[dict]) -> list[Mask
                            f"{missing[0].relative_to(images_dir).with_suffix('.png')}; {len(missing)} of "
                            f"{len(images)} images have none); add the masks or move those images out")
     items = []
-    for image_id, image in enumerate(images, 1):
+    for image_id, image in enumerate(images, first_id):
         item = _masked(image, by_name[image.relative_to(images_dir).with_suffix("")], image_id, checker, issues)
         items += [item] if item is not None else []
     return items
@@ -86,7 +89,7 @@ def _masked(image: Path, mask_path: Path, image_id: int, checker: Checker, issue
 
 
 def read_mask(path: Path) -> np.ndarray:
-    """A class-index mask file -> (H, W) uint8, IGNORE (255) kept; indices over 255 (16-bit masks) are
+    """A class-index mask file -> (H, W) uint8, IGNORE (255) kept; values outside 0-255 (16-bit masks) are
     refused. A palette (P) PNG gives its indices, not its colours; a 1-bit mask gives 0 and 1. A file that cannot
     be decoded raises UnreadableImage (the reader skips and lists it, as an unreadable image)."""
     try:
@@ -98,8 +101,9 @@ def read_mask(path: Path) -> np.ndarray:
     if values is None:
         raise ConvlabError(f"mask {path} is a {mode} image; a mask holds one class index per pixel: save it as a "
                            f"palette (P) or gray (L) PNG")
-    if values.max(initial=0) > IGNORE:
-        raise ConvlabError(f"mask {path} holds the value {int(values.max())}, over 255; a mask holds class "
+    outside = values[(values < 0) | (values > IGNORE)]  # a 16- or 32-bit mask's
+    if outside.size:
+        raise ConvlabError(f"mask {path} holds the value {int(outside[0])}, outside 0-255; a mask holds class "
                            f"indices 0-254 (255 ignored): save it as an 8-bit palette or gray PNG")
     return values.astype(np.uint8)
 
