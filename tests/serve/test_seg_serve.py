@@ -1,6 +1,6 @@
-"""A segmentation run served: /predict's masks (palette PNG by default, COCO RLE with ?mask=rle, the parameter
-checked; sliding windows with tile and overlap), OIP's class_map and shape tensors and their metadata, the ONNX backend refused by name, in process
-(TestClient); a real server driven by tritonclient."""
+"""A segmentation run served: /predict's masks (palette PNG by default, COCO RLE with ?mask=rle, the
+parameter checked; sliding windows with tile and overlap), OIP's class_map and shape tensors and their
+metadata, the ONNX backend refused by name, in process (TestClient); a real server driven by tritonclient."""
 from __future__ import annotations
 
 import base64
@@ -81,6 +81,7 @@ def test_predict_answers_the_runs_class_maps_as_palette_pngs(seg_client, mask_ru
     assert np.array_equal(np.asarray(png_of(raw.json()[0])), expected[0]["mask"])
 
 
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools on NumPy 2
 def test_predict_gives_coco_rle_per_class_with_mask_rle(seg_client, mask_run, mask_pngs):
     from pycocotools import mask as coco_mask
 
@@ -220,6 +221,20 @@ def test_a_segmenter_is_served_with_torch_only(mask_run):
 
     with pytest.raises(ConvlabError, match="is a segmentation run, served with --backend torch"):
         load_served("masks", mask_run.path, backend="onnx")
+
+
+def test_a_run_of_a_task_without_a_served_model_is_refused_by_name(mask_run, monkeypatch):
+    from convlab.errors import ConvlabError
+    from convlab.serve import served
+
+    mask_run.task = "instance"  # as a task the server has no served model for would load
+    monkeypatch.setattr(served, "load_run", lambda path, command: mask_run)
+    try:
+        with pytest.raises(ConvlabError, match="is a run of task .instance.; convlab serve serves classify, "
+                                               "detect, segment runs"):
+            served.load_served("masks", mask_run.path)
+    finally:
+        del mask_run.task  # the class's own again
 
 
 def test_tritonclient_reads_the_class_maps(mask_run, mask_pngs):

@@ -154,7 +154,11 @@ def load_served(name: str, path: Path, backend: str = "torch", threads: int = 0,
     if path.suffix == ONNX_SUFFIX:
         return ServedModel(name, path, load_variant(path, onnx_threads=threads), "onnx", path)
     run = load_variant(path) if (path / QUANTIZED_WEIGHTS).is_file() else load_run(path, command="convlab serve")
-    return SERVED[getattr(run, "task", ServedModel.task)].serve(name, path, run, backend, threads, exported)
+    task = getattr(run, "task", ServedModel.task)
+    if task not in SERVED:
+        raise ConvlabError(f"{path} is a run of task {task!r}; convlab serve serves {', '.join(SERVED)} runs (use "
+                           f"convlab predict for this one)")
+    return SERVED[task].serve(name, path, run, backend, threads, exported)
 
 
 # the served model of each task

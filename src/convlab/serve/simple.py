@@ -11,8 +11,8 @@ from fastapi.responses import JSONResponse
 from ..detection.run import CONF, IOU
 from ..segmentation.run import OVERLAP
 from ..segmentation.tiles import MIN_TILE
-from .segment import MAX_TILE
 from .limits import lookup
+from .segment import MAX_TILE
 from .state import State
 from .uploads import read_images
 
