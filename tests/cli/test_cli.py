@@ -145,11 +145,11 @@ def test_models_and_datasets_lists(capsys):
     assert code == 0 and tasks.startswith("tasks: classify (") and "detect (" in tasks and "segment (" in tasks
     named = [line.split()[0] for line in lines if not line.startswith(" ")]
     assert named == ["digits", "mnist", "fashion-mnist", "cifar10", "imagefolder:PATH", "coco:PATH", "yolo:PATH",
-                     "voc:PATH", "shapes", "masks:PATH", "shape-masks"]
+                     "voc:PATH", "shapes", "masks:PATH", "shape-masks", "instances:PATH", "shape-instances"]
     assert lines[0].startswith("digits") and "recipe: model=small-cnn" in lines[0]
     shapes = next(line for line in lines if line.startswith("shapes"))
     assert "recipe: task=detect model=tiny-detector" in shapes
-    assert "recipe: task=segment model=tiny-unet" in lines[-1]
+    assert "recipe: task=segment model=tiny-unet" in next(line for line in lines if line.startswith("shape-masks"))
     coco = lines.index(next(line for line in lines if line.startswith("coco:PATH")))
     assert "--task segment" in lines[coco + 1] and "task=segment" in lines[coco + 1]
 
