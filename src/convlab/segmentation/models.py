@@ -7,7 +7,9 @@ torchvision state dict loads into `segmenter.model` as it is.
 
 Nothing is downloaded here: segmenters start from random weights, a weights file (`weights=FILE`: a state dict of
 the same architecture, e.g. torchvision's COCO-VOC weights saved with torch.save, or a convlab segmenter's; its
-class layers are rebuilt when the classes differ) or, for `unet`, a classifier's feature layers (`backbone=`).
+class layers are rebuilt when the classes differ, its first conv when the channels do) or, for `unet`, a
+classifier's feature layers (`backbone=`). Grayscale data (channels=1) gets the first conv rebuilt, its filters
+the mean of the RGB ones, rather than the gray channel repeated three times: a third of that conv's work.
 """
 from __future__ import annotations
 
