@@ -119,7 +119,8 @@ class UNet(nn.Module):
 
 def decoder_width(stride: int) -> int:
     """The decoder's channels where it joins a classifier's map at `stride`: 16 at stride 2 doubling to 128 at
-    stride 16 (segmentation-models-pytorch's U-Net halves 256..16; this is about 4x cheaper on a CPU)."""
+    stride 16, half segmentation-models-pytorch's U-Net's at each stride (a quarter of its decoder's
+    multiply-adds: the CPU is the budget here)."""
     return min(128, max(16, 8 * stride))
 
 
