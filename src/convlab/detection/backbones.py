@@ -117,14 +117,16 @@ def classifier_features(source: str, weights: str | None) -> ClassifierFeatures:
     return ClassifierFeatures(body, channels, mean or spec_mean, std or spec_std, spec)
 
 
-def backbone_detector(source: str, weights: str | None, classes: int, image_size: int | None) -> tuple[nn.Module, str]:
+def backbone_detector(source: str, weights: str | None, classes: int, image_size: int | None,
+                      masks: bool = False) -> tuple[nn.Module, str]:
     """A Faster R-CNN with `classes` outputs (background included) on the backbone `source` names -> (the
-    torchvision model, the spec that rebuilds it).
+    torchvision model, the spec that rebuilds it); with `masks`, a Mask R-CNN (its mask head on the same
+    features, RoIs pooled to 14 x 14 as torchvision's).
 
     The anchors and RoI pooling are the tutorial's, anchors scaled with the image size; the features pass a 1x1
     conv first (ClassifierBackbone). `weights`: the
     classifier's weights file for a torchvision:NAME backbone (its classifier layer is left out)."""
-    from torchvision.models.detection import FasterRCNN
+    from torchvision.models.detection import FasterRCNN, MaskRCNN
     from torchvision.models.detection.anchor_utils import AnchorGenerator
     from torchvision.ops import MultiScaleRoIAlign
 
@@ -132,11 +134,13 @@ def backbone_detector(source: str, weights: str | None, classes: int, image_size
     backbone = ClassifierBackbone(features.body, features.channels, features.mean, features.std)
     side = image_size or TUTORIAL_SIDE
     sizes = tuple(max(2, round(side * f)) for f in ANCHOR_FRACTIONS)
-    model = FasterRCNN(backbone, classes, min_size=side, max_size=image_size or 1333,
-                       rpn_anchor_generator=AnchorGenerator((sizes,), ((0.5, 1.0, 2.0),)),
-                       box_roi_pool=MultiScaleRoIAlign(["0"], output_size=7, sampling_ratio=2),
-                       box_batch_size_per_image=BOX_SAMPLES, rpn_post_nms_top_n_test=TEST_PROPOSALS,
-                       image_mean=[0.0, 0.0, 0.0], image_std=[1.0, 1.0, 1.0])  # the backbone normalizes
+    heads = {"mask_roi_pool": MultiScaleRoIAlign(["0"], output_size=14, sampling_ratio=2)} if masks else {}
+    model = (MaskRCNN if masks else FasterRCNN)(
+        backbone, classes, min_size=side, max_size=image_size or 1333,
+        rpn_anchor_generator=AnchorGenerator((sizes,), ((0.5, 1.0, 2.0),)),
+        box_roi_pool=MultiScaleRoIAlign(["0"], output_size=7, sampling_ratio=2),
+        box_batch_size_per_image=BOX_SAMPLES, rpn_post_nms_top_n_test=TEST_PROPOSALS,
+        image_mean=[0.0, 0.0, 0.0], image_std=[1.0, 1.0, 1.0], **heads)  # the backbone normalizes
     return model, features.spec
 
 

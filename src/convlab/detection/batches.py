@@ -35,7 +35,8 @@ def _decode(item: Annotated) -> np.ndarray:
 
 class DetectionLoader:
     """Iterates (images, targets) batches: images a list of float32 (3, H, W) tensors in [0, 1] on `device`,
-    targets a list of {"boxes": (K, 4) float32 xyxy, "labels": (K,) int64} on `device`.
+    targets a list of {"boxes": (K, 4) float32 xyxy, "labels": (K,) int64} on `device`, with "masks" (K, H, W)
+    uint8 where the items have instance masks (resized and augmented with the image).
 
     Each image is decoded once and kept as uint8, its longer side resized to `max_side` when given (boxes
     scaled with it; `truth` holds the items in those coordinates, what validation scores against). Shuffling
@@ -88,15 +89,28 @@ class DetectionLoader:
         item = self.truth[index]
         objects = item.iscrowd == 0  # crowd regions are not objects to learn (as torchvision's references)
         image = self.images[index]
-        boxes, labels = torch.from_numpy(item.boxes[objects]), torch.from_numpy(item.labels[objects])
+        target = {"boxes": torch.from_numpy(item.boxes[objects]), "labels": torch.from_numpy(item.labels[objects])}
+        if item.masks is not None:
+            target["masks"] = torch.from_numpy(item.masks[objects]).to(torch.uint8)
         if self.augment is not None:
-            image, boxes, labels = self.augment(image, boxes, labels, self.generator)
-        return image, {"boxes": boxes.float().reshape(-1, 4), "labels": labels.long()}
+            image, target = self.augment.apply(image, target, self.generator)
+        return image, {**target, "boxes": target["boxes"].float().reshape(-1, 4), "labels": target["labels"].long()}
 
 
 def _scaled(item: Annotated, scale: float, width: int, height: int) -> Annotated:
-    """The item in the coordinates of its image resized by `scale` (areas by scale squared)."""
+    """The item in the coordinates of its image resized by `scale` (areas by scale squared, instance masks
+    resized to width x height, nearest neighbour)."""
     if scale == 1.0:
         return item
+    masks = None if item.masks is None else resize_masks(item.masks, width, height)
     return replace(item, width=width, height=height, boxes=item.boxes * np.float32(scale),
-                   area=item.area * np.float32(scale * scale))
+                   area=item.area * np.float32(scale * scale), masks=masks)
+
+
+def resize_masks(masks: np.ndarray, width: int, height: int) -> np.ndarray:
+    """(K, H, W) bool -> (K, height, width) bool, nearest neighbour (as v2.Resize moves a tv_tensors.Mask)."""
+    if not len(masks):
+        return np.zeros((0, height, width), dtype=bool)
+    resized = torch.nn.functional.interpolate(torch.from_numpy(masks)[:, None].float(), size=(height, width),
+                                              mode="nearest-exact")
+    return resized[:, 0].numpy() > 0.5

@@ -95,6 +95,16 @@ def _reset_rcnn(model: nn.Module, classes: int) -> None:
     model.roi_heads.box_predictor = FastRCNNPredictor(old.cls_score.in_features, classes)
 
 
+def _reset_mask_rcnn(model: nn.Module, classes: int) -> None:
+    """Mask R-CNN: the box predictor, and the mask predictor's last conv (one mask per class)."""
+    from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
+
+    _reset_rcnn(model, classes)
+    old = model.roi_heads.mask_predictor
+    model.roi_heads.mask_predictor = MaskRCNNPredictor(old.conv5_mask.in_channels, old.conv5_mask.out_channels,
+                                                       classes)
+
+
 def _new_logits(old: nn.Conv2d, anchors: int, classes: int, std: float, prior: float | None) -> nn.Conv2d:
     conv = nn.Conv2d(old.in_channels, anchors * classes, old.kernel_size, old.stride, old.padding)
     nn.init.normal_(conv.weight, std=std)
@@ -124,15 +134,17 @@ def _reset_ssd(model: nn.Module, classes: int) -> None:
 
 
 def kind_of(model: nn.Module) -> Kind:
-    from torchvision.models.detection import FCOS, FasterRCNN, RetinaNet
+    from torchvision.models.detection import FCOS, FasterRCNN, MaskRCNN, RetinaNet
     from torchvision.models.detection.ssd import SSD
 
-    kinds = {FasterRCNN: Kind(True, _reset_rcnn), SSD: Kind(True, _reset_ssd),
+    kinds = {MaskRCNN: Kind(True, _reset_mask_rcnn),  # before FasterRCNN, its base class
+             FasterRCNN: Kind(True, _reset_rcnn), SSD: Kind(True, _reset_ssd),
              RetinaNet: Kind(False, _reset_dense), FCOS: Kind(False, _reset_dense)}
     for cls, kind in kinds.items():
         if isinstance(model, cls):
             return kind
-    raise ConvlabError(f"{type(model).__name__} is not a detector convlab knows (Faster R-CNN, SSD, RetinaNet, FCOS)")
+    raise ConvlabError(f"{type(model).__name__} is not a detector convlab knows (Faster R-CNN, Mask R-CNN, SSD, "
+                       f"RetinaNet, FCOS)")
 
 
 # --- the registry -------------------------------------------------------------------------------------------
@@ -190,7 +202,13 @@ def build_detector(name: str, num_classes: int, image_size: int | None, weights:
     if backbone is not None:
         model, spec = backbone_detector(backbone, backbone_weights, num_classes + 1, image_size)
         return Detector(model, num_classes, backbone_spec=spec)
-    entry = find_detector(name)
+    return build_entry(find_detector(name), num_classes, image_size, weights)
+
+
+def build_entry(entry: DetectorEntry, num_classes: int, image_size: int | None, weights: str | None = None) -> Detector:
+    """The detector `entry` builds, for `num_classes` classes, from random weights or a `weights` file (loaded
+    before the class layers are rebuilt; see build_detector)."""
+    name = entry.name
     shift = 1 if entry.background else 0
     if weights is None:
         return Detector(entry.builder(num_classes + shift, image_size), num_classes)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ class DetectionInput:
         side = data.get("side")
         if not isinstance(side, int) or isinstance(side, bool) or not 16 <= side <= 8192:
             raise ValueError(f"side must be a whole number in 16..8192, got {side!r}")
-        return cls(side, 3, "detect", data.get("backbone"))
+        return cls(side, 3, data.get("task", "detect"), data.get("backbone"))
 
 
 class DetectionRun:
@@ -82,22 +82,31 @@ class DetectionRun:
                     resized, scale = resize_longer(image, self.preprocess.side)
                     tensors.append(torch.from_numpy(np.array(resized)).permute(2, 0, 1).float().div_(255).to(self.device))
                     scales.append(scale)
-                for found, scale in zip(self.model(tensors), scales):
-                    out.append({"boxes": found["boxes"].float().cpu().numpy() / scale,
-                                "labels": found["labels"].cpu().numpy().astype(np.int64),
-                                "scores": found["scores"].float().cpu().numpy()})
+                out += [self.in_image(found, scale, image.shape[:2])
+                        for found, scale, image in zip(self.model(tensors), scales, chunk)]
         return out
+
+    def in_image(self, found: dict, scale: float, shape: tuple[int, int]) -> dict:
+        """The model's output for one image resized by `scale` -> NumPy arrays in the (height, width) image's
+        pixels."""
+        return {"boxes": found["boxes"].float().cpu().numpy() / scale,
+                "labels": found["labels"].cpu().numpy().astype(np.int64),
+                "scores": found["scores"].float().cpu().numpy()}
 
     def evaluate(self, data: str | None = None, data_dir: str | Path | None = None,
                  items: list[Annotated] | None = None, classes: list[str] | None = None) -> dict:
         """COCO metrics on the run's test split, another dataset's (`data`, as --data names it), or `items`."""
-        from .metrics import coco_metrics  # lazy: start-up time (the COCO evaluator, the detect extra)
-
         if items is None:
             items, classes = self.test_items(data, data_dir)
         items = self._in_run_classes(items, classes or self.classes)
         found = self.detect_images([read_rgb(item.path) for item in items])
         self.evaluated = (items, found)
+        return self.score(items, found)
+
+    def score(self, items: list[Annotated], found: list[dict]) -> dict:
+        """The metrics of `found` (detect_images' output) on `items`: COCO's box mAP."""
+        from .metrics import coco_metrics  # lazy: start-up time (the COCO evaluator, the detect extra)
+
         return coco_metrics(items, found, self.classes)
 
     def test_items(self, data: str | None = None, data_dir: str | Path | None = None):
@@ -119,13 +128,9 @@ class DetectionRun:
     def select(self, found: dict, conf: float = CONF, iou: float = IOU) -> list[dict]:
         """One image's detect_images result -> predict's boxes [{"label", "score", "box": [x1, y1, x2, y2]}]:
         those scoring at least `conf`, after class-wise NMS at `iou`, best first."""
-        from torchvision.ops import batched_nms  # lazy: start-up time
-
-        keep = found["scores"] >= conf
-        boxes, scores, labels = (torch.from_numpy(found[k][keep]) for k in ("boxes", "scores", "labels"))
-        chosen = batched_nms(boxes, scores, labels, iou).numpy()
+        boxes, scores, labels = found["boxes"], found["scores"], found["labels"]
         return [{"label": self.classes[int(labels[i])], "score": round(float(scores[i]), 5),
-                 "box": [round(float(v), 2) for v in boxes[i]]} for i in chosen]
+                 "box": [round(float(v), 2) for v in boxes[i]]} for i in kept(found, conf, iou)]
 
     def _in_run_classes(self, items: list[Annotated], classes: list[str]) -> list[Annotated]:
         if classes == self.classes:
@@ -135,8 +140,7 @@ class DetectionRun:
             raise ConvlabError(f"the data names classes {', '.join(unknown[:5])} that run {self.path} does not "
                                f"detect ({', '.join(self.classes[:10])}); evaluate on data with the run's classes")
         index = np.array([self.classes.index(c) for c in classes], dtype=np.int64)
-        return [Annotated(i.path, i.width, i.height, i.boxes, index[i.labels], i.iscrowd, i.area, i.image_id)
-                for i in items]
+        return [replace(item, labels=index[item.labels]) for item in items]
 
     # -- saving ----------------------------------------------------------------------------------------
     def save_model(self) -> None:
@@ -147,6 +151,16 @@ class DetectionRun:
 
     def save_metrics(self) -> None:
         write_json(self.path / METRICS, self.metrics)
+
+
+def kept(found: dict, conf: float = CONF, iou: float = IOU) -> np.ndarray:
+    """The indices of one image's detect_images result that predict keeps: scoring at least `conf`, after
+    class-wise NMS at `iou`, best first."""
+    from torchvision.ops import batched_nms  # lazy: start-up time
+
+    keep = np.flatnonzero(found["scores"] >= conf)
+    boxes, scores, labels = (torch.from_numpy(found[k][keep]) for k in ("boxes", "scores", "labels"))
+    return keep[batched_nms(boxes, scores, labels, iou).numpy()]
 
 
 def read_rgb(source) -> np.ndarray:
@@ -164,8 +178,9 @@ def read_rgb(source) -> np.ndarray:
         raise ConvlabError(f"cannot read image {source}: {err}") from None
 
 
-def load_detection_run(path: Path, device) -> DetectionRun:
-    """A detection run folder -> DetectionRun (the folder's files checked as load_run checks a classifier's)."""
+def load_detection_run(path: Path, device, build=build_detector, run_class=None) -> DetectionRun:
+    """A detection run folder -> DetectionRun (the folder's files checked as load_run checks a classifier's);
+    `build` and `run_class` are another task's on the same machinery (instance segmentation's Mask R-CNN)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -179,7 +194,7 @@ def load_detection_run(path: Path, device) -> DetectionRun:
         preprocess = DetectionInput.from_json(json.loads((path / PREPROCESS).read_text()))
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, KeyError, TypeError, ValueError) as err:
         raise ConvlabError(f"run folder {path}: labels.json or preprocess.json is damaged ({err})") from None
-    model = build_detector(config.model.name, len(classes), preprocess.side, backbone=preprocess.backbone)
+    model = build(config.model.name, len(classes), preprocess.side, backbone=preprocess.backbone)
     try:
         state = load_file(str(path / WEIGHTS))
         model.load_state_dict(state)
@@ -187,4 +202,4 @@ def load_detection_run(path: Path, device) -> DetectionRun:
         raise ConvlabError(f"{path / WEIGHTS} does not fit detector {config.model.name}: "
                            f"{str(err).splitlines()[-1].strip()}") from None
     model.eval()
-    return DetectionRun(path, model, config, classes, preprocess, read_metrics(path), device)
+    return (run_class or DetectionRun)(path, model, config, classes, preprocess, read_metrics(path), device)

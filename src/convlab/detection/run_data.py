@@ -59,8 +59,14 @@ class DetectionData:
 
 
 def read_detection_data(conf, spec: str | None = None, data_dir: str | None = None) -> DetectionSet:
-    """The dataset a config (or `spec`, another dataset) names, read by its registry entry."""
+    """The dataset a config (or `spec`, another dataset) names, read by its registry entry for the config's task
+    (COCO files give boxes to a detection run, masks to an instance segmentation run)."""
     entry, arg = parse_data_name(spec or conf.data.name)
+    task = conf.data.task
+    if task and task not in entry.tasks:
+        raise ConvlabError(f"--data {spec or conf.data.name}: its labels are for {' or '.join(entry.tasks)}, not "
+                           f"{task}; give data labelled for {task}")
+    entry = entry.for_task(task)
     directory = Path(data_dir or conf.data.data_dir).expanduser() if (data_dir or conf.data.data_dir) else None
     if directory is not None and not directory.is_dir():
         raise ConvlabError(f"--data-dir {directory} does not exist or is not a folder")

@@ -21,10 +21,13 @@ class Annotated:
     iscrowd: np.ndarray | None = None  # (K,) uint8; None: all 0
     area: np.ndarray | None = None  # (K,) float32 (a segmentation's area where the file gives one); None: box area
     image_id: int = 0
+    masks: np.ndarray | None = None  # (K, H, W) bool, one per object, where the data has them (instance masks)
 
     def __post_init__(self):
         self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
         self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
+        if self.masks is not None:
+            self.masks = np.asarray(self.masks, dtype=bool).reshape(-1, self.height, self.width)
         if self.iscrowd is None:
             self.iscrowd = np.zeros(len(self.labels), dtype=np.uint8)
         if self.area is None:

@@ -19,21 +19,31 @@ LEVELS = ("none", "light", "standard")
 @dataclass(frozen=True)
 class DetectionAugmentation:
     """One image's augmentation: (image uint8 (3, H, W), boxes (K, 4) float32 xyxy, labels (K,) int64, generator)
-    -> the same, boxes moved with the image (clipped, and dropped with their labels when under 1 px)."""
+    -> the same, boxes moved with the image (clipped, and dropped with their labels when under 1 px); `apply`
+    takes the target as a dict, instance masks included."""
 
     level: str
 
     def __call__(self, image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor,
                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        image, target = self.apply(image, {"boxes": boxes, "labels": labels}, generator)
+        return image, target["boxes"], target["labels"]
+
+    def apply(self, image: torch.Tensor, target: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+        """The same on a target dict: "boxes" and "labels", and "masks" (K, H, W) when the objects have masks
+        (moved with the image, nearest-neighbour, and dropped with their boxes)."""
         from torchvision import tv_tensors
 
         seed = int(torch.randint(2 ** 62, (1,), generator=generator))
-        target = {"boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=tuple(image.shape[-2:])),
-                  "labels": labels}
+        wrapped = {**target, "boxes": tv_tensors.BoundingBoxes(target["boxes"], format="XYXY",
+                                                               canvas_size=tuple(image.shape[-2:]))}
+        if "masks" in target:
+            wrapped["masks"] = tv_tensors.Mask(target["masks"])
         with torch.random.fork_rng(devices=[]):  # the global RNG is put back: nothing else sees these draws
             torch.manual_seed(seed)
-            image, target = _pipeline(self.level)(tv_tensors.Image(image), target)
-        return image.as_subclass(torch.Tensor), target["boxes"].as_subclass(torch.Tensor), target["labels"]
+            image, wrapped = _pipeline(self.level)(tv_tensors.Image(image), wrapped)
+        plain = {k: v.as_subclass(torch.Tensor) if isinstance(v, torch.Tensor) else v for k, v in wrapped.items()}
+        return image.as_subclass(torch.Tensor), plain
 
 
 @cache

@@ -298,7 +298,7 @@ def explain_bilinear(image: np.ndarray | None = None, scale: int = EXAMPLE_STRID
 def explain_nearest(image: np.ndarray | None = None, scale: int = EXAMPLE_STRIDE) -> str:
     """The text of `convlab explain upsample --mode nearest`."""
     s = nearest_steps(image, scale)
-    (h, w), (oh, ow) = s.image.shape, s.output.shape
+    h, w = s.image.shape
     lines = [f"nearest upsampling by {scale}: each output cell (r, c) copies input cell (r // {scale}, c // {scale}), "
              f"so every input cell becomes a {scale}x{scale} block; nothing is computed and no weights are learned",
              f"input {h}x{w}:", *matrix_lines(s.image, "  ")]
