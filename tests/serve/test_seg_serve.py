@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -82,18 +83,25 @@ def test_predict_answers_the_runs_class_maps_as_palette_pngs(seg_client, mask_ru
 
 
 @pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools on NumPy 2
-def test_predict_gives_coco_rle_per_class_with_mask_rle(seg_client, mask_run, mask_pngs):
+def test_predict_gives_predicts_json_with_coco_rle_per_class_with_mask_rle(seg_client, mask_run, mask_pngs):
     from pycocotools import mask as coco_mask
+
+    from convlab.segmentation.predictions import as_json
 
     answer = seg_client().post("/predict/masks?mask=rle", files=multipart(mask_pngs))
     assert answer.status_code == 200, answer.text
+    predicted = [{**entry, "path": Path(entry["path"]).name} for entry in as_json(mask_run.predict(mask_pngs),
+                                                                            mask_run.classes)]
+    assert answer.json() == predicted  # predict --json's list (the path: the uploaded file's name)
     for got, wanted in zip(answer.json(), expected_maps(mask_run, mask_pngs)):
-        assert list(got["mask"]) == [mask_run.classes[k] for k in np.unique(wanted)] == list(got["pixels"])
-        for name, rle in got["mask"].items():
+        assert set(got) == {"path", "width", "height", "pixels", "masks"}
+        assert [m["class"] for m in got["masks"]] == [mask_run.classes[k] for k in np.unique(wanted)]
+        for found in got["masks"]:
+            rle = found["rle"]
             assert rle["size"] == [got["height"], got["width"]] and isinstance(rle["counts"], str)
             decoded = coco_mask.decode({"size": rle["size"], "counts": rle["counts"].encode()})
-            assert np.array_equal(decoded, wanted == mask_run.classes.index(name))
-            assert got["pixels"][name] == int(decoded.sum())
+            assert np.array_equal(decoded, wanted == mask_run.classes.index(found["class"]))
+            assert got["pixels"][found["class"]] == int(decoded.sum())
 
 
 @pytest.mark.parametrize("query", ["mask=jpeg", "mask=", "mask=PNG"])

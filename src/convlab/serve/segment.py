@@ -1,6 +1,6 @@
 """A segmentation run as the server serves it: the same questions as a served classifier (served.ServedModel)
-answered with class maps. /predict answers predict --json's list, each mask a palette PNG (base64) or, with
-?mask=rle, one COCO RLE per class present; OIP `infer` answers two tensors (the layout of docs/serving.md):
+answered with class maps. /predict answers per image its class map as a palette PNG (base64), or with ?mask=rle
+predict --json's entry (one COCO RLE per class present); OIP `infer` answers two tensors (the layout of docs/serving.md):
 `class_map` UINT8 [-1], every image's (H, W) class map flattened row by row, one after the other, and `shape`
 INT64 [N, 2], each image's height and width. Both may run sliding windows: /predict's ?tile=&overlap=, OIP's
 parameters tile and overlap (predict's --tile and --overlap)."""
@@ -17,6 +17,7 @@ from PIL import Image, ImageOps
 
 from ..errors import ConvlabError
 from ..segmentation.figures import palette_image
+from ..segmentation.predictions import as_json
 from ..segmentation.run import OVERLAP, SegmentationRun, read_input
 from ..segmentation.tiles import MIN_TILE
 from .detect import _objects
@@ -46,17 +47,12 @@ def png_mask(mask: np.ndarray) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def rle_masks(mask: np.ndarray, classes: list[str]) -> dict[str, dict]:
-    """(H, W) class map -> {class: COCO RLE {"size": [H, W], "counts": text}} for each class present."""
-    from faster_coco_eval.core import mask as coco_mask
-
-    present = np.unique(mask).tolist()
-    stacked = np.asfortranarray(np.stack([mask == k for k in present], axis=2).astype(np.uint8))
-    return {classes[k]: {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
-            for k, rle in zip(present, coco_mask.encode(stacked))}
+def with_png_masks(results: list[dict], classes: list[str]) -> list[dict]:
+    """SegmentationRun.predict's results with each class map as png_mask's text."""
+    return [{**result, "mask": png_mask(result["mask"])} for result in results]
 
 
-MASK_FORMATS = {"png": lambda mask, classes: png_mask(mask), "rle": rle_masks}  # /predict's ?mask=
+MASK_FORMATS = {"png": with_png_masks, "rle": as_json}  # /predict's ?mask=: predict's results -> the answer
 
 
 @dataclass
@@ -121,16 +117,14 @@ class ServedSegmenter:
                           for upload in batch]),)
 
     def answer(self, outputs: tuple, names: list[str | None], query: dict) -> list[dict]:
-        """infer's outputs -> predict --json's list [{"path", "width", "height", "pixels": {class: count},
-        "mask": base64 palette PNG, or {class: RLE} with query mask="rle"}]."""
-        encode = MASK_FORMATS[query.get("mask", "png")]
+        """infer's outputs -> [{"path", "width", "height", "pixels": {class: count}, "mask": base64 palette PNG}],
+        or with query mask="rle" predict --json's list (its "masks": [{"class", "rle"}] in place of "mask")."""
         found = []
         for name, mask in zip(names, outputs[0]):
             counts = np.bincount(mask.ravel(), minlength=len(self.labels))
-            found.append({"path": name, "width": int(mask.shape[1]), "height": int(mask.shape[0]),
-                          "pixels": {self.labels[k]: int(n) for k, n in enumerate(counts) if n},
-                          "mask": encode(mask, self.labels)})
-        return found
+            found.append({"path": name, "width": int(mask.shape[1]), "height": int(mask.shape[0]), "mask": mask,
+                          "pixels": {self.labels[k]: int(n) for k, n in enumerate(counts) if n}})
+        return MASK_FORMATS[query.get("mask", "png")](found, self.labels)
 
     def describe(self) -> dict:
         return {"name": self.name, "task": self.task, "backend": self.backend, "labels": self.labels,
