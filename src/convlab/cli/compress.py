@@ -63,15 +63,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ex = sub.add_parser("export", help="export a run to ONNX, checked with onnxruntime",
                         description="Export a run to ONNX with labels and preprocessing in the metadata (a "
                                     "classifier: a free batch size; a detector: one image per call, boxes, labels "
-                                    "and scores out); the file is kept only if onnxruntime matches PyTorch.")
+                                    "and scores out; a segmenter: logits per pixel, free batch, height and width "
+                                    "where the model allows); the file is kept only if onnxruntime matches "
+                                    "PyTorch.")
     ex.add_argument("run_dir", metavar="RUN_DIR")
     ex.add_argument("--format", choices=("onnx",), default="onnx", help="(default: onnx)")
     ex.add_argument("--opset", type=int, metavar="N",
-                    help="ONNX opset version (default: 18 for a classifier, 17 for a detector)")
+                    help="ONNX opset version (default: 18 for a classifier or a segmenter, 17 for a detector)")
     ex.add_argument("--out", metavar="FILE", help="output file (default: RUN_DIR/model.onnx)")
     ex.add_argument("--tolerance", type=float, metavar="X",
-                    help="largest allowed |onnxruntime - PyTorch| on a classifier's logits (default: 1e-4), on a "
-                         "detector's box corners in pixels and scores (default: 1e-3)")
+                    help="largest allowed |onnxruntime - PyTorch| on a classifier's or a segmenter's logits "
+                         "(default: 1e-4), on a detector's box corners in pixels and scores (default: 1e-3)")
     ex.set_defaults(func=cmd_export)
 
     co = sub.add_parser("compare", help="size, accuracy and latency of runs and their variants",
@@ -118,12 +120,14 @@ def cmd_distill(args) -> int:
 def cmd_export(args) -> int:
     from ..compress.export import export_onnx  # lazy: start-up time
     from ..compress.export_detection import export_detector_onnx  # lazy: start-up time
+    from ..compress.export_segmentation import export_segmenter_onnx  # lazy: start-up time
     from ..compress.load import load_variant  # lazy: start-up time
     from ..tasks import task_of  # lazy: start-up time
 
     run = load_variant(args.run_dir, command="export")
     # each task's exporter and its default opset (a detector's: torch.onnx's TorchScript exporter, <= 20)
-    export, opset = {"classify": (export_onnx, 18), "detect": (export_detector_onnx, 17)}[task_of(run.config).name]
+    export, opset = {"classify": (export_onnx, 18), "detect": (export_detector_onnx, 17),
+                     "segment": (export_segmenter_onnx, 18)}[task_of(run.config).name]
     given = {"tolerance": args.tolerance} if args.tolerance is not None else {}
     export(run, args.out, opset=opset if args.opset is None else args.opset, **given)
     return 0

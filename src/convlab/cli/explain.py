@@ -1,5 +1,5 @@
-"""`convlab explain conv|pool|linear|residual|backprop|iou|nms`: the arithmetic of each layer and of a detector's
-box post-processing, step by step."""
+"""`convlab explain conv|pool|linear|residual|backprop|iou|nms|upsample`: the arithmetic of each layer, of a
+detector's box post-processing and of a decoder's upsampling, step by step."""
 from __future__ import annotations
 
 import argparse
@@ -8,10 +8,10 @@ from ..errors import ConvlabError
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("explain", help="show the computation of a layer, IoU or NMS step by step",
-                            description="Print a layer's computation, or a detector's IoU and NMS, step by step "
-                                        "with small numbers. Matrices are written as rows separated by ';', e.g. "
-                                        "--input \"1 0 2; 0 1 1\".")
+    parser = sub.add_parser("explain", help="show the computation of a layer, IoU, NMS or upsampling step by step",
+                            description="Print a layer's computation, a detector's IoU and NMS, or a decoder's "
+                                        "upsampling, step by step with small numbers. Matrices are written as rows "
+                                        "separated by ';', e.g. --input \"1 0 2; 0 1 1\".")
     topics = parser.add_subparsers(dest="topic", metavar="TOPIC", parser_class=type(parser))
     topics.required = True
 
@@ -74,6 +74,23 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     nms.add_argument("--iou", type=float, default=0.5, metavar="X",
                      help="a box whose IoU with a kept box is above this is suppressed (default: 0.5)")
     nms.set_defaults(func=cmd_nms)
+
+    upsample = topics.add_parser("upsample", help="how a decoder grows a map back: transposed convolution, "
+                                                  "bilinear or nearest, and the checkerboard",
+                                 description="Upsampling step by step, checked against torch "
+                                             "(F.conv_transpose2d, F.interpolate) in float64. Without --input: a "
+                                             "2x2 example grown by 2 (a 3x3 kernel for transposed).")
+    upsample.add_argument("--mode", choices=["transposed", "bilinear", "nearest"], default="transposed",
+                          help="transposed convolution (the default: each input value times the kernel stamped "
+                               "into the output), bilinear (align_corners=False) or nearest")
+    upsample.add_argument("--input", metavar="ROWS", help="input matrix (default: \"1 2; 3 4\")")
+    upsample.add_argument("--kernel", metavar="ROWS", help="transposed only: the kernel (default: a 3x3 example)")
+    upsample.add_argument("--stride", type=int, default=2, metavar="N",
+                          help="how many times larger the map grows: the transposed convolution's stride, or "
+                               "bilinear/nearest's scale factor (default: 2)")
+    upsample.add_argument("--padding", type=int, default=0, metavar="N",
+                          help="transposed only: rows and columns cut from each side of the output (default: 0)")
+    upsample.set_defaults(func=cmd_upsample)
 
 
 def _matrix(option: str, text: str | None):
@@ -145,6 +162,14 @@ def cmd_nms(args) -> int:
     boxes, scores, classes = (None, None, None) if args.boxes is None else \
         _parsed(explain.parse_scored_boxes, "--boxes", args.boxes)
     return _show(lambda: explain.explain_nms(boxes, scores, args.iou, classes), "--iou")  # the boxes are checked
+
+
+def cmd_upsample(args) -> int:
+    from ..segmentation import explain  # lazy: start-up time (torch)
+
+    image, kernel = _matrix("--input", args.input), _matrix("--kernel", args.kernel)
+    return _show(lambda: explain.explain_upsample(args.mode, image, kernel, args.stride, args.padding),
+                 f"--mode {args.mode} --stride {args.stride} --padding {args.padding}")
 
 
 def _parsed(parse, option: str, text: str):

@@ -1,4 +1,4 @@
-"""`convlab eval` and `convlab predict`: using a trained run (a classifier or a detector)."""
+"""`convlab eval` and `convlab predict`: using a trained run (a classifier, a detector or a segmenter)."""
 from __future__ import annotations
 
 import argparse
@@ -8,24 +8,30 @@ from pathlib import Path
 
 from ..errors import ConvlabError
 
-# predict's flags each task reads (dest -> flag); a flag given for a run of another task is refused by name
-PREDICT_FLAGS = {"classify": {"top_k": "--top-k"}, "detect": {"conf": "--conf", "iou": "--iou", "save": "--save"}}
+# the flags each task reads (dest -> flag); a flag given for a run of another task is refused by name
+PREDICT_FLAGS = {"classify": {"top_k": "--top-k"}, "detect": {"conf": "--conf", "iou": "--iou", "save": "--save"},
+                 "segment": {"tile": "--tile", "overlap": "--overlap", "save": "--save"}}
+EVAL_FLAGS = {"segment": {"tile": "--tile", "overlap": "--overlap"}}
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     ev = sub.add_parser("eval", help="metrics of a run on its test split or on other data",
                         description="Evaluate a run folder on its test split, or on --data/--data-dir: accuracy "
                                     "and per-class precision/recall/F1 for a classifier, COCO mAP@[.5:.95], AP50, "
-                                    "AP75, AP small/medium/large, AR@100 and per-class AP for a detector.")
+                                    "AP75, AP small/medium/large, AR@100 and per-class AP for a detector, mIoU, "
+                                    "Dice, pixel accuracy and per-class IoU and Dice for a segmenter.")
     ev.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, a compressed variant folder or a .onnx file")
     ev.add_argument("--data", metavar="NAME", help="evaluate on this dataset's test split instead")
     ev.add_argument("--data-dir", metavar="DIR", help="folder with that dataset's files")
     ev.add_argument("--json", action="store_true", help="print the metrics as one JSON document")
+    _add_tiling(ev)
     ev.set_defaults(func=cmd_eval)
 
-    pr = sub.add_parser("predict", help="classify images, or find their objects, with a run",
+    pr = sub.add_parser("predict", help="classify images, find their objects or segment them with a run",
                         description="Classify image files or folders of images with a trained classifier (the "
-                                    "top classes), or find their objects with a detector (boxes, classes, scores).")
+                                    "top classes), find their objects with a detector (boxes, classes, scores), or "
+                                    "give every pixel a class with a segmenter (the classes present and their "
+                                    "share of the pixels).")
     pr.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, a compressed variant folder or a .onnx file")
     pr.add_argument("paths", metavar="PATH", nargs="+", help="image files or folders")
     pr.add_argument("--top-k", type=int, metavar="K", help="classifier: how many classes to show (default: 5)")
@@ -35,11 +41,27 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--iou", type=float, metavar="X",
                     help="detector: per-class NMS drops a box overlapping a better one by more than X, 0 to 1 "
                          "(default: 0.5; 1 keeps the detector's own NMS only)")
-    pr.add_argument("--save", metavar="DIR", help="detector: write each image with its boxes drawn to DIR/NAME.png")
+    pr.add_argument("--save", metavar="DIR",
+                    help="detector: write each image with its boxes drawn to DIR/NAME.png; segmenter: the class "
+                         "map as a palette PNG (pixel value = class index) to DIR/NAME_mask.png and the image "
+                         "with the mask over it and a legend to DIR/NAME_overlay.png")
+    _add_tiling(pr)
     pr.add_argument("--json", action="store_true",
                     help='print JSON: classifier [{"path", "top": [{"label", "prob"}]}], detector [{"path", '
-                         '"width", "height", "boxes": [{"label", "score", "box": [x1, y1, x2, y2]}]}]')
+                         '"width", "height", "boxes": [{"label", "score", "box": [x1, y1, x2, y2]}]}], segmenter '
+                         '[{"path", "width", "height", "pixels": {class: count}, "masks": [{"class", "rle": '
+                         '{"size": [h, w], "counts"}}]}] (COCO compressed RLE, one per class present)')
     pr.set_defaults(func=cmd_predict)
+
+
+def _add_tiling(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tile", type=int, metavar="SIZE",
+                        help="segmenter: slide windows of SIZE x SIZE over each image at its own resolution and "
+                             "blend them (for images larger than the training size; default: one pass on the "
+                             "image resized to the training size)")
+    parser.add_argument("--overlap", type=float, metavar="F",
+                        help="segmenter with --tile: the share of a window its neighbour covers, 0 to <1 "
+                             "(default: 0.25)")
 
 
 def set_cpu_threads() -> None:
@@ -59,14 +81,16 @@ def cmd_eval(args) -> int:
 
     set_cpu_threads()
     run = load_variant(args.run_dir, command="eval")
-    metrics = run.evaluate(data=args.data, data_dir=args.data_dir)
+    task = task_of(run.config).name
+    options = _task_options(args, task, run.path, EVAL_FLAGS)
+    metrics = run.evaluate(data=args.data, data_dir=args.data_dir, **options)
     if args.json:
         print(json.dumps(metrics, indent=1, ensure_ascii=False))
         return 0
     console = Console(highlight=False, soft_wrap=True)
     for warning in metrics.get("warnings", []):
         console.print(f"warning: {warning}", markup=False)
-    EVAL_PRINTERS[task_of(run.config).name](console, run, metrics)
+    EVAL_PRINTERS[task](console, run, metrics)
     return 0
 
 
@@ -117,7 +141,20 @@ def _value(value: float | None, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-EVAL_PRINTERS = {"classify": _print_classification, "detect": _print_detection, "instance": _print_instance}
+def _print_segmentation(console, run, metrics: dict) -> None:
+    from rich.table import Table
+
+    console.print(f"{run.path}: mIoU {_value(metrics['miou'])}  Dice {_value(metrics['dice'])}  pixel accuracy "
+                  f"{_value(metrics['pixel_accuracy'])}  ({metrics['num_images']} images)", markup=False)
+    table = Table("class", "IoU", "Dice")
+    for label, iou in metrics["per_class_iou"].items():
+        table.add_row(label, _value(iou, 3), _value(metrics["per_class_dice"].get(label), 3))
+    console.print(table)
+    console.print("('-': the class is in neither the truth nor the prediction)", markup=False)
+
+
+EVAL_PRINTERS = {"classify": _print_classification, "detect": _print_detection, "segment": _print_segmentation,
+                 "instance": _print_instance}
 
 
 def cmd_predict(args) -> int:
@@ -126,37 +163,43 @@ def cmd_predict(args) -> int:
 
     run = load_variant(args.run_dir, command="predict")
     task = task_of(run.config).name
-    options = _predict_options(args, task, run.path)
+    options = _task_options(args, task, run.path, PREDICT_FLAGS)
     set_cpu_threads()
     save = options.pop("save", None)
     results = run.predict(args.paths, **options)
     if save is not None:
-        from ..detection.drawn import save_drawn  # lazy: start-up time
-
-        save_drawn(results, run.classes, Path(save))
+        saved = PREDICTION_SAVERS[task](results, run.classes, Path(save))
     if args.json:
-        print(json.dumps(results, indent=1, ensure_ascii=False))
+        print(json.dumps(PREDICTION_JSON[task](results, run.classes), indent=1, ensure_ascii=False))
     else:
         PREDICTION_PRINTERS[task](results)
     if save is not None:
-        print(f"images with boxes: {save}", file=sys.stderr)
+        print(saved, file=sys.stderr)
     return 0
 
 
-def _predict_options(args, task: str, path) -> dict:
-    """The flags given that the run's task reads, checked; a flag for another task's runs is refused by name."""
-    for other, flags in PREDICT_FLAGS.items():
+def _task_options(args, task: str, path, table: dict[str, dict[str, str]]) -> dict:
+    """The flags of `table` given that the run's task reads, checked; a flag for another task's runs is refused
+    by name."""
+    own = table.get(task, {})
+    for other, flags in table.items():
         for dest, flag in flags.items():
-            if other != task and getattr(args, dest) is not None:
+            if dest not in own and getattr(args, dest) is not None:
                 raise ConvlabError(f"{flag} is for {other} runs; {path} is a {task} run"
-                                   + (f" (its flags: {', '.join(PREDICT_FLAGS[task].values())})"
-                                      if task in PREDICT_FLAGS else ""))
-    if args.top_k is not None and args.top_k < 1:
+                                   + (f" (its flags: {', '.join(own.values())})" if own else ""))
+    if getattr(args, "top_k", None) is not None and args.top_k < 1:
         raise ConvlabError(f"--top-k must be at least 1, got {args.top_k}")
-    for flag, value in (("--conf", args.conf), ("--iou", args.iou)):
+    for flag, value in (("--conf", getattr(args, "conf", None)), ("--iou", getattr(args, "iou", None))):
         if value is not None and not 0.0 <= value <= 1.0:
             raise ConvlabError(f"{flag} must be between 0 and 1, got {value}")
-    return {dest: getattr(args, dest) for dest in PREDICT_FLAGS[task] if getattr(args, dest) is not None}
+    if args.overlap is not None and args.tile is None:
+        raise ConvlabError(f"--overlap {args.overlap} needs --tile SIZE: the overlap is between tiles")
+    if args.tile is not None:
+        from ..segmentation.run import OVERLAP  # lazy: start-up time
+        from ..segmentation.tiles import check_tiling  # lazy: start-up time
+
+        check_tiling(args.tile, OVERLAP if args.overlap is None else args.overlap)
+    return {dest: getattr(args, dest) for dest in own if getattr(args, dest) is not None}
 
 
 def _print_top(results: list[dict]) -> None:
@@ -179,4 +222,36 @@ def _print_boxes(results: list[dict]) -> None:
     Console(highlight=False, soft_wrap=True).print(table)
 
 
-PREDICTION_PRINTERS = {"classify": _print_top, "detect": _print_boxes}
+def _print_pixels(results: list[dict]) -> None:
+    """One line per image: the classes present, most pixels first, with their share of the image's pixels."""
+    for result in results:
+        total = result["width"] * result["height"]
+        shares = sorted(result["pixels"].items(), key=lambda item: -item[1])
+        print(f"{result['path']} ({result['width']}x{result['height']}): "
+              + "  ".join(f"{name} {100 * count / total:.1f}%" for name, count in shares))
+
+
+def _save_boxes(results: list[dict], classes: list[str], folder: Path) -> str:
+    from ..detection.drawn import save_drawn  # lazy: start-up time
+
+    save_drawn(results, classes, folder)
+    return f"images with boxes: {folder}"
+
+
+def _save_masks(results: list[dict], classes: list[str], folder: Path) -> str:
+    from ..segmentation.predictions import save_masks  # lazy: start-up time
+
+    save_masks(results, classes, folder)
+    return f"masks (NAME_mask.png) and overlays (NAME_overlay.png): {folder}"
+
+
+def _masks_json(results: list[dict], classes: list[str]) -> list[dict]:
+    from ..segmentation.predictions import as_json  # lazy: start-up time
+
+    return as_json(results, classes)
+
+
+PREDICTION_PRINTERS = {"classify": _print_top, "detect": _print_boxes, "segment": _print_pixels}
+PREDICTION_SAVERS = {"detect": _save_boxes, "segment": _save_masks}  # what --save writes (the tasks reading it)
+PREDICTION_JSON = {"classify": lambda results, classes: results, "detect": lambda results, classes: results,
+                   "segment": _masks_json}  # predict's results as --json prints them

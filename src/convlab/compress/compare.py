@@ -4,7 +4,7 @@ Every variant is evaluated on its run's own test split (variants of one run shar
 variant on that dataset's split) and timed in this process, one after another, on this machine's CPU: the
 numbers compare variants with each other, not with other machines. When the rows were scored on different
 splits, the table says per row which. The metric is the runs' task's test metric (accuracy for classifiers,
-mAP@[.5:.95] for detectors); one table holds runs of one task.
+mAP@[.5:.95] for detectors, mIoU for segmenters); one table holds runs of one task.
 """
 from __future__ import annotations
 
@@ -24,13 +24,16 @@ from .quantize import QuantizedRun, quantized_engine
 from .variant import variant_kind, weights_path
 
 BATCH_SIZES = (1, 64)
-METRIC_NAMES = {"accuracy": "accuracy", "map": "mAP"}  # a task's test metric as the table and chart name it
+# a task's test metric as the table and the chart name it
+METRIC_NAMES = {"accuracy": "accuracy", "map": "mAP", "miou": "mIoU"}
 
 # Each task's test split (loaded once for the variants of one run) and its metrics on it.
 TEST_SPLITS = {"classify": (lambda run, data, data_dir: run.test_data(data, data_dir),
                             lambda run, test: run.evaluate(arrays=test)),
                "detect": (lambda run, data, data_dir: run.test_items(data, data_dir),
-                          lambda run, test: run.evaluate(items=test[0], classes=test[1]))}
+                          lambda run, test: run.evaluate(items=test[0], classes=test[1])),
+               "segment": (lambda run, data, data_dir: run.test_items(data, data_dir),
+                           lambda run, test: run.evaluate(items=test[0], classes=test[1]))}
 
 
 def variant_label(path: Path) -> str:
@@ -70,7 +73,7 @@ def compare(paths: list[str | Path], data: str | None = None, data_dir: str | No
                      "path": str(path), "size_mb": file_size(weights) / MB, "gzip_mb": gzip_size(weights) / MB,
                      "sparsity": sparsity, "metric": task.test_metric, task.test_metric: metrics[task.test_metric],
                      "test_data": data or conf.name,
-                     "test_images": metrics.get("num_samples", metrics.get("num_images")),  # classify's, detect's
+                     "test_images": metrics.get("num_samples", metrics.get("num_images")),  # classify's, the others'
                      "threads": threads or torch.get_num_threads(),
                      **{f"ms_per_image_batch_{b}": latency[f"batch_{b}"] for b in BATCH_SIZES}})
     return rows

@@ -88,27 +88,36 @@ def torch_threads(threads: int):
         torch.set_num_threads(previous)
 
 
+# each task's timed input: (its image size from preprocess, (N, C, H, W) uint8 -> what its model takes)
+LATENCY_INPUTS = {
+    "classify": (lambda pre: pre.size, lambda run, batch: run.preprocess.norm.apply(torch.from_numpy(batch))),
+    # a detector takes a list of (3, H, W) images in [0, 1], post-processing included
+    "detect": (lambda pre: [pre.side] * 2, lambda run, batch: list(torch.from_numpy(batch).float().div(255))),
+    "segment": (lambda pre: [pre.side] * 2,
+                lambda run, batch: torch.stack([run.tensor(image.transpose(1, 2, 0), 255) for image in batch])),
+}
+
+
 def measure_latency(run, batch_sizes: tuple[int, ...] = (1, 64), min_seconds: float = 0.3,
                     threads: int = 1) -> dict[str, float]:
-    """Milliseconds per image at each batch size, for a Run (PyTorch, CPU), an OnnxRun (onnxruntime) or a
-    DetectionRun (square images of its side, post-processing included).
+    """Milliseconds per image at each batch size, for a Run (PyTorch, CPU), an OnnxRun (onnxruntime), a
+    DetectionRun or a SegmentationRun (square images of its side).
 
     One thread by default: on a shared or busy machine, multi-threaded timings of small models
     measure the other processes more than the model.
     """
-    detector = hasattr(run, "detect_images")  # a detector takes a list of (3, H, W) images in [0, 1]
-    size = [run.preprocess.side] * 2 if detector else run.preprocess.size
-    images = latency_images(run.preprocess.channels, size, max(batch_sizes))
+    from ..tasks import task_of  # lazy: start-up time
+
+    size_of, model_input = LATENCY_INPUTS[task_of(run.config).name]
+    images = latency_images(run.preprocess.channels, size_of(run.preprocess), max(batch_sizes))
     result = {}
     with torch_threads(threads):
         for batch_size in batch_sizes:
             batch = images[:batch_size]
             if hasattr(run, "session_call"):  # an exported ONNX model: timed through onnxruntime
                 call = run.session_call(batch, threads)
-            elif detector:
-                call = torch_call(run.model.cpu(), list(torch.from_numpy(batch).float().div(255)))
             else:
-                call = torch_call(run.model.cpu(), run.preprocess.norm.apply(torch.from_numpy(batch)))
+                call = torch_call(run.model.cpu(), model_input(run, batch))
             result[f"batch_{batch_size}"] = round(time_per_image(call, batch_size, min_seconds), 5)
     return result
 

@@ -1,5 +1,5 @@
 """The run report: one self-contained HTML file per run (images as data URIs, no scripts, no network); a
-classifier's sections here, a detector's in report_detection.py."""
+classifier's sections here, a detector's in report_detection.py, a segmenter's in report_segmentation.py."""
 from __future__ import annotations
 
 import html
@@ -21,6 +21,7 @@ from ..tasks import load_run, run_task, task_of
 from .gradcam import overlay, run_grad_cam
 from .page import config_section, curves_section, html_table, img, write_page
 from .report_detection import detection_parts
+from .report_segmentation import segmentation_parts
 
 SAMPLES_PER_CLASS = 8
 MAX_CLASSES_SHOWN = 20  # sample rows in the dataset picture
@@ -161,7 +162,8 @@ def _classification_parts(run: Run, methods) -> list[str]:
     return parts + [config_section(run), _dataset_section(run, data.splits)]
 
 
-REPORT_PARTS = {"classify": _classification_parts, "detect": detection_parts}  # each task's sections
+REPORT_PARTS = {"classify": _classification_parts, "detect": detection_parts,  # each task's sections
+                "segment": segmentation_parts}
 
 
 def build_report(run_dir: str | Path, out: str | Path | None = None,
@@ -169,7 +171,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None,
     """Write the report of a run folder (any task) to `out` (default RUN_DIR/report.html); return its path.
 
     `methods`: a classifier report's attribution methods (default ATTRIBUTION_METHODS; [] leaves the section
-    out); a detection report refuses them by name.
+    out); a detection or segmentation report refuses them by name.
     """
     if methods:
         run_task(run_dir).refuse("report --method", run_dir)

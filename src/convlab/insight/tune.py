@@ -158,7 +158,8 @@ def parse_space(texts: list[str], search: str) -> list[Param]:
 
 
 # -- what trials are scored by -----------------------------------------------------------------------------
-METRIC_WORDS = {"accuracy": ("accuracy", "acc"), "map": ("mAP", "mAP")}  # metric -> (in sentences, in columns)
+# metric -> (in sentences, in columns)
+METRIC_WORDS = {"accuracy": ("accuracy", "acc"), "map": ("mAP", "mAP"), "miou": ("mIoU", "mIoU")}
 
 
 @dataclass(frozen=True)

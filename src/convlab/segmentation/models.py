@@ -222,7 +222,8 @@ TINY_WIDTHS = [16, 32, 64]
 
 
 @register_segmenter("unet", "U-Net, 5 levels of 32-512 channels (7.8M), or on a classifier's features "
-                            "(--backbone torchvision:NAME or a run)", "CPU: yes", takes_backbone=True)
+                            "(finetune --from torchvision:NAME --weights FILE, or --from RUN_DIR)", "CPU: yes",
+                    takes_backbone=True)
 def unet(classes: int, channels: int) -> nn.Module:
     return UNet(plain_encoder(channels, UNET_WIDTHS), channels, classes, UNET_WIDTHS)
 

@@ -1,4 +1,5 @@
-"""The Learn page's convolution and NMS: JSON requests checked field by field, answered with explain's traces."""
+"""The Learn page's convolution, NMS and upsampling: JSON requests checked field by field, answered with explain's
+traces."""
 from __future__ import annotations
 
 import math
@@ -7,6 +8,7 @@ import numpy as np
 
 from ..detection.explain import EXAMPLE_BOXES, EXAMPLE_IOU, nms_steps, parse_scored_boxes, scored_box, unzip_scored
 from ..scratch.explain import EXAMPLE_INPUT, EXAMPLE_KERNEL, MODE_LINE, parse_matrix, trace_conv
+from ..segmentation import explain as upsample_explain
 
 FIELDS = ("input", "kernel", "stride", "padding", "mode")
 MAX_INPUT_SIDE = 16  # a page of numbers a person steps through, not a real image
@@ -15,6 +17,10 @@ MAX_STRIDE = 8
 MAX_PADDING = 4
 NMS_FIELDS = ("boxes", "iou")
 MAX_BOXES = 20  # boxes a person tells apart in one picture
+UPSAMPLE_FIELDS = ("input", "kernel", "stride", "padding")
+MAX_UPSAMPLE_INPUT_SIDE = 6  # stamps a person steps through one by one
+MAX_UPSAMPLE_KERNEL_SIDE = 5
+MAX_UPSAMPLE_STRIDE = 4
 
 
 class FieldError(ValueError):
@@ -67,6 +73,36 @@ def nms_rounds(body: object) -> dict:
         "rounds": [{"best": r.best, "compared": [{"index": c.index, "iou": c.iou, "suppressed": c.suppressed}
                                                  for c in r.compared]} for r in s.rounds],
         "kept": s.kept, "reference": s.reference,
+    }
+
+
+def upsample_stamps(body: object) -> dict:
+    """{"input", "kernel" (text rows split by ';' or lists of rows), "stride", "padding"}, every field optional
+    (the 2x2 example, a 3x3 kernel, stride 2) -> each input cell's stamp with the output and the overlap counts
+    once it is added, the output beside F.conv_transpose2d's, and whether the stamps cover the cells evenly.
+
+    Raises FieldError naming the field.
+    """
+    _check_fields(body, UPSAMPLE_FIELDS)
+    image = _matrix(body, "input", upsample_explain.EXAMPLE_INPUT, MAX_UPSAMPLE_INPUT_SIDE)
+    kernel = _matrix(body, "kernel", upsample_explain.EXAMPLE_KERNEL, MAX_UPSAMPLE_KERNEL_SIDE)
+    stride = _integer(body, "stride", upsample_explain.EXAMPLE_STRIDE, 1, MAX_UPSAMPLE_STRIDE)
+    padding = _integer(body, "padding", 0, 0, MAX_PADDING)
+    try:
+        s = upsample_explain.transposed_steps(image, kernel, stride, padding)
+    except ValueError as err:  # the padding cuts the whole output away
+        raise FieldError(f"padding: {err}") from None
+    if not np.isfinite(s.full).all():
+        raise FieldError("input: the stamps' sums overflow float64; use smaller numbers in the input and kernel")
+    return {
+        "input": s.image.tolist(), "kernel": s.kernel.tolist(), "stride": stride, "padding": padding,
+        "stamps": [{"row": t.row, "col": t.col, "value": t.value, "top": t.top, "left": t.left,
+                    "stamp": t.stamp.tolist(), "after": t.after.tolist(), "covered": t.covered.tolist()}
+                   for t in s.stamps],
+        "output": s.output.tolist(), "reference": s.reference.tolist(),
+        "same": upsample_explain.agrees(s.output, s.reference),
+        "even": upsample_explain.is_even(s.kernel.shape, stride),
+        "evenness": upsample_explain.evenness(s.kernel.shape, stride),
     }
 
 

@@ -112,7 +112,7 @@ async def infer(name: str, request: Request, state: State, version: str | None =
     with batcher.coming():
         document, inputs = _parse_request(await request.body(), request.headers.get(HEADER_LENGTH))
         query = model.oip_query(_parameters(document))  # checked before any work
-        batch = await _input_batch(model, inputs, state)
+        batch = model.requested(await _input_batch(model, inputs, state), query)
     outputs = await batcher.run(batch, state.settings.timeout_s)
     return _response(model, document, model.oip_outputs(outputs, query))
 
@@ -288,7 +288,7 @@ def _response(model, document: dict, values: dict[str, np.ndarray]) -> Response:
                     headers={HEADER_LENGTH: str(len(header))})
 
 
-DATATYPES = {np.dtype(np.int64): ("INT64", "<i8")}  # and every float as FP32
+DATATYPES = {np.dtype(np.int64): ("INT64", "<i8"), np.dtype(np.uint8): ("UINT8", "u1")}  # and every float as FP32
 
 
 def _output(name: str, value: np.ndarray, labels: list[str], classification) -> tuple[dict, bytes]:

@@ -1,5 +1,6 @@
 """What the Runs and Predict pages show of a served model beyond predictions: its results, Grad-CAM and the
-attribution methods' overlays (ModelViews, a classifier's; DetectionViews, a detector's results and figures).
+attribution methods' overlays (ModelViews, a classifier's; DetectionViews, a detector's results and figures;
+SegmentationViews, a segmenter's).
 
 The pictures come from the functions the report draws with (evaluate/pictures.py, evaluate/mistakes.py), so the
 page and report.html agree; uploads are decoded once, at a bounded working size, and drawn at display size.
@@ -26,6 +27,7 @@ from ..insight.attribution.figure import method_scales, overlay_map
 from ..insight.gradcam import overlay, run_grad_cam
 from ..layout import CONFUSION, CURVES, ONNX_SUFFIX, PR_CURVES, QUANTIZED_WEIGHTS
 from ..run import Run
+from ..segmentation.layout import CLASS_IOU, WORST_IMAGES
 
 
 MISTAKE_OVERLAYS = 8  # (method, settings) drawings of the mistakes kept per model
@@ -177,19 +179,21 @@ class ModelViews:
 
 
 class NotForDetectors(ConvlabError):
-    """Grad-CAM and attribution explain one class score of a classifier; a detector has none per image."""
+    """Grad-CAM and attribution explain one class score of a classifier's image; a detector or a segmenter has
+    none per image."""
 
 
 class DetectionViews:
     """A served detection run for the pages: its COCO metrics and the figures training wrote into its folder
     (training curves, precision-recall curves, confusion matrix at IoU 0.5); no maps (NotForDetectors)."""
 
+    task, what, shown = "detect", "a detection run", "the boxes' scores are on the Predict page"
     FIGURES = {"curves": CURVES, "pr_curves": PR_CURVES, "confusion": CONFUSION}
 
     def __init__(self, name: str, run):
-        self.name, self.detection_run = name, run
-        self.no_maps = (f"no Grad-CAM or attribution maps: {name} is a detection run, and they explain one class "
-                        f"score of a classifier's image; the boxes' scores are on the Predict page")
+        self.name, self.task_run = name, run
+        self.no_maps = (f"no Grad-CAM or attribution maps: {name} is {self.what}, and they explain one class "
+                        f"score of a classifier's image; {self.shown}")
 
     def gradcam_png(self, image: Image.Image):
         raise NotForDetectors(self.no_maps)
@@ -201,13 +205,22 @@ class DetectionViews:
         raise NotForDetectors(self.no_maps)
 
     def results(self) -> dict:
-        """The Runs page: metrics.json (mAP, AP50, per-class AP), then the figures the run folder holds."""
-        run, found = self.detection_run, {}
+        """The Runs page: metrics.json (a detector's mAP, AP50, per-class AP; a segmenter's mIoU, Dice, pixel
+        accuracy, per-class IoU), then the figures the run folder holds."""
+        run, found = self.task_run, {}
         for key, filename in self.FIGURES.items():
             path = run.path / filename
             found[key] = data_uri(path.read_bytes()) if path.is_file() else None
         notes = [f"no {filename} in {run.path.name}" for key, filename in self.FIGURES.items() if not found[key]]
-        return {"name": self.name, "task": "detect", "no_maps": self.no_maps, "model": run.config.model.name,
+        return {"name": self.name, "task": self.task, "no_maps": self.no_maps, "model": run.config.model.name,
                 "data": run.config.data.name, "metrics": run.metrics,
                 "metrics_source": "metrics.json" if run.metrics is not None else None, **found, "mistakes": [],
                 "notes": notes}
+
+
+class SegmentationViews(DetectionViews):
+    """A served segmentation run for the pages: its metrics.json and its figures (training curves, IoU per
+    class, the worst test images overlaid); no maps."""
+
+    task, what, shown = "segment", "a segmentation run", "its masks are on the Predict page"
+    FIGURES = {"curves": CURVES, "class_iou": CLASS_IOU, "worst_images": WORST_IMAGES}

@@ -1,7 +1,7 @@
 """A model as the server serves it: loaded as `convlab predict` loads it (run folder, variant folder or .onnx
 file), with the torch or onnx backend, and what the routes and the web app ask of it. Each task has its served
-model (SERVED: a classifier here, a detector in detect.py) answering the same questions, so the routes, the
-batcher and the pages never ask which task they hold."""
+model (SERVED: a classifier here, a detector in detect.py, a segmenter in segment.py) answering the same
+questions, so the routes, the batcher and the pages never ask which task they hold."""
 from __future__ import annotations
 
 import re
@@ -23,6 +23,7 @@ from .detect import ServedDetector
 from .limits import decode_upload
 from .oip import IMAGE, INPUT
 from .results import ModelViews
+from .segment import ServedSegmenter
 
 BACKENDS = ("torch", "onnx")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # usable in a URL path as it is
@@ -66,6 +67,11 @@ class ServedModel:
     def collate(decoded: list[np.ndarray]) -> np.ndarray:
         """What decode gave for each image of a request -> the batch infer takes, (N, C, H, W)."""
         return np.stack(decoded)
+
+    @staticmethod
+    def requested(batch: np.ndarray, query: dict) -> np.ndarray:
+        """The batch as its request's query asks it run (a segmenter's tile): a classifier's runs as it is."""
+        return batch
 
     def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, C, H, W): uint8 images (normalized here, as predict does) or float32 model inputs already
@@ -148,7 +154,12 @@ def load_served(name: str, path: Path, backend: str = "torch", threads: int = 0,
     if path.suffix == ONNX_SUFFIX:
         return ServedModel(name, path, load_variant(path, onnx_threads=threads), "onnx", path)
     run = load_variant(path) if (path / QUANTIZED_WEIGHTS).is_file() else load_run(path, command="convlab serve")
-    return SERVED[getattr(run, "task", ServedModel.task)].serve(name, path, run, backend, threads, exported)
+    task = getattr(run, "task", ServedModel.task)
+    if task not in SERVED:
+        raise ConvlabError(f"{path} is a run of task {task!r}; convlab serve serves {', '.join(SERVED)} runs (use "
+                           f"convlab predict for this one)")
+    return SERVED[task].serve(name, path, run, backend, threads, exported)
 
 
-SERVED = {ServedModel.task: ServedModel, ServedDetector.task: ServedDetector}  # the served model of each task
+# the served model of each task
+SERVED = {served.task: served for served in (ServedModel, ServedDetector, ServedSegmenter)}

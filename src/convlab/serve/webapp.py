@@ -15,7 +15,8 @@ from starlette.concurrency import run_in_threadpool
 
 from ..errors import ConvlabError
 from ..insight.attribution import METHODS, Settings
-from .learn import MAX_BOXES, FieldError, conv_steps, nms_rounds
+from .learn import (MAX_BOXES, MAX_PADDING, MAX_UPSAMPLE_STRIDE, FieldError, conv_steps, nms_rounds,
+                    upsample_stamps)
 from .errors import RequestError, error
 from .limits import lookup, open_upload
 from .results import DetectionViews, ModelViews, NoTorchGraph, NotForDetectors
@@ -49,6 +50,11 @@ NMS_BODY = {"requestBody": {"required": False, "content": {"application/json": {
                             {"type": "array", "maxItems": MAX_BOXES, "items": {
                                 "type": "array", "minItems": 5, "maxItems": 6, "items": {"type": "number"}}}]},
         "iou": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5}}}}}}}
+UPSAMPLE_BODY = {"requestBody": {"required": False, "content": {"application/json": {"schema": {
+    "type": "object", "additionalProperties": False, "properties": {
+        "input": MATRIX_SCHEMA, "kernel": MATRIX_SCHEMA,
+        "stride": {"type": "integer", "minimum": 1, "maximum": MAX_UPSAMPLE_STRIDE, "default": 2},
+        "padding": {"type": "integer", "minimum": 0, "maximum": MAX_PADDING, "default": 0}}}}}}}
 IMAGE_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["file"], "properties": {"file": {"type": "string", "format": "binary"}}}}}},
     "responses": {"200": {"description": "the overlay", "content": {"image/png": {}}}}}
@@ -163,6 +169,12 @@ async def explain_conv(request: Request) -> Response:
              openapi_extra=NMS_BODY)
 async def explain_nms(request: Request) -> Response:
     return await _explained(request, nms_rounds, '{"boxes": "0 0 10 10 0.9; 1 1 11 11 0.8", "iou": 0.5}')
+
+
+@router.post("/api/explain/upsample", summary="a transposed convolution stamp by stamp, beside torch's",
+             openapi_extra=UPSAMPLE_BODY)
+async def explain_upsample(request: Request) -> Response:
+    return await _explained(request, upsample_stamps, '{"input": "1 2; 3 4", "kernel": "1 1 1; 1 1 1; 1 1 1"}')
 
 
 async def _explained(request: Request, steps, example: str) -> Response:

@@ -3,7 +3,9 @@
 // image; with the toggle on, POST api/attribute/{model}?method=M per image -> the overlay beside it (the
 // methods of the menu come from GET api/attribute-methods, Grad-CAM first). A detector's images ->
 // POST predict/{model}?conf=C&iou=I -> its boxes drawn over each image, with their labels and scores;
-// a detector has no top-k or attribution, so those controls are hidden for it.
+// a detector has no top-k or attribution, so those controls are hidden for it. A segmenter's images ->
+// POST predict/{model}?mask=png -> each image on a canvas with its class map laid over it in the PASCAL VOC
+// colours (the palette PNG's own), a legend of the classes present and an opacity slider.
 (() => {
   const $ = id => document.getElementById(id);
   let modelList = [];
@@ -14,20 +16,25 @@
 
   const currentModel = () => modelList.find(m => m.name === $("predict-model").value);
 
-  const detects = () => Boolean(currentModel() && currentModel().task === "detect");
+  const taskOf = () => (currentModel() && currentModel().task) || "classify";
+  const detects = () => taskOf() === "detect";
 
   function showAccuracy() {
     const metrics = currentModel() && currentModel().metrics;
     let text = "no test metrics for this model";
-    if (metrics && typeof metrics.map === "number") {
+    if (metrics && typeof metrics.miou === "number") {
+      text = `test mIoU ${metrics.miou.toFixed(3)}, Dice ${metrics.dice.toFixed(3)}, ` +
+        `pixel accuracy ${convlab.percent(metrics.pixel_accuracy)}`;
+    } else if (metrics && typeof metrics.map === "number") {
       text = `test mAP ${metrics.map.toFixed(3)}, AP50 ${metrics.map50.toFixed(3)}`;
     } else if (metrics && typeof metrics.accuracy === "number") {
       text = `test accuracy ${convlab.percent(metrics.accuracy)}` +
         (typeof metrics.macro_f1 === "number" ? `, macro F1 ${metrics.macro_f1.toFixed(3)}` : "");
     }
     $("predict-accuracy").textContent = text;
-    // each control shows for its task: top-k and the maps for a classifier, the thresholds for a detector
-    const task = detects() ? "detect" : "classify";
+    // each control shows for its task: top-k and the maps for a classifier, the thresholds for a detector,
+    // the opacity for a segmenter
+    const task = taskOf();
     for (const node of document.querySelectorAll("#predict [data-task]")) node.hidden = node.dataset.task !== task;
   }
 
@@ -83,6 +90,73 @@
         boxesOver(files[i], result),
         boxList(result.boxes),
       ])));
+  }
+
+  // PASCAL VOC's colour map, as segmentation/figures.py makes it: index i's bits spread over R, G and B.
+  function vocColour(index) {
+    const rgb = [0, 0, 0];
+    for (let bit = 7, value = index; bit >= 0; bit--, value >>= 3) {
+      for (let channel = 0; channel < 3; channel++) rgb[channel] |= ((value >> channel) & 1) << bit;
+    }
+    return rgb;
+  }
+
+  const loaded = src => { const image = new Image(); image.src = src; return image.decode().then(() => image); };
+
+  let masks = [];  // one per segmented image: {canvas, picture, layer (the mask, background transparent)}
+
+  // The mask PNG (its palette's colours) on a canvas of the image's size, class 0 (black) made transparent.
+  function maskLayer(maskImage, width, height) {
+    const layer = convlab.el("canvas", {width, height});
+    const context = layer.getContext("2d");
+    context.drawImage(maskImage, 0, 0);
+    const pixels = context.getImageData(0, 0, width, height);
+    const data = pixels.data;
+    for (let i = 0; i < data.length; i += 4) {
+      if (data[i] === 0 && data[i + 1] === 0 && data[i + 2] === 0) data[i + 3] = 0;
+    }
+    context.putImageData(pixels, 0, 0);
+    return layer;
+  }
+
+  function drawMasks() {
+    const opacity = parseFloat($("predict-opacity").value);
+    $("predict-opacity-value").textContent = opacity.toFixed(2);
+    for (const shown of masks) {
+      const context = shown.canvas.getContext("2d");
+      context.globalAlpha = 1;
+      context.drawImage(shown.picture, 0, 0, shown.canvas.width, shown.canvas.height);
+      context.globalAlpha = opacity;
+      context.drawImage(shown.layer, 0, 0);
+    }
+  }
+
+  function legend(pixels) {
+    const labels = currentModel().labels;
+    const total = Object.values(pixels).reduce((a, b) => a + b, 0);
+    return convlab.el("ul", {className: "legend"}, Object.entries(pixels).map(([name, count]) => {
+      const swatch = convlab.el("span", {className: "swatch"});
+      swatch.style.background = `rgb(${vocColour(labels.indexOf(name)).join(",")})`;
+      const item = convlab.el("li", {}, [swatch, `${name} ${convlab.percent(count / total)}`]);
+      item.dataset.label = name;
+      return item;
+    }));
+  }
+
+  async function renderMasks(results) {
+    cards = [];  // no attribution overlays for a segmenter
+    const drawn = await Promise.all(results.map(async (result, i) => {
+      const [picture, maskImage] = await Promise.all([
+        loaded(objectURL(files[i])), loaded(`data:image/png;base64,${result.mask}`)]);
+      const canvas = convlab.el("canvas", {width: result.width, height: result.height, className: "overlay"});
+      canvas.setAttribute("aria-label", `${files[i].name} with its mask`);
+      return {canvas, picture, layer: maskLayer(maskImage, result.width, result.height),
+              card: convlab.el("div", {className: "card segmentation"}, [
+                convlab.el("p", {className: "name", textContent: files[i].name}), canvas, legend(result.pixels)])};
+    }));
+    masks = drawn;
+    drawMasks();
+    $("predict-results").replaceChildren(...drawn.map(shown => shown.card));
   }
 
   function render(results) {
@@ -153,15 +227,21 @@
     const model = currentModel();
     if (!model || !files.length) return;
     const k = Math.max(1, parseInt($("predict-topk").value, 10) || 3);
-    const query = detects()
-      ? `conf=${encodeURIComponent($("predict-conf").value)}&iou=${encodeURIComponent($("predict-iou").value)}`
-      : `top_k=${k}`;
+    const query = {
+      classify: `top_k=${k}`,
+      detect: `conf=${encodeURIComponent($("predict-conf").value)}&iou=${encodeURIComponent($("predict-iou").value)}`,
+      segment: "mask=png",
+    }[taskOf()];
     const body = new FormData();
     for (const file of files) body.append("file", file, file.name);
     try {
       const results = await convlab.json(`predict/${encodeURIComponent(model.name)}?${query}`, {method: "POST", body});
       if (detects()) {
         renderBoxes(results);
+        return;
+      }
+      if (taskOf() === "segment") {
+        await renderMasks(results);
         return;
       }
       render(results);
@@ -199,6 +279,7 @@
     showAccuracy();
     $("predict-model").addEventListener("change", () => { showAccuracy(); predict(); });
     for (const id of ["predict-topk", "predict-conf", "predict-iou"]) $(id).addEventListener("change", predict);
+    $("predict-opacity").addEventListener("input", drawMasks);
     $("predict-gradcam").addEventListener("change", () =>
       showGradcams().catch(err => convlab.showError("predict-error", err)));
     $("predict-method").addEventListener("change", () => {

@@ -2,7 +2,9 @@
 // The Runs page: GET api/runs/{model} -> results first (accuracy, macro F1, per-class table), then the
 // training curves, the confusion matrix and the most confident mistakes, explained by Grad-CAM or by the
 // method of the menu (GET api/mistakes/{model}?method=M). A detection run shows its COCO mAP, AP50, AP75 and
-// per-class AP, then its training and precision-recall curves and its confusion matrix at IoU 0.5.
+// per-class AP, then its training and precision-recall curves and its confusion matrix at IoU 0.5. A
+// segmentation run shows its mIoU, Dice, pixel accuracy and per-class IoU and Dice, then its training curves,
+// its IoU per class and its worst test images with their masks.
 (() => {
   const $ = id => document.getElementById(id);
   const el = convlab.el;
@@ -23,10 +25,26 @@
       el("tr", {}, [el("td", {textContent: name}), el("td", {className: "num", textContent: num(ap)})]));
   }
 
-  const HEADS = {classify: ["class", "precision", "recall", "F1", "support"], detect: ["class", "AP@[.5:.95]"]};
+  function segmentationSummary(doc) {
+    const m = doc.metrics;
+    if (!m) return `${doc.name}: no test metrics (no metrics.json in the run folder)`;
+    return `${doc.name} (${doc.model} on ${doc.data}): test mIoU ${num(m.miou)}, Dice ${num(m.dice)}, ` +
+           `pixel accuracy ${num(m.pixel_accuracy)} on ${m.num_images} images (${doc.metrics_source})`;
+  }
+
+  function segmentationRows(metrics) {  // a class in neither truth nor prediction has no IoU: n/a
+    if (!metrics || !metrics.per_class_iou) return [];
+    return Object.entries(metrics.per_class_iou).map(([name, iou]) =>
+      el("tr", {}, [el("td", {textContent: name}), el("td", {className: "num", textContent: num(iou)}),
+                    el("td", {className: "num", textContent: num((metrics.per_class_dice || {})[name])})]));
+  }
+
+  const HEADS = {classify: ["class", "precision", "recall", "F1", "support"], detect: ["class", "AP@[.5:.95]"],
+                 segment: ["class", "IoU", "Dice"]};
 
   function summary(doc) {
     if (doc.task === "detect") return detectionSummary(doc);
+    if (doc.task === "segment") return segmentationSummary(doc);
     const m = doc.metrics;
     if (!m) return `${doc.name}: no test metrics (no metrics.json, and the test data could not be loaded)`;
     const parts = [`test accuracy ${m.accuracy.toFixed(4)}`];
@@ -103,15 +121,20 @@
     try {
       const doc = await convlab.json(`api/runs/${encodeURIComponent(name)}`);
       current = {name, doc};
-      const task = doc.task === "detect" ? "detect" : "classify";
-      for (const node of document.querySelectorAll("#runs [data-task]")) node.hidden = node.dataset.task !== task;
+      const task = doc.task in HEADS ? doc.task : "classify";
+      for (const node of document.querySelectorAll("#runs [data-task]")) {
+        node.hidden = !node.dataset.task.split(" ").includes(task);
+      }
       $("runs-summary").textContent = summary(doc);
       $("runs-classes").tHead.rows[0].replaceChildren(...HEADS[task].map(text => el("th", {textContent: text})));
-      $("runs-classes").tBodies[0].replaceChildren(...(task === "detect" ? detectionRows : classRows)(doc.metrics));
+      const rows = {classify: classRows, detect: detectionRows, segment: segmentationRows}[task];
+      $("runs-classes").tBodies[0].replaceChildren(...rows(doc.metrics));
       $("runs-notes").textContent = doc.notes.join("; ");
       picture($("runs-curves"), doc.curves);
       picture($("runs-pr"), doc.pr_curves);
       picture($("runs-confusion"), doc.confusion);
+      picture($("runs-class-iou"), doc.class_iou);
+      picture($("runs-worst"), doc.worst_images);
       const found = doc.mistakes.map(mistake);
       $("runs-mistakes").replaceChildren(...(found.length ? found
         : [el("p", {textContent: doc.metrics_source ? "none to show" : ""})]));
