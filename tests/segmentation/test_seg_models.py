@@ -139,7 +139,7 @@ def test_a_classification_run_becomes_the_encoder(digits_run):
     features = digits_run.model.features.state_dict()
     encoder = segmenter.model.backbone.state_dict()
     first = next(iter(encoder))
-    assert encoder[first].shape[1] == 3  # the gray network reads the data's RGB
+    assert torch.allclose(encoder[first], features[first].repeat(1, 3, 1, 1) / 3)  # the gray network reads RGB
     assert all(torch.equal(v, features[k]) for k, v in encoder.items() if k != first)
     assert segmenter.norm[0] == pytest.approx(list(digits_run.preprocess.mean) * 3)
     with torch.no_grad():
@@ -187,8 +187,9 @@ def test_a_weights_file_of_another_architecture_is_refused_in_one_line(tmp_path)
 
 # --- fine-tuning groups -------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name, heads", [("tiny-unet", ["model.decoder", "model.head"]),
-                                         ("deeplabv3_mobilenet_v3_large", ["model.classifier", "model.aux_classifier"])])
+@pytest.mark.parametrize("name, heads", [
+    ("tiny-unet", ["model.decoder", "model.head"]),
+    ("deeplabv3_mobilenet_v3_large", ["model.classifier", "model.aux_classifier"])])
 def test_freeze_backbone_holds_the_encoder_and_trains_the_rest(name, heads):
     segmenter = build_segmenter(name, 3)
     groups = parameter_groups(segmenter)

@@ -212,9 +212,11 @@ def test_eval_prints_the_runs_miou_dice_and_a_table_per_class(masks_run, capsys)
 
 
 @pytest.mark.slow
-def test_eval_refuses_tiling_for_a_classifier(digits_run, capsys):
+def test_a_classifier_refuses_a_segmenters_flags_by_name(digits_run, capsys):
     code, _, err = run_cli(capsys, "eval", str(digits_run.path), "--tile", "32")
     assert_one_line_error(code, err, "--tile is for segment runs", "is a classify run")
+    code, _, err = run_cli(capsys, "predict", str(digits_run.path), "x.png", "--save", "out")
+    assert_one_line_error(code, err, "--save is for detect and segment runs", "is a classify run", "--top-k")
 
 
 @pytest.mark.slow

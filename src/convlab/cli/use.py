@@ -182,11 +182,11 @@ def _task_options(args, task: str, path, table: dict[str, dict[str, str]]) -> di
     """The flags of `table` given that the run's task reads, checked; a flag for another task's runs is refused
     by name."""
     own = table.get(task, {})
-    for other, flags in table.items():
-        for dest, flag in flags.items():
-            if dest not in own and getattr(args, dest) is not None:
-                raise ConvlabError(f"{flag} is for {other} runs; {path} is a {task} run"
-                                   + (f" (its flags: {', '.join(own.values())})" if own else ""))
+    for dest, flag in {dest: flag for flags in table.values() for dest, flag in flags.items()}.items():
+        if dest not in own and getattr(args, dest) is not None:
+            owners = " and ".join(other for other, flags in table.items() if dest in flags)
+            raise ConvlabError(f"{flag} is for {owners} runs; {path} is a {task} run"
+                               + (f" (its flags: {', '.join(own.values())})" if own else ""))
     if getattr(args, "top_k", None) is not None and args.top_k < 1:
         raise ConvlabError(f"--top-k must be at least 1, got {args.top_k}")
     for flag, value in (("--conf", getattr(args, "conf", None)), ("--iou", getattr(args, "iou", None))):

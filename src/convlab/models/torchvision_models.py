@@ -29,8 +29,9 @@ def builder_for(name: str):
 def adapt_first_conv(model: nn.Module, in_channels: int) -> None:
     """Replace the first Conv2d with one taking `in_channels`.
 
-    Its weights become the mean over the RGB filters (repeated per channel), which keeps pretrained
-    filters meaningful for grayscale input.
+    Its weights become the mean over the input filters (repeated per channel, scaled so a gray image gives the
+    same response), which keeps pretrained RGB filters meaningful for grayscale input, and a grayscale
+    network's for RGB.
     """
     for parent in model.modules():
         for child_name, child in parent.named_children():
@@ -40,7 +41,7 @@ def adapt_first_conv(model: nn.Module, in_channels: int) -> None:
                                 child.bias is not None, child.padding_mode)
                 with torch.no_grad():
                     mean = child.weight.mean(dim=1, keepdim=True)
-                    new.weight.copy_(mean.repeat(1, in_channels, 1, 1) * (3 / in_channels))
+                    new.weight.copy_(mean.repeat(1, in_channels, 1, 1) * (child.in_channels / in_channels))
                     if child.bias is not None:
                         new.bias.copy_(child.bias)
                 setattr(parent, child_name, new)

@@ -69,7 +69,8 @@ def dice_and_cross_entropy(logits: torch.Tensor, mask: torch.Tensor, ignore_inde
     return soft_dice(logits, mask, ignore_index) + cross_entropy(logits, mask, ignore_index)
 
 
-def build_segmentation_loss(name: str, aux_weight: float = 0.5, ignore_index: int = IGNORE) -> Callable[[object, torch.Tensor], torch.Tensor]:
+def build_segmentation_loss(name: str, aux_weight: float = 0.5,
+                            ignore_index: int = IGNORE) -> Callable[[object, torch.Tensor], torch.Tensor]:
     """--loss NAME -> fn(output, mask) -> scalar. output: a Segmenter's train-mode {"out", "aux"} (the aux head's
     loss added at `aux_weight`, when there is one) or a logits tensor; mask: (N, H, W) class indices."""
     if name not in LOSSES:

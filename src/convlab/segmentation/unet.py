@@ -30,8 +30,9 @@ class ConvBlock(nn.Sequential):
     """Two 3x3 conv-BatchNorm-ReLU layers: (N, c_in, H, W) -> (N, c_out, H, W), U-Net's unit."""
 
     def __init__(self, c_in: int, c_out: int):
-        super().__init__(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
-                         nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+        super().__init__(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
+                         nn.ReLU(inplace=True), nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+                         nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
 
 
 def plain_encoder(channels: int, widths: list[int]) -> nn.Sequential:
@@ -118,7 +119,8 @@ class UNet(nn.Module):
 
 def decoder_width(stride: int) -> int:
     """The decoder's channels where it joins a classifier's map at `stride`: 16 at stride 2 doubling to 128 at
-    stride 16 (segmentation-models-pytorch's U-Net halves 256..16; this is about 4x cheaper on a CPU)."""
+    stride 16, half segmentation-models-pytorch's U-Net's at each stride (a quarter of its decoder's
+    multiply-adds: the CPU is the budget here)."""
     return min(128, max(16, 8 * stride))
 
 
