@@ -60,16 +60,21 @@ def classifier_start(conf: cfg.Config, origin: dict[str, str]) -> Start:
     return start
 
 
-def detector_start(conf: cfg.Config, origin: dict[str, str]) -> Start:
+def detector_start(conf: cfg.Config, origin: dict[str, str], models: dict | None = None, build_model=None,
+                   on_backbone: str = "fasterrcnn") -> Start:
     """A detector fine-tune. --from names a detector (torchvision:fasterrcnn_..., its COCO weights with --weights:
     the class layers are rebuilt) or a classification network to build one on (torchvision:NAME with an ImageNet
-    --weights FILE, or a convlab run folder: the texts' fine-tuning, a pretrained feature extractor)."""
+    --weights FILE, or a convlab run folder: the texts' fine-tuning, a pretrained feature extractor).
+
+    `models` and `build_model` are another table of detectors and its builder (instance_start's Mask R-CNNs),
+    `on_backbone` the model name a run built on a classification network records."""
     from .detection.models import DETECTORS, build_detector  # lazy: start-up time
     from .models.pretrained import parse_source  # lazy: start-up time
     from .pipeline import Start  # lazy: start-up time
 
+    models, build_model = models or DETECTORS, build_model or build_detector
     kind, name = parse_source(conf.finetune.source)
-    detector = kind == "torchvision" and name in DETECTORS
+    detector = kind == "torchvision" and name in models
     if detector:
         if origin["model"] in ("flag", "file") and conf.model.name != name:
             raise ConvlabError(f"--model {conf.model.name} does not match --from {conf.finetune.source}; leave "
@@ -78,15 +83,23 @@ def detector_start(conf: cfg.Config, origin: dict[str, str]) -> Start:
         weights, backbone = conf.finetune.weights, None
     else:  # the tutorial's second way: a Faster R-CNN on the network's features
         weights, backbone = None, conf.finetune.source
-        conf.model.name, origin["model"] = "fasterrcnn", "source"
+        conf.model.name, origin["model"] = on_backbone, "source"
 
     def build(channels: int, classes: int, image_size: tuple[int, int], dropout: float):
-        return build_detector(conf.model.name, classes, max(image_size), weights=weights, backbone=backbone,
-                              backbone_weights=None if detector else conf.finetune.weights)
+        return build_model(conf.model.name, classes, max(image_size), weights=weights, backbone=backbone,
+                           backbone_weights=None if detector else conf.finetune.weights)
 
     what = f"{conf.model.name} from {conf.finetune.source}" if detector else f"a detector on {backbone}'s features"
     return Start(build, freeze=True, notes=[f"fine-tuning {what}" + (f" with weights {conf.finetune.weights}"
                                                                        if conf.finetune.weights else "")])
+
+
+def instance_start(conf: cfg.Config, origin: dict[str, str]) -> Start:
+    """A Mask R-CNN fine-tune, as a detector's: --from torchvision:maskrcnn_resnet50_fpn (COCO --weights, class
+    layers rebuilt) or a classification network (torchvision:NAME with --weights, or a run folder) under it."""
+    from .segmentation.instance.models import MASK_MODELS, build_mask_model  # lazy: start-up time
+
+    return detector_start(conf, origin, MASK_MODELS, build_mask_model, "maskrcnn")
 
 
 def segmenter_start(conf: cfg.Config, origin: dict[str, str]) -> Start:
@@ -144,7 +157,8 @@ def source_input(source: str, weights: str | None):
 
 
 # The task's way to start a fine-tune (tasks/): what --from and --weights mean for it.
-STARTS = {"classify": classifier_start, "detect": detector_start, "segment": segmenter_start}
+STARTS = {"classify": classifier_start, "detect": detector_start, "segment": segmenter_start,
+          "instance": instance_start}
 
 
 def pretrained_start(conf: cfg.Config, pretrained: Pretrained) -> Start:

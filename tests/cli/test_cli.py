@@ -140,6 +140,7 @@ def test_models_and_datasets_lists(capsys):
     assert code == 0
     assert "mnist-cnn" in out and "34,826" in out and "resnet18" in out
     assert "tiny-detector" in out and "fasterrcnn_mobilenet_v3_large_320_fpn" in out
+    assert "tiny-maskrcnn" in out and "maskrcnn_resnet50_fpn_v2" in out
     code, out, _ = run_cli(capsys, "datasets")
     tasks, *lines = out.strip().splitlines()
     assert code == 0 and tasks.startswith("tasks: classify (") and "detect (" in tasks and "segment (" in tasks
@@ -150,8 +151,10 @@ def test_models_and_datasets_lists(capsys):
     shapes = next(line for line in lines if line.startswith("shapes"))
     assert "recipe: task=detect model=tiny-detector" in shapes
     assert "recipe: task=segment model=tiny-unet" in next(line for line in lines if line.startswith("shape-masks"))
+    assert "recipe: task=instance model=tiny-maskrcnn" in lines[-1]
     coco = lines.index(next(line for line in lines if line.startswith("coco:PATH")))
     assert "--task segment" in lines[coco + 1] and "task=segment" in lines[coco + 1]
+    assert "--task instance" in lines[coco + 2] and "task=instance" in lines[coco + 2]
 
 
 @pytest.mark.parametrize("command", ["train", "eval", "predict", "models", "datasets"])

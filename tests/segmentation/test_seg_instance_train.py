@@ -83,3 +83,31 @@ def test_resuming_an_instance_run_gives_the_uninterrupted_run(tmp_path):
     rows = [(tmp_path / name / "metrics.csv").read_text().splitlines() for name in ("whole", "part")]
     strip = [[",".join(line.split(",")[:5]) for line in table] for table in rows]  # no timings
     assert strip[0] == strip[1]
+
+
+@pytest.mark.slow
+def test_a_fine_tune_builds_a_mask_rcnn_on_a_classification_run(digits_run):
+    from convlab import config as cfg
+    from convlab.finetune import STARTS
+    from convlab.pipeline import recipe_for
+
+    conf, origin = cfg.resolve({"data": "shape-instances", "source": str(digits_run.path)}, recipe_for=recipe_for)
+    start = STARTS["instance"](conf, origin)
+    model = start.build(3, 3, (64, 64), 0.0)
+    assert conf.model.name == "maskrcnn" and start.freeze
+    assert model.backbone_spec.startswith("model:tiny-cnn@") and type(model.model).__name__ == "MaskRCNN"
+    assert model.model.roi_heads.mask_predictor.mask_fcn_logits.out_channels == 4  # 3 classes and background
+
+
+@pytest.mark.slow
+def test_eval_prints_mask_map_and_predict_on_the_command_line_is_refused_by_name(shapes_run, capsys):
+    from cli_output import assert_one_line_error, run_cli
+
+    code, out, _ = run_cli(capsys, "eval", str(shapes_run.path), "--json")
+    assert code == 0 and json.loads(out)["mask_map"] == pytest.approx(shapes_run.metrics["mask_map"], abs=1e-6)
+    code, out, _ = run_cli(capsys, "eval", str(shapes_run.path))
+    assert code == 0 and f"mask mAP@[.5:.95] {shapes_run.metrics['mask_map']:.4f}" in out
+    image = str(shapes_run.evaluated[0][0].path)
+    for command in (["predict", str(shapes_run.path), image], ["export", str(shapes_run.path)]):
+        code, _, err = run_cli(capsys, *command)
+        assert_one_line_error(code, err, f"{command[0]} is not available for instance runs")

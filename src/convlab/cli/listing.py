@@ -45,6 +45,11 @@ def cmd_models(args) -> int:
           "classes, 1-channel input adapted):")
     for segmenter in list_segmenters():
         print(f"  {segmenter.name:<38} {segmenter.description}; {segmenter.cpu}")
+    from ..segmentation.instance.models import MASK_MODELS  # lazy: start-up time
+
+    print("instance segmenters (for shape-instances, instances:, coco: and yolo: with --task instance):")
+    for model in MASK_MODELS.values():
+        print(f"  {model.name:<38} {model.description}")
     return 0
 
 

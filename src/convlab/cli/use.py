@@ -124,6 +124,18 @@ def _print_detection(console, run, metrics: dict) -> None:
     console.print(table)
 
 
+def _print_instance(console, run, metrics: dict) -> None:
+    from rich.table import Table
+
+    console.print(f"{run.path}: mask mAP@[.5:.95] {_value(metrics['mask_map'])}  AP50 {_value(metrics['mask_map50'])}"
+                  f"  AP75 {_value(metrics['mask_map75'])}  box mAP@[.5:.95] {_value(metrics['box_map'])}  "
+                  f"({metrics['num_images']} images, {metrics['num_instances']} objects)", markup=False)
+    table = Table("class", "mask AP@[.5:.95]")
+    for label, ap in metrics["per_class_ap"].items():
+        table.add_row(label, _value(ap, 3))
+    console.print(table)
+
+
 def _value(value: float | None, digits: int = 4) -> str:
     """A COCO metric, or '-' where COCO defines none (no ground truth of that kind)."""
     return "-" if value is None else f"{value:.{digits}f}"
@@ -141,7 +153,8 @@ def _print_segmentation(console, run, metrics: dict) -> None:
     console.print("('-': the class is in neither the truth nor the prediction)", markup=False)
 
 
-EVAL_PRINTERS = {"classify": _print_classification, "detect": _print_detection, "segment": _print_segmentation}
+EVAL_PRINTERS = {"classify": _print_classification, "detect": _print_detection, "segment": _print_segmentation,
+                 "instance": _print_instance}
 
 
 def cmd_predict(args) -> int:

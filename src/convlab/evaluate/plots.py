@@ -28,7 +28,8 @@ def new_figure(figsize):
 CURVE_PANELS = [("loss", [("train_loss", "train"), ("val_loss", "validation")]),
                 ("accuracy", [("train_accuracy", "train"), ("val_accuracy", "validation")]),
                 ("mAP (validation)", [("val_map", "mAP@[.5:.95]"), ("val_map50", "AP50")]),
-                ("mIoU (validation)", [("val_miou", "mIoU"), ("val_pixel_accuracy", "pixel accuracy")])]
+                ("mIoU (validation)", [("val_miou", "mIoU"), ("val_pixel_accuracy", "pixel accuracy")]),
+                ("mask mAP (validation)", [("val_mask_map", "masks @[.5:.95]"), ("val_box_map", "boxes @[.5:.95]")])]
 
 
 def plot_curves(history: list[dict], path: Path) -> None:
