@@ -162,7 +162,7 @@ def side_b(folder: Path, model: str, weights: Path, epochs: int, args, out: Path
             "whole": whole}
 
 
-def big_image(source: Path, side: int = 2000) -> np.ndarray:
+def big_image(source: Path, side: int) -> np.ndarray:
     """A side x side RGB image: Penn-Fudan images, each mirrored left-right every other column, row by row."""
     from PIL import Image
 
@@ -180,14 +180,14 @@ def big_image(source: Path, side: int = 2000) -> np.ndarray:
     return canvas
 
 
-def throughput(run_dir: Path, source: Path, tile: int, threads: int) -> dict:
+def throughput(run_dir: Path, source: Path, tile: int, threads: int, side: int) -> dict:
     """Megapixels per second of the tiled pass and the whole-image (resized) pass, median of 3 each."""
     import torch
 
-    from convlab.run import load_run
+    from convlab.segmentation.run import load_segmentation_run
 
     torch.set_num_threads(threads)
-    run, image = load_run(run_dir), big_image(source)
+    run, image = load_segmentation_run(run_dir, "cpu"), big_image(source, side)
     megapixels = image.shape[0] * image.shape[1] / 1e6
     rates = {}
     for name, kwargs in (("tiled", {"tile": tile, "overlap": 0.25}), ("whole image", {})):
@@ -203,7 +203,7 @@ def throughput(run_dir: Path, source: Path, tile: int, threads: int) -> dict:
 
 def compare(folder: Path, source: Path, weights: Path, args, tmp: Path) -> None:
     rows = {}
-    for model in ("lraspp", "unet"):
+    for model in args.models:
         rows[f"{model} (a) reference loop"] = side_a(folder, model, weights, args)
         rows[f"{model} (b) convlab"] = side_b(folder, model, weights, args.epochs, args, tmp / model)
     print(f"Penn-Fudan person/background, {args.epochs} epochs, longer side {args.image_size}, {args.threads} "
@@ -212,13 +212,14 @@ def compare(folder: Path, source: Path, weights: Path, args, tmp: Path) -> None:
     print("| --- | --- | --- | --- |")
     for name, row in rows.items():
         print(f"| {name} | {statistics.median(row['epoch_seconds']):.1f} | {row['whole']:.0f} | {row['miou']:.4f} |")
-    for model in ("lraspp", "unet"):
+    for model in args.models:
         a, b = rows[f"{model} (a) reference loop"], rows[f"{model} (b) convlab"]
         ratio = statistics.median(b["epoch_seconds"]) / statistics.median(a["epoch_seconds"])
         print(f"{model} (b)/(a): epoch time {ratio:.2f}, whole run {b['whole'] / a['whole']:.2f}, "
               f"mIoU {b['miou'] - a['miou']:+.4f}")
-    rates = throughput(tmp / "unet", source, args.image_size, args.threads)
-    print(f"\nunet (b) on a 2000x2000 image, median of 3: tiled (tile {args.image_size}, overlap 0.25) "
+    last = args.models[-1]
+    rates = throughput(tmp / last, source, args.image_size, args.threads, args.big_side)
+    print(f"\n{last} (b) on a {args.big_side}x{args.big_side} image, median of 3: tiled (tile {args.image_size}, overlap 0.25) "
           f"{rates['tiled']:.2f} MP/s; whole image resized to {args.image_size}: {rates['whole image']:.2f} MP/s")
 
 
@@ -239,6 +240,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--image-size", type=int, default=320)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--models", nargs="+", choices=["lraspp", "unet"], default=["lraspp", "unet"])
+    parser.add_argument("--big-side", type=int, default=2000, help="the side of the image tiled prediction is timed on")
+    parser.add_argument("--keep", type=Path, help="an empty folder for the data links and runs, kept afterwards")
     parser.add_argument("--budget-minutes", type=float, help="train convlab's U-Net alone for this long instead")
     args = parser.parse_args()
     source, weights = args.data_dir / "pennfudan" / "semantic", args.data_dir / "mobilenet_v2_imagenet.safetensors"
@@ -246,6 +250,7 @@ def main() -> None:
         if not needed.exists():
             sys.exit(f"{needed} is missing: build the data kit into {args.data_dir}")
     with tempfile.TemporaryDirectory() as tmp:
+        tmp = args.keep or tmp
         folder = lay_out(source, Path(tmp) / "pennfudan")
         if args.budget_minutes:
             budget(folder, weights, args, Path(tmp))
