@@ -20,9 +20,10 @@ Two models, each trained twice, every run in its own process, one after the othe
 (b) convlab train / finetune with the same optimizer, schedule (--schedule poly), batch, --augment light and
     image size; its metrics.csv gives the seconds per epoch, its metrics.json the validation mIoU.
 The table gives seconds per epoch (median), the whole run (process start to exit) and validation mIoU, and
-(b)/(a) ratios. Then the tiled-prediction throughput of the trained (b) U-Net on a 2000 x 2000 image (--big-side; Penn-Fudan
-images mirrored into it): `probabilities(image, 255, tile=--image-size, overlap=0.25)` against the one resized
-pass, megapixels per second, median of 3.
+(b)/(a) ratios. Then the tiled-prediction throughput of the last model's trained (b) run on a 2000 x 2000 image
+(--big-side; Penn-Fudan images mirrored into it): `probabilities(image, 255, tile=--image-size, overlap=0.25)`
+against the one resized pass, megapixels per second, median of 3. --models runs one model only, --keep DIR keeps
+the links and the runs.
 
 --budget-minutes M trains (b) unet alone: one epoch to time an epoch, then as many epochs as that rate fits in
 M minutes, and prints the mIoU reached and the time it took.
