@@ -113,7 +113,8 @@ with torch.inference_mode():
         logits = model(tensor(resized(image)[0])[None])
         logits = F.interpolate(logits, size=(image.height, image.width), mode="bilinear", align_corners=False)
         truth.append(np.array(mask)); predicted.append(logits[0].argmax(0).numpy().astype(np.uint8))
-print(json.dumps({"epoch_seconds": seconds, "miou": segmentation_metrics(truth, predicted, ["background", "person"])["miou"]}))
+miou = segmentation_metrics(truth, predicted, ["background", "person"])["miou"]
+print(json.dumps({"epoch_seconds": seconds, "miou": miou}))
 '''
 
 
@@ -219,8 +220,8 @@ def compare(folder: Path, source: Path, weights: Path, args, tmp: Path) -> None:
               f"mIoU {b['miou'] - a['miou']:+.4f}")
     last = args.models[-1]
     rates = throughput(tmp / last, source, args.image_size, args.threads, args.big_side)
-    print(f"\n{last} (b) on a {args.big_side}x{args.big_side} image, median of 3: tiled (tile {args.image_size}, overlap 0.25) "
-          f"{rates['tiled']:.2f} MP/s; whole image resized to {args.image_size}: {rates['whole image']:.2f} MP/s")
+    print(f"\n{last} (b) on a {args.big_side}x{args.big_side} image, median of 3: tiled (tile {args.image_size}, "
+          f"overlap 0.25) {rates['tiled']:.2f} MP/s; whole image resized to {args.image_size}: {rates['whole image']:.2f} MP/s")
 
 
 def budget(folder: Path, weights: Path, args, tmp: Path) -> None:
