@@ -221,7 +221,8 @@ def compare(folder: Path, source: Path, weights: Path, args, tmp: Path) -> None:
     last = args.models[-1]
     rates = throughput(tmp / last, source, args.image_size, args.threads, args.big_side)
     print(f"\n{last} (b) on a {args.big_side}x{args.big_side} image, median of 3: tiled (tile {args.image_size}, "
-          f"overlap 0.25) {rates['tiled']:.2f} MP/s; whole image resized to {args.image_size}: {rates['whole image']:.2f} MP/s")
+          f"overlap 0.25) {rates['tiled']:.2f} MP/s; whole image resized to {args.image_size}: "
+          f"{rates['whole image']:.2f} MP/s")
 
 
 def budget(folder: Path, weights: Path, args, tmp: Path) -> None:
