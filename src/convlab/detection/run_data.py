@@ -83,13 +83,17 @@ def load_detection_data(conf) -> DetectionData:
     found = read_detection_data(conf)
     if not found.train:
         raise ConvlabError(f"--data {conf.data.name}: the training split has no images")
-    rows = np.random.default_rng(conf.train.seed).permutation(len(found.train))
-    n_val = int(round(len(rows) * conf.data.val_fraction))
-    if conf.data.val_fraction > 0 and n_val == 0:
-        n_val = 1
-    if n_val >= len(rows):
-        raise ConvlabError(f"--val-fraction {conf.data.val_fraction} leaves no training image of {len(rows)}; "
-                           "lower it")
-    val_rows = np.sort(rows[:n_val]) if n_val else None
-    train_rows = np.sort(rows[n_val:])
+    train_rows, val_rows = hold_out(len(found.train), conf.data.val_fraction, conf.train.seed)
     return DetectionData(found, train_rows, val_rows, conf.data.image_size or DEFAULT_SIDE)
+
+
+def hold_out(count: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """--val-fraction of `count` images held out for validation, drawn with the seed (at least one when the
+    fraction is above 0): (training rows, validation rows or None), each sorted."""
+    rows = np.random.default_rng(seed).permutation(count)
+    n_val = int(round(count * val_fraction))
+    if val_fraction > 0 and n_val == 0:
+        n_val = 1
+    if n_val >= count:
+        raise ConvlabError(f"--val-fraction {val_fraction} leaves no training image of {count}; lower it")
+    return np.sort(rows[n_val:]), (np.sort(rows[:n_val]) if n_val else None)

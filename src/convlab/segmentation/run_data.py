@@ -8,6 +8,7 @@ import numpy as np
 
 from ..data.batches import Normalization
 from ..data.registry import parse_data_name
+from ..detection.run_data import hold_out
 from ..errors import ConvlabError
 from .targets import Masked, SegmentationSet
 
@@ -114,16 +115,9 @@ def load_segmentation_data(conf, channels: int | None = None) -> SegmentationDat
     found = read_segmentation_data(conf)
     if not found.train:
         raise ConvlabError(f"--data {conf.data.name}: the training split has no images")
-    rows = np.random.default_rng(conf.train.seed).permutation(len(found.train))
-    n_val = int(round(len(rows) * conf.data.val_fraction))
-    if conf.data.val_fraction > 0 and n_val == 0:
-        n_val = 1
-    if n_val >= len(rows):
-        raise ConvlabError(f"--val-fraction {conf.data.val_fraction} leaves no training image of {len(rows)}; "
-                           "lower it")
-    val_rows = np.sort(rows[:n_val]) if n_val else None
+    train_rows, val_rows = hold_out(len(found.train), conf.data.val_fraction, conf.train.seed)
     decoded: dict = {}
     if channels is None:
         channels = 1 if all(decode(item.path, decoded)[0].shape[2] == 1 for item in found.train) else 3
-    return SegmentationData(found, np.sort(rows[n_val:]), val_rows, conf.data.image_size or DEFAULT_SIDE,
+    return SegmentationData(found, train_rows, val_rows, conf.data.image_size or DEFAULT_SIDE,
                             channels, decoded)

@@ -12,7 +12,7 @@ from ..detection.targets import box_counts
 from ..detection.transforms import build_detection_augmentation
 from ..detection.run_data import DetectionData, load_detection_data
 from ..models.registry import count_parameters
-from .registry import Task, register_task
+from .registry import Task, classifier_only, register_task
 
 VAL_BATCH = 8
 
@@ -23,22 +23,12 @@ class Detect(Task):
     description = "boxes and a class for each object (COCO, YOLO and Pascal VOC files; generated shapes)"
     monitor, mode, test_metric = "val_map", "max", "map"
     history_fields = ["epoch", "train_loss", "val_map", "val_map50", "lr", "seconds", "images_per_second"]
-    refuses = {"--engine scratch": "the NumPy engine trains classifiers; use --engine torch",
-               "--tensorboard": "it logs a classifier's confusion matrix; follow metrics.csv instead",
+    # the tools that explain or shrink a classifier (a detector has no single logit to explain and its RoI heads
+    # and post-processing are not what the int8 and pruning recipes were written for)
+    refuses = {**classifier_only("boxes"),
                "--loader streaming": "detection images are decoded once and kept in memory",
                "--loss dice": "a detector trains with its own losses (torchvision's)",
-               "--loss dice+ce": "a detector trains with its own losses (torchvision's)",
-               # the tools that explain or shrink a classifier (a detector has no single logit to explain and
-               # its RoI heads and post-processing are not what the int8 and pruning recipes were written for)
-               "gradcam": "Grad-CAM explains a classifier's one label per image; use predict --save to see "
-                          "the boxes",
-               "attribute": "attribution explains a classifier's one label per image; use predict --save to "
-                            "see the boxes",
-               "features": "feature maps are drawn for classifiers only",
-               "quantize": "int8 quantization is written for classifiers; export --format onnx instead",
-               "prune": "pruning and its fine-tuning are written for classifiers",
-               "distill --teacher": "distillation learns a classifier's softened outputs",
-               "report --method": "the report's attribution section explains classifiers; leave out --method"}
+               "--loss dice+ce": "a detector trains with its own losses (torchvision's)"}
     feature_cache = False
 
     def load_data(self, conf, start) -> DetectionData:

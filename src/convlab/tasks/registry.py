@@ -51,6 +51,21 @@ class Task:
             raise ConvlabError(f"{whose}{what} is not available for {self.name} runs yet: {self.refuses[what]}")
 
 
+def classifier_only(shown: str) -> dict[str, str]:
+    """What every task but classification refuses: the options and tools written for one label per image.
+    `shown` is what `predict --save` draws for the task instead (boxes, masks)."""
+    return {"--engine scratch": "the NumPy engine trains classifiers; use --engine torch",
+            "--tensorboard": "it logs a classifier's confusion matrix; follow metrics.csv instead",
+            "gradcam": f"Grad-CAM explains a classifier's one label per image; use predict --save to see the {shown}",
+            "attribute": f"attribution explains a classifier's one label per image; use predict --save to see the "
+                         f"{shown}",
+            "features": "feature maps are drawn for classifiers only",
+            "quantize": "int8 quantization is written for classifiers; export --format onnx instead",
+            "prune": "pruning and its fine-tuning are written for classifiers",
+            "distill --teacher": "distillation learns a classifier's softened outputs",
+            "report --method": "the report's attribution section explains classifiers; leave out --method"}
+
+
 TASKS: dict[str, Task] = {}
 
 

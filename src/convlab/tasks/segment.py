@@ -9,7 +9,7 @@ from ..segmentation.batches import SegmentationLoader
 from ..segmentation.run import SegmentationInput, SegmentationRun, load_segmentation_run
 from ..segmentation.run_data import SegmentationData, load_segmentation_data
 from ..segmentation.targets import IGNORE, pixel_counts
-from .registry import Task, register_task
+from .registry import Task, classifier_only, register_task
 
 VAL_BATCH = 8
 
@@ -21,18 +21,8 @@ class Segment(Task):
     monitor, mode, test_metric = "val_miou", "max", "miou"
     history_fields = ["epoch", "train_loss", "val_loss", "val_miou", "val_pixel_accuracy", "lr", "seconds",
                       "images_per_second"]
-    refuses = {"--engine scratch": "the NumPy engine trains classifiers; use --engine torch",
-               "--tensorboard": "it logs a classifier's confusion matrix; follow metrics.csv instead",
-               "--loader streaming": "segmentation images are decoded once and kept in memory",
-               "gradcam": "Grad-CAM explains a classifier's one label per image; use predict --save to see "
-                          "the masks",
-               "attribute": "attribution explains a classifier's one label per image; use predict --save to "
-                            "see the masks",
-               "features": "feature maps are drawn for classifiers only",
-               "quantize": "int8 quantization is written for classifiers; export --format onnx instead",
-               "prune": "pruning and its fine-tuning are written for classifiers",
-               "distill --teacher": "distillation learns a classifier's softened outputs",
-               "report --method": "the report's attribution section explains classifiers; leave out --method"}
+    refuses = {**classifier_only("masks"),
+               "--loader streaming": "segmentation images are decoded once and kept in memory"}
     feature_cache = False
 
     def load_data(self, conf, start) -> SegmentationData:
