@@ -102,7 +102,23 @@ def _check_labels(classes) -> list[str]:
     return classes
 
 
-class Run:
+class SavedFiles:
+    """How every task's run writes its folder's model files: `path`, `model`, `config`, `classes`,
+    `preprocess` (with to_json) and `metrics` are the run's."""
+
+    def save_model(self) -> None:
+        """model.safetensors, labels.json and preprocess.json (readable by others: the usual file mode)."""
+        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        save_safetensors(state, self.path / WEIGHTS, metadata={"format": "pt", "model": self.config.model.name})
+        write_json(self.path / LABELS, self.classes)
+        write_json(self.path / PREPROCESS, self.preprocess.to_json())
+
+    def save_metrics(self) -> None:
+        """metrics.json: the test metrics (and a variant's cost), written atomically."""
+        write_json(self.path / METRICS, self.metrics)
+
+
+class Run(SavedFiles):
     """A trained model with its labels and preprocessing; what `convlab.train` returns and `load_run` loads."""
 
     task = "classify"  # the task table's name (a detection run is a detection.run.DetectionRun)
@@ -184,17 +200,35 @@ class Run:
         """Bring other data to the run's channels and size (e.g. evaluating on another folder)."""
         return conform_arrays(arrays, self.preprocess.channels, self.preprocess.size, f"run {self.path}")
 
-    # -- saving ----------------------------------------------------------------------------------------
-    def save_model(self) -> None:
-        """model.safetensors, labels.json and preprocess.json (readable by others: the usual file mode)."""
-        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-        save_safetensors(state, self.path / WEIGHTS, metadata={"format": "pt", "model": self.config.model.name})
-        write_json(self.path / LABELS, self.classes)
-        write_json(self.path / PREPROCESS, self.preprocess.to_json())
 
-    def save_metrics(self) -> None:
-        """metrics.json: the test metrics (and a variant's cost), written atomically."""
-        write_json(self.path / METRICS, self.metrics)
+
+def read_task_run(path: Path, input_from_json) -> tuple[Config, list[str], Any]:
+    """A detection or segmentation run folder's config, classes and input (`input_from_json` reads
+    preprocess.json), each file checked as load_run checks a classifier's."""
+    for required in (CONFIG, LABELS, PREPROCESS, WEIGHTS):
+        if not (path / required).is_file():
+            raise ConvlabError(f"run folder {path} has no {required}: it is not a finished convlab run; train "
+                               f"again or pass the right folder")
+    config = load_saved_config(path / CONFIG)
+    try:
+        classes = _check_labels(json.loads((path / LABELS).read_text()))
+        preprocess = input_from_json(json.loads((path / PREPROCESS).read_text()))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, KeyError, TypeError, ValueError) as err:
+        raise ConvlabError(f"run folder {path}: labels.json or preprocess.json is damaged ({err})") from None
+    return config, classes, preprocess
+
+
+def load_task_weights(model: nn.Module, path: Path, what: str) -> None:
+    """The run folder's model.safetensors into `model` (`what`: "detector NAME", "segmenter NAME"), in eval mode;
+    a file that does not fit is one line."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        model.load_state_dict(load_file(str(path / WEIGHTS)))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise ConvlabError(f"{path / WEIGHTS} does not fit {what}: {str(err).splitlines()[-1].strip()}") from None
+    model.eval()
 
 
 def top_predictions(probs: np.ndarray, classes: list[str], names: list[str | None], top_k: int) -> list[dict]:

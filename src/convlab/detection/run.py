@@ -1,7 +1,6 @@
 """A trained detector with what it needs to be used: classes, input size, metrics; saving and loading one."""
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -10,13 +9,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import Config, load_saved_config
+from ..config import Config
 from ..data.decode import list_images
 from ..errors import ConvlabError
-from ..files import write_json
-from ..layout import CONFIG, LABELS, METRICS, PREPROCESS, WEIGHTS
-from ..models.weights import save_safetensors
-from ..run import _check_labels, _expand_inputs, read_metrics
+from ..run import SavedFiles, _expand_inputs, load_task_weights, read_metrics, read_task_run
 from .batches import resize_longer
 from .models import build_detector
 from .run_data import read_detection_data
@@ -48,7 +44,7 @@ class DetectionInput:
         return cls(side, 3, data.get("task", "detect"), data.get("backbone"))
 
 
-class DetectionRun:
+class DetectionRun(SavedFiles):
     """A trained detector; what training returns for a detection run and `load_run` loads."""
 
     task = "detect"
@@ -142,16 +138,6 @@ class DetectionRun:
         index = np.array([self.classes.index(c) for c in classes], dtype=np.int64)
         return [replace(item, labels=index[item.labels]) for item in items]
 
-    # -- saving ----------------------------------------------------------------------------------------
-    def save_model(self) -> None:
-        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-        save_safetensors(state, self.path / WEIGHTS, metadata={"format": "pt", "model": self.config.model.name})
-        write_json(self.path / LABELS, self.classes)
-        write_json(self.path / PREPROCESS, self.preprocess.to_json())
-
-    def save_metrics(self) -> None:
-        write_json(self.path / METRICS, self.metrics)
-
 
 def kept(found: dict, conf: float = CONF, iou: float = IOU) -> np.ndarray:
     """The indices of one image's detect_images result that predict keeps: scoring at least `conf`, after
@@ -181,25 +167,7 @@ def read_rgb(source) -> np.ndarray:
 def load_detection_run(path: Path, device, build=build_detector, run_class=None) -> DetectionRun:
     """A detection run folder -> DetectionRun (the folder's files checked as load_run checks a classifier's);
     `build` and `run_class` are another task's on the same machinery (instance segmentation's Mask R-CNN)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    for required in (CONFIG, LABELS, PREPROCESS, WEIGHTS):
-        if not (path / required).is_file():
-            raise ConvlabError(f"run folder {path} has no {required}: it is not a finished convlab run; train "
-                               f"again or pass the right folder")
-    config = load_saved_config(path / CONFIG)
-    try:
-        classes = _check_labels(json.loads((path / LABELS).read_text()))
-        preprocess = DetectionInput.from_json(json.loads((path / PREPROCESS).read_text()))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, KeyError, TypeError, ValueError) as err:
-        raise ConvlabError(f"run folder {path}: labels.json or preprocess.json is damaged ({err})") from None
+    config, classes, preprocess = read_task_run(path, DetectionInput.from_json)
     model = build(config.model.name, len(classes), preprocess.side, backbone=preprocess.backbone)
-    try:
-        state = load_file(str(path / WEIGHTS))
-        model.load_state_dict(state)
-    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise ConvlabError(f"{path / WEIGHTS} does not fit detector {config.model.name}: "
-                           f"{str(err).splitlines()[-1].strip()}") from None
-    model.eval()
+    load_task_weights(model, path, f"detector {config.model.name}")
     return (run_class or DetectionRun)(path, model, config, classes, preprocess, read_metrics(path), device)

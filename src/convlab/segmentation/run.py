@@ -1,7 +1,6 @@
 """A trained segmenter with what it needs to be used: classes, input, metrics; saving and loading one."""
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -11,13 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import Config, load_saved_config
+from ..config import Config
 from ..data.decode import list_images
 from ..errors import ConvlabError
-from ..files import write_json
-from ..layout import CONFIG, LABELS, METRICS, PREPROCESS, WEIGHTS
-from ..models.weights import save_safetensors
-from ..run import _check_labels, _expand_inputs, read_metrics
+from ..run import SavedFiles, _expand_inputs, load_task_weights, read_metrics, read_task_run
 from .batches import fit_longer
 from .run_data import as_channels, read_segmentation_data
 from .targets import Masked
@@ -56,7 +52,7 @@ class SegmentationInput:
                    data.get("backbone"))
 
 
-class SegmentationRun:
+class SegmentationRun(SavedFiles):
     """A trained segmenter; what training returns for a segmentation run and `load_run` loads."""
 
     task = "segment"
@@ -165,16 +161,6 @@ class SegmentationRun:
                                f"({', '.join(self.classes[:10])}) in the same order; evaluate on data with the "
                                f"run's classes")
 
-    # -- saving ----------------------------------------------------------------------------------------
-    def save_model(self) -> None:
-        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-        save_safetensors(state, self.path / WEIGHTS, metadata={"format": "pt", "model": self.config.model.name})
-        write_json(self.path / LABELS, self.classes)
-        write_json(self.path / PREPROCESS, self.preprocess.to_json())
-
-    def save_metrics(self) -> None:
-        write_json(self.path / METRICS, self.metrics)
-
 
 def read_input(source) -> tuple[np.ndarray, float]:
     """A path, PIL image or array -> ((H, W, C) native pixels, their maximum): 16-bit images keep their range."""
@@ -195,26 +181,9 @@ def read_input(source) -> tuple[np.ndarray, float]:
 
 def load_segmentation_run(path: Path, device) -> SegmentationRun:
     """A segmentation run folder -> SegmentationRun (the folder's files checked as for a classifier's)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     from .models import build_segmenter  # lazy: start-up time
 
-    for required in (CONFIG, LABELS, PREPROCESS, WEIGHTS):
-        if not (path / required).is_file():
-            raise ConvlabError(f"run folder {path} has no {required}: it is not a finished convlab run; train "
-                               f"again or pass the right folder")
-    config = load_saved_config(path / CONFIG)
-    try:
-        classes = _check_labels(json.loads((path / LABELS).read_text()))
-        preprocess = SegmentationInput.from_json(json.loads((path / PREPROCESS).read_text()))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, KeyError, TypeError, ValueError) as err:
-        raise ConvlabError(f"run folder {path}: labels.json or preprocess.json is damaged ({err})") from None
+    config, classes, preprocess = read_task_run(path, SegmentationInput.from_json)
     model = build_segmenter(config.model.name, len(classes), preprocess.channels, backbone=preprocess.backbone)
-    try:
-        model.load_state_dict(load_file(str(path / WEIGHTS)))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise ConvlabError(f"{path / WEIGHTS} does not fit segmenter {config.model.name}: "
-                           f"{str(err).splitlines()[-1].strip()}") from None
-    model.eval()
+    load_task_weights(model, path, f"segmenter {config.model.name}")
     return SegmentationRun(path, model, config, classes, preprocess, read_metrics(path), device)
