@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..files import save_image
 from .targets import Annotated, DetectionSet
 
 SHAPES = ["square", "disc", "triangle"]
@@ -54,5 +55,5 @@ def _draw(path: Path, size: int, objects: int, rng: np.random.Generator) -> tupl
             draw.polygon([(x, y + side - 1), (x + side - 1, y + side - 1), (x + (side - 1) / 2, y)], fill=colour)
         boxes.append([x, y, x + side, y + side])
         labels.append(kind)
-    image.save(path)
+    save_image(image, path)
     return np.array(boxes, dtype=np.float32).reshape(-1, 4), np.array(labels, dtype=np.int64)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..files import atomic_write_text, save_image
 from .targets import Masked, SegmentationSet
 
 CLASSES = ["background", "square", "disc", "triangle"]
@@ -29,11 +30,11 @@ def make_shape_masks(folder: str | Path, n_train: int = 48, n_test: int = 16, si
             image_id += 1
             name = f"{i:04d}.png"
             image, mask, instances, labels = _draw(size, int(rng.integers(1, max_objects + 1)), rng)
-            Image.fromarray(image).save(folder / split / "images" / name)
-            Image.fromarray(mask, mode="L").save(folder / split / "masks" / name)
+            save_image(Image.fromarray(image), folder / split / "images" / name)
+            save_image(Image.fromarray(mask, mode="L"), folder / split / "masks" / name)
             items.append(Masked(folder / split / "images" / name, mask, instances, labels, image_id))
         splits[split] = items
-    (folder / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    atomic_write_text(folder / "classes.txt", "\n".join(CLASSES) + "\n", durable=False)
     return SegmentationSet("shape-masks", list(CLASSES), splits["train"], splits["test"])
 
 
@@ -88,15 +89,15 @@ def make_scans(folder: str | Path, n_train: int = 32, n_test: int = 8, size: int
         for i in range(count):
             name = f"{i:04d}.png"
             image, mask = _scan(size, rng)
-            Image.fromarray(image).save(folder / split / "images" / name)
-            Image.fromarray(mask, mode="L").save(folder / split / "masks" / name)
+            save_image(Image.fromarray(image), folder / split / "images" / name)
+            save_image(Image.fromarray(mask, mode="L"), folder / split / "masks" / name)
             items.append(Masked(folder / split / "images" / name, mask))
         splits[split] = items
-    (folder / "classes.txt").write_text("\n".join(SCAN_CLASSES) + "\n")
+    atomic_write_text(folder / "classes.txt", "\n".join(SCAN_CLASSES) + "\n", durable=False)
     if big:
         image, mask = _scan(big, rng, lesions=max(3, (big // size) ** 2))
-        Image.fromarray(image).save(folder / "big_scan.png")
-        Image.fromarray(mask, mode="L").save(folder / "big_scan_mask.png")
+        save_image(Image.fromarray(image), folder / "big_scan.png")
+        save_image(Image.fromarray(mask, mode="L"), folder / "big_scan_mask.png")
     return SegmentationSet("scans", list(SCAN_CLASSES), splits["train"], splits["test"])
 
 
