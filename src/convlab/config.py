@@ -15,7 +15,7 @@ from .files import atomic_write_text
 
 Optimizer = Literal["sgd", "adam", "adamw"]
 Schedule = Literal["none", "step", "cosine", "onecycle", "poly"]
-Augment = Literal["none", "light", "standard"]
+Augment = Literal["none", "light", "standard", "photo", "randaugment", "trivialaugment", "autoaugment", "augmix"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 Strategy = Literal["linear-probe", "full", "two-stage", "gradual"]
 Loader = Literal["auto", "memory", "streaming"]
@@ -23,6 +23,8 @@ Amp = Literal["auto", "off", "bf16", "fp16"]
 Switch = Literal["auto", "on", "off"]
 Engine = Literal["torch", "scratch"]
 Loss = Literal["ce", "dice", "dice+ce"]
+Sampler = Literal["shuffle", "balanced"]
+ClassWeights = Literal["none", "auto"]
 
 
 def _opt(default, help: str, **checks):
@@ -38,7 +40,17 @@ class DataConfig:
                                   min=4)
     val_fraction: float = _opt(0.1, "share of the training split held out (stratified) for validation", min=0.0,
                                below=1.0)
-    augment: Augment = _opt("none", "augmentation: none, light (shifts) or standard (shifts + flips where valid)")
+    augment: Augment = _opt("none", "augmentation: none, light (shifts), standard (shifts + flips where valid); for "
+                                    "photographs photo (random-resized crop + flip), randaugment, trivialaugment, "
+                                    "autoaugment or augmix (each after photo's crop and flip)")
+    erasing: float = _opt(0.0, "random erasing: the share of training images that get a random rectangle erased "
+                               "(0: off)", min=0.0, max=1.0)
+    mixup: float = _opt(0.0, "mixup: blend pairs of training images and their labels, the weight drawn from "
+                             "Beta(ALPHA, ALPHA) (0: off; 0.2 is common)", min=0.0)
+    cutmix: float = _opt(0.0, "cutmix: paste a box of one training image into another, labels by area, from "
+                              "Beta(ALPHA, ALPHA) (0: off; 1.0 is common)", min=0.0)
+    sampler: Sampler = _opt("shuffle", "training order: shuffle, or balanced (classes drawn evenly, images of rare "
+                                       "classes repeated) for imbalanced folders")
     classes: str | None = _opt(None, "keep only these classes, comma-separated names (e.g. 5,6,7,8,9); "
                                      "default: all")
     train_per_class: int = _opt(0, "keep N labelled training images per class, chosen with --seed (0: all); "
@@ -65,6 +77,15 @@ class OptimConfig:
     weight_decay: float = _opt(0.0, "L2 weight decay", min=0.0)
     schedule: Schedule = _opt("none", "learning-rate schedule")
     label_smoothing: float = _opt(0.0, "label smoothing for the cross-entropy loss", min=0.0, below=1.0)
+    class_weights: ClassWeights = _opt("none", "none, or auto: weight each class's loss by its inverse frequency "
+                                               "in the training split (imbalanced folders)")
+    warmup_epochs: float = _opt(0.0, "raise the learning rate linearly from near 0 over the first N epochs, then "
+                                     "follow the schedule (any schedule)", min=0.0)
+    grad_accum: int = _opt(1, "accumulate the gradients of K batches before each optimizer step (an effective "
+                              "batch of K x batch_size)", min=1)
+    clip_grad: float = _opt(0.0, "clip the gradients' global L2 norm to NORM before each step (0: off)", min=0.0)
+    ema: float = _opt(0.0, "keep an exponential moving average of the weights with this DECAY per step (e.g. "
+                           "0.999), validate it and save it as the model (0: off)", min=0.0, below=1.0)
     loss: Loss = _opt("ce", "the training loss: ce (cross-entropy), or for segmentation dice or dice+ce (binary "
                             "and medical masks: the Dice overlap ignores how large the background is)")
 
@@ -213,6 +234,8 @@ def _check_limits(key: str, value: Any, where: str) -> None:
     meta = field_info(key).metadata
     if "min" in meta and value < meta["min"]:
         raise ConvlabError(f"invalid value for {where}: {value}; must be >= {meta['min']}")
+    if "max" in meta and value > meta["max"]:
+        raise ConvlabError(f"invalid value for {where}: {value}; must be <= {meta['max']}")
     if "min_exclusive" in meta and value <= meta["min_exclusive"]:
         raise ConvlabError(f"invalid value for {where}: {value}; must be > {meta['min_exclusive']}")
     if "below" in meta and value >= meta["below"]:
