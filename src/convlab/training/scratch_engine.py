@@ -15,13 +15,19 @@ import numpy as np
 import torch
 
 from .. import scratch
-from ..config import Config, OptimConfig
+from ..config import Config, OptimConfig, flag
 from ..errors import ConvlabError
 from ..models.registry import find_model
 from ..models.to_scratch import load_torch_state, to_scratch, torch_state
 from .callbacks import Callback, CallbackList
 from .loop import LoopState
 from .optim import OPTIMIZERS, build_schedule
+
+
+# The training recipes of the torch loop that the NumPy engine does not have: refused when set.
+TORCH_LOOP_ONLY = ("erasing", "mixup", "cutmix", "sampler", "class_weights", "warmup_epochs", "grad_accum",
+                   "clip_grad", "ema")
+SCRATCH_AUGMENT = ("none", "light", "standard")
 
 
 def check_options(conf: Config, resuming: bool = False) -> None:
@@ -36,6 +42,14 @@ def check_options(conf: Config, resuming: bool = False) -> None:
         option = f"--amp {conf.train.amp}" if conf.train.amp in ("bf16", "fp16") else "--compile"
         raise ConvlabError(f"{option}: the scratch engine computes in float32 with NumPy; leave {option} out, "
                            f"or use --engine torch")
+    if conf.data.augment not in SCRATCH_AUGMENT:
+        raise ConvlabError(f"--augment {conf.data.augment}: the scratch engine augments with none, light or "
+                           f"standard; use --engine torch")
+    defaults, values = Config().flat(), conf.flat()
+    for key in TORCH_LOOP_ONLY:
+        if values[key] != defaults[key]:
+            raise ConvlabError(f"{flag(key)} {values[key]}: the scratch engine trains without it; leave it out, or "
+                               f"use --engine torch")
     if find_model(conf.model.name).family != "preset":
         raise ConvlabError(f"--model {conf.model.name}: the scratch engine trains the presets only (tiny-cnn, "
                            f"mnist-cnn, lenet, small-cnn, resnet8); use --engine torch for torchvision models")
