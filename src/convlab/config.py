@@ -1,4 +1,5 @@
-"""Typed run configuration: defaults < dataset recipe < YAML file < flags/keywords, checked and saved."""
+"""Typed run configuration: defaults < dataset recipe < named recipe < YAML file < flags/keywords, checked and
+saved."""
 from __future__ import annotations
 
 import dataclasses
@@ -32,6 +33,27 @@ def _opt(default, help: str, **checks):
     return field(default=default, metadata={"help": help, **checks})
 
 
+@dataclass(frozen=True)
+class NamedRecipe:
+    """Settings that work together for a kind of data, applied over the dataset's recipe by --recipe NAME."""
+
+    description: str
+    values: dict
+
+
+RECIPES: dict[str, NamedRecipe] = {
+    # The cifar10 dataset's own recipe, for the same photos in an image folder (a ResNet-8 at 32 px).
+    "cifar10": NamedRecipe("CIFAR-10-like 32x32 photo folders, from scratch on a CPU",
+                           dict(image_size=32, model="resnet8", optimizer="sgd", lr=0.1, momentum=0.9,
+                                weight_decay=5e-4, schedule="onecycle", epochs=15, batch_size=128,
+                                augment="standard")),
+    # timm's and fastai's fine-tuning habits: AdamW, warm-up then cosine, label smoothing, crops and flips.
+    "photo": NamedRecipe("fine-tuning an ImageNet backbone on your photographs (finetune --weights)",
+                         dict(optimizer="adamw", lr=1e-3, weight_decay=0.05, schedule="cosine", warmup_epochs=1.0,
+                              label_smoothing=0.1, epochs=10, batch_size=32, augment="photo")),
+}
+
+
 @dataclass
 class DataConfig:
     name: str = _opt("digits", "dataset name (see 'convlab datasets'); imagefolder:PATH for your own images")
@@ -58,6 +80,9 @@ class DataConfig:
     loader: Loader = _opt("auto", "memory: whole dataset as one tensor on the device; streaming: a decoded-image "
                                   "cache on disk (workers read it for a GPU); auto: memory when it fits (folders)")
     strict: bool = _opt(False, "stop at the first unreadable image of a folder instead of skipping it with a warning")
+    recipe: str | None = _opt(None, "a named training recipe over the dataset's own (see 'convlab datasets'): "
+                                    "cifar10 for CIFAR-10-like image folders from scratch, photo for fine-tuning an "
+                                    "ImageNet backbone on photographs")
     task: str | None = _opt(None, "classify, detect or segment (default: the dataset's: coco:, yolo:, voc: and "
                                    "shapes are detection, masks: and shape-masks segmentation; --task segment "
                                    "reads the masks of coco: and yolo: files)")
@@ -286,6 +311,11 @@ def resolve(overrides: dict[str, Any] | None = None, config_file: str | Path | N
     recipe = dict(recipe_for(data_name, task)) if recipe_for else {}
     for key, value in recipe.items():
         recipe[key] = coerce(key, value, f"recipe of {data_name}")
+    named = from_flags.get("recipe", from_file.get("recipe"))
+    if named is not None:
+        if named not in RECIPES:
+            raise ConvlabError(f"invalid value for --recipe: {named!r}; choose from {', '.join(RECIPES)}")
+        recipe.update({key: coerce(key, value, f"recipe {named}") for key, value in RECIPES[named].values.items()})
 
     config = Config()
     origin = {key: "default" for key in FLAT_KEYS}

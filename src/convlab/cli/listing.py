@@ -57,6 +57,7 @@ CLASSES_FROM = {"classify": "classes from folders"}  # the other tasks name thei
 
 
 def cmd_datasets(args) -> int:
+    from ..config import RECIPES  # lazy: start-up time
     from ..data.registry import list_datasets  # lazy: start-up time
     from ..tasks import TASKS  # lazy: start-up time (importing the tasks registers their datasets)
 
@@ -71,4 +72,7 @@ def cmd_datasets(args) -> int:
         for task, other in entry.also.items():  # the same files read for another task (--task)
             recipe = " ".join(f"{k}={v}" for k, v in other.recipe.items())
             print(f"{'':<17} {'':<8} {'--task ' + task:<21} recipe: {recipe}  -- {other.description}")
+    print("named recipes (--recipe NAME, applied over the dataset's):")
+    for name, named in RECIPES.items():
+        print(f"  {name:<15} {' '.join(f'{k}={v}' for k, v in named.values.items())}  -- {named.description}")
     return 0
