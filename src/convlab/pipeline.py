@@ -607,6 +607,10 @@ def find_lr(job: Job, ramp: Ramp | None = None, show_config: bool = True) -> Fin
         console.print(f"lr-find: the rate from {ramp.start:.0e} to {ramp.end:.0e} over at most {ramp.steps} steps "
                       f"(stops once the smoothed loss passes {DIVERGED:g}x its minimum); no weights are kept",
                       markup=False)
+        if prepared.plan is not None:
+            trains = ", ".join(prepared.plan.stages[0].trainable)
+            console.print(f"lr-find: ramps stage 1 of the fine-tune (trains {trains}), each group at its ratio to "
+                          f"the head's rate; the rate found is --lr, the head's", markup=False)
         return run_ramp(prepared.trained, prepared.train_loader, prepared.optimizer, prepared.loss_fn, task.step,
                         ramp, prepared.precision)
 
@@ -614,8 +618,10 @@ def find_lr(job: Job, ramp: Ramp | None = None, show_config: bool = True) -> Fin
 def use_found_lr(job: Job, ramp: Ramp | None = None) -> Finding:
     """`--lr find`: run the finder on the job, show its curve and suggestions, and set the job's lr to the
     valley suggestion (the rate the run then trains with, and config.yaml records)."""
+    console = job.console = job.console or Console(highlight=False, soft_wrap=True)
     finding = find_lr(job, ramp, show_config=False)
     suggestions = finding.suggestions()
-    show_finding(job.console or Console(highlight=False, soft_wrap=True), finding, suggestions)
+    show_finding(console, finding, suggestions)
     job.conf.optim.lr, job.origin["lr"] = suggestions["valley"], "flag"
+    console.print(f"--lr find: {job.command} trains at lr {suggestions['valley']:.3g} (valley)", markup=False)
     return finding

@@ -155,7 +155,7 @@ def run_ramp(model: torch.nn.Module, loader, optimizer: torch.optim.Optimizer, l
         average = SMOOTHING * average + (1 - SMOOTHING) * finding.losses[-1]  # smooth()'s average, one step at a time
         current = average / (1 - SMOOTHING ** i)
         best = min(best, current)
-        if not math.isfinite(current) or current > DIVERGED * best:
+        if not math.isfinite(current) or (best > 0 and current > DIVERGED * best):  # a ratio needs a loss above 0
             finding.stopped_early = True
             break
     return finding
