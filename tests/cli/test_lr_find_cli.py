@@ -67,6 +67,16 @@ def test_lr_find_on_a_fine_tune_ramps_its_first_stage(capsys, tmp_path, digits_r
     assert plot.read_bytes()[:8] == PNG_MAGIC and [p.name for p in tmp_path.iterdir()] == ["ft.png"]
 
 
+def test_finetune_lr_find_trains_at_the_printed_rate(capsys, tmp_path, digits_run):
+    code, out, err = run_cli(capsys, "finetune", "--from", str(digits_run.path), "--lr", "find", "--epochs", "2",
+                             "--threads", "1", "--quiet", "--out", str(tmp_path / "ft"))
+    assert code == 0, err
+    valley, _ = suggestions(out)
+    assert f"--lr find: finetune trains at lr {valley:.3g} (valley)" in out
+    saved = yaml.safe_load((tmp_path / "ft" / "config.yaml").read_text())
+    assert saved["optim"]["lr"] == valley and saved["finetune"]["source"] == str(digits_run.path)
+
+
 @pytest.mark.slow
 def test_lr_find_uses_the_task_step_of_a_segmenter(capsys, tmp_path):
     code, out, err = run_cli(capsys, "lr-find", "--data", "shape-masks", "--threads", "1", "--steps", "10",
@@ -83,6 +93,8 @@ def test_lr_find_uses_the_task_step_of_a_segmenter(capsys, tmp_path):
     (["lr-find", "--end-lr", "1e-9"], ["invalid value for --end-lr", "above --start-lr"]),
     (["lr-find", "--out", "plot.pdf"], ["--out", "FILE.png"]),
     (["lr-find", "--lr", "0.1"], ["unrecognized arguments: --lr"]),
+    (["lr-find", "--engine", "scratch"], ["the learning-rate finder trains with the torch engine",
+                                          "leave out --engine scratch"]),
 ])
 def test_bad_values_are_one_line_errors(capsys, tmp_path, monkeypatch, args, fragments):
     monkeypatch.chdir(tmp_path)
