@@ -7,7 +7,8 @@ parameter groups, optimizer, schedule -> callbacks -> fit (torch or scratch engi
 What differs between commands is data, not code (as nanoGPT's `init_from`): a `Start` says where the model
 comes from (built fresh, pretrained with its head rebuilt, or given, as prune's masked model) and what input it
 takes; a fine-tune adds a freeze plan (its `Start.freeze`, planned from conf.finetune), distillation a loss and
-a callback, prune a mask-keeping callback, a tune trial a pruning callback.
+a callback, prune a mask-keeping callback, a tune trial a pruning callback. The learning-rate finder
+(`find_lr`) builds the same run up to its optimizer (`prepare`) and ramps the rate instead of fitting.
 """
 from __future__ import annotations
 

@@ -54,8 +54,9 @@ class Ramp:
 
 
 def smooth(losses, beta: float = SMOOTHING) -> np.ndarray:
-    """The debiased exponential moving average: avg_i = beta avg_(i-1) + (1 - beta) loss_i, divided by
-    1 - beta^(i+1) so the first values are not pulled toward the average's start at 0."""
+    """The debiased exponential moving average (fastai's Recorder): for step i = 1, 2, ...,
+    avg_i = beta avg_(i-1) + (1 - beta) loss_i from avg_0 = 0, reported as avg_i / (1 - beta^i) so the first
+    values are not pulled toward the start at 0."""
     out, average = [], 0.0
     for i, loss in enumerate(losses, start=1):
         average = beta * average + (1 - beta) * float(loss)
