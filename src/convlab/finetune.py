@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from .models.pretrained import Pretrained
-    from .pipeline import Start
+    from .pipeline import Job, Start
     from .run import Run
 
 SECTIONS = cfg.TRAIN_SECTIONS + ("finetune",)
@@ -32,7 +32,17 @@ def finetune(source: str | Path | None = None, config: str | Path | None = None,
     fine-tune run folder whose last checkpoint is continued, in the freeze state of its stage; `callbacks` run
     before the built-in ones, as for `convlab.train`.
     """
-    from .pipeline import Job, resolve_job_config, run_pipeline  # lazy: start-up time
+    from .pipeline import run_pipeline  # lazy: start-up time
+
+    return run_pipeline(finetune_job(source, config, console=console, resume=resume, callbacks=callbacks,
+                                     **overrides))
+
+
+def finetune_job(source: str | Path | None = None, config: str | Path | None = None, *,
+                 console: Console | None = None, resume: str | Path | None = None, callbacks: list | None = None,
+                 **overrides) -> Job:
+    """The Job `finetune` runs, for commands that use it before running it (the learning-rate finder)."""
+    from .pipeline import Job, resolve_job_config  # lazy: start-up time
     from .tasks import task_of  # lazy: start-up time
 
     if source is not None:
@@ -41,9 +51,8 @@ def finetune(source: str | Path | None = None, config: str | Path | None = None,
     if conf.finetune.source is None:
         raise ConvlabError("finetune needs --from SOURCE: a run folder, torchvision:NAME or timm:NAME")
     start = STARTS[task_of(conf).name](conf, origin)
-    job = Job(conf, origin, start, "finetune", resume is not None,
-              callbacks=list(callbacks or []), sections=SECTIONS, console=console)
-    return run_pipeline(job)
+    return Job(conf, origin, start, "finetune", resume is not None, callbacks=list(callbacks or []),
+               sections=SECTIONS, console=console)
 
 
 def classifier_start(conf: cfg.Config, origin: dict[str, str]) -> Start:

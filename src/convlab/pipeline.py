@@ -7,7 +7,8 @@ parameter groups, optimizer, schedule -> callbacks -> fit (torch or scratch engi
 What differs between commands is data, not code (as nanoGPT's `init_from`): a `Start` says where the model
 comes from (built fresh, pretrained with its head rebuilt, or given, as prune's masked model) and what input it
 takes; a fine-tune adds a freeze plan (its `Start.freeze`, planned from conf.finetune), distillation a loss and
-a callback, prune a mask-keeping callback, a tune trial a pruning callback.
+a callback, prune a mask-keeping callback, a tune trial a pruning callback. The learning-rate finder
+(`find_lr`) builds the same run up to its optimizer (`prepare`) and ramps the rate instead of fitting.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from .data.registry import parse_data_name
 from .data.run_data import RunData
 from .detection.checks import CLIPPED
 from .errors import ConvlabError
+from .evaluate.lr_plot import show_finding
 from .evaluate.plots import PlotProcess, start_plot_process
 from .files import write_json
 from .layout import (CHECKPOINTS, CONFIG, DATA_ISSUES, HISTORY, LAST, RUN_MARKERS,
@@ -48,7 +50,8 @@ from .training.determinism import deterministic_mode
 from .training.feature_cache import feature_stage
 from .training.device import pick_device
 from .training.freezing import FreezePlan, print_plan
-from .training.loop import fit
+from .training.loop import LoopState, fit
+from .training.lr_find import DIVERGED, Finding, Ramp, run_ramp
 from .training.numerics import NonFiniteLossGuard
 from .training.optim import build_optimizer, build_schedule
 from .training.resume import elastic_restart as elastic_restart_of, resume_config, start_afresh
@@ -172,6 +175,32 @@ def _train_in(job: Job, console: Console, ranks: distributed.Distributed, device
     if not job.resuming:  # saved now, so a run that dies can be resumed from its folder
         cfg.save_config(conf, run_dir / CONFIG, extra=version_block())
     console.print(task.data_line(data, conf, model, start, device), markup=False)
+    prepared = prepare(job, console, ranks, device, data, norm, model)
+    return _fit_and_write(job, console, ranks, device, plotter, data, norm, model, run_dir, restarted, prepared)
+
+
+@dataclass
+class Prepared:
+    """What the loop trains with, built as every run builds it (steps 3-5): the pipeline fits it, lr-find ramps
+    the rate over it."""
+
+    plan: FreezePlan | None  # a fine-tune's stages, the first applied
+    trained: nn.Module  # what runs the batches: the model in its wrappers, or a head on cached features
+    channels_last: bool
+    precision: performance.Precision
+    generator: torch.Generator  # the training order's, saved in checkpoints
+    train_loader: object
+    val_loader: object
+    features: object  # a fine-tune's FeatureStage (cached backbone features), or None
+    optimizer: torch.optim.Optimizer
+    schedule: object
+    loss_fn: object
+
+
+def prepare(job: Job, console: Console, ranks: distributed.Distributed, device: torch.device, data: RunData,
+            norm: Normalization, model: nn.Module) -> Prepared:
+    """Steps 3-5 on the built model: placement, the freeze plan's first stage, loaders, optimizer, schedule, loss."""
+    conf, start, task = job.conf, job.start, task_of(job.conf)
     plan = FreezePlan.of(model, conf) if start.freeze else None  # a fine-tune: what trains when, at which rate
 
     # 3. placement: device, memory format, DDP, compile, precision; then the first stage of a freeze plan
@@ -205,6 +234,20 @@ def _train_in(job: Job, console: Console, ranks: distributed.Distributed, device
     loss_fn = task.loss(conf)
     if job.loss_for is not None:
         loss_fn = job.loss_for(model, data, norm)
+    return Prepared(plan, trained, channels_last, precision, generator, train_loader, val_loader, features, optimizer,
+                    schedule, loss_fn)
+
+
+def _fit_and_write(job: Job, console: Console, ranks: distributed.Distributed, device: torch.device,
+                   plotter: PlotProcess | None, data: RunData, norm: Normalization, model: nn.Module, run_dir: Path,
+                   restarted: bool, prepared: Prepared) -> Run:
+    """Steps 6-8: callbacks, fit, test metrics and the run folder."""
+    conf, start, task = job.conf, job.start, task_of(job.conf)
+    plan, trained, channels_last, precision = prepared.plan, prepared.trained, prepared.channels_last, \
+        prepared.precision
+    generator, train_loader, val_loader, features = prepared.generator, prepared.train_loader, \
+        prepared.val_loader, prepared.features
+    optimizer, schedule, loss_fn = prepared.optimizer, prepared.schedule, prepared.loss_fn
 
     # 6. callbacks: the command's first, then the freeze schedule, guard, logging, history, best model, checkpoints
     callbacks, history = make_callbacks(job, console, run_dir, ranks, device, plan, val_loader, data.classes,
@@ -522,3 +565,64 @@ def resolve_job_config(overrides: dict, config, resume, who: str) -> tuple[cfg.C
         conf = resume_config(resume, overrides, config)
         return conf, {key: "flag" if overrides.get(key) is not None else "file" for key in cfg.FLAT_KEYS}
     return cfg.resolve(overrides, config, recipe_for)
+
+
+# --- the learning-rate finder -------------------------------------------------------------------------------
+
+def find_lr(job: Job, ramp: Ramp | None = None, show_config: bool = True) -> Finding:
+    """Ramp the rate over the job's own data, model, loaders, optimizer, loss and task step (the same `prepare`
+    as its training) and return what the loss did; no run folder, nothing written, the model thrown away.
+
+    A fine-tune ramps its first stage, the one that trains first (two-stage and gradual: the head, on cached
+    features where the run would use them; fastai's lr_find on a frozen learner does the same), every group
+    at its ratio to the head's rate.
+    """
+    conf, ramp = job.conf, (ramp or Ramp()).check()
+    conf.data.task = task_of(conf).name
+    task, start = task_of(conf), job.start
+    console = job.console or Console(highlight=False, soft_wrap=True)
+    if distributed.launched_by_torchrun():
+        raise ConvlabError("the learning-rate finder runs in one process; run it without torchrun")
+    if conf.train.engine != "torch":
+        raise ConvlabError(f"the learning-rate finder trains with the torch engine; leave out --engine "
+                           f"{conf.train.engine}")
+    if show_config:
+        print_config(console, conf, job.origin, job.sections)
+    refuse_options(conf)
+    device = pick_device(conf.train.device)
+    if not conf.train.deterministic or conf.train.threads:
+        performance.set_threads(conf.train.threads, device)
+    with deterministic_mode(conf.train.deterministic):
+        seed_everything(conf.train.seed)
+        data = task.load_data(conf, start)
+        norm = start.norm or data.normalization()
+        channels, height, width = data.shape
+        model = start.build(channels, len(data.classes), (height, width), conf.model.dropout)
+        for note in [*data.notes, *start.notes]:
+            console.print(f"note: {note}", markup=False)
+        console.print(task.data_line(data, conf, model, start, device), markup=False)
+        prepared = prepare(job, console, distributed.Distributed(), device, data, norm, model)
+        if prepared.features is not None:  # the first epoch's switch: the head trains on cached features
+            prepared.features.on_epoch_begin(LoopState(prepared.trained, prepared.optimizer, 1,
+                                                       len(prepared.train_loader), epoch=1))
+        console.print(f"lr-find: the rate from {ramp.start:.0e} to {ramp.end:.0e} over at most {ramp.steps} steps "
+                      f"(stops once the smoothed loss passes {DIVERGED:g}x its minimum); no weights are kept",
+                      markup=False)
+        if prepared.plan is not None:
+            trains = ", ".join(prepared.plan.stages[0].trainable)
+            console.print(f"lr-find: ramps stage 1 of the fine-tune (trains {trains}), each group at its ratio to "
+                          f"the head's rate; the rate found is --lr, the head's", markup=False)
+        return run_ramp(prepared.trained, prepared.train_loader, prepared.optimizer, prepared.loss_fn, task.step,
+                        ramp, prepared.precision)
+
+
+def use_found_lr(job: Job, ramp: Ramp | None = None) -> Finding:
+    """`--lr find`: run the finder on the job, show its curve and suggestions, and set the job's lr to the
+    valley suggestion (the rate the run then trains with, and config.yaml records)."""
+    console = job.console = job.console or Console(highlight=False, soft_wrap=True)
+    finding = find_lr(job, ramp, show_config=False)
+    suggestions = finding.suggestions()
+    show_finding(console, finding, suggestions)
+    job.conf.optim.lr, job.origin["lr"] = suggestions["valley"], "flag"
+    console.print(f"--lr find: {job.command} trains at lr {suggestions['valley']:.3g} (valley)", markup=False)
+    return finding

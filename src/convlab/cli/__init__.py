@@ -9,10 +9,10 @@ import signal
 import sys
 
 from ..errors import ConvlabError
-from . import compress, convert, explain, finetune, insight, listing, serve, train, use
+from . import compress, convert, explain, finetune, insight, listing, lr_find, serve, train, use
 from .common import Parser
 
-COMMAND_MODULES = [train, finetune, use, serve, insight, compress, convert, explain, listing]
+COMMAND_MODULES = [train, finetune, lr_find, use, serve, insight, compress, convert, explain, listing]
 
 
 def build_parser() -> Parser:

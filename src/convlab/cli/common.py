@@ -5,6 +5,7 @@ import argparse
 import typing
 
 from .. import config as cfg
+from ..errors import ConvlabError
 from ..training.resume import CHANGEABLE
 
 
@@ -16,11 +17,14 @@ class Parser(argparse.ArgumentParser):
 
 
 def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] = cfg.TRAIN_SECTIONS,
-                     renamed: dict[str, str] | None = None, exclude: set[str] = frozenset()) -> None:
+                     renamed: dict[str, str] | None = None, exclude: set[str] = frozenset(),
+                     words: dict[str, tuple[typing.Callable, str]] | None = None) -> None:
     """One flag per config field, with the field's type, choices and help: the config is the single source.
 
     `renamed` gives a key another flag name (finetune's `source` is `--from`); `--source` works too.
     `exclude` leaves out fields a command defines differently (e.g. tune's --out is the study folder).
+    `words` gives a key a parser that also takes a word the CLI handles before the config is checked, and the
+    help that says so (train's `--lr find`): key -> (parse function, help appended).
     """
     for key in config_keys(sections):
         if key in exclude:
@@ -40,9 +44,13 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] 
                    "dist_timeout": "SECONDS"}.get(key, {int: "N", float: "X"}.get(base))
         if "default" not in help_text:
             help_text += f" (default: {_default_text(key)})"
+        parse = base
+        if key in (words or {}):
+            parse, extra = words[key]
+            help_text += extra
         flags = [(renamed or {}).get(key, cfg.flag(key))]
         flags += [cfg.flag(key)] if flags[0] != cfg.flag(key) else []
-        parser.add_argument(*flags, dest=key, type=base, choices=options, default=None, metavar=metavar,
+        parser.add_argument(*flags, dest=key, type=parse, choices=options, default=None, metavar=metavar,
                             help=help_text)
 
 
@@ -64,3 +72,32 @@ def _default_text(key: str) -> str:
     recipe_keys = {"model", "optimizer", "lr", "schedule", "epochs", "batch_size", "augment", "weight_decay",
                    "momentum"}
     return "the dataset's recipe" if key in recipe_keys else str(default)
+
+
+FIND = "find"  # --lr find: the learning-rate finder picks the rate
+
+
+def lr_or_find(text: str) -> float | str:
+    """--lr on train and finetune: a number, or the word find (the config's lr is a float, checked later)."""
+    if text == FIND:
+        return FIND
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a rate; give a number (e.g. 0.001) or find (run the "
+                                         f"learning-rate finder first and train with its suggestion)") from None
+
+
+LR_FIND = {"lr": (lr_or_find, "; find: run the learning-rate finder first (convlab lr-find) and train with its "
+                              "valley suggestion")}
+
+
+def take_find(overrides: dict, resume) -> bool:
+    """Whether `--lr find` was given. The word leaves the overrides (the config's lr stays a float: the recipe's
+    until the finder sets it); a resumed run keeps its own rate."""
+    if overrides.get("lr") != FIND:
+        return False
+    if resume:
+        raise ConvlabError("--lr find starts a new run; a resumed run keeps its saved rate (leave out --lr)")
+    overrides["lr"] = None
+    return True
