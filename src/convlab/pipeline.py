@@ -202,7 +202,7 @@ def _train_in(job: Job, console: Console, ranks: distributed.Distributed, device
     # 5. parameter groups, optimizer, schedule, loss
     optimizer = build_optimizer(model, conf.optim, plan.optimizer_groups() if plan is not None else None)
     schedule = build_schedule(optimizer, conf.optim, conf.train.epochs, len(train_loader))
-    loss_fn = task.loss(conf)
+    loss_fn = task.loss(conf, data, device)
     if job.loss_for is not None:
         loss_fn = job.loss_for(model, data, norm)
 
@@ -275,7 +275,9 @@ def refuse_options(conf: cfg.Config) -> None:
     for option, given in (("--engine scratch", conf.train.engine == "scratch"),
                           ("--tensorboard", conf.train.tensorboard), ("--loader streaming", conf.data.loader ==
                                                                       "streaming"),
-                          (f"--loss {conf.optim.loss}", conf.optim.loss != "ce")):
+                          (f"--loss {conf.optim.loss}", conf.optim.loss != "ce"),
+                          ("--class-weights auto", conf.optim.class_weights == "auto"),
+                          ("--sampler balanced", conf.data.sampler == "balanced")):
         if given:
             task.refuse(option)
 
