@@ -113,3 +113,17 @@ def test_validation_order_ignores_the_sampler():
 def test_an_unknown_sampler_is_named():
     with pytest.raises(ConvlabError, match="unknown --sampler 'even'; choose from shuffle, balanced"):
         epoch_order(ten_to_one(), "even", torch.Generator())
+
+
+def test_a_fine_tunes_cached_features_follow_the_balanced_order():
+    """A head-only stage trains on cached features in the training loader's order: balanced there too."""
+    from convlab.training.feature_cache import FeatureBatches
+
+    labels = ten_to_one()
+    full = memory_loader(labels, seed=4)
+    features = torch.arange(1100, dtype=torch.float32).view(-1, 1)  # each row's feature is its row number
+    cached = FeatureBatches(full, features, torch.from_numpy(labels), True, torch.Generator().manual_seed(4),
+                            streamed=False)
+    rows = [int(v) for batch, _ in cached for v in batch.flatten()]
+    assert rows == epoch_rows(full)
+    assert abs(np.bincount(labels[rows])[1] - 550) <= 66
