@@ -110,6 +110,9 @@ def run_pipeline(job: Job) -> Run:
         print_config(console, conf, job.origin, job.sections)
         refuse_options(conf)
         check_engine(job, ranks)
+        if job.loss_for is not None and conf.optim.class_weights != "none":  # its loss replaces the weighted one
+            raise ConvlabError(f"--class-weights {conf.optim.class_weights}: convlab {job.command} trains with its "
+                               f"own loss; leave out --class-weights")
         if conf.train.tensorboard:
             from .evaluate.tensorboard import summary_writer_class  # lazy: start-up time (tensorboard is large)
 

@@ -147,3 +147,10 @@ def test_detection_segmentation_and_instance_runs_refuse_the_imbalance_options(t
     code, _, err = run_cli(capsys, "train", "--data", data, "--out", str(tmp_path / "run"), *flags)
     assert_one_line_error(code, err, f"{' '.join(flags)} is not available for {task} runs")
     assert not (tmp_path / "run").exists()
+
+
+def test_distillation_refuses_class_weights_it_would_ignore(digits_run, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "distill", "--teacher", str(digits_run.path), "--student", "tiny-cnn",
+                           "--class-weights", "auto", "--out", str(tmp_path / "student"))
+    assert_one_line_error(code, err, "--class-weights auto: convlab distill trains with its own loss")
+    assert not (tmp_path / "student").exists()

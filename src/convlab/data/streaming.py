@@ -24,8 +24,8 @@ from torch.utils.data import DataLoader, Dataset
 from .augment import Augmentation
 from .batches import Normalization
 from .decode import load_image
-from .sampling import epoch_order, shard
 from .download import cache_root
+from .sampling import epoch_order, shard
 
 MEMORY_LIMIT_BYTES = 2 << 30  # auto: decoded sets larger than this stream from the disk cache
 DISK_MARGIN_BYTES = 256 << 20  # leave this much free after writing a cache
