@@ -79,7 +79,7 @@ def main() -> None:
     for name, r in rows:
         spread = [f"{r[:, i].mean():.3f} ({r[:, i].min():.3f}-{r[:, i].max():.3f})" for i in (0, 1)]
         print(f"{name:<22} {spread[0]:>22} {spread[1]:>22} {r[:, 2].mean():>8.3f} {r[:, 3].mean():>7.1f}")
-    print(f"\ncommand per row: {' '.join(command(Path('DIR'), ['FLAGS'], 0, Path('OUT'))[1:])}")
+    print(f"\ncommand per row: python {' '.join(command(Path('DIR'), ['FLAGS'], 0, Path('OUT'))[1:])}")
 
 
 if __name__ == "__main__":
