@@ -154,3 +154,18 @@ def test_distillation_refuses_class_weights_it_would_ignore(digits_run, tmp_path
                            "--class-weights", "auto", "--out", str(tmp_path / "student"))
     assert_one_line_error(code, err, "--class-weights auto: convlab distill trains with its own loss")
     assert not (tmp_path / "student").exists()
+
+
+def test_a_resumed_run_with_both_options_is_bit_identical(tmp_path):
+    """The balanced draws come from the checkpointed generator and the weights from the same training rows."""
+    from safetensors.torch import load_file
+
+    from convlab.pipeline import train
+
+    common = dict(data="digits", model="tiny-cnn", batch_size=64, schedule="none", sampler="balanced",
+                  class_weights="auto", deterministic=True, threads=1, quiet=True)
+    whole = train(epochs=2, out=str(tmp_path / "whole"), **common)
+    train(epochs=1, out=str(tmp_path / "part"), **common)
+    resumed = train(resume=str(tmp_path / "part"), epochs=2, quiet=True)
+    a, b = (load_file(str(run.path / "model.safetensors")) for run in (whole, resumed))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
