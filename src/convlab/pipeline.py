@@ -113,6 +113,9 @@ def run_pipeline(job: Job) -> Run:
         print_config(console, conf, job.origin, job.sections)
         refuse_options(conf)
         check_engine(job, ranks)
+        if job.loss_for is not None and conf.optim.class_weights != "none":  # its loss replaces the weighted one
+            raise ConvlabError(f"--class-weights {conf.optim.class_weights}: convlab {job.command} trains with its "
+                               f"own loss; leave out --class-weights")
         if conf.train.tensorboard:
             from .evaluate.tensorboard import summary_writer_class  # lazy: start-up time (tensorboard is large)
 
@@ -231,7 +234,7 @@ def prepare(job: Job, console: Console, ranks: distributed.Distributed, device: 
     # 5. parameter groups, optimizer, schedule, loss
     optimizer = build_optimizer(model, conf.optim, plan.optimizer_groups() if plan is not None else None)
     schedule = build_schedule(optimizer, conf.optim, conf.train.epochs, len(train_loader))
-    loss_fn = task.loss(conf)
+    loss_fn = task.loss(conf, data, device)
     if job.loss_for is not None:
         loss_fn = job.loss_for(model, data, norm)
     return Prepared(plan, trained, channels_last, precision, generator, train_loader, val_loader, features, optimizer,
@@ -318,7 +321,9 @@ def refuse_options(conf: cfg.Config) -> None:
     for option, given in (("--engine scratch", conf.train.engine == "scratch"),
                           ("--tensorboard", conf.train.tensorboard), ("--loader streaming", conf.data.loader ==
                                                                       "streaming"),
-                          (f"--loss {conf.optim.loss}", conf.optim.loss != "ce")):
+                          (f"--loss {conf.optim.loss}", conf.optim.loss != "ce"),
+                          ("--class-weights auto", conf.optim.class_weights == "auto"),
+                          ("--sampler balanced", conf.data.sampler == "balanced")):
         if given:
             task.refuse(option)
 

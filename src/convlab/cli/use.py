@@ -98,6 +98,7 @@ def _print_classification(console, run, metrics: dict) -> None:
     from rich.table import Table
 
     head = f"accuracy {metrics['accuracy']:.4f}"
+    head += f"  balanced accuracy {metrics['balanced_accuracy']:.4f}"
     if "top5_accuracy" in metrics:
         head += f"  top-5 {metrics['top5_accuracy']:.4f}"
     head += f"  macro P/R/F1 {metrics['macro_precision']:.4f}/{metrics['macro_recall']:.4f}/{metrics['macro_f1']:.4f}"

@@ -9,6 +9,7 @@ import torch
 
 from .arrays import ImageArrays
 from .augment import Augmentation
+from .sampling import epoch_order, shard
 
 
 @dataclass
@@ -52,21 +53,23 @@ class Normalization:
 class BatchLoader:
     """Iterates (images, labels) batches of a dataset held as one uint8 tensor on `device`.
 
-    Shuffling and augmentation draw from `generator`, so a seed fixes the whole order. With
-    `world_size` > 1 (distributed training) every rank draws the same permutation, pads it to a
-    multiple of world_size and takes every world_size-th index from `rank`: disjoint, equal shards.
+    Shuffling and augmentation draw from `generator`, so a seed fixes the whole order; `sampler`
+    "balanced" draws the classes evenly instead of shuffling (data/sampling.py). With `world_size` > 1
+    (distributed training) every rank draws the same order, pads it to a multiple of world_size and
+    takes every world_size-th index from `rank`: disjoint, equal shards.
     `channels_last` yields batches in NHWC memory format (same values, faster convs and pooling).
     """
 
     def __init__(self, data: ImageArrays, batch_size: int, norm: Normalization, device: torch.device,
                  shuffle: bool = False, augment: Augmentation | None = None,
                  generator: torch.Generator | None = None, channels_last: bool = False,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, sampler: str = "shuffle"):
         self.images = torch.from_numpy(data.images).to(device)
         self.labels = torch.from_numpy(data.labels).to(device)
+        self.label_array = data.labels  # on the host: the balanced sampler counts the classes
         self.batch_size = batch_size
         self.norm = norm
-        self.shuffle = shuffle
+        self.shuffle, self.sampler = shuffle, sampler
         self.augment = augment
         self.generator = generator or torch.Generator().manual_seed(0)
         self.channels_last = channels_last
@@ -85,12 +88,8 @@ class BatchLoader:
         return -(-len(self.labels) // self.world_size)  # ceil: shards are padded to equal size
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n = len(self.labels)
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        if self.world_size > 1:
-            padded = self.num_samples * self.world_size
-            order = torch.cat([order, order[:padded - n]])[self.rank::self.world_size]
-        order = order.to(self.images.device)
+        order = epoch_order(self.label_array, self.sampler if self.shuffle else None, self.generator)
+        order = shard(order, self.rank, self.world_size).to(self.images.device)
         for start in range(0, len(order), self.batch_size):
             index = order[start:start + self.batch_size]
             images = self.images[index]

@@ -25,6 +25,7 @@ from .augment import Augmentation
 from .batches import Normalization
 from .decode import load_image
 from .download import cache_root
+from .sampling import epoch_order, shard
 
 MEMORY_LIMIT_BYTES = 2 << 30  # auto: decoded sets larger than this stream from the disk cache
 DISK_MARGIN_BYTES = 256 << 20  # leave this much free after writing a cache
@@ -169,17 +170,19 @@ class StreamingLoader:
     """Iterates (images, labels) batches of rows `index` of an on-disk uint8 array; BatchLoader's interface.
 
     Rows are read as whole uint8 batches (by DataLoader workers on a GPU run, see default_workers),
-    then augmented, normalized and put in the run's memory format on the training device. Each
-    batch's augmentation is seeded from `generator`, so a seed fixes the batches whatever the workers.
+    then augmented, normalized and put in the run's memory format on the training device. The order
+    (`sampler`: shuffle or balanced, data/sampling.py) and each batch's augmentation are seeded from
+    `generator`, so a seed fixes the batches whatever the workers.
     """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, index: np.ndarray | None, batch_size: int,
                  norm: Normalization, device: torch.device, shuffle: bool = False,
                  augment: Augmentation | None = None, generator: torch.Generator | None = None,
-                 channels_last: bool = False, rank: int = 0, world_size: int = 1, workers: int | None = None):
+                 channels_last: bool = False, rank: int = 0, world_size: int = 1, workers: int | None = None,
+                 sampler: str = "shuffle"):
         self.images, self.labels = images, np.asarray(labels)
         self.index = np.arange(len(self.labels)) if index is None else np.asarray(index)
-        self.batch_size, self._device, self.shuffle = batch_size, device, shuffle
+        self.batch_size, self._device, self.shuffle, self.sampler = batch_size, device, shuffle, sampler
         self.prep = BatchPrep(norm, augment, channels_last)
         self.generator = generator or torch.Generator().manual_seed(0)
         self.rank, self.world_size = rank, world_size
@@ -197,12 +200,8 @@ class StreamingLoader:
         return (self.num_samples + self.batch_size - 1) // self.batch_size
 
     def _order(self) -> np.ndarray:
-        n = len(self.index)
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        if self.world_size > 1:
-            padded = self.num_samples * self.world_size
-            order = torch.cat([order, order[:padded - n]])[self.rank::self.world_size]
-        return self.index[order.numpy()]
+        order = epoch_order(self.labels[self.index], self.sampler if self.shuffle else None, self.generator)
+        return self.index[shard(order, self.rank, self.world_size).numpy()]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         rows = self._order().tolist()

@@ -1,4 +1,5 @@
-"""Test metrics of a classifier: accuracy, top-5, macro and per-class precision/recall/F1, confusion.
+"""Test metrics of a classifier: accuracy, balanced accuracy, top-5, macro and per-class precision/recall/F1,
+confusion.
 
 Computed from the confusion matrix with NumPy (np.bincount) rather than sklearn.metrics: importing
 sklearn costs 1.5-3 s of every run. tests/evaluate/test_metrics.py checks the values against sklearn.
@@ -38,6 +39,9 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, classes: list[
     present = support > 0  # macro averages over the classes the data actually contains
     metrics["macro_precision"] = float(precision[present].mean()) if present.any() else 0.0
     metrics["macro_recall"] = float(recall[present].mean()) if present.any() else 0.0
+    # sklearn's balanced_accuracy_score: the mean recall over the classes the labels hold, which is macro recall;
+    # kept under its own name, the one imbalanced-data users look for
+    metrics["balanced_accuracy"] = metrics["macro_recall"]
     metrics["macro_f1"] = float(f1[present].mean()) if present.any() else 0.0
     metrics["per_class"] = {
         name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),

@@ -1,9 +1,11 @@
 """Classification, the first task: one label per image, cross-entropy, accuracy, a confusion matrix."""
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from ..data.augment import build_augmentation
+from ..data.balance import balanced_class_weights, class_counts, counts_line, imbalance_warning
 from ..data.batches import BatchLoader
 from ..data.run_data import RunData, load_run_data
 from ..data.streaming import StreamingLoader
@@ -42,19 +44,26 @@ class Classify(Task):
             train = data.splits.train
             train_loader = StreamingLoader(train.images, train.labels, data.train_rows, conf.train.batch_size, norm,
                                            device, shuffle=True, augment=augment, generator=generator,
-                                           channels_last=channels_last, **shard)
+                                           channels_last=channels_last, sampler=conf.data.sampler, **shard)
             val_loader = None if data.val_rows is None else StreamingLoader(
                 train.images, train.labels, data.val_rows, VAL_BATCH, norm, device, channels_last=channels_last)
             return train_loader, val_loader
         train_loader = BatchLoader(data.train_arrays(), conf.train.batch_size, norm, device, shuffle=True,
-                                   augment=augment, generator=generator, channels_last=channels_last, **shard)
+                                   augment=augment, generator=generator, channels_last=channels_last,
+                                   sampler=conf.data.sampler, **shard)
         val_set = data.val_arrays()
         val_loader = None if val_set is None else BatchLoader(val_set, VAL_BATCH, norm, device,
                                                               channels_last=channels_last)
         return train_loader, val_loader
 
-    def loss(self, conf):
-        return nn.CrossEntropyLoss(label_smoothing=conf.optim.label_smoothing)
+    def loss(self, conf, data: RunData, device):
+        """The cross-entropy, label smoothed; with --class-weights auto each class weighted by its inverse
+        frequency in the training rows (data/balance.py). Validation scores the same loss."""
+        weight = None
+        if conf.optim.class_weights == "auto":
+            weights = balanced_class_weights(training_labels(data), data.classes)
+            weight = torch.as_tensor(weights, dtype=torch.float32, device=device)
+        return nn.CrossEntropyLoss(weight=weight, label_smoothing=conf.optim.label_smoothing)
 
     step = staticmethod(classify_step)
     validate = staticmethod(classify_validate)
@@ -64,9 +73,14 @@ class Classify(Task):
         n_val = 0 if data.val_rows is None else len(data.val_rows)
         gray = " (gray repeated)" if data.data_channels != channels else ""
         source = "" if start.norm is None else f"; normalization from {start.normalization_from}"
-        return (f"data {data.splits.name}: {len(data.train_rows)} train / {n_val} val / {len(data.test)} test "
+        line = (f"data {data.splits.name}: {len(data.train_rows)} train / {n_val} val / {len(data.test)} test "
                 f"images of {channels}x{height}x{width}{gray}, {len(data.classes)} classes; model "
                 f"{conf.model.name}: {count_parameters(model):,} parameters{source}; device {device}")
+        counts = class_counts(training_labels(data), len(data.classes))
+        lines = [line, counts_line(counts, data.classes)]
+        balanced = conf.optim.class_weights == "auto" or conf.data.sampler == "balanced"
+        warning = None if balanced else imbalance_warning(counts, data.classes)
+        return "\n".join(lines if warning is None else [*lines, warning])
 
     def make_run(self, run_dir, model, conf, data: RunData, norm, channels_last, device, start) -> Run:
         channels, height, width = data.splits.shape
@@ -88,6 +102,8 @@ class Classify(Task):
 
     def summary(self, metrics: dict) -> str:
         parts = [f"accuracy {metrics['accuracy']:.4f}"]
+        if "balanced_accuracy" in metrics:  # a run folder written before it was measured has none
+            parts.append(f"balanced accuracy {metrics['balanced_accuracy']:.4f}")
         if "top5_accuracy" in metrics:
             parts.append(f"top-5 {metrics['top5_accuracy']:.4f}")
         parts += [f"macro F1 {metrics['macro_f1']:.4f}", f"{metrics['num_samples']} images"]
@@ -95,3 +111,8 @@ class Classify(Task):
 
     def load_run(self, path, device, command: str) -> Run:
         return load_run(path, device, command)
+
+
+def training_labels(data: RunData):
+    """(N,) labels of the training rows (without the validation rows), also of a streamed split."""
+    return data.splits.train.labels[data.train_rows]

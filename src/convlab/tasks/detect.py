@@ -47,7 +47,7 @@ class Detect(Task):
                                                              classes=data.classes)
         return train, val
 
-    def loss(self, conf):
+    def loss(self, conf, data, device):
         return None  # torchvision's detectors compute their own losses in train mode
 
     @staticmethod

@@ -45,7 +45,7 @@ class Segment(Task):
                                                                 device, channels_last=channels_last)
         return train, val
 
-    def loss(self, conf):
+    def loss(self, conf, data, device):
         from ..segmentation.losses import build_segmentation_loss  # lazy: start-up time
 
         return build_segmentation_loss(conf.optim.loss, ignore_index=IGNORE)

@@ -32,6 +32,7 @@ from ..data.augment import build_augmentation
 from ..data.batches import BatchLoader, Normalization
 from ..data.download import cache_root
 from ..data.run_data import RunData
+from ..data.sampling import epoch_order
 from ..data.streaming import StreamingLoader
 from ..errors import ConvlabError
 from ..files import atomic_write
@@ -204,7 +205,7 @@ class FeatureBatches(_StandsInFor):
 
     def __iter__(self):
         n = len(self.labels)
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        order = epoch_order(self.labels.cpu().numpy(), self.full.sampler if self.shuffle else None, self.generator)
         if self.streamed and self.shuffle:  # the streaming loader also draws one seed per batch
             torch.randint(0, 2 ** 62, (len(self),), generator=self.generator)
         views = self.features.shape[0] if self.features.dim() == 3 else 1
