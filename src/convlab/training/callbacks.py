@@ -173,7 +173,8 @@ class MonitorCallback(Callback):
 class BestModel(MonitorCallback):
     """Remembers the weights of the epoch with the best monitored metric and restores them at the end.
 
-    Without a validation split (the metric is never logged) the last epoch's weights are kept.
+    The weights are the ones validated: under --ema the average (LoopState.kept_model). Without a validation
+    split (the metric is never logged) the last epoch's weights are kept.
     """
 
     def __init__(self, monitor: str = "val_accuracy", mode: str = "max"):
@@ -186,7 +187,8 @@ class BestModel(MonitorCallback):
         if value is None or not self.improved(value):
             return
         self.best, self.best_epoch = value, state.epoch
-        self.best_state = {k: v.detach().cpu().clone() for k, v in state.plain_model.state_dict().items()}
+        # the validated weights (the average under --ema), under the names of the model they are restored into
+        self.best_state = {k: v.detach().cpu().clone() for k, v in state.kept_model.state_dict().items()}
 
     def on_train_end(self, state):
         if self.best_state is not None:
