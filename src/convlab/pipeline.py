@@ -317,7 +317,7 @@ def make_callbacks(job: Job, console: Console, run_dir: Path, ranks: distributed
         callbacks.append(plan.callback(lambda line: console.print(line, markup=False)))
     stateful = {"history": history, "best": best}
     if conf.optim.ema:  # after the job's callbacks (they may adjust the weights), before BestModel (it keeps these)
-        stateful["ema"] = weight_average(conf, model, features, console)
+        stateful["ema"] = weight_average(conf, model, features, console, ranks)
         callbacks.append(stateful["ema"])
     interactive = console.is_terminal and not conf.train.quiet
     callbacks += [NonFiniteLossGuard(conf.optim.lr, run_dir / CHECKPOINTS),
@@ -346,10 +346,11 @@ def make_callbacks(job: Job, console: Console, run_dir: Path, ranks: distributed
     return callbacks, history
 
 
-def weight_average(conf: cfg.Config, model: nn.Module, features: FeatureStage | None, console: Console) -> WeightEMA:
+def weight_average(conf: cfg.Config, model: nn.Module, features: FeatureStage | None, console: Console,
+                   ranks: distributed.Distributed) -> WeightEMA:
     """--ema: the average of `model`'s weights, validated each epoch and written as the run's model (a note says so).
     In a fine-tune's stages on cached features, its head is validated on those features, as the trained head is."""
-    ema = WeightEMA(model, conf.optim.ema)
+    ema = WeightEMA(model, conf.optim.ema, ranks)
     if features is not None:
         ema.validated = HeadSwitch(ema.model, ema.model.get_submodule(head_name(ema.model)), features)
     console.print(f"note: --ema {conf.optim.ema:g}: validation, the best epoch, early stopping and the saved model "

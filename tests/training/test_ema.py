@@ -3,6 +3,7 @@ checkpoints and resume, fine-tuning on cached features, the other tasks, and the
 from __future__ import annotations
 
 import io
+import json
 import signal
 
 import pytest
@@ -294,3 +295,46 @@ def test_a_decay_outside_0_to_1_is_a_one_line_error(capsys, tmp_path, value):
 def test_the_scratch_engine_refuses_ema_by_name(capsys, tmp_path):
     code, _, err = run_cli(capsys, "train", "--engine", "scratch", "--ema", "0.99", "--out", str(tmp_path / "run"))
     assert_one_line_error(code, err, "--ema 0.99", "--engine torch")
+
+
+# --- torchrun ------------------------------------------------------------------------------------------------------
+
+RANKS_SCRIPT = """
+import json, os, sys
+import convlab
+from convlab.training.callbacks import Callback
+
+class Spy(Callback):
+    def on_epoch_end(self, state, logs):
+        with open(f"val-{os.environ['RANK']}.jsonl", "a") as out:
+            out.write(json.dumps([logs["val_loss"], logs["val_accuracy"]]) + "\\n")
+
+convlab.train(data="digits", model="resnet8", epochs=2, batch_size=64, ema=0.9, early_stop=1, threads=1, quiet=True,
+              out="run", callbacks=[Spy()])
+"""
+
+
+@pytest.mark.slow  # two torchrun processes
+@pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+                    reason="this torch build has no gloo backend")
+def test_under_torchrun_every_rank_validates_the_same_average_and_rank_0_writes_it(tmp_path):
+    """BatchNorm statistics differ between the ranks' shards: the average's are rank 0's before validation, so
+    the ranks agree on every metric (and early stopping stops them together)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "ranks.py").write_text(RANKS_SCRIPT)
+    src = Path(__file__).resolve().parents[2] / "src"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1", "CONVLAB_HOME": str(tmp_path / "home")}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "ranks.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "val-0.jsonl").read_text() == (tmp_path / "val-1.jsonl").read_text()
+    run = tmp_path / "run"
+    best = json.loads((run / "metrics.json").read_text())["best_epoch"]
+    assert best >= 1
+    _assert_equal(_tensors(run / WEIGHTS), _tensors(run / CHECKPOINTS / "best.safetensors"))
+    assert _differs(_tensors(run / WEIGHTS), load_checkpoint(run / CHECKPOINTS / LAST)["model"])

@@ -1,7 +1,7 @@
 """Everything around the training loop, as callbacks with named hooks and a `logs` dict.
 
-Hooks: on_train_begin(state), on_epoch_begin(state), on_batch_end(state, logs),
-on_epoch_end(state, logs), on_train_end(state). `state` is the loop's LoopState; a callback may set
+Hooks: on_train_begin(state), on_epoch_begin(state), on_batch_end(state, logs), on_validation_begin(state)
+(after an epoch's batches, before its validation), on_epoch_end(state, logs), on_train_end(state). `state` is the loop's LoopState; a callback may set
 `state.stop = True` to end training after the current epoch.
 """
 from __future__ import annotations
@@ -27,6 +27,8 @@ class Callback:
 
     def on_batch_end(self, state, logs: dict) -> None: ...
 
+    def on_validation_begin(self, state) -> None: ...
+
     def on_epoch_end(self, state, logs: dict) -> None: ...
 
     def on_train_end(self, state) -> None: ...
@@ -50,6 +52,10 @@ class CallbackList(Callback):
     def on_batch_end(self, state, logs):
         for cb in self.callbacks:
             cb.on_batch_end(state, logs)
+
+    def on_validation_begin(self, state):
+        for cb in self.callbacks:
+            cb.on_validation_begin(state)
 
     def on_epoch_end(self, state, logs):
         for cb in self.callbacks:

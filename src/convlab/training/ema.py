@@ -13,10 +13,12 @@ The loop validates `LoopState.validated` and BestModel, the best checkpoint and 
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .callbacks import Callback
+from .distributed import Distributed
 
 
 class WeightEMA(Callback):
@@ -28,13 +30,19 @@ class WeightEMA(Callback):
     not update it. `validated` is the module validation runs: the averaged model, or a fine-tune's switch that
     feeds it cached features. At the end of training the model takes the averaged weights (BestModel, placed
     after this, then puts back the best epoch's, which are averaged weights too).
+
+    Under torchrun every rank keeps the average (the parameters are the same on all ranks), but each rank's
+    BatchNorm statistics come from its own shard until DDP's next forward copies rank 0's: before validation the
+    average's buffers are taken from rank 0, so every rank validates the same weights and early stopping stops
+    them together.
     """
 
     needs_torch_engine = True
 
-    def __init__(self, model: nn.Module, decay: float):
+    def __init__(self, model: nn.Module, decay: float, ranks: Distributed | None = None):
         self.source = model
         self.decay = decay
+        self.ranks = ranks or Distributed()
         self.averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
         self.averaged.requires_grad_(False)
         self.validated: nn.Module = self.averaged.module
@@ -63,6 +71,19 @@ class WeightEMA(Callback):
         self._hook = state.optimizer.register_step_post_hook(self._note_step)
 
     def on_batch_end(self, state, logs):
+        self._catch_up()
+
+    def on_validation_begin(self, state):
+        self._catch_up()
+        if self.ranks.enabled:
+            for buffer in self.model.buffers():
+                dist.broadcast(buffer, src=0)
+
+    def on_epoch_end(self, state, logs):
+        self._catch_up()
+
+    def _catch_up(self) -> None:
+        """The update of an optimizer step not yet folded in (one per step, however the loop batches them)."""
         if self._stepped:
             self._stepped = False
             self.update()

@@ -74,6 +74,7 @@ def fit(model: nn.Module, train_loader, val_loader, optimizer: torch.optim.Optim
         logs["seconds"] = time.perf_counter() - started
         logs["images_per_second"] = train_loader.num_samples / max(logs["seconds"], 1e-9)
         if val_loader is not None:
+            hooks.on_validation_begin(state)
             logs.update(validate(state.validated, val_loader, loss_fn))
         hooks.on_epoch_end(state, logs)
         if state.stop:
