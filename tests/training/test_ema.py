@@ -268,19 +268,31 @@ def test_a_finetune_on_cached_features_averages_as_one_on_full_passes(digits_run
 
 # --- every task ---------------------------------------------------------------------------------------------------
 
-@pytest.mark.slow
-def test_a_segmentation_run_validates_and_writes_the_average(tmp_path):
+def _masks(tmp_path) -> dict:
     from convlab.segmentation.synthetic import make_shape_masks
 
     make_shape_masks(tmp_path / "data", 16, 4, seed=3)
+    return dict(data=f"masks:{tmp_path / 'data'}", model="tiny-unet", image_size=64, optimizer="adam", lr=1e-3,
+                schedule="none", batch_size=8, val_fraction=0.25)
+
+
+def _boxes(tmp_path) -> dict:
+    (tmp_path / "home").mkdir()
+    return dict(data="shapes", data_dir=str(tmp_path / "home"), model="tiny-detector")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task, settings, monitor", [("segment", _masks, "val_miou"), ("detect", _boxes, "val_map")],
+                         ids=["segment", "detect"])
+def test_segmentation_and_detection_runs_validate_and_write_the_average(tmp_path, task, settings, monitor):
     record = _Record()
-    run = convlab.train(data=f"masks:{tmp_path / 'data'}", model="tiny-unet", image_size=64, optimizer="adam",
-                        lr=1e-3, schedule="none", batch_size=8, epochs=2, quiet=True, threads=1, val_fraction=0.25,
-                        ema=DECAY, out=str(tmp_path / "run"), callbacks=[record])
+    run = convlab.train(epochs=2, quiet=True, threads=1, ema=DECAY, out=str(tmp_path / "run"), callbacks=[record],
+                        **settings(tmp_path))
+    assert run.config.data.task == task
     saved = _tensors(run.path / WEIGHTS)
     _assert_equal(saved, record.averages[run.metrics["best_epoch"]])
     assert _differs(saved, record.trained[run.metrics["best_epoch"]])
-    assert "val_miou" in (run.path / "metrics.csv").read_text().splitlines()[0]
+    assert monitor in (run.path / "metrics.csv").read_text().splitlines()[0]
 
 
 # --- values refused ------------------------------------------------------------------------------------------------
