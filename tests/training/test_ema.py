@@ -266,6 +266,19 @@ def test_a_finetune_on_cached_features_averages_as_one_on_full_passes(digits_run
     assert _differs(cached, load_checkpoint(runs[0].path / CHECKPOINTS / LAST)["model"])
 
 
+def test_a_pruned_finetune_of_an_ema_run_averages_weights_that_stay_pruned(tmp_path):
+    """prune's fine-tune keeps the source run's --ema; the average is taken after the masks zero the pruned weights."""
+    from convlab.compress import prune_run
+    from convlab.compress.measure import weight_sparsity
+
+    source = convlab.train(out=str(tmp_path / "source"), ema=DECAY, **dict(SMALL, epochs=1))
+    console = Console(file=io.StringIO(), width=300)
+    pruned = prune_run(source.path, tmp_path / "pruned", amount=0.5, finetune_epochs=1, console=console,
+                       latency_seconds=0.01)
+    assert "note: --ema 0.9" in console.file.getvalue()
+    assert weight_sparsity(convlab.load_run(pruned.path).model) == pytest.approx(0.5, abs=0.01)
+
+
 # --- every task ---------------------------------------------------------------------------------------------------
 
 def _masks(tmp_path) -> dict:
