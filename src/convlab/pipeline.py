@@ -40,6 +40,7 @@ from .evaluate.plots import PlotProcess, start_plot_process
 from .files import write_json
 from .layout import (CHECKPOINTS, CONFIG, DATA_ISSUES, HISTORY, LAST, RUN_MARKERS,
                      TENSORBOARD, version_block)
+from .models.freeze import head_name
 from .models.registry import find_model
 from .run import Run
 from .tasks import task_of
@@ -47,8 +48,9 @@ from .training import distributed, performance
 from .training.callbacks import BestModel, EarlyStopping, History, PlainLogger, ProgressBar, find_callback
 from .training.checkpoint import Checkpointer, check_free_space, checkpoint_bytes, checkpoint_position
 from .training.determinism import deterministic_mode
-from .training.feature_cache import feature_stage
+from .training.feature_cache import FeatureStage, HeadSwitch, feature_stage
 from .training.device import pick_device
+from .training.ema import WeightEMA
 from .training.freezing import FreezePlan, print_plan
 from .training.loop import LoopState, fit
 from .training.lr_find import DIVERGED, Finding, Ramp, run_ramp
@@ -174,7 +176,7 @@ def _train_in(job: Job, console: Console, ranks: distributed.Distributed, device
     report_data_issues(console, data, run_dir)
     for note in [*data.notes, *start.notes]:
         console.print(f"note: {note}", markup=False)
-    check_free_space(run_dir, checkpoint_bytes(model))
+    check_free_space(run_dir, checkpoint_bytes(model, averaged=conf.optim.ema > 0))
     if not job.resuming:  # saved now, so a run that dies can be resumed from its folder
         cfg.save_config(conf, run_dir / CONFIG, extra=version_block())
     console.print(task.data_line(data, conf, model, start, device), markup=False)
@@ -254,7 +256,7 @@ def _fit_and_write(job: Job, console: Console, ranks: distributed.Distributed, d
 
     # 6. callbacks: the command's first, then the freeze schedule, guard, logging, history, best model, checkpoints
     callbacks, history = make_callbacks(job, console, run_dir, ranks, device, plan, val_loader, data.classes,
-                                        schedule, generator)
+                                        schedule, generator, model, features)
 
     if features is not None:
         callbacks.insert(0, features)  # before the epoch begins: features or full passes
@@ -349,22 +351,27 @@ def check_engine(job: Job, ranks: distributed.Distributed) -> None:
 
 
 def make_callbacks(job: Job, console: Console, run_dir: Path, ranks: distributed.Distributed, device: torch.device,
-                   plan: FreezePlan | None, val_loader, classes: list[str], schedule, generator: torch.Generator):
-    """Everything around the loop, in order: the job's own, the freeze schedule, the NaN guard, progress, history,
-    best model, early stopping, TensorBoard and, last, the checkpointer (it saves what the others updated).
-    Callers find one by its type (find_callback), not by its place in the list."""
+                   plan: FreezePlan | None, val_loader, classes: list[str], schedule, generator: torch.Generator,
+                   model: nn.Module | None = None, features: FeatureStage | None = None):
+    """Everything around the loop, in order: the job's own, the freeze schedule, the weight average (--ema), the NaN
+    guard, progress, history, best model, early stopping, TensorBoard and, last, the checkpointer (it saves what
+    the others updated). Callers find one by its type (find_callback), not by its place in the list.
+    `model` is the bare model (--ema averages it); `features`, a fine-tune's feature cache."""
     conf, task = job.conf, task_of(job.conf)
     history = History(run_dir / HISTORY, task.history_fields)
     best = BestModel(task.monitor, task.mode)
     callbacks = [*job.callbacks]
     if plan is not None:
         callbacks.append(plan.callback(lambda line: console.print(line, markup=False)))
+    stateful = {"history": history, "best": best}
+    if conf.optim.ema:  # after the job's callbacks (they may adjust the weights), before BestModel (it keeps these)
+        stateful["ema"] = weight_average(conf, model, features, console, ranks)
+        callbacks.append(stateful["ema"])
     interactive = console.is_terminal and not conf.train.quiet
     callbacks += [NonFiniteLossGuard(conf.optim.lr, run_dir / CHECKPOINTS),
                   ProgressBar(console) if interactive else PlainLogger(console), history, best]
     if ranks.enabled:
         callbacks.insert(0, distributed.AllReduceMetrics(device))
-    stateful = {"history": history, "best": best}
     if conf.train.early_stop and val_loader is not None:
         stateful["early_stop"] = EarlyStopping(conf.train.early_stop, task.monitor, task.mode)
         callbacks.append(stateful["early_stop"])
@@ -385,6 +392,19 @@ def make_callbacks(job: Job, console: Console, run_dir: Path, ranks: distributed
                                   resumable=job.resumable and conf.train.engine != "scratch",
                                   every=conf.train.checkpoint_every))  # last: saves what the others updated
     return callbacks, history
+
+
+def weight_average(conf: cfg.Config, model: nn.Module, features: FeatureStage | None, console: Console,
+                   ranks: distributed.Distributed) -> WeightEMA:
+    """--ema: the average of `model`'s weights, validated each epoch and written as the run's model (a note says so).
+    In a fine-tune's stages on cached features, its head is validated on those features, as the trained head is."""
+    ema = WeightEMA(model, conf.optim.ema, ranks)
+    if features is not None:
+        ema.validated = HeadSwitch(ema.model, ema.model.get_submodule(head_name(ema.model)), features)
+    console.print(f"note: --ema {conf.optim.ema:g}: validation, the best epoch, early stopping and the saved model "
+                  f"use the moving average of the weights (updated every optimizer step), not the trained weights",
+                  markup=False)
+    return ema
 
 
 def run_dir_path(conf: cfg.Config) -> Path:

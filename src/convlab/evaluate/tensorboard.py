@@ -42,7 +42,7 @@ class TensorBoardLogger(Callback):
             if logs.get(key) is not None:
                 self.writer.add_scalar(tag, float(logs[key]), state.epoch)
         if self.val_loader is not None and self.classes:
-            matrix = self._confusion(state.model)
+            matrix = self._confusion(state.validated)  # the averaged weights under --ema
             self.writer.add_figure("confusion_matrix/val",
                                    confusion_figure(matrix, self.classes, f"validation, epoch {state.epoch}"),
                                    state.epoch, close=True)

@@ -1,7 +1,7 @@
 """Everything around the training loop, as callbacks with named hooks and a `logs` dict.
 
-Hooks: on_train_begin(state), on_epoch_begin(state), on_batch_end(state, logs),
-on_epoch_end(state, logs), on_train_end(state). `state` is the loop's LoopState; a callback may set
+Hooks: on_train_begin(state), on_epoch_begin(state), on_batch_end(state, logs), on_validation_begin(state)
+(after an epoch's batches, before its validation), on_epoch_end(state, logs), on_train_end(state). `state` is the loop's LoopState; a callback may set
 `state.stop = True` to end training after the current epoch.
 """
 from __future__ import annotations
@@ -27,6 +27,8 @@ class Callback:
 
     def on_batch_end(self, state, logs: dict) -> None: ...
 
+    def on_validation_begin(self, state) -> None: ...
+
     def on_epoch_end(self, state, logs: dict) -> None: ...
 
     def on_train_end(self, state) -> None: ...
@@ -50,6 +52,10 @@ class CallbackList(Callback):
     def on_batch_end(self, state, logs):
         for cb in self.callbacks:
             cb.on_batch_end(state, logs)
+
+    def on_validation_begin(self, state):
+        for cb in self.callbacks:
+            cb.on_validation_begin(state)
 
     def on_epoch_end(self, state, logs):
         for cb in self.callbacks:
@@ -173,7 +179,8 @@ class MonitorCallback(Callback):
 class BestModel(MonitorCallback):
     """Remembers the weights of the epoch with the best monitored metric and restores them at the end.
 
-    Without a validation split (the metric is never logged) the last epoch's weights are kept.
+    The weights are the ones validated: under --ema the average (LoopState.kept_model). Without a validation
+    split (the metric is never logged) the last epoch's weights are kept.
     """
 
     def __init__(self, monitor: str = "val_accuracy", mode: str = "max"):
@@ -186,7 +193,8 @@ class BestModel(MonitorCallback):
         if value is None or not self.improved(value):
             return
         self.best, self.best_epoch = value, state.epoch
-        self.best_state = {k: v.detach().cpu().clone() for k, v in state.plain_model.state_dict().items()}
+        # the validated weights (the average under --ema), under the names of the model they are restored into
+        self.best_state = {k: v.detach().cpu().clone() for k, v in state.kept_model.state_dict().items()}
 
     def on_train_end(self, state):
         if self.best_state is not None:

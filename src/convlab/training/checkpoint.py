@@ -164,7 +164,8 @@ def restore_rng_states(states: dict, generators: dict[str, torch.Generator]) -> 
 
 class Checkpointer(Callback):
     """Saves `last` after every epoch (and every `every` batches) and `best` when validation improves;
-    restores them on resume.
+    restores them on resume. `best` holds the validated weights (the average under --ema); `last` the trained
+    ones, and the average with the other callbacks' states (WeightEMA is one of `stateful`).
 
     `stateful` maps names to the callbacks whose state belongs in a checkpoint (history, best model,
     early stopping): each has state_dict()/load_state_dict(). `generators` are the torch generators
@@ -229,7 +230,7 @@ class Checkpointer(Callback):
         monitor = getattr(self.stateful.get("best"), "monitor", "val_accuracy")  # the task's metric (mAP, ...)
         best = (self.ranks.is_main and logs.get(monitor) is not None
                 and getattr(self.stateful.get("best"), "best_epoch", None) == state.epoch)
-        weights = {k: v.detach().cpu() for k, v in state.plain_model.state_dict().items()} if best else None
+        weights = {k: v.detach().cpu() for k, v in state.kept_model.state_dict().items()} if best else None
         if self._may_defer(state):
             self.deferred += 1
             if best:  # a copy: the live weights move on before the next save writes it
@@ -384,10 +385,10 @@ def _resume_point(batch: int, saved: list[dict], mine: dict, world_size: int) ->
                                                 "seen": total["seen"] // world_size}
 
 
-def checkpoint_bytes(model: torch.nn.Module, optimizer_copies: int = 2) -> int:
+def checkpoint_bytes(model: torch.nn.Module, optimizer_copies: int = 2, averaged: bool = False) -> int:
     """A generous size estimate of `last` + `best` + one temp file, for the free-space check."""
     weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    last = weights * (2 + optimizer_copies)  # weights, best weights, optimizer moments
+    last = weights * (2 + optimizer_copies + averaged)  # weights, best weights, optimizer moments, --ema's average
     return last * 2 + weights + (1 << 20)  # last and its temp copy during the rename, best, metadata
 
 

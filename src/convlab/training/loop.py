@@ -28,12 +28,23 @@ class LoopState:
     extra: dict = field(default_factory=dict)
     resume_batch: int = 0  # set by a resumed checkpoint: batches of the next epoch already done
     resume_partial: dict | None = None  # their running loss_sum, correct and seen
+    averaged: nn.Module | None = None  # set by --ema (training/ema.py): the averaged weights, validated and kept
 
     @property
     def plain_model(self) -> nn.Module:
         """The model inside the wrappers: its parameter and state-dict names are the run's saved ones
         ("features.0.weight", never "_orig_mod.features.0.weight" or "module.features.0.weight")."""
         return bare(self.model)
+
+    @property
+    def validated(self) -> nn.Module:
+        """What validation runs: the averaged weights under --ema, else the model as it trains."""
+        return self.model if self.averaged is None else self.averaged
+
+    @property
+    def kept_model(self) -> nn.Module:
+        """Whose weights BestModel and the best checkpoint keep: the validated ones, with the run's plain names."""
+        return self.plain_model if self.averaged is None else self.averaged
 
 
 def bare(model: nn.Module) -> nn.Module:
@@ -63,7 +74,8 @@ def fit(model: nn.Module, train_loader, val_loader, optimizer: torch.optim.Optim
         logs["seconds"] = time.perf_counter() - started
         logs["images_per_second"] = train_loader.num_samples / max(logs["seconds"], 1e-9)
         if val_loader is not None:
-            logs.update(validate(model, val_loader, loss_fn))
+            hooks.on_validation_begin(state)
+            logs.update(validate(state.validated, val_loader, loss_fn))
         hooks.on_epoch_end(state, logs)
         if state.stop:
             break
