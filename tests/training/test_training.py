@@ -131,3 +131,9 @@ def test_the_pipeline_finds_its_callbacks_by_type_not_by_place(tmp_path, monkeyp
     monkeypatch.setattr(pipeline, "make_callbacks", with_one_more)
     run = train(data="digits", model="tiny-cnn", epochs=1, threads=1, out=str(tmp_path / "r"), quiet=True)
     assert run.metrics["epochs_run"] == 1
+
+
+def test_the_epoch_line_shows_slow_rates_with_two_digits_not_as_zero():
+    from convlab.training.callbacks import rate
+
+    assert [rate(v) for v in (0.3412, 3.456, 9.99, 10.4, 13836.2)] == ["0.34", "3.5", "10", "10", "13,836"]

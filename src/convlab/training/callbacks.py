@@ -73,11 +73,16 @@ EPOCH_COLUMNS = [("train_loss", "loss"), ("train_accuracy", "acc"), ("val_loss",
                  ("val_miou", "val_mIoU"), ("val_mask_map", "val_mask_mAP")]
 
 
+def rate(images_per_second: float) -> str:
+    """Whole images a second, or two significant digits below 10 (a detector on a CPU: "0.34", never "0")."""
+    return f"{images_per_second:,.0f}" if images_per_second >= 10 else f"{images_per_second:.2g}"
+
+
 def epoch_line(state, logs: dict) -> str:
     """The one-line summary of an epoch, shared by the progress bar and the plain logger."""
     parts = [f"epoch {state.epoch:>{len(str(state.epochs))}}/{state.epochs}"]
     parts += [f"{label} {logs[key]:.4f}" for key, label in EPOCH_COLUMNS if logs.get(key) is not None]
-    parts += [f"lr {logs['lr']:.2e}", f"{logs['images_per_second']:,.0f} img/s", f"{logs['seconds']:.1f}s"]
+    parts += [f"lr {logs['lr']:.2e}", f"{rate(logs['images_per_second'])} img/s", f"{logs['seconds']:.1f}s"]
     return "  ".join(parts)
 
 
@@ -118,7 +123,7 @@ class ProgressBar(Callback):
         seen = logs["seen"]
         accuracy = f"acc {float(logs['correct']) / seen:.4f}  " if logs.get("accuracy", True) else ""
         stats = (f"loss {float(logs['loss_sum']) / seen:.4f}  {accuracy}"
-                 f"{seen / max(now - self.started, 1e-9):,.0f} img/s")
+                 f"{rate(seen / max(now - self.started, 1e-9))} img/s")
         self.progress.update(self.task, completed=logs["batch"], stats=stats)
 
     def on_epoch_end(self, state, logs):
