@@ -27,8 +27,8 @@ from .files import write_json
 from .layout import CONFIG, LABELS, METRICS, ONNX_SUFFIX, PREPROCESS, QUANTIZED_WEIGHTS, WEIGHTS
 from .models.heads import put_head
 from .models.inference import predict_logits, softmax
-from .models.tta import averaged, tta_named, tta_views
 from .models.registry import create_model
+from .models.tta import averaged, tta_named, tta_views
 from .models.weights import save_safetensors
 
 
