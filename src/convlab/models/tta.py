@@ -81,7 +81,7 @@ def tta_views(images: np.ndarray, size: tuple[int, int] | list[int], name: str) 
     tta = tta_named(name)
     if tta.name == "none":
         return [images]
-    tensor = torch.from_numpy(np.ascontiguousarray(images))
+    tensor = torch.from_numpy(np.require(images, requirements="CW"))  # copies a read-only memmap (a streamed split)
     return [np.ascontiguousarray(view.numpy()) for view in tta.views(tensor, tuple(size))]
 
 
