@@ -28,6 +28,7 @@ from .layout import CONFIG, LABELS, METRICS, ONNX_SUFFIX, PREPROCESS, QUANTIZED_
 from .models.heads import put_head
 from .models.inference import predict_logits, softmax
 from .models.registry import create_model
+from .models.tta import averaged, tta_named, tta_views
 from .models.weights import save_safetensors
 
 
@@ -137,9 +138,21 @@ class Run(SavedFiles):
         return f"Run('{self.path}', model={self.config.model.name}, classes={len(self.classes)})"
 
     # -- using the model -------------------------------------------------------------------------------
-    def predict_arrays(self, images: np.ndarray) -> np.ndarray:
-        """(N, C, H, W) uint8 already in the run's size and channels -> probabilities (N, classes)."""
-        return self.probabilities(self.predict_logits(images))
+    def predict_arrays(self, images: np.ndarray, tta: str = "none") -> np.ndarray:
+        """(N, C, H, W) uint8 already in the run's size and channels -> probabilities (N, classes); with `tta`
+        (models/tta.py) the mean of its views' probabilities."""
+        return self.predict_outputs(images, tta)[1]
+
+    def predict_outputs(self, images: np.ndarray, tta: str = "none") -> tuple[np.ndarray, np.ndarray]:
+        """(N, C, h, w) uint8 images, or float32 inputs already normalized (a server's tensor input) ->
+        (logits float32, probabilities float64), both (N, classes).
+
+        tta: models/tta.py's name. Its views are run one after the other and averaged: the probabilities are the
+        mean of the views' probabilities, the logits the mean of their logits. `none` is one pass, as before.
+        """
+        forward = self.predict_logits if images.dtype == np.uint8 else self.forward_inputs
+        logits = [forward(view) for view in tta_views(images, self.preprocess.size, tta)]
+        return averaged(logits), averaged([self.probabilities(view) for view in logits])
 
     def predict_logits(self, images: np.ndarray) -> np.ndarray:
         """(N, C, H, W) uint8 already in the run's size and channels -> logits (N, classes) float32."""
@@ -165,29 +178,37 @@ class Run(SavedFiles):
                               None if data_dir is None else str(data_dir), who=f"run {self.path}")
 
     def evaluate(self, data: str | None = None, data_dir: str | Path | None = None,
-                 arrays: ImageArrays | None = None, classes: list[str] | None = None) -> dict:
+                 arrays: ImageArrays | None = None, classes: list[str] | None = None, tta: str = "none") -> dict:
         """Metrics on the run's test split, another dataset's, or given arrays (labels numbered by `classes`,
-        default the run's)."""
+        default the run's).
+
+        tta: with test-time augmentation (models/tta.py) the metrics are those of the averaged probabilities,
+        with "tta" (its name) and "without_tta" (the plain metrics, for comparison) added."""
+        tta_named(tta)  # a wrong name fails before the data is read
         if arrays is None:
             arrays = self.test_data(data, data_dir)
         else:
             arrays = self._conform(arrays)
             arrays = ImageArrays(arrays.images, map_labels(arrays.labels, classes or self.classes, self.classes,
                                                            "the given data", f"run {self.path}"))
-        probs = self.predict_arrays(arrays.images)
-        return classification_metrics(arrays.labels, probs, self.classes)
+        plain = classification_metrics(arrays.labels, self.predict_arrays(arrays.images), self.classes)
+        if tta == "none":
+            return plain
+        metrics = classification_metrics(arrays.labels, self.predict_arrays(arrays.images, tta), self.classes)
+        return {**metrics, "tta": tta, "without_tta": plain}
 
-    def predict(self, inputs: Any, top_k: int = 5) -> list[dict]:
-        """Images (paths, folders of images, PIL images or arrays) -> top-k labels with probabilities.
+    def predict(self, inputs: Any, top_k: int = 5, tta: str = "none") -> list[dict]:
+        """Images (paths, folders of images, PIL images or arrays) -> top-k labels with probabilities; `tta`
+        (models/tta.py) averages them over its views (five-crop reads each image at its larger source size).
 
         Returns [{"path": str or None, "top": [{"label": str, "prob": float}, ...]}, ...].
         """
+        size = tta_named(tta).source_size(tuple(self.preprocess.size))
         items = _expand_inputs(inputs, list_images)
         if not items:
             raise ConvlabError("predict: no images given (folders given held no image files)")
-        size = tuple(self.preprocess.size)
         images = np.stack([load_image(source, self.preprocess.channels, size) for _, source in items])
-        return top_predictions(self.predict_arrays(images), self.classes, [name for name, _ in items], top_k)
+        return top_predictions(self.predict_arrays(images, tta), self.classes, [name for name, _ in items], top_k)
 
     def scratch_model(self):
         """The model in the NumPy engine (convlab.scratch), with the same weights; presets only."""

@@ -36,6 +36,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     sv.add_argument("--backend", choices=("torch", "onnx"), default="torch",
                     help="what runs the model: torch, or onnxruntime (the run's model.onnx, else exported at "
                          "start); .onnx files always use onnxruntime (default: torch)")
+    sv.add_argument("--tta", default="none", metavar="NAME",
+                    help="classifiers: test-time augmentation for every request, the probabilities (and logits) "
+                         "averaged over views of each image as predict --tta does: none, flip, five-crop "
+                         "(default: none)")
     sv.add_argument("--threads", type=int, default=0, metavar="N",
                     help="the model's CPU threads; 0 picks the idle cores as 'train --threads 0' does (default: 0)")
     sv.add_argument("--workers", type=int, default=1, metavar="N",
@@ -102,6 +106,9 @@ def settings_from(args):
 def cmd_serve(args) -> int:
     check_serve_installed()
     settings = settings_from(args)
+    from ..models.tta import tta_named  # lazy: start-up time (torchvision)
+
+    tta_named(args.tta)  # before listening, as the other flags
     import uvicorn
 
     from ..serve.served import parse_spec  # lazy: start-up time
@@ -127,7 +134,7 @@ def cmd_serve(args) -> int:
         if workers > 1:
             from ..serve.workers import serve_workers  # lazy: start-up time
 
-            serve_workers(sock, workers, models, args.backend, settings, threads, args.access_log)
+            serve_workers(sock, workers, models, args.backend, settings, threads, args.access_log, args.tta)
         else:
             from ..serve.app import create_app  # lazy: start-up time
 
@@ -155,11 +162,12 @@ def _load_models(specs, settings, args, workers: int):
     models = {}
     for name, path in specs:
         start = time.perf_counter()
-        model = load_served(name, path, args.backend, threads)
+        model = load_served(name, path, args.backend, threads, tta=args.tta)
         models[name] = model
         channels, height, width = model.input_shape
+        tta = f", --tta {args.tta}" if args.tta != "none" else ""
         print(f"loaded {name} from {path} ({model.backend}, {len(model.labels)} classes, "
-              f"{channels}x{height}x{width}) in {time.perf_counter() - start:.1f}s", flush=True)
+              f"{channels}x{height}x{width}{tta}) in {time.perf_counter() - start:.1f}s", flush=True)
     return models, threads
 
 

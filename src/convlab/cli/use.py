@@ -9,9 +9,13 @@ from pathlib import Path
 from ..errors import ConvlabError
 
 # the flags each task reads (dest -> flag); a flag given for a run of another task is refused by name
-PREDICT_FLAGS = {"classify": {"top_k": "--top-k"}, "detect": {"conf": "--conf", "iou": "--iou", "save": "--save"},
+PREDICT_FLAGS = {"classify": {"top_k": "--top-k", "tta": "--tta"},
+                 "detect": {"conf": "--conf", "iou": "--iou", "save": "--save"},
                  "segment": {"tile": "--tile", "overlap": "--overlap", "save": "--save"}}
-EVAL_FLAGS = {"segment": {"tile": "--tile", "overlap": "--overlap"}}
+EVAL_FLAGS = {"classify": {"tta": "--tta"}, "segment": {"tile": "--tile", "overlap": "--overlap"}}
+TTA_HELP = ("classifier: test-time augmentation, the probabilities averaged over views of each image: none, flip "
+            "(the image and its mirror), five-crop (the image resized to the input size / 0.875, its four corner "
+            "and centre crops) (default: none)")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +27,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, a compressed variant folder or a .onnx file")
     ev.add_argument("--data", metavar="NAME", help="evaluate on this dataset's test split instead")
     ev.add_argument("--data-dir", metavar="DIR", help="folder with that dataset's files")
-    ev.add_argument("--json", action="store_true", help="print the metrics as one JSON document")
+    ev.add_argument("--json", action="store_true", help="print the metrics as one JSON document (with --tta: "
+                                                        "the TTA metrics, the plain ones under \"without_tta\")")
+    ev.add_argument("--tta", metavar="NAME", help=TTA_HELP)
     _add_tiling(ev)
     ev.set_defaults(func=cmd_eval)
 
@@ -35,6 +41,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, a compressed variant folder or a .onnx file")
     pr.add_argument("paths", metavar="PATH", nargs="+", help="image files or folders")
     pr.add_argument("--top-k", type=int, metavar="K", help="classifier: how many classes to show (default: 5)")
+    pr.add_argument("--tta", metavar="NAME", help=TTA_HELP)
     pr.add_argument("--conf", type=float, metavar="X",
                     help="detector: keep boxes scoring at least X, 0 to 1 (default: 0.25; 0 keeps every box "
                          "the detector gives, those mAP is computed on)")
@@ -79,6 +86,7 @@ def cmd_eval(args) -> int:
     from ..compress.load import load_variant  # lazy: start-up time
     from ..tasks import task_of  # lazy: start-up time
 
+    check_tta(args.tta)
     set_cpu_threads()
     run = load_variant(args.run_dir, command="eval")
     task = task_of(run.config).name
@@ -97,17 +105,34 @@ def cmd_eval(args) -> int:
 def _print_classification(console, run, metrics: dict) -> None:
     from rich.table import Table
 
-    head = f"accuracy {metrics['accuracy']:.4f}"
-    head += f"  balanced accuracy {metrics['balanced_accuracy']:.4f}"
-    if "top5_accuracy" in metrics:
-        head += f"  top-5 {metrics['top5_accuracy']:.4f}"
-    head += f"  macro P/R/F1 {metrics['macro_precision']:.4f}/{metrics['macro_recall']:.4f}/{metrics['macro_f1']:.4f}"
-    console.print(f"{run.path}: {head}  ({metrics['num_samples']} images)", markup=False)
+    if "without_tta" in metrics:  # --tta: the plain line first, then the one with TTA, whose table follows
+        console.print(f"{run.path}: {_classification_head(metrics['without_tta'])}  (without TTA)", markup=False)
+        console.print(f"{run.path}: {_classification_head(metrics)}  (--tta {metrics['tta']})", markup=False)
+    else:
+        console.print(f"{run.path}: {_classification_head(metrics)}", markup=False)
     table = Table("class", "precision", "recall", "f1", "support")
     for label, row in metrics["per_class"].items():
         table.add_row(label, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}",
                       str(row["support"]))
     console.print(table)
+
+
+def _classification_head(metrics: dict) -> str:
+    head = f"accuracy {metrics['accuracy']:.4f}"
+    if "balanced_accuracy" in metrics:  # runs written before it was measured lack it
+        head += f"  balanced accuracy {metrics['balanced_accuracy']:.4f}"
+    if "top5_accuracy" in metrics:
+        head += f"  top-5 {metrics['top5_accuracy']:.4f}"
+    head += f"  macro P/R/F1 {metrics['macro_precision']:.4f}/{metrics['macro_recall']:.4f}/{metrics['macro_f1']:.4f}"
+    return f"{head}  ({metrics['num_samples']} images)"
+
+
+def check_tta(name: str | None) -> None:
+    """--tta's name checked before a run is loaded (one line naming the names)."""
+    if name is not None:
+        from ..models.tta import tta_named  # lazy: start-up time (torchvision)
+
+        tta_named(name)
 
 
 def _print_detection(console, run, metrics: dict) -> None:
@@ -162,6 +187,7 @@ def cmd_predict(args) -> int:
     from ..compress.load import load_variant  # lazy: start-up time
     from ..tasks import task_of  # lazy: start-up time
 
+    check_tta(args.tta)
     run = load_variant(args.run_dir, command="predict")
     task = task_of(run.config).name
     options = _task_options(args, task, run.path, PREDICT_FLAGS)

@@ -17,6 +17,7 @@ from ..compress.export import export_onnx
 from ..compress.load import load_variant
 from ..errors import ConvlabError
 from ..layout import ONNX, ONNX_SUFFIX, QUANTIZED_WEIGHTS
+from ..models.tta import tta_named
 from ..run import Run, top_predictions
 from ..tasks import load_run
 from .detect import ServedDetector
@@ -45,6 +46,7 @@ class ServedModel:
     backend: str  # "torch" or "onnx": what runs the forward pass
     onnx_file: Path | None = None  # the .onnx file onnxruntime runs (backend onnx)
     _keep: list = field(default_factory=list, repr=False)  # e.g. the temporary folder of an ONNX export
+    tta: str = "none"  # --tta: the test-time augmentation every request gets (models/tta.py)
 
     @property
     def labels(self) -> list[str]:
@@ -59,9 +61,10 @@ class ServedModel:
         return self.run.metrics
 
     def decode(self, data: bytes | Image.Image, max_pixels: int) -> np.ndarray:
-        """Encoded image (or one limits.open_upload opened) -> (C, H, W) uint8 in the model's size and channels:
-        predict's preprocessing."""
-        return decode_upload(data, self.run.preprocess.channels, tuple(self.run.preprocess.size), max_pixels)
+        """Encoded image (or one limits.open_upload opened) -> (C, H, W) uint8 in the model's size and channels
+        (five-crop's larger source size with --tta five-crop): predict's preprocessing."""
+        size = tta_named(self.tta).source_size(tuple(self.run.preprocess.size))
+        return decode_upload(data, self.run.preprocess.channels, size, max_pixels)
 
     @staticmethod
     def collate(decoded: list[np.ndarray]) -> np.ndarray:
@@ -75,9 +78,9 @@ class ServedModel:
 
     def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, C, H, W): uint8 images (normalized here, as predict does) or float32 model inputs already
-        normalized -> (logits float32, probabilities float64), both (N, classes)."""
-        logits = self.run.predict_logits(batch) if batch.dtype == np.uint8 else self.run.forward_inputs(batch)
-        return logits, self.run.probabilities(logits)
+        normalized -> (logits float32, probabilities float64), both (N, classes), averaged over the views of
+        --tta as predict --tta averages them."""
+        return self.run.predict_outputs(batch, self.tta)
 
     def answer(self, outputs: tuple, names: list[str | None], query: dict) -> list[dict]:
         """infer's outputs -> /predict's answer, predict --json's list [{"path", "top": [{"label", "prob"}]}]."""
@@ -86,7 +89,7 @@ class ServedModel:
     def describe(self) -> dict:
         """The model as GET /api/models lists it."""
         return {"name": self.name, "task": self.task, "backend": self.backend, "labels": self.labels,
-                "input_shape": list(self.input_shape), "metrics": self.metrics}
+                "input_shape": list(self.input_shape), "metrics": self.metrics, "tta": self.tta}
 
     def oip_metadata(self) -> dict:
         """OIP model metadata's inputs and outputs."""
@@ -144,21 +147,27 @@ def parse_spec(spec: str) -> tuple[str, Path]:
 
 
 def load_served(name: str, path: Path, backend: str = "torch", threads: int = 0,
-                exported: Path | None = None):
+                exported: Path | None = None, tta: str = "none"):
     """Load `path` as predict does, as the served model of its task (SERVED). A .onnx file is a classifier
-    served through onnxruntime; an int8 variant folder a classifier too."""
+    served through onnxruntime; an int8 variant folder a classifier too. tta: --tta, for classifiers only."""
     if backend not in BACKENDS:
         raise ConvlabError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    tta_named(tta)
     if not path.exists():
         raise ConvlabError(f"{path} does not exist: give a run folder, a compress variant folder or a .onnx file")
     if path.suffix == ONNX_SUFFIX:
-        return ServedModel(name, path, load_variant(path, onnx_threads=threads), "onnx", path)
+        return ServedModel(name, path, load_variant(path, onnx_threads=threads), "onnx", path, tta=tta)
     run = load_variant(path) if (path / QUANTIZED_WEIGHTS).is_file() else load_run(path, command="convlab serve")
     task = getattr(run, "task", ServedModel.task)
     if task not in SERVED:
         raise ConvlabError(f"{path} is a run of task {task!r}; convlab serve serves {', '.join(SERVED)} runs (use "
                            f"convlab predict for this one)")
-    return SERVED[task].serve(name, path, run, backend, threads, exported)
+    served = SERVED[task].serve(name, path, run, backend, threads, exported)
+    if tta != "none":
+        if not hasattr(served, "tta"):  # only a classifier's served model averages views
+            raise ConvlabError(f"--tta is for classify runs; {path} is a {task} run (serve it without --tta)")
+        served.tta = tta
+    return served
 
 
 # the served model of each task

@@ -22,11 +22,11 @@ from .metrics import MULTIPROC_ENV, log_access_to_stdout
 from .served import load_served
 from .settings import ServerSettings
 
-WORKER_ENV = "CONVLAB_SERVE_WORKER"  # JSON: models, backend, settings, threads, access_log
+WORKER_ENV = "CONVLAB_SERVE_WORKER"  # JSON: models, backend, settings, threads, access_log, tta
 
 
 def serve_workers(sock: socket.socket, count: int, models: dict, backend: str, settings, threads: int,
-                  access_log: bool) -> None:
+                  access_log: bool, tta: str = "none") -> None:
     """Run `count` workers on `sock` until Ctrl-C (or SIGTERM) stops them all. models: {name: ServedModel}
     loaded here once (a bad model fails before any worker starts); the workers load them again, from the
     .onnx files exported here for backend onnx (one export, not one per worker)."""
@@ -35,7 +35,7 @@ def serve_workers(sock: socket.socket, count: int, models: dict, backend: str, s
 
     job = {"models": [[name, str(model.path), model.onnx_file and str(model.onnx_file)]
                       for name, model in models.items()], "backend": backend, "threads": threads,
-           "settings": dataclasses.asdict(settings), "access_log": access_log}
+           "settings": dataclasses.asdict(settings), "access_log": access_log, "tta": tta}
     with tempfile.TemporaryDirectory(prefix="convlab-serve-metrics-") as metrics_dir:
         saved = {key: os.environ.get(key) for key in (WORKER_ENV, MULTIPROC_ENV)}
         os.environ[WORKER_ENV], os.environ[MULTIPROC_ENV] = json.dumps(job), metrics_dir  # the workers inherit it
@@ -55,7 +55,7 @@ def worker_app():
     """The app of one worker process (uvicorn's factory): the models and settings of WORKER_ENV."""
     job = json.loads(os.environ[WORKER_ENV])
     threads = set_threads(job["threads"], torch.device("cpu"))
-    models = {name: load_served(name, Path(path), job["backend"], threads, onnx_file and Path(onnx_file))
+    models = {name: load_served(name, Path(path), job["backend"], threads, onnx_file and Path(onnx_file), job["tta"])
               for name, path, onnx_file in job["models"]}
     if job["access_log"]:
         log_access_to_stdout()
