@@ -16,30 +16,12 @@ import argparse
 import json
 import os
 import shlex
-import subprocess
 import tempfile
 from pathlib import Path
 
-from folder_bench import command_words, limited_folder, run_timed, thread_env, time_to_accuracy
+from folder_bench import command_words, limited_folder, recipe_flags, run_timed, thread_env, time_to_accuracy
 
 TARGETS = (0.85, 0.90)
-# The cifar10 recipe when `convlab datasets` cannot be read (kept equal to it by hand).
-FALLBACK_RECIPE = ("--model resnet8 --optimizer sgd --lr 0.1 --momentum 0.9 --schedule onecycle --batch-size 128 "
-                   "--augment standard --weight-decay 0.0005")
-
-
-def recipe_flags(convlab: list[str], dataset: str = "cifar10") -> str:
-    """The dataset recipe's settings as train flags (epochs left out: the benchmark sets them), read from the line
-    `convlab datasets` prints for it."""
-    listing = subprocess.run([*convlab, "datasets"], capture_output=True, text=True).stdout
-    for line in listing.splitlines():
-        if line.split(" ", 1)[0] == dataset and "recipe:" in line:
-            settings = line.split("recipe:", 1)[1].split(" -- ", 1)[0].split()
-            pairs = [s.split("=", 1) for s in settings if "=" in s]
-            return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in pairs if k not in ("epochs", "task"))
-    return FALLBACK_RECIPE
-
-
 def train_once(convlab: list[str], data_dir: Path, epochs: int, flags: str, threads: int, seed: int,
                out: Path) -> dict:
     """One `convlab train` run: its whole-process wall time and the test accuracy in its metrics.json."""

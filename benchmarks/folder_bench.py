@@ -14,6 +14,9 @@ import time
 from pathlib import Path
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+# The cifar10 recipe when `convlab datasets` cannot be read (kept equal to it by hand).
+FALLBACK_RECIPE = ("--model resnet8 --optimizer sgd --lr 0.1 --momentum 0.9 --schedule onecycle --batch-size 128 "
+                   "--augment standard --weight-decay 0.0005")
 
 
 def class_files(split_dir: Path) -> dict[str, list[Path]]:
@@ -122,3 +125,15 @@ def time_to_accuracy(points: list[tuple[float, float]], target: float) -> str:
 def command_words(text: str) -> list[str]:
     """A command given as one option string ("convlab", "python -m convlab") as argv words."""
     return shlex.split(text)
+
+
+def recipe_flags(convlab: list[str], dataset: str = "cifar10") -> str:
+    """The dataset recipe's settings as train flags (epochs left out: the benchmark sets them), read from the line
+    `convlab datasets` prints for it."""
+    listing = subprocess.run([*convlab, "datasets"], capture_output=True, text=True).stdout
+    for line in listing.splitlines():
+        if line.split(" ", 1)[0] == dataset and "recipe:" in line:
+            settings = line.split("recipe:", 1)[1].split(" -- ", 1)[0].split()
+            pairs = [s.split("=", 1) for s in settings if "=" in s]
+            return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in pairs if k not in ("epochs", "task"))
+    return FALLBACK_RECIPE
