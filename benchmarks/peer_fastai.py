@@ -30,7 +30,8 @@ class Budget(Callback):
         self.budget_s, self.epochs, self.stopped = budget_s, 0, False
 
     def after_batch(self):
-        if self.training and time.time() - T0 > self.budget_s:
+        # never before one whole epoch: convlab, which cannot stop inside an epoch, also always runs one
+        if self.training and self.epochs >= 1 and time.time() - T0 > self.budget_s:
             self.stopped = True
             raise CancelFitException()
 

@@ -61,7 +61,7 @@ def train(model, loader, val_loader, epochs: int, lr: float, budget_s: float, cl
     for epoch in range(epochs):
         model.train()
         for x, y in loader:
-            if time.time() - T0 > budget_s:
+            if epoch >= 1 and time.time() - T0 > budget_s:  # one whole epoch at least, as convlab always runs
                 return epoch, True
             x, y = mixup(x, y)
             optimizer.zero_grad()
