@@ -275,7 +275,10 @@ def refuse_options(conf: cfg.Config) -> None:
     for option, given in (("--engine scratch", conf.train.engine == "scratch"),
                           ("--tensorboard", conf.train.tensorboard), ("--loader streaming", conf.data.loader ==
                                                                       "streaming"),
-                          (f"--loss {conf.optim.loss}", conf.optim.loss != "ce")):
+                          (f"--loss {conf.optim.loss}", conf.optim.loss != "ce"),
+                          (f"--augment {conf.data.augment}", conf.data.augment != "none"),
+                          ("--erasing", conf.data.erasing > 0), ("--mixup", conf.data.mixup > 0),
+                          ("--cutmix", conf.data.cutmix > 0)):
         if given:
             task.refuse(option)
 

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..data.augment import build_augmentation
+from ..data.augment import build_augmentation, build_erasing
 from ..data.batches import BatchLoader
+from ..data.mixing import build_mixing
 from ..data.run_data import RunData, load_run_data
 from ..data.streaming import StreamingLoader
 from ..evaluate.plots import draw_run_plots
@@ -28,7 +29,11 @@ class Classify(Task):
     history_fields = History.FIELDS
 
     def load_data(self, conf, start) -> RunData:
-        return load_run_data(conf, start.channels, start.size, who=f"--model {conf.model.name}")
+        data = load_run_data(conf, start.channels, start.size, who=f"--model {conf.model.name}")
+        if conf.data.mixup > 0 or conf.data.cutmix > 0:
+            data.splits.notes = [*data.notes, "train acc is measured against the mixed targets' larger share "
+                                              "(--mixup/--cutmix), val acc against the true labels"]
+        return data
 
     def fresh_builder(self, conf):
         return lambda channels, classes, size, dropout: create_model(conf.model.name, channels, classes, size,
@@ -37,7 +42,9 @@ class Classify(Task):
     def loaders(self, data: RunData, conf, norm, device, channels_last, ranks, generator):
         """Training and validation batches: in memory as one tensor, or streamed from the decoded-image cache."""
         augment = build_augmentation(conf.data.augment, min(data.splits.shape[1:]), data.splits.hflip)
-        shard = {"rank": ranks.rank, "world_size": ranks.world_size}
+        # the training batches only: their shard, then erasing and mixing after normalization
+        shard = {"rank": ranks.rank, "world_size": ranks.world_size, "erase": build_erasing(conf.data.erasing),
+                 "mix": build_mixing(conf.data.mixup, conf.data.cutmix, len(data.classes))}
         if data.streamed:
             train = data.splits.train
             train_loader = StreamingLoader(train.images, train.labels, data.train_rows, conf.train.batch_size, norm,
@@ -54,6 +61,7 @@ class Classify(Task):
         return train_loader, val_loader
 
     def loss(self, conf):
+        """Cross-entropy on class indices, or on the soft targets of --mixup/--cutmix (smoothing applies to both)."""
         return nn.CrossEntropyLoss(label_smoothing=conf.optim.label_smoothing)
 
     step = staticmethod(classify_step)
