@@ -141,3 +141,24 @@ def test_the_mixed_targets_are_named_in_the_output(tmp_path, capsys):
                            "tiny-cnn", "--out", str(tmp_path / "run"))
     assert code == 0
     assert "note: train acc is measured against the mixed targets' larger share (--mixup/--cutmix)" in out
+
+
+def test_streaming_loader_erases_and_mixes_as_seeded():
+    from convlab.data.augment import build_augmentation, build_erasing
+    from convlab.data.streaming import StreamingLoader
+
+    images = np.random.default_rng(0).integers(0, 256, (40, 3, 16, 16), dtype=np.uint8)
+    labels = np.arange(40) % CLASSES
+
+    def batches(seed):
+        return list(StreamingLoader(images, labels, None, 16, Normalization([0.5] * 3, [0.25] * 3),
+                                    torch.device("cpu"), shuffle=True, augment=build_augmentation("photo", 16, True),
+                                    erase=build_erasing(1.0), mix=build_mixing(0.0, 1.0, CLASSES),
+                                    generator=torch.Generator().manual_seed(seed), workers=0))
+
+    first, again = batches(0), batches(0)
+    for (x, t), (x2, t2) in zip(first, again):
+        assert torch.equal(x, x2) and torch.equal(t, t2)
+        assert t.shape == (len(x), CLASSES)
+        torch.testing.assert_close(t.sum(1), torch.ones(len(x)))
+    assert not torch.equal(first[0][0], batches(1)[0][0])

@@ -1,0 +1,118 @@
+"""Augmentation cost on the in-memory loader: images/s of each --augment policy against --augment none.
+
+Two numbers per policy, both over the same training images (uint8 in memory, batches of 128, shuffled):
+- loader: the BatchLoader alone (slice, augment, normalize), no model;
+- loader + step: the loader feeding a training step (forward, backward, SGD) of `--model`, as `convlab train`
+  runs it: what a user sees, and whether augmentation is the bottleneck.
+The v2 policies also run once per image (groups of 1) to show what the groups of POLICY_GROUP images save.
+Policies run in interleaved rounds and the median round is kept, so a busy machine slows them alike; quote the
+ratios against `none` of the same run.
+
+    python benchmarks/augment_speed.py --data imagefolder:FOLDER [--image-size 32] [--images 10000] [--rounds 3]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+POLICIES = ["none", "standard", "photo", "randaugment", "trivialaugment", "autoaugment", "augmix"]
+BATCH = 128
+
+
+def load_images(data: str, size: int, count: int):
+    """`count` training images of `data` at an even stride (every class in a sorted folder), uint8 NCHW."""
+    from convlab.data.arrays import ImageArrays
+    from convlab.data.registry import load_dataset
+
+    train = load_dataset(data, image_size=size, loader="memory").train
+    rows = np.linspace(0, len(train.labels) - 1, min(count, len(train.labels))).astype(np.int64)
+    return ImageArrays(np.ascontiguousarray(train.images[rows]), train.labels[rows]), train
+
+
+def loader_for(policy: str, erasing: float, group: int, arrays, seed: int):
+    from convlab.data import augment as augment_module
+    from convlab.data.augment import build_augmentation, build_erasing
+    from convlab.data.batches import BatchLoader, Normalization
+
+    augment_module.POLICY_GROUP = group  # read at each call: 1 runs the policy image by image
+
+    norm = Normalization.of(arrays.images)
+    augment = build_augmentation(policy, arrays.images.shape[-1], hflip=True)
+    return BatchLoader(arrays, BATCH, norm, torch.device("cpu"), shuffle=True, augment=augment,
+                       erase=build_erasing(erasing), generator=torch.Generator().manual_seed(seed))
+
+
+def images_per_second(loader, step=None) -> float:
+    started, seen = time.perf_counter(), 0
+    for images, labels in loader:
+        if step is not None:
+            step(images, labels)
+        seen += len(labels)
+    return seen / (time.perf_counter() - started)
+
+
+def training_step(model_name: str, channels: int, classes: int, size: int):
+    from convlab.models.registry import create_model
+
+    model = create_model(model_name, channels, classes, (size, size), 0.0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def step(images, labels):
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(model(images), labels).backward()
+        optimizer.step()
+
+    return step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="a dataset name, e.g. imagefolder:FOLDER of 32x32 photos")
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--images", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--model", default="small-cnn")
+    parser.add_argument("--erasing", type=float, default=0.25, help="the erasing row's probability")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from convlab.data.augment import POLICY_GROUP
+
+    arrays, _ = load_images(args.data, args.image_size, args.images)
+    channels, size = arrays.images.shape[1], arrays.images.shape[-1]
+    classes = int(arrays.labels.max()) + 1
+    rows = [(policy, 0.0, POLICY_GROUP) for policy in POLICIES] + \
+        [("none", args.erasing, POLICY_GROUP), ("randaugment", args.erasing, POLICY_GROUP)] + \
+        [(policy, 0.0, 1) for policy in POLICIES[3:]]
+    loader_rates = {row: [] for row in rows}
+    step_rates = {row: [] for row in rows}
+    for row in rows:  # warm-up: imports, caches and first-call costs stay out of the timed rounds
+        next(iter(loader_for(*row, arrays, 0)))
+    for round_ in range(args.rounds):
+        for row in rows:
+            loader_rates[row].append(images_per_second(loader_for(*row, arrays, round_)))
+            step = training_step(args.model, channels, classes, size)
+            step_rates[row].append(images_per_second(loader_for(*row, arrays, round_), step))
+
+    base_loader = statistics.median(loader_rates[("none", 0.0, POLICY_GROUP)])
+    base_step = statistics.median(step_rates[("none", 0.0, POLICY_GROUP)])
+    print(f"{len(arrays.labels)} images of {channels}x{size}x{size}, batches of {BATCH}, {args.threads} thread(s), "
+          f"median of {args.rounds} interleaved rounds; loader + step trains {args.model}")
+    print("| --augment | --erasing | policy draws | loader img/s | vs none | loader + step img/s | vs none |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: |")
+    for row in rows:
+        policy, erasing, group = row
+        loader, step = statistics.median(loader_rates[row]), statistics.median(step_rates[row])
+        draws = "-" if policy in POLICIES[:3] else f"per {group} images" if group > 1 else "per image"
+        print(f"| {policy} | {erasing:g} | {draws} | {loader:,.0f} | {loader / base_loader:.2f}x | {step:,.0f} | "
+              f"{step / base_step:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
