@@ -23,9 +23,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from .augment import Augmentation
 from .batches import Normalization
-from .mixing import BatchMixing
 from .decode import load_image
 from .download import cache_root
+from .mixing import BatchMixing
 
 MEMORY_LIMIT_BYTES = 2 << 30  # auto: decoded sets larger than this stream from the disk cache
 DISK_MARGIN_BYTES = 256 << 20  # leave this much free after writing a cache
