@@ -71,9 +71,10 @@ CROP_RATIO = (3 / 4, 4 / 3)  # and the aspect ratios of the crop
 # nothing recognizable to resize back up (and the policies' shears and translations move whole objects out).
 MIN_PHOTO_SIZE = 16
 # A v2 policy called on a batch tensor applies ONE draw (op and magnitude) to every image in it; per-image calls
-# cost 0.2-1.4 ms per 32x32 image on a CPU core, more than a small CNN's step. Groups of this many images share a
-# draw: each image's augmentation still follows the policy's distribution (only images of the same group within
-# a batch are correlated) and the policies ran 4-7x faster than per image (docs/speed.md).
+# cost 0.26-1.5 ms per 32x32 image on a CPU thread, as much as small-cnn's training step (0.5 ms) or more.
+# Groups of this many images share a draw: each image's augmentation still follows the policy's distribution
+# (only images of the same group within a batch are correlated) and the policies ran 4-5x faster than per
+# image (docs/speed.md).
 POLICY_GROUP = 8
 
 
