@@ -68,7 +68,7 @@ class ShiftFlip:
 CROP_SCALE = (0.08, 1.0)  # torchvision's and timm's RandomResizedCrop defaults: the share of the area kept
 CROP_RATIO = (3 / 4, 4 / 3)  # and the aspect ratios of the crop
 # The smallest crop keeps 8% of the area: about 4x4 pixels of a 16x16 image, 2x2 of an 8x8 one, where it holds
-# nothing recognizable to resize back up (and the policies' shears and translations move whole objects out).
+# nothing recognizable to resize back up.
 MIN_PHOTO_SIZE = 16
 # A v2 policy called on a batch tensor applies ONE draw (op and magnitude) to every image in it; per-image calls
 # cost 0.26-1.5 ms per 32x32 image on a CPU thread, as much as small-cnn's training step (0.5 ms) or more.
@@ -116,7 +116,8 @@ def global_rng_from(generator: torch.Generator, device: torch.device):
     with torch.random.fork_rng(devices=devices):
         torch.default_generator.manual_seed(seed)
         if devices:
-            torch.cuda.default_generators[device.index or 0].manual_seed(seed)
+            index = torch.cuda.current_device() if device.index is None else device.index
+            torch.cuda.default_generators[index].manual_seed(seed)
         yield
 
 
