@@ -162,3 +162,13 @@ def test_streaming_loader_erases_and_mixes_as_seeded():
         assert t.shape == (len(x), CLASSES)
         torch.testing.assert_close(t.sum(1), torch.ones(len(x)))
     assert not torch.equal(first[0][0], batches(1)[0][0])
+
+
+@pytest.mark.parametrize("flag, value, fragment", [("--mixup", "-1", "must be >= 0.0"),
+                                                   ("--cutmix", "-0.5", "must be >= 0.0"),
+                                                   ("--erasing", "1.5", "must be <= 1.0")])
+def test_bad_values_are_one_line_errors_naming_the_flag(capsys, tmp_path, flag, value, fragment):
+    from cli_output import assert_one_line_error, run_cli
+
+    code, _, err = run_cli(capsys, "train", flag, value, "--quiet", "--out", str(tmp_path / "run"))
+    assert_one_line_error(code, err, f"invalid value for {flag}: {float(value)}", fragment)
