@@ -325,7 +325,10 @@ def refuse_options(conf: cfg.Config) -> None:
                                                                       "streaming"),
                           (f"--loss {conf.optim.loss}", conf.optim.loss != "ce"),
                           ("--class-weights auto", conf.optim.class_weights == "auto"),
-                          ("--sampler balanced", conf.data.sampler == "balanced")):
+                          ("--sampler balanced", conf.data.sampler == "balanced"),
+                          (f"--augment {conf.data.augment}", conf.data.augment != "none"),
+                          ("--erasing", conf.data.erasing > 0), ("--mixup", conf.data.mixup > 0),
+                          ("--cutmix", conf.data.cutmix > 0)):
         if given:
             task.refuse(option)
 

@@ -10,6 +10,7 @@ import torch
 from .arrays import ImageArrays
 from .augment import Augmentation
 from .sampling import epoch_order, shard
+from .mixing import BatchMixing
 
 
 @dataclass
@@ -53,6 +54,8 @@ class Normalization:
 class BatchLoader:
     """Iterates (images, labels) batches of a dataset held as one uint8 tensor on `device`.
 
+    Each batch is augmented as uint8 (`augment`), normalized, erased (`erase`, on normalized values as
+    torchvision's RandomErasing) and mixed (`mix`: labels become soft targets (B, classes)).
     Shuffling and augmentation draw from `generator`, so a seed fixes the whole order; `sampler`
     "balanced" draws the classes evenly instead of shuffling (data/sampling.py). With `world_size` > 1
     (distributed training) every rank draws the same order, pads it to a multiple of world_size and
@@ -63,14 +66,15 @@ class BatchLoader:
     def __init__(self, data: ImageArrays, batch_size: int, norm: Normalization, device: torch.device,
                  shuffle: bool = False, augment: Augmentation | None = None,
                  generator: torch.Generator | None = None, channels_last: bool = False,
-                 rank: int = 0, world_size: int = 1, sampler: str = "shuffle"):
+                 rank: int = 0, world_size: int = 1, sampler: str = "shuffle", erase: Augmentation | None = None,
+                 mix: BatchMixing | None = None):
         self.images = torch.from_numpy(data.images).to(device)
         self.labels = torch.from_numpy(data.labels).to(device)
         self.label_array = data.labels  # on the host: the balanced sampler counts the classes
         self.batch_size = batch_size
         self.norm = norm
         self.shuffle, self.sampler = shuffle, sampler
-        self.augment = augment
+        self.augment, self.erase, self.mix = augment, erase, mix
         self.generator = generator or torch.Generator().manual_seed(0)
         self.channels_last = channels_last
         self.rank, self.world_size = rank, world_size
@@ -96,6 +100,11 @@ class BatchLoader:
             if self.augment is not None:
                 images = self.augment(images, self.generator)
             images = self.norm.apply(images)
+            labels = self.labels[index]
+            if self.erase is not None:
+                images = self.erase(images, self.generator)
+            if self.mix is not None:
+                images, labels = self.mix(images, labels, self.generator)
             if self.channels_last:  # after normalizing: the per-channel broadcast is slow in NHWC
                 images = images.contiguous(memory_format=torch.channels_last)
-            yield images, self.labels[index]
+            yield images, labels

@@ -26,6 +26,7 @@ from .batches import Normalization
 from .decode import load_image
 from .download import cache_root
 from .sampling import epoch_order, shard
+from .mixing import BatchMixing
 
 MEMORY_LIMIT_BYTES = 2 << 30  # auto: decoded sets larger than this stream from the disk cache
 DISK_MARGIN_BYTES = 256 << 20  # leave this much free after writing a cache
@@ -139,7 +140,8 @@ class _MemmapBatches(Dataset):
 
 @dataclass(frozen=True)
 class BatchPrep:
-    """uint8 batch -> training batch: augmentation (seeded per batch), normalization, memory format.
+    """uint8 batch -> training batch: augmentation (seeded per batch), normalization, erasing, mixing (labels ->
+    soft targets), memory format.
 
     The same steps, in the same order, as BatchLoader.
     """
@@ -147,12 +149,20 @@ class BatchPrep:
     norm: Normalization
     augment: Augmentation | None = None
     channels_last: bool = False
+    erase: Augmentation | None = None
+    mix: BatchMixing | None = None
 
-    def __call__(self, images: torch.Tensor, seed: int) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        generator = torch.Generator().manual_seed(seed)
         if self.augment is not None:
-            images = self.augment(images, torch.Generator().manual_seed(seed))
+            images = self.augment(images, generator)
         images = self.norm.apply(images)  # in NCHW, where the per-channel broadcast is fast
-        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
+        if self.erase is not None:
+            images = self.erase(images, generator)
+        if self.mix is not None:
+            images, labels = self.mix(images, labels, generator)
+        images = images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
+        return images, labels
 
 
 def default_workers(device: torch.device) -> int:
@@ -170,8 +180,8 @@ class StreamingLoader:
     """Iterates (images, labels) batches of rows `index` of an on-disk uint8 array; BatchLoader's interface.
 
     Rows are read as whole uint8 batches (by DataLoader workers on a GPU run, see default_workers),
-    then augmented, normalized and put in the run's memory format on the training device. The order
-    (`sampler`: shuffle or balanced, data/sampling.py) and each batch's augmentation are seeded from
+    then augmented, normalized, erased, mixed and put in the run's memory format on the training device. The
+    order (`sampler`: shuffle or balanced, data/sampling.py) and each batch's augmentation are seeded from
     `generator`, so a seed fixes the batches whatever the workers.
     """
 
@@ -179,11 +189,11 @@ class StreamingLoader:
                  norm: Normalization, device: torch.device, shuffle: bool = False,
                  augment: Augmentation | None = None, generator: torch.Generator | None = None,
                  channels_last: bool = False, rank: int = 0, world_size: int = 1, workers: int | None = None,
-                 sampler: str = "shuffle"):
+                 sampler: str = "shuffle", erase: Augmentation | None = None, mix: BatchMixing | None = None):
         self.images, self.labels = images, np.asarray(labels)
         self.index = np.arange(len(self.labels)) if index is None else np.asarray(index)
         self.batch_size, self._device, self.shuffle, self.sampler = batch_size, device, shuffle, sampler
-        self.prep = BatchPrep(norm, augment, channels_last)
+        self.prep = BatchPrep(norm, augment, channels_last, erase, mix)
         self.generator = generator or torch.Generator().manual_seed(0)
         self.rank, self.world_size = rank, world_size
         self.workers = default_workers(device) if workers is None else workers
@@ -212,5 +222,5 @@ class StreamingLoader:
                              num_workers=self.workers, pin_memory=self._device.type == "cuda",
                              collate_fn=_identity, generator=torch.Generator().manual_seed(0))
         for images, labels, seed in batches:
-            images = self.prep(images.to(self._device, non_blocking=True), seed)
-            yield images, labels.to(self._device, non_blocking=True)
+            yield self.prep(images.to(self._device, non_blocking=True), labels.to(self._device, non_blocking=True),
+                            seed)

@@ -4,9 +4,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..data.augment import build_augmentation
+from ..data.augment import build_augmentation, build_erasing
 from ..data.balance import balanced_class_weights, class_counts, counts_line, imbalance_warning
 from ..data.batches import BatchLoader
+from ..data.mixing import build_mixing
 from ..data.run_data import RunData, load_run_data
 from ..data.streaming import StreamingLoader
 from ..evaluate.plots import draw_run_plots
@@ -30,7 +31,11 @@ class Classify(Task):
     history_fields = History.FIELDS
 
     def load_data(self, conf, start) -> RunData:
-        return load_run_data(conf, start.channels, start.size, who=f"--model {conf.model.name}")
+        data = load_run_data(conf, start.channels, start.size, who=f"--model {conf.model.name}")
+        if conf.data.mixup > 0 or conf.data.cutmix > 0:
+            data.splits.notes = [*data.notes, "train acc is measured against the mixed targets' larger share "
+                                              "(--mixup/--cutmix), val acc against the true labels"]
+        return data
 
     def fresh_builder(self, conf):
         return lambda channels, classes, size, dropout: create_model(conf.model.name, channels, classes, size,
@@ -39,7 +44,9 @@ class Classify(Task):
     def loaders(self, data: RunData, conf, norm, device, channels_last, ranks, generator):
         """Training and validation batches: in memory as one tensor, or streamed from the decoded-image cache."""
         augment = build_augmentation(conf.data.augment, min(data.splits.shape[1:]), data.splits.hflip)
-        shard = {"rank": ranks.rank, "world_size": ranks.world_size}
+        # the training batches only: their shard, then erasing and mixing after normalization
+        shard = {"rank": ranks.rank, "world_size": ranks.world_size, "erase": build_erasing(conf.data.erasing),
+                 "mix": build_mixing(conf.data.mixup, conf.data.cutmix, len(data.classes))}
         if data.streamed:
             train = data.splits.train
             train_loader = StreamingLoader(train.images, train.labels, data.train_rows, conf.train.batch_size, norm,
@@ -57,8 +64,9 @@ class Classify(Task):
         return train_loader, val_loader
 
     def loss(self, conf, data: RunData, device):
-        """The cross-entropy, label smoothed; with --class-weights auto each class weighted by its inverse
-        frequency in the training rows (data/balance.py). Validation scores the same loss."""
+        """The cross-entropy, label smoothed, on class indices or on the soft targets of --mixup/--cutmix; with
+        --class-weights auto each class weighted by its inverse frequency in the training rows (data/balance.py).
+        Validation scores the same loss."""
         weight = None
         if conf.optim.class_weights == "auto":
             weights = balanced_class_weights(training_labels(data), data.classes)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import load_saved_config
+from ..data.augment import POLICIES as PHOTO_POLICIES
 from ..data.registry import parse_data_name
 from ..errors import ConvlabError
 from ..layout import CONFIG
@@ -66,7 +67,13 @@ def classifier_only(shown: str) -> dict[str, str]:
             "report --method": "the report's attribution section explains classifiers; leave out --method",
             "--class-weights auto": "it weights a classifier's one label per image by its class's frequency",
             "--sampler balanced": "it balances a classifier's one label per image; an image here holds objects or "
-                                  "pixels of several classes"}
+                                  "pixels of several classes",
+            **{f"--augment {policy}": f"the photo policies move pixels, not the {shown}; use --augment light or "
+                                      f"standard" for policy in PHOTO_POLICIES},
+            "--erasing": f"random erasing is written for one label per image (it would hide {shown} without "
+                         f"changing them)",
+            "--mixup": f"mixup blends one label per image; the {shown} have no soft version",
+            "--cutmix": f"cutmix mixes one label per image by area; the {shown} have no soft version"}
 
 
 TASKS: dict[str, Task] = {}

@@ -74,6 +74,10 @@ def why_uncached(conf: Config, plan: FreezePlan, model: nn.Module, distributed: 
     if conf.data.augment != "none" and not conf.finetune.feature_views:
         return (f"--augment {conf.data.augment} changes the images every epoch; --feature-views K caches K "
                 f"augmented views per image")
+    mixing = [flag for flag, value in (("--erasing", conf.data.erasing), ("--mixup", conf.data.mixup),
+                                       ("--cutmix", conf.data.cutmix)) if value > 0]
+    if mixing:
+        return f"{' and '.join(mixing)} change the images at every step"
     for name, module in model.named_modules():
         if name == head or name.startswith(head + "."):
             continue

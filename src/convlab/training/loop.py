@@ -123,10 +123,14 @@ def train_one_epoch(state: LoopState, loader, schedule: Schedule, loss_fn: nn.Mo
 
 
 def classify_step(model: nn.Module, batch, loss_fn: nn.Module):
-    """A classifier's training step: logits, the loss, and how many of the batch it got right."""
-    images, labels = batch
+    """A classifier's training step: logits, the loss, and how many of the batch it got right.
+
+    The targets are class indices (B,), or soft targets (B, classes) from --mixup/--cutmix: the loss takes them
+    as they are, and "right" means the mixed target's larger share."""
+    images, targets = batch
     logits = model(images)
-    loss = loss_fn(logits, labels)
+    loss = loss_fn(logits, targets)
+    labels = targets.argmax(1) if targets.ndim == 2 else targets
     return loss, len(labels), (logits.detach().argmax(1) == labels).sum()
 
 
