@@ -87,7 +87,7 @@ def test_soft_target_loss_with_smoothing_equals_the_hand_computation():
                                         dtype=torch.float64), 1)
     conf = convlab.config.Config()
     conf.optim.label_smoothing = 0.1
-    loss = find_task("classify").loss(conf)(logits, targets)
+    loss = find_task("classify").loss(conf, None, "cpu")(logits, targets)
     smoothed = targets * 0.9 + 0.1 / CLASSES
     by_hand = -(smoothed * torch.log_softmax(logits, 1)).sum(1).mean()
     torch.testing.assert_close(loss, by_hand)
