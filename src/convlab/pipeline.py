@@ -50,7 +50,7 @@ from .training.device import pick_device
 from .training.freezing import FreezePlan, print_plan
 from .training.loop import fit
 from .training.numerics import NonFiniteLossGuard
-from .training.optim import build_optimizer, build_schedule
+from .training.optim import OptimizerSteps, build_optimizer, build_schedule, check_warmup
 from .training.resume import elastic_restart as elastic_restart_of, resume_config, start_afresh
 from .training.scratch_engine import check_options as check_scratch_options, fit_scratch, scratch_retrain_hint
 
@@ -110,6 +110,7 @@ def run_pipeline(job: Job) -> Run:
         print_config(console, conf, job.origin, job.sections)
         refuse_options(conf)
         check_engine(job, ranks)
+        check_warmup(conf.optim, conf.train.epochs)  # before the data loads: the schedule would refuse it
         if conf.train.tensorboard:
             from .evaluate.tensorboard import summary_writer_class  # lazy: start-up time (tensorboard is large)
 
@@ -222,7 +223,8 @@ def _train_in(job: Job, console: Console, ranks: distributed.Distributed, device
         state, _ = fit_scratch(model, train_loader, val_loader, conf.optim, conf.train.epochs, callbacks)
     else:
         state = fit(trained, train_loader, val_loader, optimizer, schedule, loss_fn, conf.train.epochs, callbacks,
-                    precision=precision, step=task.step, validate=task.validate)
+                    precision=precision, step=task.step, validate=task.validate,
+                    optimizer_steps=OptimizerSteps.of(conf.optim))
     train_seconds = time.perf_counter() - started
     distributed.teardown(ranks)
     cost = find_callback(callbacks, Checkpointer).cost_line()
