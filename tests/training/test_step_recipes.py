@@ -315,3 +315,26 @@ def test_ctrl_c_inside_a_group_saves_after_its_step_and_resumes_bit_identical(re
     _train_here(resume=str(out), quiet=True)
     assert _weights(out) == _weights(reference)
     assert _epoch_rows(out) == _epoch_rows(reference)
+
+
+# --- the feature cache of a fine-tune -----------------------------------------------------------------------
+
+@pytest.mark.slow  # three fine-tunes
+def test_a_head_on_cached_features_accumulates_and_clips_as_on_full_passes(digits_run, tmp_path):
+    """The head-only stage trains on cached backbone features through the same loop: the same optimizer steps."""
+    small = dict(data="digits", classes="0,1,2", train_per_class=12, epochs=2, batch_size=4, quiet=True,
+                 strategy="linear-probe", val_fraction=0.0, grad_accum=3, clip_grad=0.05, optimizer="sgd", lr=0.1)
+
+    def finetune(out, **extra):
+        buffer = io.StringIO()
+        run = convlab.finetune(str(digits_run.path), out=str(tmp_path / out),
+                               console=Console(file=buffer, width=300), **{**small, **extra})
+        return run.model.state_dict(), buffer.getvalue()
+
+    cached, said = finetune("cached")
+    full, said_full = finetune("full", no_feature_cache=True)
+    assert "trains the head on cached backbone features" in said and "not cached (--no-feature-cache)" in said_full
+    for key in cached:
+        torch.testing.assert_close(cached[key], full[key], rtol=1e-5, atol=1e-6, msg=key)
+    plain, _ = finetune("plain", grad_accum=1, clip_grad=0.0)
+    assert any(not torch.allclose(plain[key], cached[key], atol=1e-4) for key in cached)  # the options acted
