@@ -116,7 +116,8 @@ def _no_batchnorm_net() -> nn.Module:
     return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(64, 3)).double()
 
 
-def _train(batches: Batches, grad_accum: int, clip_grad: float = 0.0, epochs: int = 2) -> nn.Module:
+def _train(batches: Batches, grad_accum: int, clip_grad: float = 0.0, epochs: int = 2,
+           precision: Precision | None = None) -> nn.Module:
     """`epochs` of SGD with momentum and a cosine schedule through the loop's own train_one_epoch."""
     model = _no_batchnorm_net()
     config = OptimConfig(optimizer="sgd", lr=0.05, schedule="cosine", grad_accum=grad_accum, clip_grad=clip_grad)
@@ -124,7 +125,7 @@ def _train(batches: Batches, grad_accum: int, clip_grad: float = 0.0, epochs: in
     schedule = build_schedule(optimizer, config, epochs, len(batches))
     state = LoopState(model, optimizer, epochs, len(batches))
     for _ in range(epochs):
-        train_one_epoch(state, batches, schedule, nn.CrossEntropyLoss(), Callback(),
+        train_one_epoch(state, batches, schedule, nn.CrossEntropyLoss(), Callback(), precision,
                         optimizer_steps=OptimizerSteps.of(config))
     return model
 
@@ -151,6 +152,15 @@ def test_accumulation_and_clipping_together_equal_the_clipped_big_batch():
     clipped = _train(_batches(images, labels, 12), grad_accum=1, clip_grad=0.05)
     assert _same(_train(_batches(images, labels, 4), grad_accum=3, clip_grad=0.05), clipped, 1e-12)
     assert not _same(_train(_batches(images, labels, 12), grad_accum=1), clipped, 1e-3)
+
+
+def test_accumulation_under_a_grad_scaler_divides_the_unscaled_sum():
+    """--amp fp16's GradScaler multiplies every batch's loss by its scale: the step takes it out before dividing
+    by the group's images (and before clipping), so the weights are the unscaled run's."""
+    images, labels = _data(26)
+    scaled = Precision("cpu", None, torch.amp.GradScaler("cpu", init_scale=2.0 ** 10))
+    big = _train(_batches(images, labels, 12), grad_accum=1, clip_grad=0.05)
+    assert _same(_train(_batches(images, labels, 4), grad_accum=3, clip_grad=0.05, precision=scaled), big, 1e-12)
 
 
 def test_the_schedule_counts_optimizer_steps():
