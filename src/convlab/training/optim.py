@@ -1,4 +1,5 @@
-"""Optimizers and learning-rate schedules, each registered under the name its flag takes."""
+"""Optimizers and learning-rate schedules (each registered under the name its flag takes), their warm-up, and how
+batches become optimizer steps (accumulation, clipping)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -46,7 +47,8 @@ class OptimizerSteps:
 
 @dataclass
 class Schedule:
-    """A torch LR scheduler and whether it steps after every batch or after every epoch."""
+    """A torch LR scheduler and whether it steps after every optimizer step (`after_batch`: every K batches with
+    --grad-accum K) or after every epoch."""
 
     scheduler: torch.optim.lr_scheduler.LRScheduler | None
     per_batch: bool
