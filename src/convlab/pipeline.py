@@ -55,7 +55,7 @@ from .training.freezing import FreezePlan, print_plan
 from .training.loop import LoopState, fit
 from .training.lr_find import DIVERGED, Finding, Ramp, run_ramp
 from .training.numerics import NonFiniteLossGuard
-from .training.optim import build_optimizer, build_schedule
+from .training.optim import OptimizerSteps, build_optimizer, build_schedule, check_warmup
 from .training.resume import elastic_restart as elastic_restart_of, resume_config, start_afresh
 from .training.scratch_engine import check_options as check_scratch_options, fit_scratch, scratch_retrain_hint
 
@@ -118,6 +118,7 @@ def run_pipeline(job: Job) -> Run:
         if job.loss_for is not None and conf.optim.class_weights != "none":  # its loss replaces the weighted one
             raise ConvlabError(f"--class-weights {conf.optim.class_weights}: convlab {job.command} trains with its "
                                f"own loss; leave out --class-weights")
+        check_warmup(conf.optim, conf.train.epochs)  # before the data loads: the schedule would refuse it
         if conf.train.tensorboard:
             from .evaluate.tensorboard import summary_writer_class  # lazy: start-up time (tensorboard is large)
 
@@ -270,7 +271,8 @@ def _fit_and_write(job: Job, console: Console, ranks: distributed.Distributed, d
         state, _ = fit_scratch(model, train_loader, val_loader, conf.optim, conf.train.epochs, callbacks)
     else:
         state = fit(trained, train_loader, val_loader, optimizer, schedule, loss_fn, conf.train.epochs, callbacks,
-                    precision=precision, step=task.step, validate=task.validate)
+                    precision=precision, step=task.step, validate=task.validate,
+                    optimizer_steps=OptimizerSteps.of(conf.optim))
     train_seconds = time.perf_counter() - started
     distributed.teardown(ranks)
     cost = find_callback(callbacks, Checkpointer).cost_line()

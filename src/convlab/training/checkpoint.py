@@ -188,6 +188,7 @@ class Checkpointer(Callback):
         self.every = every
         self.interrupt_requested = False
         self._previous_handler = None
+        self._periodic_due = False  # --checkpoint-every fell inside an accumulation group
         self._epoch_start_generators: dict = {}
         self.save_seconds: list[float] = []  # the time of each save after the first, on rank 0
         # Set by a callback whose epochs cost less than a save (a head trained on cached features): True for an
@@ -219,7 +220,11 @@ class Checkpointer(Callback):
             self._epoch_start_generators = {n: g.get_state() for n, g in self.generators.items()}
 
     def on_batch_end(self, state, logs):
-        periodic = self.every and logs["batch"] % self.every == 0 and logs["batch"] < state.steps_per_epoch
+        self._periodic_due = self._periodic_due or bool(self.every and logs["batch"] % self.every == 0)
+        if not logs.get("optimizer_step", True):
+            return  # inside a --grad-accum group: its gradients are not saved, so the save waits for its step
+        periodic = self._periodic_due and logs["batch"] < state.steps_per_epoch
+        self._periodic_due = False
         if self.interrupt_requested or periodic:
             self.save(state, batch=logs["batch"], partial={"loss_sum": logs["loss_sum"], "correct": logs["correct"],
                                                            "seen": logs["seen"]})

@@ -1,6 +1,7 @@
 """The training loop: epochs of batches, validation after each, callbacks around it all."""
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -9,7 +10,7 @@ from torch import nn
 
 from ..models.inference import evaluate_loss_accuracy
 from .callbacks import Callback, CallbackList
-from .optim import Schedule
+from .optim import OptimizerSteps, Schedule
 from .performance import Precision
 
 
@@ -56,9 +57,9 @@ def bare(model: nn.Module) -> nn.Module:
 
 def fit(model: nn.Module, train_loader, val_loader, optimizer: torch.optim.Optimizer, schedule: Schedule,
         loss_fn: nn.Module | None, epochs: int, callbacks: list[Callback], precision: Precision | None = None,
-        step=None, validate=None) -> LoopState:
+        step=None, validate=None, optimizer_steps: OptimizerSteps | None = None) -> LoopState:
     """Train for `epochs`. A task (tasks/) gives its `step` and `validate` (default: a classifier's): the loop
-    is the same for every task."""
+    is the same for every task, and so are `optimizer_steps` (gradient accumulation and clipping)."""
     step, validate = step or classify_step, validate or classify_validate
     state = LoopState(model, optimizer, epochs, len(train_loader))
     precision = precision or Precision("cpu")
@@ -68,7 +69,7 @@ def fit(model: nn.Module, train_loader, val_loader, optimizer: torch.optim.Optim
         state.epoch = epoch
         hooks.on_epoch_begin(state)
         started = time.perf_counter()
-        logs = train_one_epoch(state, train_loader, schedule, loss_fn, hooks, precision, step)
+        logs = train_one_epoch(state, train_loader, schedule, loss_fn, hooks, precision, step, optimizer_steps)
         logs["lr"] = optimizer.param_groups[0]["lr"]
         schedule.after_epoch()
         logs["seconds"] = time.perf_counter() - started
@@ -84,13 +85,15 @@ def fit(model: nn.Module, train_loader, val_loader, optimizer: torch.optim.Optim
 
 
 def train_one_epoch(state: LoopState, loader, schedule: Schedule, loss_fn: nn.Module | None, hooks: Callback,
-                    precision: Precision | None = None, step=None) -> dict:
+                    precision: Precision | None = None, step=None,
+                    optimizer_steps: OptimizerSteps | None = None) -> dict:
     """One pass over the training batches. Running sums stay tensors: no host sync per step.
 
     `step(model, batch, loss_fn) -> (loss, count, correct)` is the task's: correct is None where the task
-    has no training accuracy (a detector's), and then none is logged."""
+    has no training accuracy (a detector's), and then none is logged. `optimizer_steps` says how batches become
+    optimizer steps (--grad-accum, --clip-grad); the hooks' logs say whether one followed the batch."""
     model, optimizer = state.model, state.optimizer
-    precision = precision or Precision("cpu")
+    precision, steps = precision or Precision("cpu"), optimizer_steps or OptimizerSteps()
     model.train()
     loss_sum = torch.zeros((), device=loader.device)
     correct = torch.zeros((), dtype=torch.long, device=loader.device)
@@ -102,24 +105,46 @@ def train_one_epoch(state: LoopState, loader, schedule: Schedule, loss_fn: nn.Mo
         seen = state.resume_partial["seen"]
     step = step or classify_step
     accuracy = True
+    batches, group_images = len(loader), 0  # images in the accumulation group so far
     for batch, inputs in enumerate(loader, start=1):
         if batch <= skip:
             continue
-        with precision.autocast():
-            loss, count, hits = step(model, inputs, loss_fn)
-        precision.backward_step(loss, optimizer)
-        schedule.after_batch()
+        stepping = steps.ends_group(batch, batches)
+        with contextlib.nullcontext() if stepping else gradient_sync_off(model):  # DDP syncs at the step only
+            with precision.autocast():
+                loss, count, hits = step(model, inputs, loss_fn)
+            if not group_images:
+                optimizer.zero_grad(set_to_none=True)
+            # Accumulating, each batch adds its per-image sum and the step divides by the images: a mean over
+            # the group even when its last batch is short. One batch per step keeps the plain mean loss.
+            precision.backward(loss * count if steps.grad_accum > 1 else loss)
+        group_images += count
+        if stepping:
+            precision.step(optimizer, steps.clip_grad, divide_by=group_images if steps.grad_accum > 1 else 1)
+            schedule.after_batch()
+            group_images = 0
         loss_sum += loss.detach() * count
         if hits is not None:
             correct += hits
         accuracy = hits is not None
         seen += count
         hooks.on_batch_end(state, {"batch": batch, "seen": seen, "loss_sum": loss_sum, "correct": correct,
-                                   "accuracy": accuracy})
+                                   "accuracy": accuracy, "optimizer_step": stepping})
     logs = {"train_loss": float(loss_sum) / max(seen, 1)}
     if accuracy:
         logs["train_accuracy"] = float(correct) / max(seen, 1)
     return logs
+
+
+def gradient_sync_off(model: nn.Module):
+    """DistributedDataParallel's no_sync() for a batch whose gradients only accumulate (the all-reduce waits for
+    the group's last batch); a null context for a model in one process. Looks inside torch.compile."""
+    while not hasattr(model, "no_sync"):
+        inner = getattr(model, "_orig_mod", None) or getattr(model, "module", None)
+        if inner is None:
+            return contextlib.nullcontext()
+        model = inner
+    return model.no_sync()
 
 
 def classify_step(model: nn.Module, batch, loss_fn: nn.Module):

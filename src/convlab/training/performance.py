@@ -112,14 +112,35 @@ class Precision:
             return contextlib.nullcontext()
         return torch.autocast(self.device_type, dtype=self.dtype)
 
-    def backward_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
-        """zero_grad, backward and step; float16 losses are scaled so small gradients do not vanish."""
+    def backward_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, clip_grad: float = 0.0) -> None:
+        """zero_grad, backward and step: one batch, one optimizer step."""
         optimizer.zero_grad(set_to_none=True)
+        self.backward(loss)
+        self.step(optimizer, clip_grad)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Add the gradients of `loss` to those already there; float16 losses are scaled so small gradients do
+        not vanish."""
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+
+    def step(self, optimizer: torch.optim.Optimizer, clip_grad: float = 0.0, divide_by: float = 1) -> None:
+        """Step the optimizer on the gradients summed so far: divided by `divide_by` first (an accumulated sum
+        of per-image losses becomes their mean), then their global L2 norm clipped to `clip_grad` (0: off).
+
+        Under float16 both act on the true gradients, so the GradScaler's scale is taken out first; a step
+        whose gradients overflowed is still skipped by the scaler."""
+        if clip_grad or divide_by != 1:
+            if self.scaler is not None:
+                self.scaler.unscale_(optimizer)
+            params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            if divide_by != 1:
+                for param in params:
+                    param.grad.div_(divide_by)
+            if clip_grad:
+                torch.nn.utils.clip_grad_norm_(params, clip_grad)
         if self.scaler is None:
-            loss.backward()
             optimizer.step()
             return
-        self.scaler.scale(loss).backward()
         self.scaler.step(optimizer)
         self.scaler.update()
 
