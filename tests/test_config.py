@@ -54,9 +54,11 @@ def test_broken_yaml_is_reported(tmp_path):
 
 def test_every_choice_has_an_implementation():
     from convlab.data.augment import build_augmentation
+    from convlab.data.sampling import SAMPLERS
     from convlab.training.optim import OPTIMIZERS, SCHEDULES
 
+    assert set(cfg.choices("sampler")) == set(SAMPLERS)
     assert set(cfg.choices("optimizer")) == set(OPTIMIZERS)
     assert set(cfg.choices("schedule")) == set(SCHEDULES)
     for level in cfg.choices("augment"):
-        build_augmentation(level, 8, hflip=True)
+        build_augmentation(level, 32, hflip=True)

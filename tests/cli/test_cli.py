@@ -143,6 +143,9 @@ def test_models_and_datasets_lists(capsys):
     assert "tiny-maskrcnn" in out and "maskrcnn_resnet50_fpn_v2" in out
     code, out, _ = run_cli(capsys, "datasets")
     tasks, *lines = out.strip().splitlines()
+    header = lines.index("named recipes (--recipe NAME, applied over the dataset's):")
+    lines, recipes = lines[:header], lines[header + 1:]
+    assert [line.split()[0] for line in recipes] == ["cifar10", "photo"]
     assert code == 0 and tasks.startswith("tasks: classify (") and "detect (" in tasks and "segment (" in tasks
     named = [line.split()[0] for line in lines if not line.startswith(" ")]
     assert named == ["digits", "mnist", "fashion-mnist", "cifar10", "imagefolder:PATH", "coco:PATH", "yolo:PATH",
