@@ -19,7 +19,7 @@ def test_run_folder_has_every_file(digits_run):
         assert (digits_run.path / name).is_file(), name
     metrics = json.loads((digits_run.path / "metrics.json").read_text())
     for key in ("accuracy", "top5_accuracy", "macro_precision", "macro_recall", "macro_f1", "per_class",
-                "confusion_matrix", "train_seconds"):
+                "confusion_matrix", "train_seconds", "test_seconds"):
         assert key in metrics
     assert set(metrics["per_class"]["3"]) == {"precision", "recall", "f1", "support"}
     assert np.asarray(metrics["confusion_matrix"]).sum() == 360

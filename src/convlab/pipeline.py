@@ -287,9 +287,10 @@ def _fit_and_write(job: Job, console: Console, ranks: distributed.Distributed, d
                       f"{stopper.patience} epochs", markup=False)
 
     # 8. test metrics and the run folder
+    tested = time.perf_counter()
     metrics = task.test_metrics(run, data)
-    metrics.update(train_seconds=round(train_seconds, 3), best_epoch=state.best_epoch or state.epoch,
-                   epochs_run=state.epoch)
+    metrics.update(train_seconds=round(train_seconds, 3), test_seconds=round(time.perf_counter() - tested, 3),
+                   best_epoch=state.best_epoch or state.epoch, epochs_run=state.epoch)
     if plan is not None:
         metrics["freeze"] = state.extra.get("freeze")
     run.metrics = metrics
