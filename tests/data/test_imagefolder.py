@@ -169,6 +169,7 @@ def test_test_folder_preferred_over_val(tmp_path):
     _make_folder(tmp_path / "val", 2)
     splits = load_image_folder(tmp_path, 8)
     assert len(splits.test) == 3
+    assert any(f"{tmp_path / 'val'} is not read" in note for note in splits.notes)  # never dropped silently
 
 
 def test_train_only_holds_out_part_of_train(tmp_path):

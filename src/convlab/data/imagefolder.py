@@ -48,6 +48,9 @@ def load_image_folder(root: str | Path, image_size: int | None, seed: int = 0, s
     if test_dir is not None:
         test_files, test_labels = _scan_test(test_dir, train_dir, classes)
         notes.append(f"imagefolder: train from {train_dir}, test from {test_dir}")
+        if test_dir.name == "test" and (root / "val").is_dir():
+            notes.append(f"imagefolder: {root / 'val'} is not read: validation is --val-fraction of train/ "
+                         "(move val/ into train/ to train on it, or rename it test/ to test on it)")
     else:
         test_files, test_labels = [], []
         notes.append(f"imagefolder: no test/ or val/ folder in {root}; holding out a stratified "
