@@ -93,7 +93,7 @@ def test_train_and_eval_switch_every_layer():
 
 
 SHAPES = {"tiny-cnn": (1, 12, 12), "mnist-cnn": (1, 16, 16), "lenet": (3, 16, 16), "small-cnn": (1, 12, 12),
-          "resnet8": (3, 12, 12)}
+          "resnet8": (3, 12, 12), "resnet20": (3, 8, 8)}
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

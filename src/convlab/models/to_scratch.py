@@ -51,7 +51,8 @@ def _convert(module: tnn.Module, path: str) -> snn.Module:
         widths = (module.layer1[0].conv1.out_channels, module.layer2[0].conv1.out_channels,
                   module.layer3[0].conv1.out_channels)
         dropout = module.dropout.p if isinstance(module.dropout, tnn.Dropout) else 0.0
-        return scratch.models.ResNet8(module.conv1.in_channels, module.fc.out_features, dropout, widths)
+        return scratch.models.ResNet8(module.conv1.in_channels, module.fc.out_features, dropout, widths,
+                                      blocks=len(module.layer1))
     if kind is tnn.Sequential:
         return snn.Sequential(*[_convert(child, f"{path}.{name}") for name, child in module.named_children()])
     if kind is _torchvision_basic_block():
@@ -96,4 +97,4 @@ def _torchvision_basic_block() -> type | None:
 
 def _unsupported(path: str, module: tnn.Module) -> ConvlabError:
     return ConvlabError(f"the scratch engine has no equivalent of {path} ({module!r}); use --engine torch, or a "
-                        f"preset (tiny-cnn, mnist-cnn, lenet, small-cnn, resnet8) with --engine scratch")
+                        f"preset (tiny-cnn, mnist-cnn, lenet, small-cnn, resnet8, resnet20) with --engine scratch")

@@ -27,16 +27,17 @@ class ConvNet(nn.Module):
 
 
 class ResNet8(nn.Module):
-    """3x3 stem (conv1, bn1, relu) -> layer1..3 (one BasicBlock each) -> avgpool -> flatten -> dropout -> fc."""
+    """3x3 stem (conv1, bn1, relu) -> layer1..3 (`blocks` BasicBlocks each) -> avgpool -> flatten -> dropout -> fc."""
 
-    def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.0, widths=(16, 32, 64), dtype=None):
+    def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.0, widths=(16, 32, 64), dtype=None,
+                 blocks: int = 1):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False, dtype=dtype)
         self.bn1 = nn.BatchNorm2d(widths[0], dtype=dtype)
         self.relu = nn.ReLU(inplace=True)
-        self.layer1 = nn.Sequential(nn.BasicBlock(widths[0], widths[0], 1, dtype=dtype))
-        self.layer2 = nn.Sequential(nn.BasicBlock(widths[0], widths[1], 2, dtype=dtype))
-        self.layer3 = nn.Sequential(nn.BasicBlock(widths[1], widths[2], 2, dtype=dtype))
+        self.layer1 = self._stage(widths[0], widths[0], 1, blocks, dtype)
+        self.layer2 = self._stage(widths[0], widths[1], 2, blocks, dtype)
+        self.layer3 = self._stage(widths[1], widths[2], 2, blocks, dtype)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -46,6 +47,11 @@ class ResNet8(nn.Module):
                 out_channels, _, kh, kw = module.weight.shape
                 std = math.sqrt(2.0 / (out_channels * kh * kw))
                 module.weight.data = (_rng_normal(module.weight.shape) * std).astype(module.weight.data.dtype)
+
+    @staticmethod
+    def _stage(inplanes: int, planes: int, stride: int, blocks: int, dtype) -> nn.Sequential:
+        return nn.Sequential(nn.BasicBlock(inplanes, planes, stride, dtype=dtype),
+                             *[nn.BasicBlock(planes, planes, 1, dtype=dtype) for _ in range(blocks - 1)])
 
     def forward(self, x):
         x = self.relu(self.bn1(self.conv1(x)))

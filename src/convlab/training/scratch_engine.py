@@ -52,7 +52,7 @@ def check_options(conf: Config, resuming: bool = False) -> None:
                                f"use --engine torch")
     if find_model(conf.model.name).family != "preset":
         raise ConvlabError(f"--model {conf.model.name}: the scratch engine trains the presets only (tiny-cnn, "
-                           f"mnist-cnn, lenet, small-cnn, resnet8); use --engine torch for torchvision models")
+                           f"mnist-cnn, lenet, small-cnn, resnet8, resnet20); use --engine torch for torchvision models")
 
 
 def scratch_retrain_hint(command: str, config_file: Path) -> str:
