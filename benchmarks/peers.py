@@ -5,7 +5,7 @@ Two rows per tool, each time-boxed to --minutes (a comma-separated ladder measur
             fit_one_cycle and aug_transforms; `yolo classify train` on the n-size classifier from its yaml;
             timm's --timm-model with timm's RandAugment + mixup/cutmix recipe in a plain loop.
   finetune  the given ImageNet MobileNetV2 weights on --finetune-per-class images per class, at --finetune-size:
-            `convlab finetune --from torchvision:mobilenet_v2 --weights FILE`; fastai's vision_learner + fine_tune;
+            `convlab finetune --from torchvision:mobilenet_v2 --weights FILE --recipe photo`; fastai's vision_learner + fine_tune;
             Ultralytics' own TorchVision backbone module (mobilenet_v2, the same weights staged offline) with its
             Classify head; the timm loop on torchvision's MobileNetV2 with those weights.
 Every peer runs as its own process with --peer-python (convlab never imports them), offline, with --threads threads.
@@ -303,8 +303,8 @@ def main() -> None:
     parser.add_argument("--peer-python", default="python", help="the Python with fastai, ultralytics and timm")
     parser.add_argument("--convlab", default="convlab", help='the convlab command (e.g. "python -m convlab")')
     parser.add_argument("--convlab-args", help="convlab's scratch flags (default: the cifar10 recipe's)")
-    parser.add_argument("--convlab-finetune-args", default="", help="extra convlab finetune flags (default: none, "
-                        "the folder recipe)")
+    parser.add_argument("--convlab-finetune-args", default="--recipe photo", help="convlab's finetune flags "
+                        "(default: the photo recipe; \"\" for the folder recipe)")
     parser.add_argument("--tools", default=",".join(TOOLS), help=f"comma-separated, from {', '.join(TOOLS)}")
     parser.add_argument("--rows", default="scratch,finetune")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads for every tool")
