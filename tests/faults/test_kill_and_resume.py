@@ -2,15 +2,12 @@
 --resume ends with weights bit-identical to a run that was never interrupted."""
 from __future__ import annotations
 
-import io
 import signal
 import subprocess
 
 import pytest
-import torch
-from rich.console import Console
+from in_process import train_in_one_thread
 
-import convlab
 from convlab.training.checkpoint import CHECKPOINTS, LAST, checkpoint_position
 
 from .conftest import RUN_FLAGS, assert_same_weights, child_env, convlab_command
@@ -32,23 +29,11 @@ def _keywords(flags: list[str]) -> dict:
     return out
 
 
-def _in_one_thread(**keywords) -> str:
-    """convlab.train in this process with one thread, like the children; returns what it printed."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    console = Console(file=io.StringIO(), width=200)
-    try:
-        convlab.train(console=console, **keywords)
-    finally:
-        torch.set_num_threads(threads)
-    return console.file.getvalue()
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """The uninterrupted run."""
     out = tmp_path_factory.mktemp("reference") / "run"
-    _in_one_thread(out=str(out), **_keywords(RUN_FLAGS))
+    train_in_one_thread(out=str(out), **_keywords(RUN_FLAGS))
     return out
 
 
@@ -78,7 +63,7 @@ def test_sigkill_after_epoch_lines_then_resume_is_bit_identical(reference, tmp_p
     killed = _kill_after_epoch_lines(out, tmp_path, lines)
     assert killed.returncode == -signal.SIGKILL
     assert not (out / "model.safetensors").exists()
-    assert f"resuming {out}" in _in_one_thread(resume=str(out), quiet=True)
+    assert f"resuming {out}" in train_in_one_thread(resume=str(out), quiet=True)
     assert_same_weights(reference / "model.safetensors", out / "model.safetensors")
     assert _metrics_rows(out) == _metrics_rows(reference)
 
@@ -102,7 +87,7 @@ def test_sigkill_inside_a_checkpoint_write_then_resume_is_bit_identical(referenc
     assert stale, "the killed write should leave its temp file behind"
     # Writes: before training, after epoch 1, after epoch 2 (killed before its rename).
     assert checkpoint_position(out / CHECKPOINTS / LAST) == {"epoch": 1, "batch": 0, "world_size": 1}  # the old one, intact
-    assert "after epoch 1\n" in _in_one_thread(resume=str(out), quiet=True)
+    assert "after epoch 1\n" in train_in_one_thread(resume=str(out), quiet=True)
     assert not list((out / CHECKPOINTS).glob(".*.tmp"))
     assert_same_weights(reference / "model.safetensors", out / "model.safetensors")
 
@@ -152,7 +137,7 @@ def test_checkpoint_every_steps_then_sigkill_inside_an_epoch_resumes_bit_identic
     killed = run_child("train", *RUN_FLAGS, "--out", str(out), "--checkpoint-every", "5", prelude=prelude)
     assert killed.returncode == -signal.SIGKILL
     assert checkpoint_position(out / CHECKPOINTS / LAST) == {"epoch": 1, "batch": 5, "world_size": 1}
-    printed = _in_one_thread(resume=str(out), quiet=True)
+    printed = train_in_one_thread(resume=str(out), quiet=True)
     assert f"resuming {out} after epoch 1, batch 5\n" in printed
     assert "checkpoints: " in printed and "(every 5 steps and at each epoch's end)" in printed
     assert_same_weights(reference / "model.safetensors", out / "model.safetensors")

@@ -8,13 +8,20 @@ import math
 import pytest
 import torch
 from cli_output import assert_one_line_error, run_cli
+from in_process import train_in_one_thread
 from rich.console import Console
 from torch import nn
 
 import convlab
 from convlab.config import OptimConfig
 from convlab.training.callbacks import Callback
-from convlab.training.checkpoint import CHECKPOINTS, LAST, Checkpointer, TrainingInterrupted, checkpoint_position
+from convlab.training.checkpoint import (
+    CHECKPOINTS,
+    LAST,
+    Checkpointer,
+    TrainingInterrupted,
+    checkpoint_position,
+)
 from convlab.training.loop import LoopState, train_one_epoch
 from convlab.training.optim import OPTIMIZERS, OptimizerSteps, build_schedule
 from convlab.training.performance import Precision
@@ -257,18 +264,6 @@ RECIPE = dict(data="digits", model="tiny-cnn", epochs=2, batch_size=64, schedule
               warmup_epochs=0.5, grad_accum=3, clip_grad=0.5, seed=2, deterministic=True, quiet=True)
 
 
-def _train_here(**keywords) -> str:
-    """convlab.train in this process on one thread; returns what it printed."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    console = Console(file=io.StringIO(), width=200)
-    try:
-        convlab.train(console=console, **keywords)
-    finally:
-        torch.set_num_threads(threads)
-    return console.file.getvalue()
-
-
 def _weights(run_dir) -> dict[str, bytes]:
     from safetensors import safe_open
 
@@ -283,7 +278,7 @@ def _epoch_rows(run_dir) -> list[str]:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     out = tmp_path_factory.mktemp("reference") / "run"
-    _train_here(out=str(out), **RECIPE)
+    train_in_one_thread(out=str(out), **RECIPE)
     return out
 
 
@@ -300,10 +295,10 @@ def test_a_crash_after_a_step_checkpoint_inside_a_group_resumes_bit_identical(re
     monkeypatch.setattr(Checkpointer, "on_batch_end", crash_at)
     out = tmp_path / "run"
     with pytest.raises(RuntimeError, match="simulated crash"):
-        _train_here(out=str(out), checkpoint_every=4, **RECIPE)
+        train_in_one_thread(out=str(out), checkpoint_every=4, **RECIPE)
     assert checkpoint_position(out / CHECKPOINTS / LAST) == {"epoch": 1, "batch": 6, "world_size": 1}
     monkeypatch.setattr(Checkpointer, "on_batch_end", saved)
-    assert "after epoch 1, batch 6" in _train_here(resume=str(out), quiet=True)
+    assert "after epoch 1, batch 6" in train_in_one_thread(resume=str(out), quiet=True)
     assert _weights(out) == _weights(reference)
     assert _epoch_rows(out) == _epoch_rows(reference)
 
@@ -319,10 +314,10 @@ def test_ctrl_c_inside_a_group_saves_after_its_step_and_resumes_bit_identical(re
     monkeypatch.setattr(Checkpointer, "on_batch_end", interrupt_at)
     out = tmp_path / "run"
     with pytest.raises(TrainingInterrupted):
-        _train_here(out=str(out), **RECIPE)
+        train_in_one_thread(out=str(out), **RECIPE)
     assert checkpoint_position(out / CHECKPOINTS / LAST) == {"epoch": 0, "batch": 6, "world_size": 1}
     monkeypatch.setattr(Checkpointer, "on_batch_end", saved)
-    _train_here(resume=str(out), quiet=True)
+    train_in_one_thread(resume=str(out), quiet=True)
     assert _weights(out) == _weights(reference)
     assert _epoch_rows(out) == _epoch_rows(reference)
 
