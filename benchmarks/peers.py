@@ -5,7 +5,8 @@ Two rows per tool, each time-boxed to --minutes (a comma-separated ladder measur
             fit_one_cycle and aug_transforms; `yolo classify train` on the n-size classifier from its yaml;
             timm's --timm-model with timm's RandAugment + mixup/cutmix recipe in a plain loop.
   finetune  the given ImageNet MobileNetV2 weights on --finetune-per-class images per class, at --finetune-size:
-            `convlab finetune --from torchvision:mobilenet_v2 --weights FILE --recipe photo`; fastai's vision_learner + fine_tune;
+            `convlab finetune --from torchvision:mobilenet_v2 --weights FILE --recipe photo`; fastai's vision_learner
+            + fine_tune;
             Ultralytics' own TorchVision backbone module (mobilenet_v2, the same weights staged offline) with its
             Classify head; the timm loop on torchvision's MobileNetV2 with those weights.
 Every peer runs as its own process with --peer-python (convlab never imports them), offline, with --threads threads.
