@@ -306,10 +306,10 @@ def _fit_and_write(job: Job, console: Console, ranks: distributed.Distributed, d
 def recipe_for(data_name: str, task: str | None = None) -> dict:
     """The dataset's recipe, and its task: the data says whether a run classifies, detects or segments (files
     that serve several tasks, as COCO's, have a recipe for each; `task` picks one, None the data's own)."""
-    entry, _ = parse_data_name(data_name)
+    entry, arg = parse_data_name(data_name)
     if task is not None and task not in entry.tasks:
         return {}  # task_of refuses the pair by name once the config is resolved
-    entry = entry.for_task(task)
+    entry = entry.for_task(task or entry.task_for(arg))
     return {"task": entry.task, **entry.recipe}
 
 

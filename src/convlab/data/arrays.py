@@ -10,7 +10,8 @@ import numpy as np
 class ImageArrays:
     """A labelled image set held in memory.
 
-    images: (N, C, H, W) uint8; labels: (N,) int64 class indices.
+    images: (N, C, H, W) uint8; labels: (N,) int64 class indices, or (N, classes) uint8 0/1 for data with several
+    labels per image (tasks/multilabel.py).
     """
 
     images: np.ndarray
@@ -19,12 +20,21 @@ class ImageArrays:
     def __post_init__(self) -> None:
         if self.images.ndim != 4 or self.images.dtype != np.uint8:
             raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {self.images.shape}")
+        if self.labels.ndim == 2 and len(self.labels) == len(self.images):
+            self.labels = self.labels.astype(np.uint8, copy=False)  # multi-hot: one column per class
+            return
         if self.labels.shape != (len(self.images),):
-            raise ValueError(f"labels must be ({len(self.images)},), got {self.labels.shape}")
+            raise ValueError(f"labels must be ({len(self.images)},) or ({len(self.images)}, classes), got "
+                             f"{self.labels.shape}")
         self.labels = self.labels.astype(np.int64, copy=False)
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @property
+    def multi_hot(self) -> bool:
+        """Several labels per image: labels are (N, classes) 0/1."""
+        return self.labels.ndim == 2
 
     def subset(self, index: np.ndarray) -> "ImageArrays":
         return ImageArrays(self.images[index], self.labels[index])

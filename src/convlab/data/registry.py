@@ -28,6 +28,11 @@ class DatasetEntry:
     streams: bool = False  # the loader takes loader="auto"|"memory"|"streaming" (decoded-image cache)
     task: str = "classify"  # the task its labels are for (tasks/); a detection loader gets (data_dir, arg, seed)
     also: dict = field(default_factory=dict)  # other tasks the same files serve -> their entry (COCO: segment)
+    infer_task: Callable[[str | None], str] | None = None  # the task the files' labels call for (a CSV's rows)
+
+    def task_for(self, arg: str | None) -> str:
+        """The task these files are for when --task is not given: the entry's, or what its files say."""
+        return self.task if self.infer_task is None else self.infer_task(arg)
 
     def for_task(self, task: str | None) -> "DatasetEntry":
         """The entry that reads these files for `task` (None: its own task): its loader and recipe."""
@@ -42,12 +47,13 @@ DATASETS: dict[str, DatasetEntry] = {}
 
 
 def register_dataset(name: str, *, description: str, shape=None, num_classes=None, recipe=None,
-                     takes_argument: bool = False, streams: bool = False, task: str = "classify"):
-    """Decorator: register `loader` under `name`."""
+                     takes_argument: bool = False, streams: bool = False, task: str = "classify", infer_task=None):
+    """Decorator: register `loader` under `name`; `infer_task(arg)` reads the task from the files when their
+    labels decide it (a CSV with several labels in a row is multi-label)."""
 
     def wrap(loader: Loader) -> Loader:
         DATASETS[name] = DatasetEntry(name, loader, description, shape, num_classes,
-                                      dict(recipe or {}), takes_argument, streams, task)
+                                      dict(recipe or {}), takes_argument, streams, task, infer_task=infer_task)
         return loader
 
     return wrap

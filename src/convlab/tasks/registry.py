@@ -95,12 +95,12 @@ def find_task(name: str) -> Task:
 
 def task_of(conf) -> Task:
     """The run's task: its config's `task`, else the one its dataset names."""
-    entry, _ = parse_data_name(conf.data.name)
+    entry, arg = parse_data_name(conf.data.name)
     if conf.data.task and conf.data.task not in entry.tasks:
         raise ConvlabError(f"--task {conf.data.task} does not fit --data {conf.data.name}: its labels are for "
                            f"{' or '.join(entry.tasks)}; leave --task out, or give data labelled for "
                            f"{conf.data.task}")
-    return find_task(conf.data.task or entry.task)
+    return find_task(conf.data.task or entry.task_for(arg))
 
 
 def run_task(path) -> Task:
