@@ -89,3 +89,46 @@ def write_image_folder(root, classes=("cat", "dog", "fox"), per_class=6, size=(1
             Image.fromarray(pixels.astype(np.uint8)).convert(mode).save(folder / f"{name}{i}.png")
     return root
 
+
+
+SQUARE_COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
+
+
+def write_colour_squares(root, count=240, size=24, seed=0):
+    """count PNGs on a grey ground, each holding squares of one to three colours, and labels.csv (path,labels)
+    listing the colours of each: a multi-label set a small CNN learns in a few epochs."""
+    import csv
+
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    side = size // 3
+    rows = []
+    for i in range(count):
+        pixels = np.full((size, size, 3), 128, np.uint8) + rng.integers(0, 20, (size, size, 3)).astype(np.uint8)
+        names = [name for name in SQUARE_COLOURS if rng.random() < 0.45] or [str(rng.choice(list(SQUARE_COLOURS)))]
+        for name in names:
+            y, x = rng.integers(0, size - side, 2)
+            pixels[y:y + side, x:x + side] = SQUARE_COLOURS[name]
+        Image.fromarray(pixels).save(root / f"img{i:03d}.png")
+        rows.append((f"img{i:03d}.png", " ".join(names)))
+    with open(root / "labels.csv", "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["path", "labels"])
+        writer.writerows(rows)
+    return root / "labels.csv"
+
+
+@pytest.fixture(scope="session")
+def multilabel_run(tmp_path_factory):
+    """A small multi-label run (small-cnn, 5 epochs) on generated colour squares, shared by tests that only read
+    it (on one thread, as digits_run)."""
+    from convlab import train
+
+    table = write_colour_squares(tmp_path_factory.mktemp("squares"))
+    threads = torch.get_num_threads()
+    try:
+        run = train(data=f"csv:{table}", image_size=24, epochs=5, threads=1, val_fraction=0.2,
+                    out=str(tmp_path_factory.mktemp("runs") / "squares"), quiet=True)
+    finally:
+        torch.set_num_threads(threads)
+    return run

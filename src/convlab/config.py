@@ -26,6 +26,7 @@ Engine = Literal["torch", "scratch"]
 Loss = Literal["ce", "dice", "dice+ce"]
 Sampler = Literal["shuffle", "balanced"]
 ClassWeights = Literal["none", "auto"]
+Calibrate = Literal["none", "temperature"]
 
 
 def _opt(default, help: str, **checks):
@@ -83,9 +84,10 @@ class DataConfig:
     recipe: str | None = _opt(None, "a named training recipe over the dataset's own (see 'convlab datasets'): "
                                     "cifar10 for CIFAR-10-like image folders from scratch, photo for fine-tuning an "
                                     "ImageNet backbone on photographs")
-    task: str | None = _opt(None, "classify, detect or segment (default: the dataset's: coco:, yolo:, voc: and "
-                                   "shapes are detection, masks: and shape-masks segmentation; --task segment "
-                                   "reads the masks of coco: and yolo: files)")
+    task: str | None = _opt(None, "classify, multilabel, detect, segment or instance (default: the dataset's: "
+                                   "coco:, yolo:, voc: and shapes are detection, masks: and shape-masks "
+                                   "segmentation, a csv: file with several labels in a row multilabel; --task "
+                                   "segment reads the masks of coco: and yolo: files)")
 
 
 @dataclass
@@ -133,6 +135,9 @@ class TrainConfig:
     deterministic: bool = _opt(False, "deterministic kernels and fixed threads: a rerun or a resumed run gives "
                                       "bit-identical weights (slower on GPU)")
     engine: Engine = _opt("torch", "torch, or scratch: the NumPy engine written by hand (presets, CPU only)")
+    calibrate: Calibrate = _opt("none", "temperature: after training, fit one temperature (one per label for "
+                                        "multi-label) on the validation rows so the probabilities match how often "
+                                        "the model is right; predict, eval, serve and export apply it")
     checkpoint_every: int = _opt(0, "also save the training state every STEPS batches inside an epoch, so a failure "
                                     "loses minutes, not an epoch (0: at the end of each epoch only)", min=0)
     dist_timeout: int = _opt(300, "under torchrun: seconds a process waits for the others (joining, each "

@@ -286,7 +286,9 @@ def _fit_and_write(job: Job, console: Console, ranks: distributed.Distributed, d
         console.print(f"stopped early after epoch {state.epoch}: no better {stopper.monitor} in "
                       f"{stopper.patience} epochs", markup=False)
 
-    # 8. test metrics and the run folder
+    # 8. what turns outputs into answers (fitted on the validation rows), test metrics and the run folder
+    for line in task.fit_outputs(run, data, conf):
+        console.print(line, markup=False)
     tested = time.perf_counter()
     metrics = task.test_metrics(run, data)
     metrics.update(train_seconds=round(train_seconds, 3), test_seconds=round(time.perf_counter() - tested, 3),
@@ -328,12 +330,17 @@ def refuse_options(conf: cfg.Config) -> None:
                                                                       "streaming"),
                           (f"--loss {conf.optim.loss}", conf.optim.loss != "ce"),
                           ("--class-weights auto", conf.optim.class_weights == "auto"),
+                          ("--calibrate temperature", conf.train.calibrate == "temperature"),
+                          ("--classes", bool(conf.data.classes)), ("--train-per-class", conf.data.train_per_class > 0),
                           ("--sampler balanced", conf.data.sampler == "balanced"),
                           (f"--augment {conf.data.augment}", conf.data.augment != "none"),
                           ("--erasing", conf.data.erasing > 0), ("--mixup", conf.data.mixup > 0),
                           ("--cutmix", conf.data.cutmix > 0)):
         if given:
             task.refuse(option)
+    if conf.train.calibrate != "none" and conf.data.val_fraction <= 0:
+        raise ConvlabError(f"--calibrate {conf.train.calibrate} fits on the validation rows and --val-fraction 0 "
+                           f"holds none out; give --val-fraction above 0 (e.g. 0.1) or leave out --calibrate")
 
 
 def check_engine(job: Job, ranks: distributed.Distributed) -> None:

@@ -22,6 +22,7 @@ from .data.conform import conform_arrays
 from .data.decode import list_images, load_image
 from .data.run_data import load_test_data, map_labels
 from .errors import ConvlabError
+from .evaluate.calibration import calibration_report
 from .evaluate.metrics import classification_metrics
 from .files import write_json
 from .layout import CONFIG, LABELS, METRICS, ONNX_SUFFIX, PREPROCESS, QUANTIZED_WEIGHTS, WEIGHTS
@@ -43,6 +44,11 @@ class Preprocess:
     normalization: str = "training data"  # where mean/std come from: the training data or pretrained weights
     data_channels: int | None = None  # channels of the training data when they differ (1 -> 3: gray repeated)
     memory_format: str | None = None  # "channels_last" or "contiguous": how training fed the model (None: unknown)
+    # how outputs become answers, fitted on the validation rows after training (evaluate/calibration.py,
+    # evaluate/multilabel.py): logits are divided by the temperature (one, or one per label), and a multi-label
+    # run names every label whose probability reaches its threshold
+    temperature: float | list[float] | None = None
+    thresholds: list[float] | None = None
 
     @property
     def norm(self) -> Normalization:
@@ -53,9 +59,10 @@ class Preprocess:
                     "formula": "(pixel / 255 - mean) / std"}
         if self.memory_format is None:
             del document["memory_format"]
-        if self.data_channels is None:
-            del document["data_channels"]
-        elif self.data_channels == 1:
+        for optional in ("data_channels", "temperature", "thresholds"):
+            if document[optional] is None:
+                del document[optional]
+        if self.data_channels == 1:
             document["channel_conversion"] = f"grayscale repeated into {self.channels} channels"
         return document
 
@@ -79,8 +86,21 @@ class Preprocess:
         memory_format = data.get("memory_format")
         if memory_format not in (None, *MEMORY_FORMATS):
             raise ValueError(f"memory_format must be one of {', '.join(MEMORY_FORMATS)}, got {memory_format!r}")
+        temperature, thresholds = data.get("temperature"), data.get("thresholds")
+        if temperature is not None and not _positive_numbers([temperature] if _is_number(temperature) else temperature):
+            raise ValueError(f"temperature must be a positive number or a list of them, got {temperature!r}")
+        if thresholds is not None and not (isinstance(thresholds, list) and all(
+                _is_number(v) and 0 <= v <= 1 for v in thresholds)):
+            raise ValueError(f"thresholds must be a list of numbers in 0..1, got {str(thresholds)[:80]}")
         return cls(list(size), int(channels), [float(v) for v in mean], [float(v) for v in std],
-                   str(data.get("normalization", "training data")), data_channels, memory_format)
+                   str(data.get("normalization", "training data")), data_channels, memory_format,
+                   temperature, None if thresholds is None else [float(v) for v in thresholds])
+
+    def scaled(self, logits: np.ndarray) -> np.ndarray:
+        """Logits divided by the fitted temperature (as they are without one)."""
+        if self.temperature is None:
+            return logits
+        return (logits / np.asarray(self.temperature, dtype=np.float32)).astype(np.float32)
 
 
 MAX_SIDE = 8192  # pixels per side a run may ask images to be resized to
@@ -93,6 +113,10 @@ def _is_int(value) -> bool:
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _positive_numbers(values) -> bool:
+    return isinstance(values, list) and bool(values) and all(_is_number(v) and 0 < v < math.inf for v in values)
 
 
 def _check_labels(classes) -> list[str]:
@@ -168,8 +192,9 @@ class Run(SavedFiles):
             return self.model(torch.from_numpy(inputs).to(self.device)).float().cpu().numpy()
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
-        """Logits from predict_logits -> probabilities float64: predict_arrays is the two steps in a row."""
-        return softmax(logits)
+        """Logits from predict_logits -> probabilities float64 (the temperature applied when one was fitted):
+        predict_arrays is the two steps in a row."""
+        return softmax(self.preprocess.scaled(logits))
 
     def test_data(self, data: str | None = None, data_dir: str | Path | None = None) -> ImageArrays:
         """The run's test split (as its config defines it: dataset, size, --classes), or `data`'s; labels in
@@ -191,11 +216,18 @@ class Run(SavedFiles):
             arrays = self._conform(arrays)
             arrays = ImageArrays(arrays.images, map_labels(arrays.labels, classes or self.classes, self.classes,
                                                            "the given data", f"run {self.path}"))
-        plain = classification_metrics(arrays.labels, self.predict_arrays(arrays.images), self.classes)
+        plain = self._scored(arrays, "none")
         if tta == "none":
             return plain
-        metrics = classification_metrics(arrays.labels, self.predict_arrays(arrays.images, tta), self.classes)
-        return {**metrics, "tta": tta, "without_tta": plain}
+        return {**self._scored(arrays, tta), "tta": tta, "without_tta": plain}
+
+    def _scored(self, arrays: ImageArrays, tta: str) -> dict:
+        """Classification metrics and calibration (before and after the run's temperature when it has one)."""
+        logits, probs = self.predict_outputs(arrays.images, tta)
+        metrics = classification_metrics(arrays.labels, probs, self.classes)
+        raw = None if self.preprocess.temperature is None else softmax(logits)
+        metrics.update(calibration_report(probs, arrays.labels, raw))
+        return metrics
 
     def predict(self, inputs: Any, top_k: int = 5, tta: str = "none") -> list[dict]:
         """Images (paths, folders of images, PIL images or arrays) -> top-k labels with probabilities; `tta`
@@ -289,7 +321,8 @@ def _is_on(model: torch.nn.Module, device: torch.device) -> bool:
     return first.device.type == device.type and device.index in (None, first.device.index)
 
 
-def load_run(path: str | Path, device: str | torch.device = "cpu", command: str = "this command") -> Run:
+def load_run(path: str | Path, device: str | torch.device = "cpu", command: str = "this command",
+             run_class: type[Run] = Run) -> Run:
     """Load a run folder written by `convlab train`; needs nothing but the folder.
 
     `command` names who needs the float run in the message for an ONNX file or an int8 variant (which
@@ -329,7 +362,7 @@ def load_run(path: str | Path, device: str | torch.device = "cpu", command: str 
     model.eval()
     if trained_channels_last(preprocess, config, model):
         model.to(memory_format=torch.channels_last)  # as in training: the same kernels, the same numbers
-    return Run(path, model, config, classes, preprocess, read_metrics(path), device)
+    return run_class(path, model, config, classes, preprocess, read_metrics(path), device)
 
 
 def check_float_run(path: Path, command: str) -> None:

@@ -148,7 +148,8 @@ def test_models_and_datasets_lists(capsys):
     assert [line.split()[0] for line in recipes] == ["cifar10", "photo"]
     assert code == 0 and tasks.startswith("tasks: classify (") and "detect (" in tasks and "segment (" in tasks
     named = [line.split()[0] for line in lines if not line.startswith(" ")]
-    assert named == ["digits", "mnist", "fashion-mnist", "cifar10", "imagefolder:PATH", "coco:PATH", "yolo:PATH",
+    assert named == ["digits", "mnist", "fashion-mnist", "cifar10", "imagefolder:PATH", "csv:PATH", "coco:PATH",
+                     "yolo:PATH",
                      "voc:PATH", "shapes", "masks:PATH", "shape-masks", "instances:PATH", "shape-instances"]
     assert lines[0].startswith("digits") and "recipe: model=small-cnn" in lines[0]
     shapes = next(line for line in lines if line.startswith("shapes"))
@@ -158,6 +159,8 @@ def test_models_and_datasets_lists(capsys):
     coco = lines.index(next(line for line in lines if line.startswith("coco:PATH")))
     assert "--task segment" in lines[coco + 1] and "task=segment" in lines[coco + 1]
     assert "--task instance" in lines[coco + 2] and "task=instance" in lines[coco + 2]
+    csv = lines.index(next(line for line in lines if line.startswith("csv:PATH")))
+    assert "classes from files" in lines[csv] and "--task multilabel" in lines[csv + 1]
 
 
 @pytest.mark.parametrize("command", ["train", "eval", "predict", "models", "datasets"])

@@ -52,6 +52,10 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] 
         flags += [cfg.flag(key)] if flags[0] != cfg.flag(key) else []
         parser.add_argument(*flags, dest=key, type=parse, choices=options, default=None, metavar=metavar,
                             help=help_text)
+        if key == "task":  # the word users look for: a file with one label per row can train multi-label too
+            parser.add_argument("--multi-label", dest=key, action="store_const", const="multilabel",
+                                help="several labels per image, a sigmoid each: the same as --task multilabel "
+                                     "(inferred for a csv: file with several labels in a row)")
 
 
 def resume_help(what: str) -> str:

@@ -126,8 +126,9 @@ def cmd_export(args) -> int:
 
     run = load_variant(args.run_dir, command="export")
     # each task's exporter and its default opset (a detector's: torch.onnx's TorchScript exporter, <= 20)
-    export, opset = {"classify": (export_onnx, 18), "detect": (export_detector_onnx, 17),
-                     "segment": (export_segmenter_onnx, 18)}[task_of(run.config).name]
+    export, opset = {"classify": (export_onnx, 18), "multilabel": (export_onnx, 18),
+                     "detect": (export_detector_onnx, 17), "segment": (export_segmenter_onnx, 18)}[
+        task_of(run.config).name]
     given = {"tolerance": args.tolerance} if args.tolerance is not None else {}
     export(run, args.out, opset=opset if args.opset is None else args.opset, **given)
     return 0

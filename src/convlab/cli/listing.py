@@ -53,7 +53,7 @@ def cmd_models(args) -> int:
     return 0
 
 
-CLASSES_FROM = {"classify": "classes from folders"}  # the other tasks name their classes in their files
+CLASSES_FROM = {"imagefolder": "classes from folders"}  # the other datasets name their classes in their files
 
 
 def cmd_datasets(args) -> int:
@@ -64,7 +64,7 @@ def cmd_datasets(args) -> int:
     print(f"tasks: {', '.join(f'{name} ({task.description})' for name, task in TASKS.items())}")
     for entry in list_datasets():
         shape = "x".join(map(str, entry.shape)) if entry.shape else "any size"
-        classes = f"{entry.num_classes} classes" if entry.num_classes else CLASSES_FROM.get(entry.task,
+        classes = f"{entry.num_classes} classes" if entry.num_classes else CLASSES_FROM.get(entry.name,
                                                                                            "classes from files")
         recipe = " ".join(f"{k}={v}" for k, v in entry.recipe.items())
         name = entry.name + (":PATH" if entry.takes_argument else "")

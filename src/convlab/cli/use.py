@@ -10,9 +10,11 @@ from ..errors import ConvlabError
 
 # the flags each task reads (dest -> flag); a flag given for a run of another task is refused by name
 PREDICT_FLAGS = {"classify": {"top_k": "--top-k", "tta": "--tta"},
+                 "multilabel": {"top_k": "--top-k", "tta": "--tta"},
                  "detect": {"conf": "--conf", "iou": "--iou", "save": "--save"},
                  "segment": {"tile": "--tile", "overlap": "--overlap", "save": "--save"}}
-EVAL_FLAGS = {"classify": {"tta": "--tta"}, "segment": {"tile": "--tile", "overlap": "--overlap"}}
+EVAL_FLAGS = {"classify": {"tta": "--tta"}, "multilabel": {"tta": "--tta"},
+              "segment": {"tile": "--tile", "overlap": "--overlap"}}
 TTA_HELP = ("classifier: test-time augmentation, the probabilities averaged over views of each image: none, flip "
             "(the image and its mirror), five-crop (the image resized to the input size / 0.875, its four corner "
             "and centre crops) (default: none)")
@@ -115,6 +117,34 @@ def _print_classification(console, run, metrics: dict) -> None:
         table.add_row(label, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}",
                       str(row["support"]))
     console.print(table)
+    _print_calibration(console, metrics)
+
+
+def _print_calibration(console, metrics: dict) -> None:
+    """ECE and NLL, before and after the run's temperature when it has one (runs from before have neither)."""
+    if "ece" not in metrics:
+        return
+    line = f"calibration: ECE {metrics['ece']:.4f}  NLL {metrics['nll']:.4f}"
+    before = metrics.get("before_temperature")
+    if before is not None:
+        line = (f"calibration: ECE {before['ece']:.4f} -> {metrics['ece']:.4f}  NLL {before['nll']:.4f} -> "
+                f"{metrics['nll']:.4f}  (before -> after the run's temperature)")
+    console.print(line, markup=False)
+
+
+def _print_multilabel(console, run, metrics: dict) -> None:
+    from rich.table import Table
+
+    console.print(f"{run.path}: mean AP {_value(metrics['mean_ap'])}  micro F1 {metrics['micro_f1']:.4f}  macro F1 "
+                  f"{metrics['macro_f1']:.4f}  subset accuracy {metrics['subset_accuracy']:.4f}  Hamming loss "
+                  f"{metrics['hamming_loss']:.4f}  ({metrics['num_samples']} images)", markup=False)
+    table = Table("label", "precision", "recall", "f1", "AP", "support", "threshold")
+    for label, row in metrics["per_label"].items():
+        table.add_row(label, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}",
+                      _value(row["ap"], 3), str(row["support"]), f"{row['threshold']:.3f}")
+    console.print(table)
+    console.print("('-': no image of the test split has the label)", markup=False)
+    _print_calibration(console, metrics)
 
 
 def _classification_head(metrics: dict) -> str:
@@ -179,7 +209,7 @@ def _print_segmentation(console, run, metrics: dict) -> None:
     console.print("('-': the class is in neither the truth nor the prediction)", markup=False)
 
 
-EVAL_PRINTERS = {"classify": _print_classification, "detect": _print_detection, "segment": _print_segmentation,
+EVAL_PRINTERS = {"classify": _print_classification, "multilabel": _print_multilabel, "detect": _print_detection, "segment": _print_segmentation,
                  "instance": _print_instance}
 
 
@@ -235,6 +265,16 @@ def _print_top(results: list[dict]) -> None:
         print(f"{result['path']}: {tops}")
 
 
+def _print_labels(results: list[dict]) -> None:
+    """One line per image: every label at or above its threshold, or the most probable one when none is."""
+    for result in results:
+        shown = "  ".join(f"{t['label']} {t['prob']:.3f}" for t in result["labels"])
+        if not shown:
+            best = result["top"][0]
+            shown = f"(no label above its threshold; most probable {best['label']} {best['prob']:.3f})"
+        print(f"{result['path']}: {shown}")
+
+
 def _print_boxes(results: list[dict]) -> None:
     """One row per box (x1 y1 x2 y2 in the image's pixels); an image without boxes gets a row saying so."""
     from rich.console import Console
@@ -278,7 +318,8 @@ def _masks_json(results: list[dict], classes: list[str]) -> list[dict]:
     return as_json(results, classes)
 
 
-PREDICTION_PRINTERS = {"classify": _print_top, "detect": _print_boxes, "segment": _print_pixels}
+PREDICTION_PRINTERS = {"classify": _print_top, "multilabel": _print_labels, "detect": _print_boxes, "segment": _print_pixels}
 PREDICTION_SAVERS = {"detect": _save_boxes, "segment": _save_masks}  # what --save writes (the tasks reading it)
-PREDICTION_JSON = {"classify": lambda results, classes: results, "detect": lambda results, classes: results,
+PREDICTION_JSON = {"classify": lambda results, classes: results, "multilabel": lambda results, classes: results,
+                   "detect": lambda results, classes: results,
                    "segment": _masks_json}  # predict's results as --json prints them

@@ -8,6 +8,7 @@ match PyTorch's within the tolerance on random inputs at batch 1 and 5.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import warnings
 from pathlib import Path
@@ -20,6 +21,7 @@ from .. import config as cfg
 from ..errors import ConvlabError
 from ..layout import ONNX, ONNX_SUFFIX
 from ..version import __version__
+from ..multilabel.run import MultiLabelRun
 from ..run import Preprocess, Run
 
 INPUT, OUTPUT = "images", "logits"
@@ -51,7 +53,7 @@ def export_onnx(run: Run, out: str | Path | None = None, opset: int = DEFAULT_OP
     if not 7 <= opset <= 25:
         raise ConvlabError(f"--opset must be between 7 and 25, got {opset}")
     out = export_target(run, out, tolerance)
-    model = copy.deepcopy(run.model).cpu().float().eval()
+    model = with_temperature(copy.deepcopy(run.model).cpu().float().eval(), run.preprocess.temperature)
     shape = (run.preprocess.channels, *run.preprocess.size)
     example = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
     staging = out.with_name(out.name + ".partial")
@@ -87,6 +89,22 @@ def export_onnx(run: Run, out: str | Path | None = None, opset: int = DEFAULT_OP
     return out
 
 
+class Temperature(torch.nn.Module):
+    """Divides the logits by the run's fitted temperature (one, or one per label): calibration in the graph."""
+
+    def __init__(self, temperature: float | list[float]):
+        super().__init__()
+        self.register_buffer("temperature", torch.tensor(temperature, dtype=torch.float32))
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits / self.temperature
+
+
+def with_temperature(model: torch.nn.Module, temperature: float | list[float] | None) -> torch.nn.Module:
+    """The model whose outputs the exported file gives: followed by its temperature when the run has one."""
+    return model if temperature is None else torch.nn.Sequential(model, Temperature(temperature)).eval()
+
+
 def _is_quantized(run: Run) -> bool:
     """An int8 PyTorch model: its state holds quantized tensors (torch.onnx cannot export those)."""
     state = run.model.state_dict() if isinstance(run.model, torch.nn.Module) else {}
@@ -103,19 +121,29 @@ def _check_images(run: Run, count: int = CHECK_TEST_IMAGES) -> torch.Tensor | No
 
 
 def _add_metadata(proto, run: Run) -> None:
+    temperature = run.preprocess.temperature
+    in_graph = dataclasses.replace(run.preprocess, temperature=None)  # the graph divides by it already
+    scaled = "" if temperature is None else f", already divided by the run's temperature {temperature}"
     entries = {
+        "convlab.task": run.task,
         "convlab.labels": json.dumps(run.classes, ensure_ascii=False),
-        "convlab.preprocess": json.dumps(run.preprocess.to_json()),
+        "convlab.preprocess": json.dumps(in_graph.to_json()),
         "convlab.config": json.dumps(run.config.flat()),
         "convlab.version": __version__,
         "convlab.input": f"{INPUT}: float32 (N, C, H, W) = (pixel / 255 - mean) / std, see convlab.preprocess",
-        "convlab.output": f"{OUTPUT}: float32 (N, classes), classes in the order of convlab.labels",
+        "convlab.output": f"{OUTPUT}: float32 (N, classes), classes in the order of convlab.labels{scaled}; "
+                          + OUTPUT_MEANING[run.task],
     }
     del proto.metadata_props[:]
     for key, value in entries.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-    proto.doc_string = f"convlab {run.config.model.name} classifier for {run.config.data.name}"
+    proto.doc_string = f"convlab {run.config.model.name} {run.task} model for {run.config.data.name}"
+
+
+OUTPUT_MEANING = {"classify": "softmax over them gives the class probabilities",
+                  "multilabel": "a sigmoid of each gives its label's probability; convlab.preprocess's thresholds "
+                                "say which labels an image has"}
 
 
 def max_difference(path: Path, model: torch.nn.Module, shape: tuple[int, ...],
@@ -181,6 +209,15 @@ class OnnxRun(Run):
         return lambda: session.run([OUTPUT], inputs)
 
 
+class OnnxMultiLabelRun(OnnxRun, MultiLabelRun):
+    """An exported multi-label model: onnxruntime's logits, a sigmoid and a threshold per label."""
+
+    probabilities = MultiLabelRun.probabilities
+
+
+ONNX_RUNS = {"classify": OnnxRun, "multilabel": OnnxMultiLabelRun}  # the exported tasks convlab opens
+
+
 def load_onnx(path: str | Path, threads: int = 0) -> OnnxRun:
     """Open a .onnx file written by `convlab export` (labels and preprocessing from its metadata).
 
@@ -197,7 +234,8 @@ def load_onnx(path: str | Path, threads: int = 0) -> OnnxRun:
         raise ConvlabError(f"{path}: not a readable ONNX file ({str(err).splitlines()[0] if str(err) else err})") \
             from None
     meta = {entry.key: entry.value for entry in proto.metadata_props}
-    if meta.get("convlab.task", "classify") != "classify":
+    task = meta.get("convlab.task", "classify")
+    if task not in ONNX_RUNS:
         raise ConvlabError(f"{path} is an exported {meta['convlab.task']} model; convlab opens exported classifiers "
                            f"only (for now): pass the run folder it was exported from")
     if "convlab.labels" not in meta or "convlab.preprocess" not in meta:
@@ -214,7 +252,7 @@ def load_onnx(path: str | Path, threads: int = 0) -> OnnxRun:
         if key in cfg.FLAT_KEYS:  # settings a later convlab added are ignored
             section, name = cfg.FLAT_KEYS[key]
             setattr(getattr(config, section), name, cfg.coerce(key, value, str(path)))
-    return OnnxRun(path, _session(path, threads), config, classes, preprocess)
+    return ONNX_RUNS[task](path, _session(path, threads), config, classes, preprocess)
 
 
 def export_target(run, out: str | Path | None, tolerance: float) -> Path:

@@ -88,14 +88,17 @@ def parse_data_name(spec: str) -> tuple[DatasetEntry, str | None]:
 
 
 def load_dataset(spec: str, data_dir: str | Path | None = None, image_size: int | None = None,
-                 strict: bool = False, loader: str = "auto") -> Splits:
-    """Load a registered dataset by name; resize to image_size x image_size when given.
+                 strict: bool = False, loader: str = "auto", task: str | None = None) -> Splits:
+    """Load a registered dataset by name; resize to image_size x image_size when given. `task` picks the loader
+    of files that serve several tasks (a csv: file's multi-label rows); None: the entry's own.
 
     Unreadable files that a loader skipped are listed in `splits.issues`; with strict=True the first
     one is an error instead. loader (auto, memory, streaming) reaches the datasets that can stream
     from a decoded-image cache.
     """
     entry, arg = parse_data_name(spec)
+    if task in entry.also:
+        entry = entry.for_task(task)
     directory = Path(data_dir).expanduser() if data_dir else None
     if directory is not None and not directory.is_dir():
         raise ConvlabError(f"--data-dir {directory} does not exist or is not a folder")

@@ -18,7 +18,7 @@ from .arrays import ImageArrays, Splits
 from .batches import Normalization
 from .conform import conform_arrays
 from .registry import load_dataset
-from .splits import stratified_split
+from .splits import random_split, stratified_split
 from .subsets import select_subset
 
 
@@ -92,7 +92,7 @@ def load_run_data(conf: Config, channels: int | None = None, size: tuple[int, in
 def run_splits(conf: Config) -> Splits:
     """The dataset as the run's config loads it, with its --classes and --train-per-class; not yet converted."""
     splits = load_dataset(conf.data.name, conf.data.data_dir, conf.data.image_size, strict=conf.data.strict,
-                          loader=conf.data.loader)
+                          loader=conf.data.loader, task=conf.data.task)
     return select_subset(splits, conf.data.classes, conf.data.train_per_class, conf.train.seed)
 
 
@@ -111,7 +111,9 @@ def validation_rows(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.
     """Row indices kept for training and held out (stratified, seeded) for validation; None: none held out."""
     if fraction <= 0:
         return np.arange(len(labels)), None
-    keep, held = stratified_split(labels, fraction, seed)
+    # several labels per image: no class to stratify by, a seeded random share
+    keep, held = random_split(len(labels), fraction, seed) if labels.ndim == 2 else \
+        stratified_split(labels, fraction, seed)
     if len(keep) == 0 or len(held) == 0:
         raise ConvlabError(f"--val-fraction {fraction} leaves no training or no validation images "
                            f"({len(labels)} training images); change --val-fraction")
@@ -131,7 +133,7 @@ def load_test_data(conf: Config, classes: list[str], channels: int, size: tuple[
             conf = dataclasses.replace(conf, data=dataclasses.replace(conf.data, data_dir=data_dir))
         splits = run_splits(conf)  # only the test split is converted: the training split is not read
     else:
-        splits = load_dataset(data, data_dir, conf.data.image_size)
+        splits = load_dataset(data, data_dir, conf.data.image_size, task=conf.data.task)
     test = conform_arrays(splits.test, channels, size, who)
     return ImageArrays(test.images, map_labels(test.labels, splits.classes, classes, f"--data {data or splits.name}",
                                                who))
@@ -156,4 +158,8 @@ def map_labels(labels: np.ndarray, data_classes: list[str], classes: list[str], 
                            f"{', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''}); pass data with "
                            f"only those classes")
     index = np.array([classes.index(c) for c in data_classes], dtype=np.int64)
+    if labels.ndim == 2:  # multi-hot: each of the data's columns moves to its class's column
+        mapped = np.zeros((len(labels), len(classes)), dtype=labels.dtype)
+        mapped[:, index] = labels
+        return mapped
     return index[labels]

@@ -20,6 +20,16 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
     return _split(labels, math.ceil(fraction * len(labels)), seed)
 
 
+def random_split(count: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(keep, held_out) sorted index arrays of `count` rows, about `fraction` held out at random (seeded): for
+    rows with several labels, which have no one class to stratify by."""
+    if not 0.0 < fraction < 1.0:
+        raise ConvlabError(f"split fraction must be between 0 and 1, got {fraction}")
+    order = np.random.default_rng(seed).permutation(count)
+    held = math.ceil(fraction * count)
+    return np.sort(order[held:]), np.sort(order[:held])
+
+
 def stratified_sample(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
     """`count` sorted indices, about the same share of each class (every index when count >= N).
 

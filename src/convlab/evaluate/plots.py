@@ -28,6 +28,7 @@ def new_figure(figsize):
 CURVE_PANELS = [("loss", [("train_loss", "train"), ("val_loss", "validation")]),
                 ("accuracy", [("train_accuracy", "train"), ("val_accuracy", "validation")]),
                 ("mAP (validation)", [("val_map", "mAP@[.5:.95]"), ("val_map50", "AP50")]),
+                ("labels (validation)", [("val_mean_ap", "mean AP"), ("val_micro_f1", "micro F1 at 0.5")]),
                 ("mIoU (validation)", [("val_miou", "mIoU"), ("val_pixel_accuracy", "pixel accuracy")]),
                 ("mask mAP (validation)", [("val_mask_map", "masks @[.5:.95]"), ("val_box_map", "boxes @[.5:.95]")])]
 
@@ -96,14 +97,47 @@ def warm_up() -> None:
 
 
 def draw_run_plots(history: list[dict], matrix: list[list[int]], classes: list[str], curves: Path,
-                   confusion: Path) -> None:
-    """The run folder's two pictures: the curves (when there is a history) and the confusion matrix.
+                   confusion: Path, reliability: dict | None = None) -> None:
+    """The run folder's pictures: the curves (when there is a history), the confusion matrix and the reliability
+    diagram (`reliability`: {"table", "ece", "path"}, when the metrics hold one).
 
     The paths come from the caller: the child process runs this file without the convlab package.
     """
     if history:
         plot_curves(history, Path(curves))
     plot_confusion_matrix(matrix, classes, Path(confusion))
+    if reliability is not None:
+        plot_reliability(reliability["table"], reliability["ece"], Path(reliability["path"]))
+
+
+def plot_reliability(table: dict, ece: float, path: Path, title: str | None = None) -> None:
+    """A reliability diagram: accuracy per confidence bin against the diagonal, the count of forecasts per bin
+    below (log scale, so a wild bar holding three images reads as such). Bars under the diagonal mean the model
+    is over-confident. `table` is evaluate/calibration.py's reliability(): per-bin lower, upper, count,
+    confidence and accuracy (None for an empty bin)."""
+    lower = np.asarray(table["lower"], dtype=float)
+    width = float(table["upper"][0] - table["lower"][0])
+    accuracy = np.array([0.0 if a is None else a for a in table["accuracy"]])
+    confidence = np.array([0.0 if c is None else c for c in table["confidence"]])
+    fig = new_figure((5, 6))
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    top.bar(lower, accuracy, width=width, align="edge", edgecolor="black", color="tab:blue", label="accuracy")
+    top.bar(lower, confidence - accuracy, bottom=accuracy, width=width, align="edge", color="tab:red", alpha=0.3,
+            label="gap to mean confidence")
+    top.plot([0, 1], [0, 1], linestyle="--", color="gray", label="perfect calibration")
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    top.set_ylabel("accuracy")
+    top.legend(loc="upper left")
+    top.set_title(f"{title + ': ' if title else ''}ECE {ece:.3f} ({len(lower)} bins, {sum(table['count'])} "
+                  f"forecasts)")
+    bottom.bar(lower, table["count"], width=width, align="edge", edgecolor="black", color="tab:gray")
+    if max(table["count"], default=0) > 0:
+        bottom.set_yscale("log")
+    bottom.set_xlabel("confidence")
+    bottom.set_ylabel("count")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
 
 
 # The child process: loads this file by path (not the convlab package, whose import costs torch's
@@ -115,7 +149,8 @@ plots = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(plots)
 plots.warm_up()  # matplotlib's import and first drawing, done while the parent trains
 job = json.load(sys.stdin)
-plots.draw_run_plots(job["history"], job["matrix"], job["classes"], job["curves"], job["confusion"])
+plots.draw_run_plots(job["history"], job["matrix"], job["classes"], job["curves"], job["confusion"],
+                     job.get("reliability"))
 import os
 os._exit(0)  # the PNGs are closed; skip tearing the interpreter down (0.3 s with matplotlib loaded)
 """
@@ -143,10 +178,11 @@ class PlotProcess:
             self.proc = None
 
     def draw(self, history: list[dict], matrix: list[list[int]], classes: list[str], curves: Path,
-             confusion: Path) -> None:
+             confusion: Path, reliability: dict | None = None) -> None:
         """Hand the job to the child and wait for it; draw here if it cannot."""
+        reliability = None if reliability is None else {**reliability, "path": str(reliability["path"])}
         job = json.dumps({"history": history, "matrix": matrix, "classes": classes, "curves": str(curves),
-                          "confusion": str(confusion)})
+                          "confusion": str(confusion), "reliability": reliability})
         if self.proc is not None:
             try:
                 self.proc.communicate(job.encode(), timeout=300)
@@ -154,7 +190,7 @@ class PlotProcess:
                     return
             except (OSError, ValueError, subprocess.TimeoutExpired):
                 self.close()
-        draw_run_plots(history, matrix, classes, curves, confusion)
+        draw_run_plots(history, matrix, classes, curves, confusion, reliability)
 
     def close(self) -> None:
         """Stop the child if it is still waiting (the run failed before its plots)."""

@@ -18,6 +18,7 @@ from ..compress.load import load_variant
 from ..errors import ConvlabError
 from ..layout import ONNX, ONNX_SUFFIX, QUANTIZED_WEIGHTS
 from ..models.tta import tta_named
+from ..multilabel.run import label_predictions
 from ..run import Run, top_predictions
 from ..tasks import load_run
 from .detect import ServedDetector
@@ -133,6 +134,22 @@ class ServedModel:
         return ModelViews(self.name, self.path, self.metrics)
 
 
+@dataclass
+class ServedMultiLabel(ServedModel):
+    """A multi-label classifier: /predict names every label at or above its threshold (and the top-k); the OIP
+    probabilities are one sigmoid per label."""
+
+    task = "multilabel"
+
+    def answer(self, outputs: tuple, names: list[str | None], query: dict) -> list[dict]:
+        """infer's outputs -> predict --json's list [{"path", "labels": [{"label", "prob", "threshold"}], "top"}]."""
+        return label_predictions(outputs[1], self.labels, self.run.thresholds, names,
+                                 query.get("top_k", self.top_k))
+
+    def describe(self) -> dict:
+        return {**super().describe(), "thresholds": self.run.thresholds.tolist()}
+
+
 def parse_spec(spec: str) -> tuple[str, Path]:
     """'NAME=PATH' or 'PATH' (named by its folder, or an .onnx file by its stem) -> (name, path)."""
     name, sep, path = spec.partition("=")
@@ -171,4 +188,4 @@ def load_served(name: str, path: Path, backend: str = "torch", threads: int = 0,
 
 
 # the served model of each task
-SERVED = {served.task: served for served in (ServedModel, ServedDetector, ServedSegmenter)}
+SERVED = {served.task: served for served in (ServedModel, ServedMultiLabel, ServedDetector, ServedSegmenter)}

@@ -1,17 +1,20 @@
 """Classification, the first task: one label per image, cross-entropy, accuracy, a confusion matrix."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
+from ..data.arrays import ImageArrays
 from ..data.augment import build_augmentation, build_erasing
 from ..data.balance import balanced_class_weights, class_counts, counts_line, imbalance_warning
 from ..data.batches import BatchLoader
 from ..data.mixing import build_mixing
 from ..data.run_data import RunData, load_run_data
 from ..data.streaming import StreamingLoader
+from ..evaluate.calibration import fit_temperature, negative_log_likelihood
 from ..evaluate.plots import draw_run_plots
-from ..layout import CONFUSION, CURVES
+from ..layout import CONFUSION, CURVES, RELIABILITY
 from ..models.registry import count_parameters, create_model
 from ..run import Preprocess, Run, load_run
 from ..training.callbacks import History
@@ -97,16 +100,22 @@ class Classify(Task):
                                 "channels_last" if channels_last else "contiguous")
         return Run(run_dir, model, conf, data.classes, preprocess, device=device)
 
+    def fit_outputs(self, run: Run, data: RunData, conf) -> list[str]:
+        """--calibrate temperature: one temperature fitted on the validation rows (evaluate/calibration.py)."""
+        return [fit_run_temperature(run, data)] if conf.train.calibrate == "temperature" else []
+
     def test_metrics(self, run: Run, data: RunData) -> dict:
         return run.evaluate(arrays=data.test, classes=data.classes)
 
     def write_figures(self, run: Run, history: list[dict], plotter) -> None:
-        """Training curves and the confusion matrix; by `plotter`'s child process when there is one."""
+        """Training curves, the confusion matrix and the reliability diagram; by `plotter`'s child process when
+        there is one."""
         matrix, curves, confusion = run.metrics["confusion_matrix"], run.path / CURVES, run.path / CONFUSION
+        reliability = reliability_job(run)
         if plotter is not None:
-            plotter.draw(history, matrix, run.classes, curves, confusion)
+            plotter.draw(history, matrix, run.classes, curves, confusion, reliability)
         else:
-            draw_run_plots(history, matrix, run.classes, curves, confusion)
+            draw_run_plots(history, matrix, run.classes, curves, confusion, reliability)
 
     def summary(self, metrics: dict) -> str:
         parts = [f"accuracy {metrics['accuracy']:.4f}"]
@@ -124,3 +133,31 @@ class Classify(Task):
 def training_labels(data: RunData):
     """(N,) labels of the training rows (without the validation rows), also of a streamed split."""
     return data.splits.train.labels[data.train_rows]
+
+
+def validation_set(data: RunData) -> ImageArrays:
+    """The validation rows in memory (a streamed split's are read from its cache)."""
+    train = data.splits.train
+    return ImageArrays(np.asarray(train.images[data.val_rows]), np.asarray(train.labels[data.val_rows]))
+
+
+def fit_run_temperature(run: Run, data: RunData) -> str:
+    """Fit the run's temperature on its validation rows and keep it in run.preprocess; the line that says how the
+    validation NLL moved."""
+    val = validation_set(data)
+    logits = run.predict_logits(val.images)
+    run.preprocess.temperature = None
+    before = negative_log_likelihood(run.probabilities(logits), val.labels)
+    run.preprocess.temperature = fit_temperature(logits, val.labels)
+    after = negative_log_likelihood(run.probabilities(logits), val.labels)
+    shown = np.round(np.atleast_1d(run.preprocess.temperature), 3).tolist()
+    return (f"temperature {shown[0] if len(shown) == 1 else shown} fitted on {len(val)} validation images: NLL "
+            f"{before:.4f} -> {after:.4f}")
+
+
+def reliability_job(run: Run) -> dict | None:
+    """What plots.plot_reliability draws from the run's test metrics: its table, ECE and file (None: no table)."""
+    metrics = run.metrics or {}
+    if "reliability" not in metrics:
+        return None
+    return {"table": metrics["reliability"], "ece": metrics["ece"], "path": run.path / RELIABILITY}

@@ -38,6 +38,11 @@ class Task:
     def step(self, model, batch, loss_fn): ...
     def validate(self, model, loader, loss_fn) -> dict: ...
     def make_run(self, run_dir, model, conf, data, norm, channels_last, device, start): ...
+
+    def fit_outputs(self, run, data, conf) -> list[str]:
+        """After training, fit on the validation rows how outputs become answers (a temperature, thresholds) and
+        keep it in run.preprocess; returns the lines to print. Nothing to fit by default."""
+        return []
     def test_metrics(self, run, data) -> dict: ...
     def write_figures(self, run, history: list[dict], plotter) -> None: ...
     def summary(self, metrics: dict) -> str: ...
@@ -66,6 +71,7 @@ def classifier_only(shown: str) -> dict[str, str]:
             "distill --teacher": "distillation learns a classifier's softened outputs",
             "report --method": "the report's attribution section explains classifiers; leave out --method",
             "--class-weights auto": "it weights a classifier's one label per image by its class's frequency",
+            "--calibrate temperature": "temperature scaling calibrates a classifier's class probabilities",
             "--sampler balanced": "it balances a classifier's one label per image; an image here holds objects or "
                                   "pixels of several classes",
             **{f"--augment {policy}": f"the photo policies move pixels, not the {shown}; use --augment light or "

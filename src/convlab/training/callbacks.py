@@ -69,8 +69,8 @@ class CallbackList(Callback):
 # What an epoch's line shows, in order, for the logs a task writes: (key, label). A key a task does not log
 # (a detector has no accuracy, a classifier no mAP) is left out.
 EPOCH_COLUMNS = [("train_loss", "loss"), ("train_accuracy", "acc"), ("val_loss", "val_loss"),
-                 ("val_accuracy", "val_acc"), ("val_map", "val_mAP"), ("val_map50", "val_AP50"),
-                 ("val_miou", "val_mIoU"), ("val_mask_map", "val_mask_mAP")]
+                 ("val_accuracy", "val_acc"), ("val_mean_ap", "val_mean_AP"), ("val_map", "val_mAP"),
+                 ("val_map50", "val_AP50"), ("val_miou", "val_mIoU"), ("val_mask_map", "val_mask_mAP")]
 
 
 def rate(images_per_second: float) -> str:

@@ -1,0 +1,1 @@
+"""Several labels per image: a sigmoid per class, the binary cross-entropy, a threshold per label."""
