@@ -147,6 +147,7 @@ class Run(SavedFiles):
     """A trained model with its labels and preprocessing; what `convlab.train` returns and `load_run` loads."""
 
     task = "classify"  # the task table's name (a detection run is a detection.run.DetectionRun)
+    several_labels = False  # a multi-label run's images may have several: tools that explain one ask which
 
     def __init__(self, path: Path, model: nn.Module, config: Config, classes: list[str], preprocess: Preprocess,
                  metrics: dict | None = None, device: torch.device | str = "cpu"):

@@ -128,3 +128,22 @@ def test_export_keeps_sigmoids_and_thresholds(multilabel_run, tmp_path, capsys):
     assert exported.task == "multilabel" and exported.thresholds.tolist() == run.thresholds.tolist()
     test = run.test_data()
     np.testing.assert_allclose(exported.predict_arrays(test.images), run.predict_arrays(test.images), atol=1e-5)
+
+
+def test_gradcam_and_attribute_explain_the_label_named_by_target(multilabel_run, tmp_path, capsys):
+    image = _any_image(multilabel_run)
+    capsys.readouterr()
+    code = main(["gradcam", str(multilabel_run.path), str(image), "--out", str(tmp_path / "cam")])
+    err = capsys.readouterr().err
+    assert code == 2 and "is multi-label" in err and "--target LABEL" in err and "blue, green, red" in err
+    assert main(["gradcam", str(multilabel_run.path), str(image), "--target", "green", "--out",
+                 str(tmp_path / "cam")]) == 0
+    assert (tmp_path / "cam" / "img000-gradcam.png").is_file()
+    pytest.importorskip("captum")
+    from convlab.insight.attribution import attribute
+
+    run = load_run(multilabel_run.path)
+    result = attribute(run, [image], "saliency", "red", log=lambda line: None)
+    assert result.targets.tolist() == [2]
+    expected = run.probabilities(run.predict_logits(result.images))
+    np.testing.assert_allclose(result.probs, expected, atol=1e-5)  # sigmoids, not a softmax over the labels

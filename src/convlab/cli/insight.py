@@ -21,8 +21,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     gc.add_argument("images", metavar="IMAGE", nargs="+", help="image files or folders of images")
     gc.add_argument("--layer", metavar="NAME", help="module name, e.g. features.3 or layer4.1.conv2 "
                                                     "(default: the last conv layer)")
-    gc.add_argument("--class", dest="class_label", metavar="LABEL", help="explain this class (default: the "
-                                                                         "predicted one)")
+    gc.add_argument("--class", "--target", dest="class_label", metavar="LABEL",
+                    help="explain this class (default: the predicted one; a multi-label run needs it)")
     gc.add_argument("--out", metavar="DIR", required=True, help="folder for the PNG files")
     gc.set_defaults(func=cmd_gradcam)
 
@@ -36,7 +36,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     at.add_argument("images", metavar="IMAGE_OR_FOLDER", nargs="*", help="image files or folders of images")
     at.add_argument("--method", default="gradcam", metavar="NAME[,NAME...]",
                     help="methods, comma-separated: " + ", ".join(ATTRIBUTION_METHODS) + " (default: gradcam)")
-    at.add_argument("--target", metavar="LABEL", help="explain this class (default: each image's predicted one)")
+    at.add_argument("--target", metavar="LABEL", help="explain this class (default: each image's predicted one; a "
+                                                      "multi-label run needs it)")
     at.add_argument("--out", metavar="DIR", help="folder for the PNG, .npy and evaluation files (default: "
                                                  "RUN_DIR/attribution)")
     at.add_argument("--evaluate", action="store_true", help="score each method (printed, and written to "

@@ -18,6 +18,7 @@ from ..data.decode import decode, fit, open_image, working_size
 from ..errors import ConvlabError
 from ..evaluate.pictures import displayed
 from ..evaluate.plots import new_figure
+from ..models.inference import softmax
 from ..run import Run
 from .outputs import output_stems
 
@@ -66,7 +67,7 @@ class CamResult:
     heatmaps: np.ndarray
     raw: np.ndarray
     classes: np.ndarray  # (N,) the class each map explains
-    probs: np.ndarray  # (N, K) softmax of the logits
+    probs: np.ndarray  # (N, K) the probabilities of the logits (the run's: softmax, or a sigmoid per label)
     layer: str
 
 
@@ -107,8 +108,10 @@ def upsample_and_scale(cam: torch.Tensor, size) -> np.ndarray:
 
 
 def grad_cam(model: nn.Module, inputs: torch.Tensor, layer: str | None = None,
-             class_index: int | list[int] | None = None) -> CamResult:
-    """Grad-CAM of `inputs` (N, C, H, W, normalized float) for the predicted class or `class_index`.
+             class_index: int | list[int] | None = None, probabilities=None) -> CamResult:
+    """Grad-CAM of `inputs` (N, C, H, W, normalized float) for the predicted class or `class_index`;
+    `probabilities` turns the logits into the probabilities shown (a run's: its temperature, a multi-label run's
+    sigmoids; default the softmax).
 
     With A (N, K, h, w) the layer's output and y_c the class logit: weights a_k = mean over h, w of
     dy_c/dA_k; map = ReLU(sum_k a_k A_k), upsampled bilinearly to (H, W) and divided by its maximum.
@@ -117,7 +120,8 @@ def grad_cam(model: nn.Module, inputs: torch.Tensor, layer: str | None = None,
     weights = grads.mean(dim=(2, 3), keepdim=True)  # (N, K, 1, 1)
     cam = F.relu((weights * activations).sum(1, keepdim=True))  # (N, 1, h, w)
     heatmaps = upsample_and_scale(cam, inputs.shape[2:])
-    probs = torch.softmax(logits.float(), 1).cpu().numpy()
+    logits = logits.float().cpu().numpy()
+    probs = softmax(logits) if probabilities is None else probabilities(logits)
     return CamResult(heatmaps, cam[:, 0].cpu().numpy(), targets.cpu().numpy(), probs, name)
 
 
@@ -126,12 +130,17 @@ def run_grad_cam(run: Run, images: np.ndarray, layer: str | None = None,
     """Grad-CAM for a run on (N, C, H, W) uint8 images already in the run's size and channels."""
     batch = torch.from_numpy(images).to(run.device)
     run.model.to(run.device)
-    return grad_cam(run.model, run.preprocess.norm.apply(batch), layer, class_index)
+    return grad_cam(run.model, run.preprocess.norm.apply(batch), layer, class_index, run.probabilities)
 
 
 def class_index_of(run: Run, label: str | None, option: str = "--class") -> int | None:
-    """The index of class `label` of the run (None stays None); `option` names the flag in the error."""
+    """The index of class `label` of the run (None stays None: each image's predicted class); `option` names the
+    flag in the error. A multi-label run has no one predicted class: it needs the label."""
     if label is None:
+        if run.several_labels:
+            raise ConvlabError(f"run {run.path} is multi-label: an image may have several labels, so name the one to "
+                               f"explain with --target LABEL (one of {', '.join(run.classes[:12])}"
+                               f"{' ...' if len(run.classes) > 12 else ''})")
         return None
     if label not in run.classes:
         shown = ", ".join(run.classes[:12]) + (" ..." if len(run.classes) > 12 else "")

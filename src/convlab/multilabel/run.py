@@ -21,6 +21,7 @@ class MultiLabelRun(Run):
     preprocess.json) say which labels an image has."""
 
     task = "multilabel"
+    several_labels = True
 
     @property
     def thresholds(self) -> np.ndarray:

@@ -103,8 +103,8 @@ def attribute(run: Run, inputs, method: str | list[str] = "gradcam", target: str
     norm = run.preprocess.norm
     batch = norm.apply(torch.from_numpy(images).to(run.device))
     black = norm.apply(torch.zeros_like(torch.from_numpy(images[:1])).to(run.device)).expand_as(batch)
-    with torch.no_grad():
-        probs = torch.softmax(model(batch).float(), 1)
+    with torch.no_grad():  # the run's probabilities: its temperature, a multi-label run's sigmoids
+        probs = torch.from_numpy(run.probabilities(model(batch).float().cpu().numpy())).to(batch.device)
     index = class_index_of(run, target, option="--target")
     targets = probs.argmax(1) if index is None else torch.full((len(batch),), index, device=probs.device)
     maps, seconds = compute_maps(model, batch, targets, black, methods)
