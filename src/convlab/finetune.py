@@ -166,8 +166,8 @@ def source_input(source: str, weights: str | None):
 
 
 # The task's way to start a fine-tune (tasks/): what --from and --weights mean for it.
-STARTS = {"classify": classifier_start, "detect": detector_start, "segment": segmenter_start,
-          "instance": instance_start}
+STARTS = {"classify": classifier_start, "multilabel": classifier_start, "detect": detector_start,
+          "segment": segmenter_start, "instance": instance_start}
 
 
 def pretrained_start(conf: cfg.Config, pretrained: Pretrained) -> Start:

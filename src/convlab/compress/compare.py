@@ -25,11 +25,13 @@ from .variant import variant_kind, weights_path
 
 BATCH_SIZES = (1, 64)
 # a task's test metric as the table and the chart name it
-METRIC_NAMES = {"accuracy": "accuracy", "map": "mAP", "miou": "mIoU"}
+METRIC_NAMES = {"accuracy": "accuracy", "mean_ap": "mean AP", "map": "mAP", "miou": "mIoU"}
 
 # Each task's test split (loaded once for the variants of one run) and its metrics on it.
 TEST_SPLITS = {"classify": (lambda run, data, data_dir: run.test_data(data, data_dir),
                             lambda run, test: run.evaluate(arrays=test)),
+               "multilabel": (lambda run, data, data_dir: run.test_data(data, data_dir),
+                              lambda run, test: run.evaluate(arrays=test)),
                "detect": (lambda run, data, data_dir: run.test_items(data, data_dir),
                           lambda run, test: run.evaluate(items=test[0], classes=test[1])),
                "segment": (lambda run, data, data_dir: run.test_items(data, data_dir),

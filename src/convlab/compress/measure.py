@@ -91,6 +91,7 @@ def torch_threads(threads: int):
 # each task's timed input: (its image size from preprocess, (N, C, H, W) uint8 -> what its model takes)
 LATENCY_INPUTS = {
     "classify": (lambda pre: pre.size, lambda run, batch: run.preprocess.norm.apply(torch.from_numpy(batch))),
+    "multilabel": (lambda pre: pre.size, lambda run, batch: run.preprocess.norm.apply(torch.from_numpy(batch))),
     # a detector takes a list of (3, H, W) images in [0, 1], post-processing included
     "detect": (lambda pre: [pre.side] * 2, lambda run, batch: list(torch.from_numpy(batch).float().div(255))),
     "segment": (lambda pre: [pre.side] * 2,

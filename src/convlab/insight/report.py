@@ -1,8 +1,10 @@
 """The run report: one self-contained HTML file per run (images as data URIs, no scripts, no network); a
-classifier's sections here, a detector's in report_detection.py, a segmenter's in report_segmentation.py."""
+classifier's sections here (single- and multi-label), a detector's in report_detection.py, a segmenter's in
+report_segmentation.py."""
 from __future__ import annotations
 
 import html
+import io
 from datetime import datetime
 from pathlib import Path
 
@@ -11,11 +13,11 @@ import numpy as np
 from ..data.run_data import load_run_data, test_split
 from ..data.splits import stratified_sample
 from ..errors import ConvlabError
-from ..evaluate.metrics import classification_metrics
+from ..evaluate.calibration import BINS
 from ..evaluate.mistakes import most_confident_mistakes
 from ..evaluate.pictures import confusion_png, enlarged, hwc, png_of_array, png_of_figure
-from ..evaluate.plots import new_figure
-from ..layout import REPORT
+from ..evaluate.plots import new_figure, plot_reliability
+from ..layout import RELIABILITY, REPORT
 from ..run import Run
 from ..tasks import load_run, run_task, task_of
 from .gradcam import overlay, run_grad_cam
@@ -30,14 +32,40 @@ ATTRIBUTION_MISTAKES, ATTRIBUTION_CORRECT = 6, 3  # images shown with every meth
 EVALUATED = 48  # test images the attribution table scores
 
 
+# the calibration section's words for what one forecast is, by the run's task
+FORECASTS = {"classify": "one forecast per test image: its top class's probability, right when that class is",
+             "multilabel": "every (test image, label) pair is a yes/no forecast: the probability of the side "
+                           "predicted at 0.5, right when the image has the label or not as predicted"}
+
+
+def _has_label(labels: np.ndarray, classes: int) -> np.ndarray:
+    """(N,) class indices or (N, K) multi-hot labels -> (N, K) bool: which images have which class."""
+    labels = np.asarray(labels)
+    return labels > 0 if labels.ndim == 2 else np.eye(classes, dtype=bool)[labels]
+
+
+def reliability_png(run_dir: Path, metrics: dict | None) -> bytes | None:
+    """The reliability diagram: the run folder's reliability.png, else drawn from metrics['reliability'];
+    None when there is neither."""
+    path = Path(run_dir) / RELIABILITY
+    if path.is_file():
+        return path.read_bytes()
+    if not metrics or "reliability" not in metrics:
+        return None
+    buffer = io.BytesIO()
+    plot_reliability(metrics["reliability"], metrics["ece"], buffer)  # matplotlib writes PNG into a file object
+    return buffer.getvalue()
+
+
 # -- sections ----------------------------------------------------------------------------------------------
 def _samples_figure(splits, classes: list[str]) -> bytes:
     shown = list(range(min(len(classes), MAX_CLASSES_SHOWN)))
     fig = new_figure((SAMPLES_PER_CLASS * 0.9 + 1, len(shown) * 0.9))
     axes = fig.subplots(len(shown), SAMPLES_PER_CLASS, squeeze=False)
     rng = np.random.default_rng(0)
+    has = _has_label(splits.train.labels, len(classes))
     for row, c in enumerate(shown):
-        members = np.flatnonzero(splits.train.labels == c)
+        members = np.flatnonzero(has[:, c])
         picks = rng.choice(members, min(SAMPLES_PER_CLASS, len(members)), replace=False) if len(members) else []
         for col in range(SAMPLES_PER_CLASS):
             ax = axes[row, col]
@@ -52,8 +80,9 @@ def _samples_figure(splits, classes: list[str]) -> bytes:
 
 
 def _dataset_section(run: Run, splits) -> str:
-    train_counts = np.bincount(splits.train.labels, minlength=len(splits.classes))
-    test_counts = np.bincount(splits.test.labels, minlength=len(splits.classes))
+    train_counts = _has_label(splits.train.labels, len(splits.classes)).sum(axis=0)
+    test_counts = _has_label(splits.test.labels, len(splits.classes)).sum(axis=0)
+    several = " (an image may have several)" if np.asarray(splits.train.labels).ndim == 2 else ""
     c, h, w = splits.shape
     rows = "".join(f"<tr><td>{html.escape(name)}</td><td class=num>{train_counts[i]}</td>"
                    f"<td class=num>{test_counts[i]}</td></tr>" for i, name in enumerate(splits.classes))
@@ -61,7 +90,7 @@ def _dataset_section(run: Run, splits) -> str:
             if len(splits.classes) > MAX_CLASSES_SHOWN else "")
     return (f"<h2>Dataset</h2><p>{html.escape(splits.name)}: {len(splits.train)} training images "
             f"(validation is held out of these) and {len(splits.test)} test images of {c}x{h}x{w}, "
-            f"{len(splits.classes)} classes.</p>"
+            f"{len(splits.classes)} classes{several}.</p>"
             f"<table><tr><th>class</th><th>train</th><th>test</th></tr>{rows}</table>"
             f"<h3>Samples per class (training split)</h3>{img(_samples_figure(splits, splits.classes), 'samples')}"
             f"{more}")
@@ -84,6 +113,50 @@ def _metrics_sections(run: Run, metrics: dict) -> str:
              + "".join(rows) + "</table><p class=note>shaded: the class with the lowest F1</p>")
     return (f"<h2>Test metrics</h2>{head}<h2>Confusion matrix</h2>{confusion}"
             f"<h2>Per class</h2>{table}")
+
+
+def _multilabel_sections(metrics: dict) -> str:
+    """A multi-label run's headline metrics and its table per label (each with its threshold)."""
+    mean_ap = "n/a" if metrics["mean_ap"] is None else f"{metrics['mean_ap']:.4f}"
+    head = (f"<p>test mean AP <b>{mean_ap}</b>, micro F1 {metrics['micro_f1']:.4f} (precision "
+            f"{metrics['micro_precision']:.4f}, recall {metrics['micro_recall']:.4f}), macro F1 "
+            f"{metrics['macro_f1']:.4f}, subset accuracy {metrics['subset_accuracy']:.4f}, Hamming loss "
+            f"{metrics['hamming_loss']:.4f} on {metrics['num_samples']} images</p>")
+    worst = min((row["f1"] for row in metrics["per_label"].values() if row["support"]), default=None)
+    rows = []
+    for name, row in metrics["per_label"].items():
+        low = ' class="low"' if worst is not None and row["f1"] == worst and row["support"] else ""
+        ap = "n/a" if row["ap"] is None else f"{row['ap']:.3f}"
+        rows.append(f"<tr{low}><td>{html.escape(name)}</td><td class=num>{row['precision']:.3f}</td>"
+                    f"<td class=num>{row['recall']:.3f}</td><td class=num>{row['f1']:.3f}</td>"
+                    f"<td class=num>{ap}</td><td class=num>{row['support']}</td>"
+                    f"<td class=num>{row['threshold']:.3f}</td></tr>")
+    table = ("<table><tr><th>label</th><th>precision</th><th>recall</th><th>F1</th><th>AP</th><th>support</th>"
+             "<th>threshold</th></tr>" + "".join(rows) + "</table><p class=note>a label is predicted when its "
+             "probability is at least its threshold (fitted on validation for the best F1, kept in "
+             "preprocess.json); AP is n/a for a label with no positive test image; shaded: the label with the "
+             "lowest F1. No confusion matrix and no most confident mistakes: an image has several labels, so "
+             "no single predicted class is right or wrong.</p>")
+    return f"<h2>Test metrics</h2>{head}<h2>Per label</h2>{table}"
+
+
+def _calibration_section(run: Run, metrics: dict) -> str:
+    """ECE and NLL on the test split (before -> after the fitted temperature, when there is one), and the
+    reliability diagram: whether the probabilities can be read as the chance of being right."""
+    if "ece" not in metrics:
+        return "<h2>Calibration</h2><p class=note>the metrics hold no calibration (ECE, NLL)</p>"
+    before = metrics.get("before_temperature")
+    if before:
+        line = (f"on the test split, before -> after the temperature fitted on validation: ECE <b>{before['ece']:.4f} "
+                f"-> {metrics['ece']:.4f}</b>, NLL {before['nll']:.4f} -> {metrics['nll']:.4f} nats")
+    else:
+        line = f"on the test split: ECE <b>{metrics['ece']:.4f}</b>, NLL {metrics['nll']:.4f} nats"
+    bins = len(metrics["reliability"]["count"]) if "reliability" in metrics else BINS
+    png = reliability_png(run.path, metrics)
+    diagram = img(png, "reliability diagram") if png else f"<p class=note>no {RELIABILITY} and no table to draw</p>"
+    return (f"<h2>Calibration</h2><p>{line}.</p><p class=note>{FORECASTS[run.task]}; ECE averages the gap "
+            f"between accuracy and confidence over {bins} bins of confidence; in the diagram, bars under the "
+            f"diagonal mean over-confident.</p>{diagram}")
 
 
 def _mistakes_section(run: Run, test, probs: np.ndarray, labels: np.ndarray) -> str:
@@ -142,28 +215,48 @@ def _attribution_section(run: Run, test, probs: np.ndarray, labels: np.ndarray, 
             f"randomized from the logits down (passes below 0.5; docs/attribution.md explains the scores)</p>{table}")
 
 
-def _classification_parts(run: Run, methods) -> list[str]:
-    """Results first (metrics, confusion, per class, curves, mistakes, attribution), then the config and the data."""
-    conf = run.config
+def _run_data(run: Run, missing: str):
+    """(the run's data, None), or (None, the Dataset section saying it could not be loaded and what the report
+    lacks for that: `missing`)."""
     try:
-        data = load_run_data(conf, run.preprocess.channels, tuple(run.preprocess.size), f"run {run.path}")
+        return load_run_data(run.config, run.preprocess.channels, tuple(run.preprocess.size), f"run {run.path}"), None
     except ConvlabError as err:
-        missing = (f"<h2>Dataset</h2><p class=note>the dataset could not be loaded here ({html.escape(str(err))}),"
-                   f" so the report has no samples, no mistakes and no attribution.</p>")
-        return ([_metrics_sections(run, run.metrics)] if run.metrics else []) + [
-            curves_section(run), config_section(run), missing]
+        return None, (f"<h2>Dataset</h2><p class=note>the dataset could not be loaded here "
+                      f"({html.escape(str(err))}), so the report has {missing}.</p>")
+
+
+def _classification_parts(run: Run, methods) -> list[str]:
+    """Results first (metrics, confusion, per class, calibration, curves, mistakes, attribution), then the config
+    and the data."""
+    data, missing = _run_data(run, "no samples, no mistakes and no attribution")
+    if data is None:
+        measured = [_metrics_sections(run, run.metrics), _calibration_section(run, run.metrics)] if run.metrics else []
+        return measured + [curves_section(run), config_section(run), missing]
     test = test_split(data, run.classes, f"run {run.path}")
     labels = test.labels
     probs = run.predict_arrays(test.images)
-    metrics = classification_metrics(labels, probs, run.classes)
-    parts = [_metrics_sections(run, metrics), curves_section(run), _mistakes_section(run, test, probs, labels)]
+    metrics = run.evaluate(arrays=test)  # the run's own scoring: metrics and calibration (before and after T)
+    parts = [_metrics_sections(run, metrics), _calibration_section(run, metrics), curves_section(run),
+             _mistakes_section(run, test, probs, labels)]
     if methods:
         parts.append(_attribution_section(run, test, probs, labels, methods))
     return parts + [config_section(run), _dataset_section(run, data.splits)]
 
 
-REPORT_PARTS = {"classify": _classification_parts, "detect": detection_parts,  # each task's sections
-                "segment": segmentation_parts}
+def _multilabel_parts(run: Run, methods) -> list[str]:
+    """Results first (metrics, per label, calibration, curves), then the config and the data. No attribution:
+    the task refuses report --method, and the default methods are left out, as a detector's are."""
+    data, missing = _run_data(run, "no samples")
+    if data is None:
+        measured = [_multilabel_sections(run.metrics), _calibration_section(run, run.metrics)] if run.metrics else []
+        return measured + [curves_section(run), config_section(run), missing]
+    metrics = run.evaluate(arrays=test_split(data, run.classes, f"run {run.path}"))
+    return [_multilabel_sections(metrics), _calibration_section(run, metrics), curves_section(run),
+            config_section(run), _dataset_section(run, data.splits)]
+
+
+REPORT_PARTS = {"classify": _classification_parts, "multilabel": _multilabel_parts,  # each task's sections
+                "detect": detection_parts, "segment": segmentation_parts}
 
 
 def build_report(run_dir: str | Path, out: str | Path | None = None,
@@ -171,7 +264,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None,
     """Write the report of a run folder (any task) to `out` (default RUN_DIR/report.html); return its path.
 
     `methods`: a classifier report's attribution methods (default ATTRIBUTION_METHODS; [] leaves the section
-    out); a detection or segmentation report refuses them by name.
+    out); a multi-label, detection or segmentation report refuses them by name.
     """
     if methods:
         run_task(run_dir).refuse("report --method", run_dir)

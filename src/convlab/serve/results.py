@@ -1,9 +1,10 @@
 """What the Runs and Predict pages show of a served model beyond predictions: its results, Grad-CAM and the
-attribution methods' overlays (ModelViews, a classifier's; DetectionViews, a detector's results and figures;
-SegmentationViews, a segmenter's).
+attribution methods' overlays (ModelViews, a classifier's, single- or multi-label: CLASSIFIER_RESULTS; DetectionViews,
+a detector's results and figures; SegmentationViews, a segmenter's).
 
-The pictures come from the functions the report draws with (evaluate/pictures.py, evaluate/mistakes.py), so the
-page and report.html agree; uploads are decoded once, at a bounded working size, and drawn at display size.
+The pictures come from the functions the report draws with (evaluate/pictures.py, evaluate/mistakes.py,
+insight/report.py's reliability_png), so the page and report.html agree; uploads are decoded once, at a bounded
+working size, and drawn at display size.
 """
 from __future__ import annotations
 
@@ -19,18 +20,20 @@ from ..compress.load import load_variant
 from ..data.decode import decode, fit, working_size
 from ..data.download import no_downloads
 from ..errors import ConvlabError
-from ..evaluate.metrics import classification_metrics
 from ..evaluate.mistakes import most_confident_mistakes
 from ..evaluate.pictures import confusion_png, curves_png, data_uri, displayed, enlarged, png_of_array
 from ..insight.attribution import METHODS, Settings, attribute
 from ..insight.attribution.figure import method_scales, overlay_map
 from ..insight.gradcam import overlay, run_grad_cam
+from ..insight.report import reliability_png
 from ..layout import CONFUSION, CURVES, ONNX_SUFFIX, PR_CURVES, QUANTIZED_WEIGHTS
 from ..run import Run
 from ..segmentation.layout import CLASS_IOU, WORST_IMAGES
 
 
 MISTAKE_OVERLAYS = 8  # (method, settings) drawings of the mistakes kept per model
+SEVERAL_LABELS = ("no confusion matrix and no most confident mistakes: an image has several labels, so no single "
+                  "predicted class is right or wrong; the table gives each label's errors")
 
 
 class NoTorchGraph(ConvlabError):
@@ -145,25 +148,58 @@ class ModelViews:
         curves = curves_png(run.path) if run.path.is_dir() else None
         if curves is None:
             notes.append("no training curves: the model has no curves.png or metrics.csv beside it")
+        found = CLASSIFIER_RESULTS[run.task](self, run, notes)
+        why = torch_graph_missing(self.path)
+        return {"name": self.name, "task": run.task,
+                "no_maps": f"no Grad-CAM or attribution maps: {self.name} {why}" if why else None,
+                "model": run.config.model.name, "data": run.config.data.name, **found,
+                "curves": data_uri(curves) if curves else None,
+                "calibration": self._calibration(found["metrics"]), "notes": notes}
+
+    def _calibration(self, metrics: dict | None) -> dict | None:
+        """ECE and NLL (and before_temperature's, when the run fitted one) with the reliability diagram: the
+        run folder's reliability.png, else drawn from the metrics' table; None when the metrics have no ECE."""
+        if not metrics or "ece" not in metrics:
+            return None
+        png = reliability_png(self.path, metrics)
+        return {"ece": metrics["ece"], "nll": metrics["nll"], "before_temperature": metrics.get("before_temperature"),
+                "reliability": data_uri(png) if png else None}
+
+    def _test_data(self, run: Run, notes: list[str], lacking: str):
+        """The run's test split, or None with a note saying why and what the page lacks for it (`lacking`)."""
         try:
             with no_downloads():  # a page view must not start a download: it says the data is missing instead
-                test = run.test_data()
+                return run.test_data()
         except ConvlabError as err:
-            test = None
-            notes.append(f"the test data could not be loaded here, so there are no mistakes to show ({err})")
+            notes.append(f"the test data could not be loaded here, so there are {lacking} ({err})")
+            return None
+
+    def _single_label(self, run: Run, notes: list[str]) -> dict:
+        """A classifier's metrics (metrics.json, else measured on the test split), confusion matrix and most
+        confident mistakes."""
+        test = self._test_data(run, notes, "no mistakes to show")
         metrics, source = self.metrics, "metrics.json"
         probs = run.predict_arrays(test.images) if test is not None else None
-        if metrics is None and probs is not None:
-            metrics, source = classification_metrics(test.labels, probs, run.classes), "measured on the test split"
-        mistakes = [] if probs is None else self._mistakes(run, test, probs)
-        why = torch_graph_missing(self.path)
-        return {"name": self.name, "task": "classify",
-                "no_maps": f"no Grad-CAM or attribution maps: {self.name} {why}" if why else None,
-                "model": run.config.model.name, "data": run.config.data.name,
-                "metrics": metrics, "metrics_source": source if metrics is not None else None,
-                "curves": data_uri(curves) if curves else None,
+        if metrics is None and test is not None:
+            metrics, source = run.evaluate(arrays=test), "measured on the test split"
+        return {"metrics": metrics, "metrics_source": source if metrics is not None else None,
                 "confusion": data_uri(confusion_png(metrics, run.classes)) if metrics else None,
-                "mistakes": mistakes, "notes": notes}
+                "mistakes": [] if probs is None else self._mistakes(run, test, probs)}
+
+    def _multi_label(self, run: Run, notes: list[str]) -> dict:
+        """A multi-label classifier's metrics (metrics.json, else measured on the test split), whose table has
+        each label's threshold; no confusion matrix and no mistakes (SEVERAL_LABELS)."""
+        metrics, source = self.metrics, "metrics.json"
+        if metrics is None:
+            test = self._test_data(run, notes, "no metrics to show")
+            if test is not None:
+                metrics, source = run.evaluate(arrays=test), "measured on the test split"
+        notes.append(SEVERAL_LABELS)
+        if metrics and not np.allclose(metrics["thresholds"], run.thresholds):
+            notes.append(f"the metrics were measured at thresholds {metrics['thresholds']}; predictions use "
+                         f"preprocess.json's {run.thresholds.tolist()}")
+        return {"metrics": metrics, "metrics_source": source if metrics is not None else None, "confusion": None,
+                "mistakes": []}
 
     def _mistakes(self, run: Run, test, probs: np.ndarray) -> list[dict]:
         mistakes = most_confident_mistakes(probs, test.labels, run.classes)
@@ -176,6 +212,10 @@ class ModelViews:
                           "image": data_uri(png_of_array(big)),
                           "gradcam": data_uri(png_of_array(overlay(big, cams.heatmaps[k]))) if cams else None})
         return found
+
+
+# what each classifier task's Runs page holds beyond curves and calibration, by the run's task
+CLASSIFIER_RESULTS = {"classify": ModelViews._single_label, "multilabel": ModelViews._multi_label}
 
 
 class NotForDetectors(ConvlabError):

@@ -151,7 +151,8 @@ def mistakes(name: str, state: State, method: str = "gradcam",
         return _refusal(name, err)
 
 
-@router.get("/api/runs/{name:path}", summary="a served run's results: metrics, curves, confusion, mistakes")
+@router.get("/api/runs/{name:path}", summary="a served run's results: metrics, curves, calibration, confusion, "
+            "mistakes")
 def run_results(name: str, state: State) -> Response:
     try:
         return JSONResponse(view_of(state, name).results())

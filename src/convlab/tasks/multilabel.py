@@ -47,8 +47,7 @@ class MultiLabel(Classify):
                "prune": "pruning fine-tunes and scores a softmax classifier",
                "features": "feature maps are drawn for single-label classifiers only",
                "report --method": "the report's attribution section explains a single-label classifier; leave "
-                                  "out --method (use attribute --target LABEL)",
-               "lr-find": "the range test runs the cross-entropy of one label per image"}
+                                  "out --method (use attribute --target LABEL)"}
 
     def load_data(self, conf, start) -> RunData:
         data = load_run_data(conf, start.channels, start.size, who=f"--model {conf.model.name}")
@@ -74,7 +73,7 @@ class MultiLabel(Classify):
         channels, height, width = data.splits.shape
         n_val = 0 if data.val_rows is None else len(data.val_rows)
         labels = np.asarray(data.splits.train.labels[data.train_rows])
-        counts = labels.sum(axis=0)
+        counts = labels.sum(axis=0).astype(np.int64)
         common = ", ".join(f"{data.classes[i]} {int(counts[i])}" for i in np.argsort(-counts)[:8])
         absent = [data.classes[i] for i in np.flatnonzero(counts == 0)]
         lines = [f"data {data.splits.name}: {len(data.train_rows)} train / {n_val} val / {len(data.test)} test "

@@ -5,7 +5,9 @@
 // POST predict/{model}?conf=C&iou=I -> its boxes drawn over each image, with their labels and scores;
 // a detector has no top-k or attribution, so those controls are hidden for it. A segmenter's images ->
 // POST predict/{model}?mask=png -> each image on a canvas with its class map laid over it in the PASCAL VOC
-// colours (the palette PNG's own), a legend of the classes present and an opacity slider.
+// colours (the palette PNG's own), a legend of the classes present and an opacity slider. A multi-label
+// model's images -> POST predict/{model}?top_k=K -> every label at or above its threshold (its probability
+// against its threshold, or "no label above its threshold"), then the top-k whatever their thresholds.
 (() => {
   const $ = id => document.getElementById(id);
   let modelList = [];
@@ -17,25 +19,27 @@
   const currentModel = () => modelList.find(m => m.name === $("predict-model").value);
 
   const taskOf = () => (currentModel() && currentModel().task) || "classify";
-  const detects = () => taskOf() === "detect";
+
+  const fixed = v => (typeof v === "number" ? v.toFixed(3) : "n/a");
+  // each task's headline test metrics, or null when the metrics lack them (a variant's may)
+  const ACCURACY = {
+    classify: m => (typeof m.accuracy !== "number" ? null : `test accuracy ${convlab.percent(m.accuracy)}` +
+      (typeof m.macro_f1 === "number" ? `, macro F1 ${m.macro_f1.toFixed(3)}` : "")),
+    multilabel: m => (!("mean_ap" in m) ? null : `test mean AP ${fixed(m.mean_ap)}, micro F1 ${fixed(m.micro_f1)}`),
+    detect: m => (typeof m.map !== "number" ? null : `test mAP ${m.map.toFixed(3)}, AP50 ${m.map50.toFixed(3)}`),
+    segment: m => (typeof m.miou !== "number" ? null : `test mIoU ${m.miou.toFixed(3)}, Dice ${m.dice.toFixed(3)}, ` +
+      `pixel accuracy ${convlab.percent(m.pixel_accuracy)}`),
+  };
 
   function showAccuracy() {
     const metrics = currentModel() && currentModel().metrics;
-    let text = "no test metrics for this model";
-    if (metrics && typeof metrics.miou === "number") {
-      text = `test mIoU ${metrics.miou.toFixed(3)}, Dice ${metrics.dice.toFixed(3)}, ` +
-        `pixel accuracy ${convlab.percent(metrics.pixel_accuracy)}`;
-    } else if (metrics && typeof metrics.map === "number") {
-      text = `test mAP ${metrics.map.toFixed(3)}, AP50 ${metrics.map50.toFixed(3)}`;
-    } else if (metrics && typeof metrics.accuracy === "number") {
-      text = `test accuracy ${convlab.percent(metrics.accuracy)}` +
-        (typeof metrics.macro_f1 === "number" ? `, macro F1 ${metrics.macro_f1.toFixed(3)}` : "");
-    }
-    $("predict-accuracy").textContent = text;
-    // each control shows for its task: top-k and the maps for a classifier, the thresholds for a detector,
-    // the opacity for a segmenter
     const task = taskOf();
-    for (const node of document.querySelectorAll("#predict [data-task]")) node.hidden = node.dataset.task !== task;
+    $("predict-accuracy").textContent = (metrics && ACCURACY[task](metrics)) || "no test metrics for this model";
+    // each control shows for its tasks: top-k for a classifier and a multi-label model, the maps for a
+    // classifier, the thresholds for a detector, the opacity for a segmenter
+    for (const node of document.querySelectorAll("#predict [data-task]")) {
+      node.hidden = !node.dataset.task.split(" ").includes(task);
+    }
   }
 
   function objectURL(blob) {
@@ -174,6 +178,39 @@
     list.replaceChildren(...cards.map(c => c.card));
   }
 
+  // A multi-label model's labels: each bar has a tick at the label's threshold.
+  function labelBars(labels) {
+    return convlab.el("div", {className: "bars labels"}, labels.map(entry => {
+      const fill = convlab.el("span");
+      fill.style.width = `${(100 * entry.prob).toFixed(1)}%`;
+      const tick = convlab.el("span", {className: "tick"});
+      tick.style.left = `${(100 * entry.threshold).toFixed(1)}%`;
+      const row = convlab.el("div", {className: "bar-row", title: `${entry.label}: ${entry.prob.toFixed(3)}, ` +
+                                                                  `threshold ${entry.threshold.toFixed(3)}`}, [
+        convlab.el("span", {className: "label", textContent: entry.label}),
+        convlab.el("div", {className: "bar"}, [fill, tick]),
+        convlab.el("span", {className: "prob",
+                            textContent: `${entry.prob.toFixed(3)} ≥ ${entry.threshold.toFixed(3)}`}),
+      ]);
+      row.dataset.label = entry.label;
+      return row;
+    }));
+  }
+
+  function renderLabels(results) {
+    cards = [];  // no attribution overlays: they explain one class, and an image has several labels
+    $("predict-results").replaceChildren(...results.map((result, i) =>
+      convlab.el("div", {className: "card multilabel"}, [
+        convlab.el("p", {className: "name", textContent: files[i].name}),
+        convlab.el("img", {src: objectURL(files[i]), alt: `uploaded ${files[i].name}`}),
+        convlab.el("p", {className: "note", textContent: "labels: probability ≥ threshold"}),
+        result.labels.length ? labelBars(result.labels)
+          : convlab.el("p", {className: "none", textContent: "no label above its threshold"}),
+        convlab.el("p", {className: "note", textContent: `top ${result.top.length}, thresholds aside`}),
+        bars(result.top),
+      ])));
+  }
+
   function showMethodNote() {
     const method = methodList.find(m => m.name === $("predict-method").value);
     $("predict-method-note").textContent = method ? (method.warning ? `warning: ${method.warning}` : method.summary) : "";
@@ -229,6 +266,7 @@
     const k = Math.max(1, parseInt($("predict-topk").value, 10) || 3);
     const query = {
       classify: `top_k=${k}`,
+      multilabel: `top_k=${k}`,
       detect: `conf=${encodeURIComponent($("predict-conf").value)}&iou=${encodeURIComponent($("predict-iou").value)}`,
       segment: "mask=png",
     }[taskOf()];
@@ -236,20 +274,20 @@
     for (const file of files) body.append("file", file, file.name);
     try {
       const results = await convlab.json(`predict/${encodeURIComponent(model.name)}?${query}`, {method: "POST", body});
-      if (detects()) {
-        renderBoxes(results);
-        return;
-      }
-      if (taskOf() === "segment") {
-        await renderMasks(results);
-        return;
-      }
-      render(results);
-      await showGradcams();
+      await RENDERERS[taskOf()](results);
     } catch (err) {
       convlab.showError("predict-error", err);
     }
   }
+
+  // each task's answer drawn: a classifier's bars (and its overlays when the toggle is on), a multi-label
+  // model's labels, a detector's boxes, a segmenter's masks
+  const RENDERERS = {
+    classify: async results => { render(results); await showGradcams(); },
+    multilabel: renderLabels,
+    detect: renderBoxes,
+    segment: renderMasks,
+  };
 
   function choose(chosen) {
     for (const url of urls) URL.revokeObjectURL(url);

@@ -1,10 +1,13 @@
 "use strict";
 // The Runs page: GET api/runs/{model} -> results first (accuracy, macro F1, per-class table), then the
-// training curves, the confusion matrix and the most confident mistakes, explained by Grad-CAM or by the
-// method of the menu (GET api/mistakes/{model}?method=M). A detection run shows its COCO mAP, AP50, AP75 and
-// per-class AP, then its training and precision-recall curves and its confusion matrix at IoU 0.5. A
-// segmentation run shows its mIoU, Dice, pixel accuracy and per-class IoU and Dice, then its training curves,
-// its IoU per class and its worst test images with their masks.
+// training curves, the calibration (ECE, NLL, the reliability diagram), the confusion matrix and the most
+// confident mistakes, explained by Grad-CAM or by the method of the menu (GET api/mistakes/{model}?method=M).
+// A multi-label run shows its mean AP, micro and macro F1, subset accuracy, Hamming loss and a per-label table
+// with each label's threshold, then its training curves and calibration (no confusion matrix or mistakes: an
+// image has several labels). A detection run shows its COCO mAP, AP50, AP75 and per-class AP, then its training
+// and precision-recall curves and its confusion matrix at IoU 0.5. A segmentation run shows its mIoU, Dice,
+// pixel accuracy and per-class IoU and Dice, then its training curves, its IoU per class and its worst test
+// images with their masks.
 (() => {
   const $ = id => document.getElementById(id);
   const el = convlab.el;
@@ -39,12 +42,39 @@
                     el("td", {className: "num", textContent: num((metrics.per_class_dice || {})[name])})]));
   }
 
-  const HEADS = {classify: ["class", "precision", "recall", "F1", "support"], detect: ["class", "AP@[.5:.95]"],
-                 segment: ["class", "IoU", "Dice"]};
+  function multilabelSummary(doc) {
+    const m = doc.metrics;
+    if (!m) return `${doc.name}: no test metrics (no metrics.json, and the test data could not be loaded)`;
+    return `${doc.name} (${doc.model} on ${doc.data}): test mean AP ${num(m.mean_ap)}, micro F1 ` +
+           `${num(m.micro_f1)}, macro F1 ${num(m.macro_f1)}, subset accuracy ${num(m.subset_accuracy)}, ` +
+           `Hamming loss ${num(m.hamming_loss)} on ${m.num_samples} images (${doc.metrics_source})`;
+  }
 
-  function summary(doc) {
-    if (doc.task === "detect") return detectionSummary(doc);
-    if (doc.task === "segment") return segmentationSummary(doc);
+  // the label with the lowest F1 among those with test images is shaded, as in the classifier's table
+  function lowestF1(rows) {
+    const supported = rows.filter(r => r.support > 0).map(r => r.f1);
+    return supported.length ? Math.min(...supported) : null;
+  }
+
+  function labelRows(metrics) {  // a label with no positive test image has no AP: n/a
+    if (!metrics || !metrics.per_label) return [];
+    const rows = Object.entries(metrics.per_label);
+    const worst = lowestF1(rows.map(([, r]) => r));
+    const cell = text => el("td", {className: "num", textContent: text});
+    return rows.map(([name, r]) => el("tr", {className: r.support > 0 && r.f1 === worst ? "low" : ""}, [
+      el("td", {textContent: name}),
+      ...[r.precision, r.recall, r.f1].map(v => cell(v.toFixed(3))),
+      cell(typeof r.ap === "number" ? r.ap.toFixed(3) : "n/a"),
+      cell(String(r.support)),
+      cell(r.threshold.toFixed(3)),
+    ]));
+  }
+
+  const HEADS = {classify: ["class", "precision", "recall", "F1", "support"],
+                 multilabel: ["label", "precision", "recall", "F1", "AP", "support", "threshold"],
+                 detect: ["class", "AP@[.5:.95]"], segment: ["class", "IoU", "Dice"]};
+
+  function classifierSummary(doc) {
     const m = doc.metrics;
     if (!m) return `${doc.name}: no test metrics (no metrics.json, and the test data could not be loaded)`;
     const parts = [`test accuracy ${m.accuracy.toFixed(4)}`];
@@ -57,13 +87,30 @@
   function classRows(metrics) {
     if (!metrics) return [];
     const rows = Object.entries(metrics.per_class);
-    const supported = rows.filter(([, r]) => r.support > 0).map(([, r]) => r.f1);
-    const worst = supported.length ? Math.min(...supported) : null;
+    const worst = lowestF1(rows.map(([, r]) => r));
     return rows.map(([name, r]) => el("tr", {className: r.support > 0 && r.f1 === worst ? "low" : ""}, [
       el("td", {textContent: name}),
       ...[r.precision, r.recall, r.f1].map(v => el("td", {className: "num", textContent: v.toFixed(3)})),
       el("td", {className: "num", textContent: String(r.support)}),
     ]));
+  }
+
+  // each task's summary line and table rows
+  const SUMMARIES = {classify: classifierSummary, multilabel: multilabelSummary, detect: detectionSummary,
+                     segment: segmentationSummary};
+  const ROWS = {classify: classRows, multilabel: labelRows, detect: detectionRows, segment: segmentationRows};
+  // what one forecast of the reliability diagram is
+  const FORECASTS = {classify: "one forecast per test image: its top class's probability",
+                     multilabel: "every (test image, label) pair a yes/no forecast"};
+
+  // "ECE 0.1359 -> 0.0395, NLL 0.2631 -> 0.1494 nats (before -> after temperature scaling)", or without arrows
+  function calibrationLine(doc) {
+    const c = doc.calibration;
+    if (!c) return "no calibration: the metrics have no ECE (a run written before it was measured)";
+    const before = c.before_temperature;
+    const pair = key => (before ? `${num(before[key])} -> ${num(c[key])}` : num(c[key]));
+    return `test ECE ${pair("ece")}, NLL ${pair("nll")} nats` +
+           (before ? " (before -> after the temperature fitted on validation)" : "") + `; ${FORECASTS[doc.task]}`;
   }
 
   function picture(img, uri) {
@@ -125,12 +172,13 @@
       for (const node of document.querySelectorAll("#runs [data-task]")) {
         node.hidden = !node.dataset.task.split(" ").includes(task);
       }
-      $("runs-summary").textContent = summary(doc);
+      $("runs-summary").textContent = SUMMARIES[task](doc);
       $("runs-classes").tHead.rows[0].replaceChildren(...HEADS[task].map(text => el("th", {textContent: text})));
-      const rows = {classify: classRows, detect: detectionRows, segment: segmentationRows}[task];
-      $("runs-classes").tBodies[0].replaceChildren(...rows(doc.metrics));
+      $("runs-classes").tBodies[0].replaceChildren(...ROWS[task](doc.metrics));
       $("runs-notes").textContent = doc.notes.join("; ");
       picture($("runs-curves"), doc.curves);
+      $("runs-calibration").textContent = calibrationLine(doc);
+      picture($("runs-reliability"), doc.calibration && doc.calibration.reliability);
       picture($("runs-pr"), doc.pr_curves);
       picture($("runs-confusion"), doc.confusion);
       picture($("runs-class-iou"), doc.class_iou);
