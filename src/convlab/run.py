@@ -223,7 +223,8 @@ class Run(SavedFiles):
         return {**self._scored(arrays, tta), "tta": tta, "without_tta": plain}
 
     def _scored(self, arrays: ImageArrays, tta: str) -> dict:
-        """Classification metrics and calibration (before and after the run's temperature when it has one)."""
+        """Classification metrics and calibration (before and after the run's temperature when it has one); a
+        multi-label run scores its own way (multilabel/run.py)."""
         logits, probs = self.predict_outputs(arrays.images, tta)
         metrics = classification_metrics(arrays.labels, probs, self.classes)
         raw = None if self.preprocess.temperature is None else softmax(logits)

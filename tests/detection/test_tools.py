@@ -159,7 +159,7 @@ def test_predict_prints_a_table_and_saves_the_images_with_boxes(shapes_run, tmp_
         saved = np.asarray(Image.open(drawn).convert("RGB"))
         assert saved.shape == original.shape and (saved != original).any()  # the boxes are drawn on it
     code, _, err = run_cli(capsys, "predict", str(shapes_run.path), paths[0], "--top-k", "3")
-    assert_one_line_error(code, err, "--top-k is for classify runs", "is a detect run")
+    assert_one_line_error(code, err, "--top-k is for classify and multilabel runs", "is a detect run")
     code, _, err = run_cli(capsys, "predict", str(shapes_run.path), paths[0], "--conf", "1.5")
     assert_one_line_error(code, err, "--conf must be between 0 and 1, got 1.5")
 

@@ -183,4 +183,4 @@ def test_segmentation_runs_refuse_tta(mask_run, large_pngs, capsys, command):
     paths = [str(large_pngs[0])] if command == "predict" else []
     assert main([command, str(mask_run.path), *paths, "--tta", "flip"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "--tta is for classify runs" in err and "segment run" in err
+    assert err.count("\n") == 0 and "--tta is for classify and multilabel runs" in err and "segment run" in err

@@ -183,7 +183,7 @@ def test_predict_checks_the_tiling_flags_and_refuses_other_tasks_flags(masks_run
     shares = "  ".join(f"{name} {100 * n / 64 ** 2:.1f}%" for name, n in
                        sorted(tiled["pixels"].items(), key=lambda item: -item[1]))
     assert out.strip() == f"{path} (64x64): {shares}"
-    for flags, fragments in ((["--top-k", "3"], ["--top-k is for classify runs", "is a segment run", "--tile"]),
+    for flags, fragments in ((["--top-k", "3"], ["--top-k is for classify and multilabel runs", "is a segment run", "--tile"]),
                              (["--conf", "0.5"], ["--conf is for detect runs", "is a segment run"]),
                              (["--tile", "8"], ["--tile 8: a tile is at least 16 pixels"]),
                              (["--tile", "32", "--overlap", "1"], ["--overlap 1.0: the overlap is a fraction"]),

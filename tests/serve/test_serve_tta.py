@@ -93,5 +93,5 @@ def test_bad_tta_is_one_line_exit_2(capsys, digits_run):
 def test_a_detector_refuses_tta(shapes_run):
     from convlab.serve.served import load_served
 
-    with pytest.raises(ConvlabError, match="--tta is for classify runs; .* is a detect run"):
+    with pytest.raises(ConvlabError, match="--tta is for classify and multilabel runs; .* is a detect run"):
         load_served("shapes", shapes_run.path, tta="flip")

@@ -11,8 +11,8 @@ import numpy as np
 
 from ..errors import ConvlabError
 from .arrays import ImageArrays, Splits
-from .decode import GRAYSCALE_MODES, UnreadableImage, peek_mode
-from .imagefolder import DEFAULT_FOLDER_SIZE, TEST_FRACTION, _decode_all
+from .decode import GRAYSCALE_MODES, UnreadableImage
+from .imagefolder import DEFAULT_FOLDER_SIZE, TEST_FRACTION, _decode_all, peek_modes
 from .registry import register_also, register_dataset
 from .splits import stratified_split
 
@@ -188,13 +188,7 @@ def load_csv_table(table: CsvTable, image_size: int | None, multi_label: bool) -
     check_images_exist(table)
     size = image_size or DEFAULT_FOLDER_SIZE
     files = list(dict.fromkeys(row.path for row in table.rows))  # an image listed twice is decoded once
-    issues: list[UnreadableImage] = []
-    modes = {}
-    for path in files:
-        try:
-            modes[path] = peek_mode(path)
-        except UnreadableImage as err:
-            issues.append(err)
+    modes, issues = peek_modes(files)
     channels = 1 if all(mode in GRAYSCALE_MODES for mode in modes.values()) else 3
     decoded = _decode_all([path for path in files if path in modes], channels, size)
     issues += [item for item in decoded.values() if isinstance(item, UnreadableImage)]

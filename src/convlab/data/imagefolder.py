@@ -21,6 +21,20 @@ TEST_FRACTION = 0.2  # held out as the test set when the folder has no test/ or 
 PROGRESS_MIN_IMAGES = 500  # below this, decoding is quick enough to need no progress bar
 
 
+def peek_modes(files: list[Path], strict: bool = False) -> tuple[dict[Path, str], list[UnreadableImage]]:
+    """Each readable file's colour mode (from its header, nothing decoded) and the files that cannot be read;
+    strict: raise UnreadableImage at the first of those instead."""
+    modes, issues = {}, []
+    for path in files:
+        try:
+            modes[path] = peek_mode(path)
+        except UnreadableImage as err:
+            if strict:
+                raise
+            issues.append(err)
+    return modes, issues
+
+
 def load_image_folder(root: str | Path, image_size: int | None, seed: int = 0, strict: bool = False,
                       loader: str = "auto") -> Splits:
     """Load root/CLASS/*.jpg (or root/train/CLASS and root/test|val/CLASS) into Splits.
@@ -57,15 +71,7 @@ def load_image_folder(root: str | Path, image_size: int | None, seed: int = 0, s
                      f"{TEST_FRACTION:.0%} of the images as the test set")
 
     files = train_files + test_files
-    issues: list[UnreadableImage] = []
-    modes = {}
-    for path in files:
-        try:
-            modes[path] = peek_mode(path)
-        except UnreadableImage as err:
-            if strict:
-                raise
-            issues.append(err)
+    modes, issues = peek_modes(files, strict)
     channels = 1 if all(mode in GRAYSCALE_MODES for mode in modes.values()) else 3
     notes.append(f"imagefolder: {len(classes)} classes, {len(files)} images as {channels} x {size} x {size}")
     if streaming.wants_streaming(loader, len(modes), channels, size):

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..layout import CURVES, HISTORY
-from .plots import confusion_figure, plot_curves
+from ..layout import CURVES, HISTORY, RELIABILITY
+from .plots import confusion_figure, plot_curves, plot_reliability
 
 DISPLAY = 112  # pixels: small images are enlarged (nearest) so a person can see them
 DISPLAY_MAX = 1024  # pixels on the long side: larger images are shown (and overlays drawn) shrunk to this
@@ -67,6 +67,19 @@ def png_of_figure(fig) -> bytes:
 def confusion_png(metrics: dict, classes: list[str]) -> bytes:
     """The confusion matrix of `metrics` (classification_metrics' dict) as PNG."""
     return png_of_figure(confusion_figure(metrics["confusion_matrix"], classes))
+
+
+def reliability_png(run_dir: Path, metrics: dict | None) -> bytes | None:
+    """The reliability diagram: the run folder's reliability.png, else drawn from metrics['reliability'];
+    None when there is neither."""
+    path = Path(run_dir) / RELIABILITY
+    if path.is_file():
+        return path.read_bytes()
+    if not metrics or "reliability" not in metrics:
+        return None
+    buffer = io.BytesIO()
+    plot_reliability(metrics["reliability"], metrics["ece"], buffer)  # matplotlib writes PNG into a file object
+    return buffer.getvalue()
 
 
 def curves_png(run_dir: Path) -> bytes | None:

@@ -4,7 +4,6 @@ report_segmentation.py."""
 from __future__ import annotations
 
 import html
-import io
 from datetime import datetime
 from pathlib import Path
 
@@ -15,8 +14,8 @@ from ..data.splits import stratified_sample
 from ..errors import ConvlabError
 from ..evaluate.calibration import BINS
 from ..evaluate.mistakes import most_confident_mistakes
-from ..evaluate.pictures import confusion_png, enlarged, hwc, png_of_array, png_of_figure
-from ..evaluate.plots import new_figure, plot_reliability
+from ..evaluate.pictures import confusion_png, enlarged, hwc, png_of_array, png_of_figure, reliability_png
+from ..evaluate.plots import new_figure
 from ..layout import RELIABILITY, REPORT
 from ..run import Run
 from ..tasks import load_run, run_task, task_of
@@ -42,19 +41,6 @@ def _has_label(labels: np.ndarray, classes: int) -> np.ndarray:
     """(N,) class indices or (N, K) multi-hot labels -> (N, K) bool: which images have which class."""
     labels = np.asarray(labels)
     return labels > 0 if labels.ndim == 2 else np.eye(classes, dtype=bool)[labels]
-
-
-def reliability_png(run_dir: Path, metrics: dict | None) -> bytes | None:
-    """The reliability diagram: the run folder's reliability.png, else drawn from metrics['reliability'];
-    None when there is neither."""
-    path = Path(run_dir) / RELIABILITY
-    if path.is_file():
-        return path.read_bytes()
-    if not metrics or "reliability" not in metrics:
-        return None
-    buffer = io.BytesIO()
-    plot_reliability(metrics["reliability"], metrics["ece"], buffer)  # matplotlib writes PNG into a file object
-    return buffer.getvalue()
 
 
 # -- sections ----------------------------------------------------------------------------------------------

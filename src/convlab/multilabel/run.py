@@ -1,14 +1,12 @@
 """A multi-label run: the classifier's run folder and model, read through sigmoids and per-label thresholds."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..data.arrays import ImageArrays
 from ..data.decode import list_images, load_image
-from ..data.run_data import map_labels
 from ..errors import ConvlabError
 from ..evaluate.calibration import calibration_report
 from ..evaluate.multilabel import DEFAULT_THRESHOLD, multilabel_metrics
@@ -34,17 +32,9 @@ class MultiLabelRun(Run):
         """Logits -> each label's probability, float64 (after the fitted temperature, one per label)."""
         return torch.sigmoid(torch.from_numpy(self.preprocess.scaled(logits))).double().numpy()
 
-    def evaluate(self, data: str | None = None, data_dir: str | Path | None = None,
-                 arrays: ImageArrays | None = None, classes: list[str] | None = None, tta: str = "none") -> dict:
-        """Multi-label metrics (evaluate/multilabel.py) and calibration on the run's test split or given arrays
-        (multi-hot labels, columns named by `classes`, default the run's)."""
-        tta_named(tta)
-        if arrays is None:
-            arrays = self.test_data(data, data_dir)
-        else:
-            arrays = self._conform(arrays)
-            arrays = ImageArrays(arrays.images, map_labels(arrays.labels, classes or self.classes, self.classes,
-                                                           "the given data", f"run {self.path}"))
+    def _scored(self, arrays: ImageArrays, tta: str) -> dict:
+        """Multi-label metrics (evaluate/multilabel.py) at the stored thresholds, and calibration (before and after
+        the run's temperatures when it has them)."""
         if not arrays.multi_hot:
             raise ConvlabError(f"run {self.path} is multi-label: score it on data with a label list per image "
                                f"(--data csv:FILE)")
@@ -52,8 +42,6 @@ class MultiLabelRun(Run):
         metrics = multilabel_metrics(arrays.labels, probs, self.classes, self.thresholds)
         raw = None if self.preprocess.temperature is None else torch.sigmoid(torch.from_numpy(logits)).double().numpy()
         metrics.update(calibration_report(probs, arrays.labels, raw))
-        if tta != "none":
-            metrics["tta"] = tta
         return metrics
 
     def predict(self, inputs, top_k: int = 5, tta: str = "none") -> list[dict]:

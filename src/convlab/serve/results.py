@@ -3,7 +3,7 @@ attribution methods' overlays (ModelViews, a classifier's, single- or multi-labe
 a detector's results and figures; SegmentationViews, a segmenter's).
 
 The pictures come from the functions the report draws with (evaluate/pictures.py, evaluate/mistakes.py,
-insight/report.py's reliability_png), so the page and report.html agree; uploads are decoded once, at a bounded
+evaluate/pictures.py's reliability_png), so the page and report.html agree; uploads are decoded once, at a bounded
 working size, and drawn at display size.
 """
 from __future__ import annotations
@@ -21,11 +21,11 @@ from ..data.decode import decode, fit, working_size
 from ..data.download import no_downloads
 from ..errors import ConvlabError
 from ..evaluate.mistakes import most_confident_mistakes
-from ..evaluate.pictures import confusion_png, curves_png, data_uri, displayed, enlarged, png_of_array
+from ..evaluate.pictures import (confusion_png, curves_png, data_uri, displayed, enlarged, png_of_array,
+                                 reliability_png)
 from ..insight.attribution import METHODS, Settings, attribute
 from ..insight.attribution.figure import method_scales, overlay_map
 from ..insight.gradcam import overlay, run_grad_cam
-from ..insight.report import reliability_png
 from ..layout import CONFUSION, CURVES, ONNX_SUFFIX, PR_CURVES, QUANTIZED_WEIGHTS
 from ..run import Run
 from ..segmentation.layout import CLASS_IOU, WORST_IMAGES

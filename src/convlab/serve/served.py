@@ -182,7 +182,8 @@ def load_served(name: str, path: Path, backend: str = "torch", threads: int = 0,
     served = SERVED[task].serve(name, path, run, backend, threads, exported)
     if tta != "none":
         if not hasattr(served, "tta"):  # only a classifier's served model averages views
-            raise ConvlabError(f"--tta is for classify runs; {path} is a {task} run (serve it without --tta)")
+            raise ConvlabError(f"--tta is for classify and multilabel runs; {path} is a {task} run (serve it "
+                               f"without --tta)")
         served.tta = tta
     return served
 
