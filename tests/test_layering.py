@@ -13,7 +13,7 @@ import convlab
 PACKAGE = Path(convlab.__file__).parent
 # Lowest first. A module may import its own part and the parts before it, never a later one.
 LAYERS = ["scratch", "errors", "version", "layout", "files", "config", "data", "models", "training", "evaluate", "run",
-          "detection", "segmentation", "tasks", "pipeline", "finetune", "insight", "compress", "serve", "cli"]
+          "multilabel", "detection", "segmentation", "tasks", "pipeline", "finetune", "insight", "compress", "serve", "cli"]
 TOP_LEVEL = {"__init__", "__main__"}  # the public API and the entry point may import anything
 
 

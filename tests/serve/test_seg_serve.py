@@ -239,7 +239,7 @@ def test_a_run_of_a_task_without_a_served_model_is_refused_by_name(mask_run, mon
     monkeypatch.setattr(served, "load_run", lambda path, command: mask_run)
     try:
         with pytest.raises(ConvlabError, match="is a run of task .instance.; convlab serve serves classify, "
-                                               "detect, segment runs"):
+                                               "multilabel, detect, segment runs"):
             served.load_served("masks", mask_run.path)
     finally:
         del mask_run.task  # the class's own again

@@ -8,7 +8,7 @@ behind the dynamo exporter, cannot follow the data-dependent box counts of torch
 The size is fixed because the tracer makes constants of sizes in torchvision's transform and post-processing:
 a graph traced at one size gives other boxes than PyTorch at another (measured for tiny-detector and Faster
 R-CNN). The export is kept only if onnxruntime gives the same boxes as PyTorch on the run's test images of
-that size.
+that size, the boxes paired regardless of their order (see detections_difference).
 """
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def export_detector_onnx(run: DetectionRun, out: str | Path | None = None, opset
         _add_metadata(proto, run, tuple(images[0].shape))
         onnx.checker.check_model(proto)
         onnx.save(proto, str(staging))
-        difference = max_difference(staging, model, images)
+        difference = max_difference(staging, model, images, tolerance)
     except ConvlabError:
         staging.unlink(missing_ok=True)
         raise
@@ -110,25 +110,84 @@ def check_images(run: DetectionRun, count: int = CHECK_IMAGES) -> tuple[list[tor
         return [torch.rand(3, run.preprocess.side, run.preprocess.side, generator=generator)
                 for _ in range(2)], "random images"
     images = [resize_longer(read_rgb(item.path), run.preprocess.side)[0] for item in items[:count]]
-    return [torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255) for image in images], \
+    return [torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(255) for image in images], \
         "test images"
 
 
-def max_difference(path: Path, model: nn.Module, images: list[torch.Tensor]) -> float:
-    """Largest |onnxruntime - PyTorch| over the box corners and scores of every image; inf when the boxes'
-    number or labels differ."""
+def max_difference(path: Path, model: nn.Module, images: list[torch.Tensor], tolerance: float) -> float:
+    """Largest |onnxruntime - PyTorch| over the box corners and scores of every image, the boxes paired as
+    detections_difference pairs them; inf when a box of one has no partner in the other."""
     session = _session(path)
     worst = 0.0
     for image in images:
         with torch.inference_mode():
             expected = [tensor.numpy() for tensor in model(image)]
         got = session.run(list(OUTPUTS), {INPUT: image.numpy()})
-        if got[0].shape != expected[0].shape or not np.array_equal(got[1], expected[1]):
-            return float("inf")
-        for index in (0, 2):
-            if expected[index].size:
-                worst = max(worst, float(np.abs(got[index].astype(np.float64) - expected[index]).max()))
+        worst = max(worst, detections_difference(expected, got, tolerance))
     return worst
+
+
+def detections_difference(expected, got, tolerance: float) -> float:
+    """Largest |a - b| over the box corners and scores of two runtimes' detections of one image, each a
+    (boxes (M, 4), labels (M,), scores (M,)) tuple, the boxes paired by pair_detections; inf when a box of one
+    has no partner in the other."""
+    pairs = pair_detections(expected, got, tolerance)
+    if pairs is None:
+        return float("inf")
+    (boxes_a, _, scores_a), (boxes_b, _, scores_b) = _as_float64(expected), _as_float64(got)
+    a, b = pairs
+    return float(max(np.abs(boxes_a[a] - boxes_b[b]).max(initial=0.0),
+                     np.abs(scores_a[a] - scores_b[b]).max(initial=0.0)))
+
+
+def pair_detections(expected, got, tolerance: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """Which of two runtimes' detections of one image (each (boxes (M, 4), labels (M,), scores (M,))) are the
+    same boxes: (indices into expected, indices into got), or None when a box of one has no partner of its label
+    in the other (or a number is NaN).
+
+    The order of the boxes and which ones are kept come from comparisons of scores, and two runtimes agree on
+    scores only up to float noise (1e-7): two boxes whose scores nearly tie may change places, and a box at the
+    cut (the score threshold, the cap of boxes per image) may be kept by one runtime and not the other. So the
+    boxes are paired within `tolerance` first (box corners and score, the closest pair first); a box left over
+    whose score is within `tolerance` of the lowest score either runtime kept is taken as cut and left out; the
+    rest are paired by label whatever their difference, so that a real disagreement shows its size.
+    """
+    (boxes_a, labels_a, scores_a), (boxes_b, labels_b, scores_b) = _as_float64(expected), _as_float64(got)
+    if any(np.isnan(array).any() for array in (boxes_a, scores_a, boxes_b, scores_b)):
+        return None
+    cost = np.maximum(np.abs(boxes_a[:, None] - boxes_b[None]).max(axis=2, initial=0.0),
+                      np.abs(scores_a[:, None] - scores_b[None]))  # (M, N)
+    cost[labels_a[:, None] != labels_b[None]] = np.inf
+    close = _pair_closest(cost, tolerance)
+    left_a = np.setdiff1d(np.arange(len(scores_a)), [a for a, _ in close])
+    left_b = np.setdiff1d(np.arange(len(scores_b)), [b for _, b in close])
+    lowest = np.concatenate([scores_a, scores_b]).min(initial=np.inf)
+    left_a, left_b = left_a[scores_a[left_a] > lowest + tolerance], left_b[scores_b[left_b] > lowest + tolerance]
+    rest = [(left_a[a], left_b[b]) for a, b in _pair_closest(cost[np.ix_(left_a, left_b)], np.finfo(float).max)]
+    if len(rest) < max(len(left_a), len(left_b)):
+        return None
+    pairs = np.array(close + rest, dtype=np.int64).reshape(-1, 2)
+    return pairs[:, 0], pairs[:, 1]
+
+
+def _as_float64(found) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(boxes, labels, scores) -> boxes (M, 4), labels (M,) and scores (M,) as float64 arrays."""
+    boxes, labels, scores = found
+    return (np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(labels, np.float64).reshape(-1),
+            np.asarray(scores, np.float64).reshape(-1))
+
+
+def _pair_closest(cost: np.ndarray, limit: float) -> list[tuple[int, int]]:
+    """(row, column) pairs of a (M, N) cost matrix, the cheapest first, each row and column once, costs <= limit."""
+    candidates = np.argwhere(cost <= limit)
+    candidates = candidates[np.argsort(cost[candidates[:, 0], candidates[:, 1]], kind="stable")]
+    pairs, rows, columns = [], set(), set()
+    for row, column in candidates.tolist():
+        if row not in rows and column not in columns:
+            pairs.append((row, column))
+            rows.add(row)
+            columns.add(column)
+    return pairs
 
 
 def _add_metadata(proto, run: DetectionRun, shape: tuple[int, ...]) -> None:

@@ -115,7 +115,8 @@ def parse_param(text: str) -> Param:
                            f"(e.g. lr=1e-4:1e-1:log or batch_size=32,64,128)")
     train_keys = [k for k, (section, _) in cfg.FLAT_KEYS.items() if section in cfg.TRAIN_SECTIONS]
     if key not in train_keys:
-        close = difflib.get_close_matches(key, train_keys, n=1, cutoff=0.5)
+        close = difflib.get_close_matches(key, train_keys, n=5, cutoff=0.5)
+        close.sort(key=lambda name: name[0] != key[0])  # a typo seldom changes the first letter (lrate: lr)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         raise ConvlabError(f"--param {text}: unknown setting '{key}'.{hint} Settings are the flags of "
                            f"'convlab train --help' with _ for -")

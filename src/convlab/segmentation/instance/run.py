@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from ...data.decode import list_images
-from ...detection.run import CONF, IOU, DetectionRun, kept, load_detection_run, read_rgb
+from ...detection.run import CONF, IOU, DetectionRun, kept, load_detection_run, read_rgb, shortest
 from ...detection.targets import Annotated
 from ...errors import ConvlabError
 from ...run import _expand_inputs
@@ -51,8 +51,8 @@ class InstanceRun(DetectionRun):
 
     def objects(self, found: dict, conf: float = CONF, iou: float = IOU) -> list[dict]:
         """One image's detect_images result -> predict's objects (see predict)."""
-        return [{"label": self.classes[int(found["labels"][i])], "score": round(float(found["scores"][i]), 5),
-                 "box": [round(float(v), 2) for v in found["boxes"][i]], "mask": found["masks"][i]}
+        return [{"label": self.classes[int(found["labels"][i])], "score": shortest(found["scores"][i]),
+                 "box": [shortest(v) for v in found["boxes"][i]], "mask": found["masks"][i]}
                 for i in kept(found, conf, iou)]
 
 
