@@ -160,7 +160,8 @@ def parse_space(texts: list[str], search: str) -> list[Param]:
 
 # -- what trials are scored by -----------------------------------------------------------------------------
 # metric -> (in sentences, in columns)
-METRIC_WORDS = {"accuracy": ("accuracy", "acc"), "map": ("mAP", "mAP"), "miou": ("mIoU", "mIoU")}
+METRIC_WORDS = {"accuracy": ("accuracy", "acc"), "mean_ap": ("mean AP", "mean AP"), "map": ("mAP", "mAP"),
+                "miou": ("mIoU", "mIoU")}
 
 
 @dataclass(frozen=True)
