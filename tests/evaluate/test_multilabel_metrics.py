@@ -157,3 +157,11 @@ def test_f1_thresholds_beat_every_other_candidate(seed):
 def test_f1_thresholds_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match=r"\(3, 2\) and \(3, 1\)"):
         f1_thresholds(np.zeros((3, 2)), np.zeros((3, 1)))
+
+
+def test_labels_with_too_few_positives_keep_the_default_threshold():
+    targets = np.array([[1, 1], [0, 1], [0, 1], [0, 0]])
+    probs = np.array([[0.2, 0.9], [0.1, 0.8], [0.05, 0.7], [0.3, 0.1]])
+    # label 0 has one positive (prob 0.2): tuned alone it would be 0.2; label 1 has three: tuned to 0.7
+    np.testing.assert_allclose(f1_thresholds(targets, probs), [0.2, 0.7])
+    np.testing.assert_allclose(f1_thresholds(targets, probs, min_positives=2), [0.5, 0.7])

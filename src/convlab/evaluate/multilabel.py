@@ -92,12 +92,13 @@ def multilabel_metrics(targets: np.ndarray, probs: np.ndarray, classes: list[str
     }
 
 
-def f1_thresholds(targets: np.ndarray, probs: np.ndarray) -> np.ndarray:
+def f1_thresholds(targets: np.ndarray, probs: np.ndarray, min_positives: int = 1) -> np.ndarray:
     """(K,) per label the threshold that maximises F1 on these rows (validation, never test): targets, probs (N, K).
 
     Candidates are the label's distinct probabilities (predict positive when prob >= t), so the best F1 on these
     rows is reached exactly. Ties go to the higher threshold (fewer positive predictions for the same F1).
-    A label without positives in the rows has no useful F1 and keeps DEFAULT_THRESHOLD (0.5).
+    A label with fewer than `min_positives` positives in the rows (at least none) keeps DEFAULT_THRESHOLD (0.5):
+    fitted to one or two images, a threshold is their probability, not the label's.
     One sort and one cumsum per label: O(N log N), not a pass over the rows per candidate.
     """
     targets = np.asarray(targets)
@@ -108,7 +109,7 @@ def f1_thresholds(targets: np.ndarray, probs: np.ndarray) -> np.ndarray:
     out = np.full(probs.shape[1], DEFAULT_THRESHOLD)
     for i in range(probs.shape[1]):
         positives = int((targets[:, i] > 0).sum())
-        if positives == 0:
+        if positives < max(min_positives, 1):
             continue
         candidates, tp, predicted = _ranked_counts(targets[:, i], probs[:, i])
         f1 = 2 * tp / (predicted + positives)  # 2 TP / (2 TP + FP + FN); the denominator is > 0

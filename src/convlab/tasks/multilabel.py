@@ -23,6 +23,7 @@ from .classify import Classify, reliability_job, validation_set
 from .registry import register_task
 
 MULTI_LABEL = "the rows hold several labels each"
+MIN_POSITIVES = 5  # validation images a label needs before its threshold is fitted (fewer: it stays 0.5)
 
 
 @register_task
@@ -103,12 +104,16 @@ class MultiLabel(Classify):
             lines.append(f"temperature per label fitted on {len(val)} validation images: {shown.min()} to "
                          f"{shown.max()}")
         probs = run.probabilities(logits)
-        thresholds = f1_thresholds(val.labels, probs)
+        thresholds = f1_thresholds(val.labels, probs, MIN_POSITIVES)
         run.preprocess.thresholds = [round(float(t), 6) for t in thresholds]
         at_half = multilabel_metrics(val.labels, probs, run.classes, np.full(len(run.classes), 0.5))
         tuned = multilabel_metrics(val.labels, probs, run.classes, thresholds)
-        lines.append(f"thresholds per label fitted on {len(val)} validation images (F1-optimal): validation macro "
-                     f"F1 {at_half['macro_f1']:.4f} at 0.5 -> {tuned['macro_f1']:.4f}")
+        fitted = int((val.labels.sum(axis=0) >= MIN_POSITIVES).sum())
+        kept = "" if fitted == len(run.classes) else (f"; {len(run.classes) - fitted} labels with fewer than "
+                                                      f"{MIN_POSITIVES} validation positives keep 0.5")
+        lines.append(f"thresholds fitted (F1-optimal) for {fitted} of {len(run.classes)} labels on {len(val)} "
+                     f"validation images{kept}: validation macro F1 {at_half['macro_f1']:.4f} at 0.5 -> "
+                     f"{tuned['macro_f1']:.4f}")
         return lines
 
     def write_figures(self, run: MultiLabelRun, history: list[dict], plotter) -> None:
