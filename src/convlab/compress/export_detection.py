@@ -23,6 +23,7 @@ from rich.console import Console
 from torch import nn
 
 from ..detection.batches import resize_longer
+from ..detection.metrics import greedy_pairs
 from ..detection.run import DetectionRun, read_rgb
 from ..errors import ConvlabError
 from ..version import __version__
@@ -158,12 +159,13 @@ def pair_detections(expected, got, tolerance: float) -> tuple[np.ndarray, np.nda
     cost = np.maximum(np.abs(boxes_a[:, None] - boxes_b[None]).max(axis=2, initial=0.0),
                       np.abs(scores_a[:, None] - scores_b[None]))  # (M, N)
     cost[labels_a[:, None] != labels_b[None]] = np.inf
-    close = _pair_closest(cost, tolerance)
+    close = greedy_pairs(-cost, cost <= tolerance)  # the closest first
     left_a = np.setdiff1d(np.arange(len(scores_a)), [a for a, _ in close])
     left_b = np.setdiff1d(np.arange(len(scores_b)), [b for _, b in close])
     lowest = np.concatenate([scores_a, scores_b]).min(initial=np.inf)
     left_a, left_b = left_a[scores_a[left_a] > lowest + tolerance], left_b[scores_b[left_b] > lowest + tolerance]
-    rest = [(left_a[a], left_b[b]) for a, b in _pair_closest(cost[np.ix_(left_a, left_b)], np.finfo(float).max)]
+    left = cost[np.ix_(left_a, left_b)]
+    rest = [(left_a[a], left_b[b]) for a, b in greedy_pairs(-left, left <= np.finfo(float).max)]
     if len(rest) < max(len(left_a), len(left_b)):
         return None
     pairs = np.array(close + rest, dtype=np.int64).reshape(-1, 2)
@@ -175,19 +177,6 @@ def _as_float64(found) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     boxes, labels, scores = found
     return (np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(labels, np.float64).reshape(-1),
             np.asarray(scores, np.float64).reshape(-1))
-
-
-def _pair_closest(cost: np.ndarray, limit: float) -> list[tuple[int, int]]:
-    """(row, column) pairs of a (M, N) cost matrix, the cheapest first, each row and column once, costs <= limit."""
-    candidates = np.argwhere(cost <= limit)
-    candidates = candidates[np.argsort(cost[candidates[:, 0], candidates[:, 1]], kind="stable")]
-    pairs, rows, columns = [], set(), set()
-    for row, column in candidates.tolist():
-        if row not in rows and column not in columns:
-            pairs.append((row, column))
-            rows.add(row)
-            columns.add(column)
-    return pairs
 
 
 def _add_metadata(proto, run: DetectionRun, shape: tuple[int, ...]) -> None:

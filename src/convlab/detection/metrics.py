@@ -117,7 +117,8 @@ def _image_confusion(item: Annotated, pred: dict, num_classes: int, iou: float, 
     boxes, labels = boxes[scores >= conf], labels[scores >= conf]
     crowd = item.iscrowd.astype(bool)
     gt_labels = item.labels[~crowd]
-    pairs = _pair_greedily(_box_iou(item.boxes[~crowd], boxes), iou)
+    overlaps = _box_iou(item.boxes[~crowd], boxes)
+    pairs = greedy_pairs(overlaps, overlaps > iou)  # (truth, prediction): the highest IoU above `iou` first
     on_crowd = (_box_iou(item.boxes[crowd], boxes) > iou).any(axis=0)
     matrix = np.zeros((num_classes + 1, num_classes + 1), dtype=np.int64)
     for g, p in pairs:
@@ -130,16 +131,18 @@ def _image_confusion(item: Annotated, pred: dict, num_classes: int, iou: float, 
     return matrix
 
 
-def _pair_greedily(overlaps: np.ndarray, iou: float) -> list[tuple[int, int]]:
-    """(truth, prediction) index pairs from a (K, M) IoU matrix: the highest IoU above `iou` first, each box once."""
-    candidates = np.argwhere(overlaps > iou)
-    candidates = candidates[np.argsort(-overlaps[candidates[:, 0], candidates[:, 1]], kind="stable")]
-    pairs, gt_used, pred_used = [], set(), set()
-    for g, p in candidates.tolist():
-        if g not in gt_used and p not in pred_used:
-            pairs.append((g, p))
-            gt_used.add(g)
-            pred_used.add(p)
+def greedy_pairs(score: np.ndarray, eligible: np.ndarray) -> list[tuple[int, int]]:
+    """(row, column) pairs of a (K, M) score matrix among its `eligible` entries, the highest score first (ties in
+    row-major order), each row and each column used once: the confusion matrix pairs truth and predicted boxes by
+    IoU, the export check pairs two runtimes' boxes by their difference."""
+    candidates = np.argwhere(eligible)
+    candidates = candidates[np.argsort(-score[candidates[:, 0], candidates[:, 1]], kind="stable")]
+    pairs, rows, columns = [], set(), set()
+    for row, column in candidates.tolist():
+        if row not in rows and column not in columns:
+            pairs.append((row, column))
+            rows.add(row)
+            columns.add(column)
     return pairs
 
 
