@@ -21,25 +21,12 @@ from pathlib import Path  # noqa: E402
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
-import torchvision  # noqa: E402
 import yaml  # noqa: E402
 from fastai.callback.core import Callback  # noqa: E402
 from fastai.vision.all import (ColReader, ColSplitter, DataBlock, ImageBlock, MultiCategoryBlock,  # noqa: E402
-                               Resize, ResizeMethod, accuracy_multi, aug_transforms, default_split,
-                               imagenet_stats, model_meta, set_seed, vision_learner)
-from safetensors.torch import load_file  # noqa: E402
+                               Resize, ResizeMethod, accuracy_multi, aug_transforms, set_seed, vision_learner)
+from peer_fastai import kit_mobilenet_v2  # noqa: E402  (the same registration as the single-label row)
 from sklearn.metrics import average_precision_score, f1_score  # noqa: E402
-
-
-def kit_mobilenet_v2(weights: str):
-    """torchvision's MobileNetV2 loading the given file instead of downloading, registered for fastai."""
-    def arch(pretrained=True):
-        model = torchvision.models.mobilenet_v2()
-        if pretrained:
-            model.load_state_dict(load_file(weights))
-        return model
-    model_meta[arch] = {"cut": -1, "split": default_split, "stats": imagenet_stats}
-    return arch
 
 
 class EpochTimes(Callback):
