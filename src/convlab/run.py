@@ -217,19 +217,20 @@ class Run(SavedFiles):
             arrays = self._conform(arrays)
             arrays = ImageArrays(arrays.images, map_labels(arrays.labels, classes or self.classes, self.classes,
                                                            "the given data", f"run {self.path}"))
-        plain = self._scored(arrays, "none")
+        plain = self.scored(arrays)[0]
         if tta == "none":
             return plain
-        return {**self._scored(arrays, tta), "tta": tta, "without_tta": plain}
+        return {**self.scored(arrays, tta)[0], "tta": tta, "without_tta": plain}
 
-    def _scored(self, arrays: ImageArrays, tta: str) -> dict:
-        """Classification metrics and calibration (before and after the run's temperature when it has one); a
-        multi-label run scores its own way (multilabel/run.py)."""
+    def scored(self, arrays: ImageArrays, tta: str = "none") -> tuple[dict, np.ndarray]:
+        """Arrays in the run's size, channels and class order -> (classification metrics and calibration, before
+        and after the run's temperature when it has one; the probabilities they were computed from), one pass
+        over the images for a caller that needs both. A multi-label run scores its own way (multilabel/run.py)."""
         logits, probs = self.predict_outputs(arrays.images, tta)
         metrics = classification_metrics(arrays.labels, probs, self.classes)
         raw = None if self.preprocess.temperature is None else softmax(logits)
         metrics.update(calibration_report(probs, arrays.labels, raw))
-        return metrics
+        return metrics, probs
 
     def predict(self, inputs: Any, top_k: int = 5, tta: str = "none") -> list[dict]:
         """Images (paths, folders of images, PIL images or arrays) -> top-k labels with probabilities; `tta`

@@ -41,3 +41,12 @@ def shapes_run(tmp_path_factory):
     from serve.detection_run import trained_shapes_run
 
     return trained_shapes_run(tmp_path_factory)
+
+
+@pytest.fixture
+def browser_page():
+    """(a fresh headless Chromium page, the problems it saw): the browser tests' page (tests/browser.py)."""
+    from browser import open_page
+
+    with open_page() as (page, problems):
+        yield page, problems

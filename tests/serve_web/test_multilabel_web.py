@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 pytest.importorskip("fastapi", reason="the web app needs the serve extra (pip install -e '.[serve]')")
-from browser import open_page  # noqa: E402
 from webapp_server import live_server, make_app, png_bytes, served  # noqa: E402
 
 
@@ -116,12 +115,6 @@ def test_the_reliability_diagram_is_drawn_when_the_run_folder_has_none(multilabe
 
 
 # --- the pages in Chromium -------------------------------------------------------------------------------------
-
-@pytest.fixture
-def browser_page():
-    with open_page() as (page, problems):
-        yield page, problems
-
 
 @pytest.mark.slow
 def test_runs_and_predict_pages_of_a_multilabel_model(browser_page, ml_models, multilabel_run, tmp_path):

@@ -5,15 +5,8 @@ from __future__ import annotations
 import pytest
 
 pytest.importorskip("fastapi", reason="the web app needs the serve extra (pip install -e '.[serve]')")
-from browser import open_page  # noqa: E402
 from webapp_server import live_server, make_app  # noqa: E402
 from convlab.insight.attribution import METHODS  # noqa: E402
-
-
-@pytest.fixture
-def browser_page():
-    with open_page() as (page, problems):
-        yield page, problems
 
 
 @pytest.mark.slow

@@ -220,8 +220,7 @@ def _classification_parts(run: Run, methods) -> list[str]:
         return measured + [curves_section(run), config_section(run), missing]
     test = test_split(data, run.classes, f"run {run.path}")
     labels = test.labels
-    probs = run.predict_arrays(test.images)
-    metrics = run.evaluate(arrays=test)  # the run's own scoring: metrics and calibration (before and after T)
+    metrics, probs = run.scored(test)  # the run's own scoring: metrics and calibration (before and after T)
     parts = [_metrics_sections(run, metrics), _calibration_section(run, metrics), curves_section(run),
              _mistakes_section(run, test, probs, labels)]
     if methods:
@@ -236,7 +235,7 @@ def _multilabel_parts(run: Run, methods) -> list[str]:
     if data is None:
         measured = [_multilabel_sections(run.metrics), _calibration_section(run, run.metrics)] if run.metrics else []
         return measured + [curves_section(run), config_section(run), missing]
-    metrics = run.evaluate(arrays=test_split(data, run.classes, f"run {run.path}"))
+    metrics = run.scored(test_split(data, run.classes, f"run {run.path}"))[0]
     return [_multilabel_sections(metrics), _calibration_section(run, metrics), curves_section(run),
             config_section(run), _dataset_section(run, data.splits)]
 

@@ -32,7 +32,7 @@ class MultiLabelRun(Run):
         """Logits -> each label's probability, float64 (after the fitted temperature, one per label)."""
         return torch.sigmoid(torch.from_numpy(self.preprocess.scaled(logits))).double().numpy()
 
-    def _scored(self, arrays: ImageArrays, tta: str) -> dict:
+    def scored(self, arrays: ImageArrays, tta: str = "none") -> tuple[dict, np.ndarray]:
         """Multi-label metrics (evaluate/multilabel.py) at the stored thresholds, and calibration (before and after
         the run's temperatures when it has them)."""
         if not arrays.multi_hot:
@@ -42,7 +42,7 @@ class MultiLabelRun(Run):
         metrics = multilabel_metrics(arrays.labels, probs, self.classes, self.thresholds)
         raw = None if self.preprocess.temperature is None else torch.sigmoid(torch.from_numpy(logits)).double().numpy()
         metrics.update(calibration_report(probs, arrays.labels, raw))
-        return metrics
+        return metrics, probs
 
     def predict(self, inputs, top_k: int = 5, tta: str = "none") -> list[dict]:
         """Images -> every label at or above its threshold with its probability (most probable first), and the

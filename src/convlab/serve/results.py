@@ -179,9 +179,11 @@ class ModelViews:
         confident mistakes."""
         test = self._test_data(run, notes, "no mistakes to show")
         metrics, source = self.metrics, "metrics.json"
-        probs = run.predict_arrays(test.images) if test is not None else None
-        if metrics is None and test is not None:
-            metrics, source = run.evaluate(arrays=test), "measured on the test split"
+        probs = None
+        if test is not None:  # one pass over the test images: the mistakes need the probabilities either way
+            measured, probs = run.scored(test)
+            if metrics is None:
+                metrics, source = measured, "measured on the test split"
         return {"metrics": metrics, "metrics_source": source if metrics is not None else None,
                 "confusion": data_uri(confusion_png(metrics, run.classes)) if metrics else None,
                 "mistakes": [] if probs is None else self._mistakes(run, test, probs)}
